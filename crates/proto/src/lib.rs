@@ -1,0 +1,12 @@
+//! mailroom-proto: SMTP without I/O.
+//!
+//! Addresses, commands, replies, ESMTP parameters, the line / DATA / BDAT decoders and the server and
+//! client session state machines. No tokio, no sockets, no clock: time is passed in by the caller.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod client;
+pub mod reply;
+
+pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
+pub use reply::{Enhanced, Reply};
