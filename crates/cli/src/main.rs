@@ -1,15 +1,23 @@
 //! The `mailroom` binary: serve, send, sendmail, user, mailbox, check-config.
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod mailbox;
 mod send;
 mod sendmail;
+mod serve;
+mod user;
 
 #[derive(Debug, Parser)]
-#[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Receive, store, relay and send mail"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,6 +25,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the SMTP server.
+    Serve(serve::ServeArgs),
+    /// Manage users (and so mailboxes).
+    User {
+        #[command(subcommand)]
+        cmd: user::UserCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Read delivered mail.
+    Mailbox {
+        #[command(subcommand)]
+        cmd: mailbox::MailboxCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Validate a config file and print the settings in force.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Send a message through an SMTP server.
     Send(send::SendArgs),
     /// Read a message on stdin and send it, like /usr/sbin/sendmail.
@@ -41,8 +70,47 @@ fn main() -> ExitCode {
         return sendmail::main(argv.split_off(2));
     }
     let cli = Cli::parse();
-    match cli.command {
-        Command::Send(args) => send::run(args),
-        Command::Sendmail { args } => sendmail::main(args),
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            serve::run(args)
+        }
+        Command::User { cmd, dirs } => user::run(cmd, dirs),
+        Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
+        Command::CheckConfig { config } => check_config(config),
+        Command::Send(args) => return send::run(args),
+        Command::Sendmail { args } => return sendmail::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailroom: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = serve::load_config(config.as_ref(), None)?;
+    cfg.validate()?;
+    println!("config ok");
+    println!("{cfg:#?}");
+    Ok(())
+}
+
+/// Logs to stderr; `RUST_LOG` (or `MAILROOM_LOG`) picks the level, `info` by default.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("MAILROOM_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }

@@ -6,7 +6,11 @@
 
 pub mod address;
 pub mod client;
+pub mod command;
+pub mod data;
+pub mod params;
 pub mod reply;
+pub mod server;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
 pub use reply::{Enhanced, Reply};

@@ -1,1 +1,200 @@
-//! placeholder
+//! mailroom-server: the tokio shell around the SMTP server session of mailroom-proto.
+//!
+//! Listeners, the per-connection driver, timeouts, the connection cap, policy (which recipients are
+//! ours) and the hand-off to the store. Graceful shutdown: stop accepting, let transactions under way
+//! finish within a grace period, 421 4.3.2 to idle sessions.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod connection;
+pub mod policy;
+pub mod trace;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mailroom_proto::server::Session;
+use mailroom_proto::{Enhanced, Reply};
+use mailroom_store::Store;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tracing::{info, warn};
+
+pub use config::{Config, ConfigError};
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Shutdown asked: idle sessions close, transactions may finish.
+    Draining,
+    /// Grace period over: everything closes.
+    Abort,
+}
+
+pub(crate) struct Shared {
+    pub proto: Arc<mailroom_proto::server::Config>,
+    pub store: Store,
+    pub policy: policy::Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] mailroom_store::StoreError),
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    config: Config,
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Opens the store and binds every listener (so a port clash is reported before anything runs).
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let store = Store::open(&config.server.data_dir)?;
+        let mut listeners = Vec::new();
+        for addr in &config.server.listen {
+            listeners.push(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| ServerError::Bind(*addr, e))?,
+            );
+        }
+        let domains = config.domains();
+        let users = store.users();
+        for d in users.domains() {
+            if !domains.iter().any(|x| x == d) {
+                warn!(
+                    domain = d,
+                    "users exist for a domain this server does not serve; add it with --domain"
+                );
+            }
+        }
+        let proto = mailroom_proto::server::Config {
+            hostname: config.server.hostname.clone(),
+            max_message_size: config.limits.max_message_size,
+            max_recipients: config.limits.max_recipients,
+            max_errors: config.limits.max_errors,
+            command_timeout: config.limits.command_timeout,
+            data_timeout: config.limits.data_timeout,
+        };
+        let shared = Arc::new(Shared {
+            proto: Arc::new(proto),
+            store,
+            policy: policy::Policy { domains },
+        });
+        Ok(Server {
+            config,
+            listeners,
+            shared,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: returns once every session has ended.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let max = self.config.limits.max_connections;
+        let slots = Arc::new(Semaphore::new(max));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let mut accept_tasks = Vec::new();
+        for listener in self.listeners {
+            let addr = listener.local_addr().ok();
+            info!(listen = ?addr, domains = ?self.shared.policy.domains, hostname = %self.shared.proto.hostname, "listening");
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                self.shared.clone(),
+                slots.clone(),
+                phase_rx.clone(),
+            )));
+        }
+        shutdown.await;
+        info!(grace = ?self.config.server.shutdown_grace, "shutting down: no new connections, draining sessions");
+        for t in &accept_tasks {
+            t.abort();
+        }
+        let _ = phase_tx.send(Phase::Draining);
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            self.config.server.shutdown_grace,
+            slots.acquire_many(all as u32),
+        )
+        .await;
+        if drained.is_err() {
+            warn!("grace period over: closing the remaining sessions");
+            let _ = phase_tx.send(Phase::Abort);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), slots.acquire_many(all))
+                    .await;
+        }
+        info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    phase: watch::Receiver<Phase>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                let phase = phase.clone();
+                tokio::spawn(async move {
+                    connection::serve(stream, peer, shared, phase).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                info!(%peer, "refused: too many connections");
+                let proto = shared.proto.clone();
+                tokio::spawn(async move {
+                    let mut s = Session::refuse(
+                        proto,
+                        Instant::now(),
+                        Reply::new(
+                            421,
+                            Enhanced(4, 7, 0),
+                            "Too many connections, try again later",
+                        ),
+                    );
+                    let mut stream = stream;
+                    if let Some(out) = s.poll_transmit() {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            stream.write_all(&out),
+                        )
+                        .await;
+                    }
+                    let _ = stream.shutdown().await;
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! What a server offers in its EHLO reply (RFC 5321 §4.1.1.1): one extension keyword per line after the
+//! first, with optional parameters.
+
+use crate::reply::Reply;
+
+/// The service extensions the client cares about. A server that answered HELO offers none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The first line of the EHLO reply (usually the server's name and a greeting).
+    pub server_name: String,
+    /// RFC 1870: `SIZE` was offered. `Some(0)` means offered without a fixed limit (RFC 1870 §4).
+    pub size: Option<u64>,
+    /// RFC 2920.
+    pub pipelining: bool,
+    /// RFC 6152.
+    pub eight_bit_mime: bool,
+    /// RFC 6531.
+    pub smtputf8: bool,
+    /// RFC 3030 (CHUNKING, BDAT).
+    pub chunking: bool,
+    /// RFC 3207.
+    pub starttls: bool,
+    /// RFC 2034.
+    pub enhanced_status_codes: bool,
+    /// RFC 4954: the SASL mechanisms after `AUTH` (or the older `AUTH=` form), upper-cased.
+    pub auth: Vec<String>,
+    /// Every keyword line as offered, for callers that look for something else.
+    pub extensions: Vec<String>,
+}
+
+impl Capabilities {
+    /// Reads the capability lines of a positive EHLO reply.
+    pub fn from_ehlo(reply: &Reply) -> Capabilities {
+        let mut caps = Capabilities {
+            server_name: reply
+                .lines
+                .first()
+                .map(|l| l.to_string())
+                .unwrap_or_default(),
+            ..Capabilities::default()
+        };
+        for line in reply.lines.iter().skip(1) {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            caps.extensions.push(line.to_owned());
+            let (keyword, params) = match line.find([' ', '=']) {
+                Some(i) => (&line[..i], line[i + 1..].trim()),
+                None => (line, ""),
+            };
+            match keyword.to_ascii_uppercase().as_str() {
+                "SIZE" => {
+                    let limit = params
+                        .split_whitespace()
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    caps.size = Some(limit);
+                }
+                "PIPELINING" => caps.pipelining = true,
+                "8BITMIME" => caps.eight_bit_mime = true,
+                "SMTPUTF8" => caps.smtputf8 = true,
+                "CHUNKING" => caps.chunking = true,
+                "STARTTLS" => caps.starttls = true,
+                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
+                "AUTH" => {
+                    for m in params.split_whitespace() {
+                        let m = m.to_ascii_uppercase();
+                        if !caps.auth.contains(&m) {
+                            caps.auth.push(m);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        caps
+    }
+
+    /// The server's fixed message size limit, if it declared one.
+    pub fn size_limit(&self) -> Option<u64> {
+        self.size.filter(|&n| n > 0)
+    }
+
+    /// True when the server offers the named SASL mechanism.
+    pub fn has_auth(&self, mechanism: &str) -> bool {
+        self.auth.iter().any(|m| m.eq_ignore_ascii_case(mechanism))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_list() {
+        let r = Reply::plain(250, "mx.example greets you")
+            .line("SIZE 35882577")
+            .line("pipelining")
+            .line("8BITMIME")
+            .line("SMTPUTF8")
+            .line("CHUNKING")
+            .line("STARTTLS")
+            .line("ENHANCEDSTATUSCODES")
+            .line("AUTH PLAIN LOGIN")
+            .line("AUTH=LOGIN CRAM-MD5");
+        let c = Capabilities::from_ehlo(&r);
+        assert_eq!(c.server_name, "mx.example greets you");
+        assert_eq!(c.size, Some(35882577));
+        assert!(c.pipelining && c.eight_bit_mime && c.smtputf8 && c.chunking && c.starttls);
+        assert!(c.enhanced_status_codes);
+        assert_eq!(c.auth, vec!["PLAIN", "LOGIN", "CRAM-MD5"]);
+        assert!(c.has_auth("plain"));
+    }
+
+    #[test]
+    fn size_without_limit() {
+        let c = Capabilities::from_ehlo(&Reply::plain(250, "x").line("SIZE"));
+        assert_eq!((c.size, c.size_limit()), (Some(0), None));
+        assert_eq!(Capabilities::from_ehlo(&Reply::plain(250, "x")).size, None);
+    }
+}

@@ -1,0 +1,791 @@
+//! The client session: commands out, replies in, matched in order (RFC 5321 §4.3.2, RFC 2920 §3.1).
+//!
+//! Commands wait in `queue` until they may leave: at once when nothing is awaiting a reply, or, when the
+//! server offers PIPELINING, after other MAIL / RCPT / RSET commands. RFC 2920 §3.1 lets EHLO, DATA, QUIT
+//! and the like only end a group, so once one of those has left, nothing follows until the replies are in.
+//! Released commands go to `outbound` and to `pending`; a reply is only accepted for a command the caller
+//! has actually taken from [`Session::poll_transmit`], so a server that answers what it was never sent is
+//! caught at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::capabilities::Capabilities;
+use super::data::DataEncoder;
+use super::envelope::{Envelope, MessageInfo};
+use super::reply::{ReplyError, ReplyParser, MAX_REPLY_LINE};
+use crate::address::{ForwardPath, ReversePath};
+use crate::reply::Reply;
+
+/// Which command (or the greeting) a reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Greeting,
+    Ehlo,
+    Helo,
+    StartTls,
+    Mail,
+    Rcpt,
+    Data,
+    /// The `.` that ends the message.
+    EndOfData,
+    Rset,
+    Noop,
+    Quit,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Greeting => "the greeting",
+            Step::Ehlo => "EHLO",
+            Step::Helo => "HELO",
+            Step::StartTls => "STARTTLS",
+            Step::Mail => "MAIL FROM",
+            Step::Rcpt => "RCPT TO",
+            Step::Data => "DATA",
+            Step::EndOfData => "the end of data",
+            Step::Rset => "RSET",
+            Step::Noop => "NOOP",
+            Step::Quit => "QUIT",
+        })
+    }
+}
+
+/// Why the session cannot go on (or refused a call).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("malformed reply from the server: {0}")]
+    Malformed(#[from] ReplyError),
+    #[error("server refused {step}: {reply}")]
+    Rejected { step: Step, reply: Reply },
+    #[error("server sent a reply that does not fit {}: {reply}", step.map(|s| s.to_string()).unwrap_or_else(|| "any command sent".into()))]
+    Unexpected { step: Option<Step>, reply: Reply },
+    #[error("the message needs {extension} ({reason}), which the server does not offer")]
+    MissingExtension {
+        extension: &'static str,
+        reason: &'static str,
+    },
+    #[error(
+        "message of {size} octets is larger than the server's limit of {limit} (SIZE, RFC 1870)"
+    )]
+    TooBig { size: u64, limit: u64 },
+    #[error("not possible now: {0}")]
+    NotReady(&'static str),
+}
+
+impl Error {
+    /// The server's reply behind the error, if there is one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// Worth trying again later: a 4xx, or a server that misbehaved in a way that may pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Malformed(_) => true,
+            Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => reply.code < 500,
+            Error::MissingExtension { .. } | Error::TooBig { .. } | Error::NotReady(_) => false,
+        }
+    }
+
+    /// Trying again will fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        !self.is_transient()
+    }
+}
+
+/// What the caller should know or do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A command line left (without its CRLF), for transcripts.
+    Sent(String),
+    /// A reply arrived, and which command it answers.
+    Reply { step: Step, reply: Reply },
+    /// The greeting and EHLO (or HELO) are done: [`Session::capabilities`] holds what the server offers.
+    Ready,
+    /// The server said go ahead to STARTTLS: upgrade the stream, then call
+    /// [`Session::handle_tls_established`].
+    StartTls,
+    /// DATA was answered 354: give the message to [`Session::handle_body`], then [`Session::finish_body`].
+    SendBody,
+    /// A transaction started with [`Session::begin_mail`] has ended.
+    Done(Outcome),
+    /// QUIT was answered; close the connection.
+    Closed,
+}
+
+/// What one recipient got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientOutcome {
+    pub recipient: ForwardPath,
+    /// `Ok` with the reply after the data when the message was accepted for this recipient; `Err` with
+    /// the reply that refused it (to MAIL, to its RCPT, to DATA or to the end of data).
+    pub result: Result<Reply, Reply>,
+}
+
+/// The end of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The reply to MAIL FROM.
+    pub mail: Reply,
+    /// One entry per recipient of the envelope, in order.
+    pub recipients: Vec<RecipientOutcome>,
+    /// The reply after the data, when the message was sent.
+    pub message: Option<Reply>,
+}
+
+impl Outcome {
+    pub fn accepted(&self) -> impl Iterator<Item = &RecipientOutcome> {
+        self.recipients.iter().filter(|r| r.result.is_ok())
+    }
+    pub fn refused(&self) -> impl Iterator<Item = &RecipientOutcome> {
+        self.recipients.iter().filter(|r| r.result.is_err())
+    }
+    /// True when every recipient has the message.
+    pub fn is_complete(&self) -> bool {
+        self.recipients.iter().all(|r| r.result.is_ok())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Greeting and EHLO/HELO (again after STARTTLS).
+    Handshake,
+    /// STARTTLS answered 220: the caller is upgrading the stream.
+    Tls,
+    /// Between transactions, or in a step-by-step one.
+    Ready,
+    /// After 354: the message is being handed in.
+    Body,
+    /// QUIT has been queued.
+    Quitting,
+    Closed,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Pending {
+    step: Step,
+    /// The caller has taken its bytes from `poll_transmit`.
+    sent: bool,
+    /// Belongs to the transaction of `begin_mail` (rather than a step-by-step command).
+    in_txn: bool,
+}
+
+#[derive(Debug)]
+struct Txn {
+    pipelined: bool,
+    mail: Option<Reply>,
+    rcpts: Vec<(ForwardPath, Option<Reply>)>,
+    answered: usize,
+    data: Option<Reply>,
+    message: Option<Reply>,
+}
+
+/// One SMTP client connection, from greeting to QUIT. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    helo_name: String,
+    state: State,
+    caps: Capabilities,
+    parser: ReplyParser,
+    input: Vec<u8>,
+    queue: VecDeque<(Step, String, bool)>,
+    pending: VecDeque<Pending>,
+    outbound: Vec<u8>,
+    events: VecDeque<Event>,
+    txn: Option<Txn>,
+    encoder: DataEncoder,
+    error: Option<Error>,
+    /// Input bytes after the reply being handled (STARTTLS must be the last thing the server said).
+    unconsumed: usize,
+}
+
+impl Session {
+    /// A session that waits for the greeting, then introduces itself as `helo_name` (RFC 5321 §4.1.1.1:
+    /// the client's fully qualified domain name, or an address literal).
+    pub fn new(helo_name: impl Into<String>) -> Session {
+        let mut pending = VecDeque::new();
+        pending.push_back(Pending {
+            step: Step::Greeting,
+            sent: true,
+            in_txn: false,
+        });
+        Session {
+            helo_name: helo_name.into(),
+            state: State::Handshake,
+            caps: Capabilities::default(),
+            parser: ReplyParser::new(),
+            input: Vec::new(),
+            queue: VecDeque::new(),
+            pending,
+            outbound: Vec::new(),
+            events: VecDeque::new(),
+            txn: None,
+            encoder: DataEncoder::new(),
+            error: None,
+            unconsumed: 0,
+        }
+    }
+
+    /// What the server offered in its EHLO reply (empty after HELO or before [`Event::Ready`]).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// True between transactions: a new one (or a step-by-step command) may start.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready && self.txn.is_none()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The step whose reply is awaited next, if any (for timeouts and messages in the shell).
+    pub fn awaiting(&self) -> Option<Step> {
+        self.pending.front().filter(|p| p.sent).map(|p| p.step)
+    }
+
+    /// Bytes read from the server.
+    pub fn handle_input(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        self.input.extend_from_slice(bytes);
+        let r = self.process_input();
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    /// The bytes to write next, all that may leave now in one piece (so a pipelined group is one write).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.outbound.is_empty() {
+            return None;
+        }
+        for p in self.pending.iter_mut() {
+            p.sent = true;
+        }
+        Some(std::mem::take(&mut self.outbound))
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Starts a whole transaction: MAIL with the parameters the message needs, every RCPT, then DATA if any
+    /// recipient was accepted (all in one group under PIPELINING). Ends in [`Event::SendBody`] and then
+    /// [`Event::Done`], or straight in [`Event::Done`] when nobody can get the message.
+    pub fn begin_mail(&mut self, envelope: &Envelope, info: &MessageInfo) -> Result<(), Error> {
+        self.check_ready()?;
+        if envelope.to.is_empty() {
+            return Err(Error::NotReady(
+                "a transaction needs at least one recipient",
+            ));
+        }
+        let params = self.mail_params(envelope, info)?;
+        let pipelined = self.caps.pipelining;
+        self.txn = Some(Txn {
+            pipelined,
+            mail: None,
+            rcpts: envelope.to.iter().map(|t| (t.clone(), None)).collect(),
+            answered: 0,
+            data: None,
+            message: None,
+        });
+        self.enqueue(Step::Mail, mail_line(&envelope.from, &params), true);
+        if pipelined {
+            for to in &envelope.to {
+                self.enqueue(Step::Rcpt, format!("RCPT TO:{to}"), true);
+            }
+            self.enqueue(Step::Data, "DATA".into(), true);
+        }
+        Ok(())
+    }
+
+    /// The MAIL FROM parameters this message needs from this server, or why the server cannot take it.
+    pub fn mail_params(
+        &self,
+        envelope: &Envelope,
+        info: &MessageInfo,
+    ) -> Result<Vec<String>, Error> {
+        let caps = &self.caps;
+        let mut params = Vec::new();
+        if let (Some(offered), Some(size)) = (caps.size, info.size) {
+            if offered > 0 && size > offered {
+                return Err(Error::TooBig {
+                    size,
+                    limit: offered,
+                });
+            }
+            params.push(format!("SIZE={size}"));
+        }
+        let mut smtputf8 = false;
+        if envelope.needs_smtputf8() {
+            if !caps.smtputf8 {
+                return Err(Error::MissingExtension {
+                    extension: "SMTPUTF8",
+                    reason: "an address is not ASCII",
+                });
+            }
+            smtputf8 = true;
+        }
+        if info.utf8_headers {
+            // RFC 6532 headers want SMTPUTF8; a server without it but with 8BITMIME still carries the octets.
+            if caps.smtputf8 {
+                smtputf8 = true;
+            } else if !caps.eight_bit_mime {
+                return Err(Error::MissingExtension {
+                    extension: "SMTPUTF8",
+                    reason: "the header is not ASCII",
+                });
+            }
+        }
+        match info.eight_bit {
+            Some(true) if !caps.eight_bit_mime => {
+                return Err(Error::MissingExtension {
+                    extension: "8BITMIME",
+                    reason: "the message has 8-bit octets",
+                })
+            }
+            Some(true) | None if caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
+            _ if info.utf8_headers && caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
+            _ => {}
+        }
+        if smtputf8 {
+            params.push("SMTPUTF8".into());
+        }
+        Ok(params)
+    }
+
+    /// Step by step: `MAIL FROM:<from> params`. The reply comes as [`Event::Reply`].
+    pub fn mail(&mut self, from: &ReversePath, params: &[String]) -> Result<(), Error> {
+        self.check_ready()?;
+        self.enqueue(Step::Mail, mail_line(from, params), false);
+        Ok(())
+    }
+
+    /// Step by step: `RCPT TO:<to>`.
+    pub fn rcpt(&mut self, to: &ForwardPath) -> Result<(), Error> {
+        self.check_ready()?;
+        self.enqueue(Step::Rcpt, format!("RCPT TO:{to}"), false);
+        Ok(())
+    }
+
+    /// Step by step: `DATA`; a 354 brings [`Event::SendBody`].
+    pub fn data(&mut self) -> Result<(), Error> {
+        self.check_ready()?;
+        self.enqueue(Step::Data, "DATA".into(), false);
+        Ok(())
+    }
+
+    /// Step by step: `RSET`.
+    pub fn rset(&mut self) -> Result<(), Error> {
+        self.check_ready()?;
+        self.enqueue(Step::Rset, "RSET".into(), false);
+        Ok(())
+    }
+
+    /// `NOOP`.
+    pub fn noop(&mut self) -> Result<(), Error> {
+        self.check_ready()?;
+        self.enqueue(Step::Noop, "NOOP".into(), false);
+        Ok(())
+    }
+
+    /// `STARTTLS` (RFC 3207); a 220 brings [`Event::StartTls`].
+    pub fn starttls(&mut self) -> Result<(), Error> {
+        self.check_ready()?;
+        if !self.caps.starttls {
+            return Err(Error::MissingExtension {
+                extension: "STARTTLS",
+                reason: "TLS was asked for",
+            });
+        }
+        self.enqueue(Step::StartTls, "STARTTLS".into(), false);
+        Ok(())
+    }
+
+    /// The stream is now TLS: forget what was said in the clear and say EHLO again (RFC 3207 §4.2).
+    pub fn handle_tls_established(&mut self) -> Result<(), Error> {
+        if self.state != State::Tls {
+            return Err(Error::NotReady("no STARTTLS was accepted"));
+        }
+        self.caps = Capabilities::default();
+        self.input.clear();
+        self.parser = ReplyParser::new();
+        self.state = State::Handshake;
+        self.enqueue(Step::Ehlo, format!("EHLO {}", self.helo_name), false);
+        Ok(())
+    }
+
+    /// `QUIT` (allowed at any point but during the message); [`Event::Closed`] follows its reply.
+    pub fn quit(&mut self) -> Result<(), Error> {
+        match self.state {
+            State::Closed | State::Quitting => return Ok(()),
+            State::Body => return Err(Error::NotReady("the message is not finished")),
+            State::Failed => {
+                return Err(self
+                    .error
+                    .clone()
+                    .unwrap_or(Error::NotReady("the session failed")))
+            }
+            _ => {}
+        }
+        self.state = State::Quitting;
+        self.enqueue(Step::Quit, "QUIT".into(), false);
+        Ok(())
+    }
+
+    /// Part of the message, after [`Event::SendBody`]: line ends made CRLF, leading dots doubled.
+    pub fn handle_body(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        if self.state != State::Body {
+            return Err(Error::NotReady("DATA has not been answered 354"));
+        }
+        self.encoder.encode(chunk, &mut self.outbound);
+        Ok(())
+    }
+
+    /// The end of the message: `CRLF . CRLF`.
+    pub fn finish_body(&mut self) -> Result<(), Error> {
+        if self.state != State::Body {
+            return Err(Error::NotReady("DATA has not been answered 354"));
+        }
+        self.encoder.finish(&mut self.outbound);
+        let in_txn = self.txn.is_some();
+        self.pending.push_back(Pending {
+            step: Step::EndOfData,
+            sent: false,
+            in_txn,
+        });
+        self.state = State::Ready;
+        Ok(())
+    }
+
+    fn check_ready(&self) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        match self.state {
+            State::Ready if self.txn.is_none() => Ok(()),
+            State::Ready => Err(Error::NotReady("a transaction is in progress")),
+            State::Body => Err(Error::NotReady("the message is being sent")),
+            State::Handshake | State::Tls => {
+                Err(Error::NotReady("the greeting and EHLO are not done"))
+            }
+            State::Quitting | State::Closed => Err(Error::NotReady("the session is closing")),
+            State::Failed => Err(Error::NotReady("the session failed")),
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.state = State::Failed;
+        self.error = Some(e);
+        self.queue.clear();
+        self.outbound.clear();
+    }
+
+    fn enqueue(&mut self, step: Step, line: String, in_txn: bool) {
+        self.queue.push_back((step, line, in_txn));
+        self.release();
+    }
+
+    /// Moves queued commands to `outbound` as far as RFC 2920 §3.1 allows.
+    fn release(&mut self) {
+        while let Some((step, _, _)) = self.queue.front() {
+            let may_go = self.pending.is_empty()
+                || (self.caps.pipelining
+                    && self.state == State::Ready
+                    && !matches!(step, Step::Ehlo | Step::Helo | Step::StartTls)
+                    && self
+                        .pending
+                        .iter()
+                        .all(|p| matches!(p.step, Step::Mail | Step::Rcpt | Step::Rset)));
+            if !may_go {
+                return;
+            }
+            let (step, line, in_txn) = self.queue.pop_front().expect("front exists");
+            self.outbound.extend_from_slice(line.as_bytes());
+            self.outbound.extend_from_slice(b"\r\n");
+            self.pending.push_back(Pending {
+                step,
+                sent: false,
+                in_txn,
+            });
+            self.events.push_back(Event::Sent(line));
+        }
+    }
+
+    fn process_input(&mut self) -> Result<(), Error> {
+        let mut used = 0;
+        let result = loop {
+            if self.state == State::Closed {
+                break Ok(());
+            }
+            match self.parser.parse(&self.input[used..]) {
+                Err(e) => break Err(Error::Malformed(e)),
+                Ok((n, None)) => {
+                    used += n;
+                    break Ok(());
+                }
+                Ok((n, Some(reply))) => {
+                    used += n;
+                    self.unconsumed = self.input.len() - used;
+                    if let Err(e) = self.handle_reply(reply) {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        self.input.drain(..used);
+        // The parser never leaves more than one partial line behind; this only guards the invariant.
+        debug_assert!(
+            result.is_err() || self.input.len() < MAX_REPLY_LINE || self.state == State::Closed
+        );
+        result
+    }
+
+    fn handle_reply(&mut self, reply: Reply) -> Result<(), Error> {
+        let Some(p) = self.pending.front().filter(|p| p.sent) else {
+            return Err(Error::Unexpected { step: None, reply });
+        };
+        let (step, in_txn) = (p.step, p.in_txn);
+        self.pending.pop_front();
+        self.events.push_back(Event::Reply {
+            step,
+            reply: reply.clone(),
+        });
+        // RFC 5321 §3.8: 421 to any command means the server is closing the connection.
+        if reply.code == 421 && step != Step::Quit {
+            return Err(Error::Rejected { step, reply });
+        }
+        // Only DATA may get a 3xx here (AUTH's 334 is a later issue); anything else is out of step.
+        let intermediate = (300..400).contains(&reply.code);
+        let bad = match step {
+            Step::Data => reply.is_positive() && reply.code != 354,
+            Step::Quit => false,
+            _ => intermediate,
+        };
+        if bad {
+            return Err(Error::Unexpected {
+                step: Some(step),
+                reply,
+            });
+        }
+        if in_txn {
+            self.handle_txn_reply(step, reply)?;
+        } else {
+            self.handle_plain_reply(step, reply)?;
+        }
+        self.release();
+        Ok(())
+    }
+
+    fn handle_plain_reply(&mut self, step: Step, reply: Reply) -> Result<(), Error> {
+        match step {
+            Step::Greeting => {
+                if reply.code != 220 {
+                    return Err(Error::Rejected { step, reply });
+                }
+                self.enqueue(Step::Ehlo, format!("EHLO {}", self.helo_name), false);
+            }
+            Step::Ehlo => {
+                if reply.is_positive() {
+                    self.caps = Capabilities::from_ehlo(&reply);
+                    self.state = State::Ready;
+                    self.events.push_back(Event::Ready);
+                } else if reply.is_permanent() {
+                    // RFC 5321 §3.2: a server that does not know EHLO answers 500/502; try HELO.
+                    self.enqueue(Step::Helo, format!("HELO {}", self.helo_name), false);
+                } else {
+                    return Err(Error::Rejected { step, reply });
+                }
+            }
+            Step::Helo => {
+                if !reply.is_positive() {
+                    return Err(Error::Rejected { step, reply });
+                }
+                self.caps = Capabilities {
+                    server_name: reply
+                        .lines
+                        .first()
+                        .map(|l| l.to_string())
+                        .unwrap_or_default(),
+                    ..Capabilities::default()
+                };
+                self.state = State::Ready;
+                self.events.push_back(Event::Ready);
+            }
+            Step::StartTls => {
+                if reply.code != 220 {
+                    return Err(Error::Rejected { step, reply });
+                }
+                // RFC 3207 §4: nothing may follow STARTTLS in the clear; bytes after it would be injected.
+                if !self.input_is_drained() {
+                    return Err(Error::Unexpected {
+                        step: Some(step),
+                        reply,
+                    });
+                }
+                self.state = State::Tls;
+                self.events.push_back(Event::StartTls);
+            }
+            Step::Data if reply.code == 354 => {
+                self.state = State::Body;
+                self.events.push_back(Event::SendBody);
+            }
+            Step::Quit => {
+                self.state = State::Closed;
+                self.pending.clear();
+                self.events.push_back(Event::Closed);
+            }
+            Step::Mail | Step::Rcpt | Step::Data | Step::EndOfData | Step::Rset | Step::Noop => {}
+        }
+        Ok(())
+    }
+
+    /// True when no byte beyond the reply being handled has arrived (used to refuse data after STARTTLS).
+    fn input_is_drained(&self) -> bool {
+        !self.parser.is_mid_reply() && self.unconsumed == 0
+    }
+
+    fn handle_txn_reply(&mut self, step: Step, reply: Reply) -> Result<(), Error> {
+        let txn = self
+            .txn
+            .as_mut()
+            .expect("a transaction reply needs a transaction");
+        match step {
+            Step::Mail => {
+                let ok = reply.is_positive();
+                txn.mail = Some(reply);
+                if !txn.pipelined {
+                    if ok {
+                        let lines: Vec<String> = txn
+                            .rcpts
+                            .iter()
+                            .map(|(to, _)| format!("RCPT TO:{to}"))
+                            .collect();
+                        for l in lines {
+                            self.enqueue(Step::Rcpt, l, true);
+                        }
+                    } else {
+                        self.finish_txn();
+                    }
+                }
+            }
+            Step::Rcpt => {
+                if let Some(slot) = txn.rcpts.get_mut(txn.answered) {
+                    slot.1 = Some(reply);
+                }
+                txn.answered += 1;
+                if !txn.pipelined && txn.answered == txn.rcpts.len() {
+                    let any = txn
+                        .rcpts
+                        .iter()
+                        .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                    if any {
+                        self.enqueue(Step::Data, "DATA".into(), true);
+                    } else {
+                        // Nobody will take it: no DATA, just forget the transaction.
+                        self.enqueue(Step::Rset, "RSET".into(), true);
+                    }
+                }
+            }
+            Step::Data => {
+                if reply.code == 354 {
+                    let mail_ok = txn.mail.as_ref().is_some_and(Reply::is_positive);
+                    let any = txn
+                        .rcpts
+                        .iter()
+                        .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                    self.state = State::Body;
+                    if mail_ok && any {
+                        self.events.push_back(Event::SendBody);
+                    } else {
+                        // RFC 2920 §3.1: DATA went in the group although every RCPT failed, and the
+                        // server said 354 anyway: end the (empty) message at once.
+                        self.finish_body()?;
+                    }
+                } else {
+                    txn.data = Some(reply);
+                    self.finish_txn();
+                }
+            }
+            Step::EndOfData => {
+                let any = txn
+                    .rcpts
+                    .iter()
+                    .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                if any && txn.mail.as_ref().is_some_and(Reply::is_positive) {
+                    txn.message = Some(reply);
+                }
+                self.finish_txn();
+            }
+            Step::Rset => self.finish_txn(),
+            _ => {
+                return Err(Error::Unexpected {
+                    step: Some(step),
+                    reply,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_txn(&mut self) {
+        let Some(txn) = self.txn.take() else { return };
+        let mail = txn
+            .mail
+            .unwrap_or_else(|| Reply::plain(503, "no reply to MAIL"));
+        let recipients = txn
+            .rcpts
+            .into_iter()
+            .map(|(recipient, rcpt)| {
+                let result = if !mail.is_positive() {
+                    Err(mail.clone())
+                } else {
+                    match rcpt {
+                        None => Err(mail.clone()),
+                        Some(r) if !r.is_positive() => Err(r),
+                        Some(_) => match (&txn.data, &txn.message) {
+                            (Some(d), _) => Err(d.clone()),
+                            (None, Some(m)) if m.is_positive() => Ok(m.clone()),
+                            (None, Some(m)) => Err(m.clone()),
+                            (None, None) => Err(Reply::plain(
+                                451,
+                                "transaction ended without a reply to the data",
+                            )),
+                        },
+                    }
+                };
+                RecipientOutcome { recipient, result }
+            })
+            .collect();
+        if matches!(self.state, State::Ready | State::Body) {
+            self.state = State::Ready;
+        }
+        self.events.push_back(Event::Done(Outcome {
+            mail,
+            recipients,
+            message: txn.message,
+        }));
+    }
+}
+
+fn mail_line(from: &ReversePath, params: &[String]) -> String {
+    let mut line = format!("MAIL FROM:{from}");
+    for p in params {
+        line.push(' ');
+        line.push_str(p);
+    }
+    line
+}

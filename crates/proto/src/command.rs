@@ -1,0 +1,304 @@
+//! SMTP command lines (RFC 5321 §4.1.1) parsed into [`Command`]s. A line arrives without its CRLF.
+//!
+//! Verbs are case-insensitive. `MAIL FROM:` and `RCPT TO:` tolerate spaces after the colon, as deployed
+//! clients send them, but the path itself must be in angle brackets.
+
+use crate::address::{
+    parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath,
+};
+use crate::params::{parse_mail_params, MailParams};
+use crate::reply::{Enhanced, Reply};
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+pub const MAX_COMMAND_LINE: usize = 512;
+/// RFC 1870 §3: SIZE adds 26 octets to the MAIL command line limit.
+pub const SIZE_ALLOWANCE: usize = 26;
+/// RFC 4954 §5: AUTH= adds 500 octets to the MAIL command line limit.
+pub const AUTH_ALLOWANCE: usize = 500;
+/// The longest line accepted at all: MAIL with every allowance of the extensions we offer.
+pub const MAX_LINE: usize = MAX_COMMAND_LINE + SIZE_ALLOWANCE + AUTH_ALLOWANCE;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Helo(String),
+    Ehlo(String),
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: ForwardPath,
+    },
+    Data,
+    Bdat {
+        size: u64,
+        last: bool,
+    },
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Expn,
+    Help,
+    StartTls,
+    Auth(String),
+    /// Known from older RFCs but not offered (TURN, ETRN, SEND, SOML, SAML): 502.
+    NotImplemented,
+}
+
+fn syntax(text: &'static str) -> Reply {
+    Reply::new(501, Enhanced(5, 5, 4), text)
+}
+
+fn address_error(e: AddressError) -> Reply {
+    let code = match e {
+        AddressError::LocalPartTooLong
+        | AddressError::DomainTooLong
+        | AddressError::PathTooLong => {
+            // RFC 5321 §4.5.3.1.10: too long a path.
+            return Reply::new(501, Enhanced(5, 1, 3), format!("Bad address: {e}"));
+        }
+        _ => Enhanced(5, 1, 7),
+    };
+    Reply::new(501, code, format!("Bad address syntax: {e}"))
+}
+
+/// Parses one command line (CRLF already removed). Errors are the reply to send.
+pub fn parse(line: &[u8]) -> Result<Command, Reply> {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Err(Reply::new(
+            500,
+            Enhanced(5, 5, 2),
+            "Command line is not valid UTF-8",
+        ));
+    };
+    if line.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+        return Err(Reply::new(
+            500,
+            Enhanced(5, 5, 2),
+            "Control characters in command line",
+        ));
+    }
+    let (verb, rest) = match line.find(' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, ""),
+    };
+    let is = |v: &str| verb.eq_ignore_ascii_case(v);
+    let no_args = |cmd: Command, name: &'static str| {
+        if rest.trim().is_empty() {
+            Ok(cmd)
+        } else {
+            Err(syntax(name))
+        }
+    };
+    if is("HELO") || is("EHLO") {
+        let arg = rest.trim();
+        if arg.is_empty() || arg.contains(' ') {
+            return Err(Reply::new(
+                501,
+                Enhanced(5, 5, 4),
+                if is("HELO") {
+                    "Syntax: HELO hostname"
+                } else {
+                    "Syntax: EHLO hostname"
+                },
+            ));
+        }
+        Ok(if is("HELO") {
+            Command::Helo(arg.to_owned())
+        } else {
+            Command::Ehlo(arg.to_owned())
+        })
+    } else if is("MAIL") {
+        let arg = strip_keyword(rest, "FROM:")
+            .ok_or_else(|| syntax("Syntax: MAIL FROM:<address> [parameters]"))?;
+        let (from, used) = parse_reverse_path(arg.as_bytes()).map_err(address_error)?;
+        let tail = &arg[used..];
+        if !tail.is_empty() && !tail.starts_with(' ') {
+            return Err(syntax("Syntax: MAIL FROM:<address> [parameters]"));
+        }
+        let params = parse_mail_params(tail)?;
+        Ok(Command::Mail { from, params })
+    } else if is("RCPT") {
+        let arg = strip_keyword(rest, "TO:").ok_or_else(|| syntax("Syntax: RCPT TO:<address>"))?;
+        let (to, used) = parse_forward_path(arg.as_bytes()).map_err(address_error)?;
+        let tail = arg[used..].trim();
+        if !tail.is_empty() {
+            // We offer no RCPT parameters (no DSN): RFC 5321 §4.1.1.11.
+            if !arg[used..].starts_with(' ') {
+                return Err(syntax("Syntax: RCPT TO:<address>"));
+            }
+            return Err(Reply::new(
+                555,
+                Enhanced(5, 5, 4),
+                "Unsupported RCPT parameter",
+            ));
+        }
+        Ok(Command::Rcpt { to })
+    } else if is("DATA") {
+        no_args(Command::Data, "Syntax: DATA")
+    } else if is("BDAT") {
+        let mut it = rest.split(' ').filter(|s| !s.is_empty());
+        let size = it
+            .next()
+            .ok_or_else(|| syntax("Syntax: BDAT size [LAST]"))?;
+        if size.len() > crate::params::MAX_SIZE_DIGITS || !size.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(syntax("Syntax: BDAT size [LAST]"));
+        }
+        let size: u64 = size
+            .parse()
+            .map_err(|_| syntax("Syntax: BDAT size [LAST]"))?;
+        let last = match it.next() {
+            None => false,
+            Some(l) if l.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => return Err(syntax("Syntax: BDAT size [LAST]")),
+        };
+        if it.next().is_some() {
+            return Err(syntax("Syntax: BDAT size [LAST]"));
+        }
+        Ok(Command::Bdat { size, last })
+    } else if is("RSET") {
+        no_args(Command::Rset, "Syntax: RSET")
+    } else if is("NOOP") {
+        // RFC 5321 §4.1.1.9: NOOP may carry a string, which is ignored.
+        Ok(Command::Noop)
+    } else if is("QUIT") {
+        no_args(Command::Quit, "Syntax: QUIT")
+    } else if is("VRFY") {
+        Ok(Command::Vrfy)
+    } else if is("EXPN") {
+        Ok(Command::Expn)
+    } else if is("HELP") {
+        Ok(Command::Help)
+    } else if is("STARTTLS") {
+        no_args(Command::StartTls, "Syntax: STARTTLS")
+    } else if is("AUTH") {
+        Ok(Command::Auth(rest.to_owned()))
+    } else if ["TURN", "ETRN", "SEND", "SOML", "SAML", "ATRN"]
+        .iter()
+        .any(|v| is(v))
+    {
+        Ok(Command::NotImplemented)
+    } else {
+        Err(Reply::new(500, Enhanced(5, 5, 2), "Command unrecognized"))
+    }
+}
+
+/// Strips `FROM:` / `TO:` (case-insensitive) and any spaces after it.
+fn strip_keyword<'a>(rest: &'a str, kw: &str) -> Option<&'a str> {
+    let rest = rest.trim_start();
+    if rest.len() < kw.len() || !rest.as_bytes()[..kw.len()].eq_ignore_ascii_case(kw.as_bytes()) {
+        return None;
+    }
+    Some(rest[kw.len()..].trim_start_matches(' '))
+}
+
+/// The longest line a verb may use: MAIL gets the SIZE and AUTH allowances, the others 512 octets.
+pub fn line_limit(line: &[u8]) -> usize {
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"MAIL") {
+        MAX_LINE
+    } else {
+        MAX_COMMAND_LINE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+
+    #[test]
+    fn good_commands() {
+        assert_eq!(
+            parse(b"EHLO client.example").unwrap(),
+            Command::Ehlo("client.example".into())
+        );
+        assert_eq!(
+            parse(b"helo [127.0.0.1]").unwrap(),
+            Command::Helo("[127.0.0.1]".into())
+        );
+        assert_eq!(parse(b"DATA").unwrap(), Command::Data);
+        assert_eq!(parse(b"data").unwrap(), Command::Data);
+        assert_eq!(parse(b"RSET").unwrap(), Command::Rset);
+        assert_eq!(parse(b"NOOP anything").unwrap(), Command::Noop);
+        assert_eq!(parse(b"QUIT").unwrap(), Command::Quit);
+        assert_eq!(parse(b"VRFY root").unwrap(), Command::Vrfy);
+        assert_eq!(
+            parse(b"BDAT 100 LAST").unwrap(),
+            Command::Bdat {
+                size: 100,
+                last: true
+            }
+        );
+        assert_eq!(
+            parse(b"BDAT 0").unwrap(),
+            Command::Bdat {
+                size: 0,
+                last: false
+            }
+        );
+        let Command::Mail { from, params } =
+            parse(b"MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            from,
+            ReversePath::Mailbox(Address::parse("a@b.example").unwrap())
+        );
+        assert_eq!(params.size, Some(10));
+        assert_eq!(
+            parse(b"mail from: <>").unwrap(),
+            Command::Mail {
+                from: ReversePath::Null,
+                params: MailParams::default()
+            }
+        );
+        assert_eq!(
+            parse(b"RCPT TO:<Postmaster>").unwrap(),
+            Command::Rcpt {
+                to: ForwardPath::Postmaster
+            }
+        );
+    }
+
+    #[test]
+    fn bad_commands() {
+        for (line, code, enh) in [
+            (&b"FOO"[..], 500, Enhanced(5, 5, 2)),
+            (b"", 500, Enhanced(5, 5, 2)),
+            (b"EHLO", 501, Enhanced(5, 5, 4)),
+            (b"HELO ", 501, Enhanced(5, 5, 4)),
+            (b"MAIL <a@b>", 501, Enhanced(5, 5, 4)),
+            (b"MAIL FROM:a@b", 501, Enhanced(5, 1, 7)),
+            (b"MAIL FROM:<a@b>SIZE=1", 501, Enhanced(5, 5, 4)),
+            (b"MAIL FROM:<a@b> FOO=1", 555, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<a@b> NOTIFY=NEVER", 555, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<>", 501, Enhanced(5, 1, 7)),
+            (b"RCPT FROM:<a@b>", 501, Enhanced(5, 5, 4)),
+            (b"DATA x", 501, Enhanced(5, 5, 4)),
+            (b"BDAT", 501, Enhanced(5, 5, 4)),
+            (b"BDAT -1", 501, Enhanced(5, 5, 4)),
+            (b"BDAT 99999999999999999999999", 501, Enhanced(5, 5, 4)),
+            (b"BDAT 1 FIRST", 501, Enhanced(5, 5, 4)),
+            (b"MAIL FROM:<a\0@b>", 500, Enhanced(5, 5, 2)),
+            (b"NOOP \xff", 500, Enhanced(5, 5, 2)),
+            (b"RCPT TO:<a@b>\nMAIL", 500, Enhanced(5, 5, 2)),
+        ] {
+            let r = parse(line).unwrap_err();
+            assert_eq!(
+                (r.code, r.enhanced),
+                (code, Some(enh)),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn line_limits() {
+        assert_eq!(line_limit(b"MAIL FROM:<a@b>"), MAX_LINE);
+        assert_eq!(line_limit(b"RCPT TO:<a@b>"), MAX_COMMAND_LINE);
+    }
+}

@@ -1,0 +1,26 @@
+//! HELO and EHLO (RFC 5321 §4.1.1.1): greet, reset any transaction, list the extensions we offer.
+
+use super::Session;
+use crate::reply::Reply;
+
+impl Session {
+    pub(super) fn handle_helo(&mut self, name: String, extended: bool) {
+        // RFC 5321 §4.1.4: a HELO/EHLO in the middle of a transaction resets it, like RSET.
+        self.reset_transaction();
+        let host = self.config.hostname.clone();
+        let reply = if extended {
+            Reply::plain(250, host)
+                .line(format!("SIZE {}", self.config.max_message_size))
+                .line("PIPELINING")
+                .line("8BITMIME")
+                .line("SMTPUTF8")
+                .line("ENHANCEDSTATUSCODES")
+                .line("CHUNKING")
+                .line("HELP")
+        } else {
+            Reply::plain(250, host)
+        };
+        self.helo = Some(super::Helo { name, extended });
+        self.reply(reply);
+    }
+}

@@ -1,0 +1,551 @@
+//! The server side of SMTP as a sans-I/O state machine.
+//!
+//! Bytes go in with [`Session::handle_input`]; replies come out of [`Session::poll_transmit`] and
+//! decisions the session cannot make alone (is this recipient ours? did the store take the message?)
+//! come out of [`Session::poll_event`]. While such a decision is pending the session parses nothing
+//! further: pipelined commands wait in the input buffer and are answered in order once
+//! [`Session::answer`] resumes it (RFC 2920 §3.1). Time is passed in; the shell owns the clock.
+//!
+//! One command, one file: `helo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `rset.rs`, and the
+//! small ones in `misc.rs`.
+
+mod bdat;
+mod data;
+mod helo;
+mod mail;
+mod misc;
+mod rcpt;
+mod rset;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::address::{ForwardPath, ReversePath};
+use crate::command::{self, Command, MAX_LINE};
+use crate::data::{DotDecoder, LineEndingCheck};
+use crate::params::MailParams;
+use crate::reply::{Enhanced, Reply};
+
+/// Default for `[limits] max_message_size`: 25 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
+/// RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per transaction.
+pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+/// Errors (5xx replies to bad input) before the session is closed with 421 (Postfix's hard error limit).
+pub const DEFAULT_MAX_ERRORS: usize = 20;
+/// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the server waits for further message bytes during DATA/BDAT.
+pub const DEFAULT_DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// Input that may wait unparsed while a decision is pending, before the shell stops reading.
+pub const MAX_BUFFERED_INPUT: usize = 64 * 1024;
+
+/// What a server session needs to know; shared by all sessions of a listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our name in the greeting, EHLO reply and trace headers.
+    pub hostname: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_errors: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: "localhost".into(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+            max_errors: DEFAULT_MAX_ERRORS,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            data_timeout: DEFAULT_DATA_TIMEOUT,
+        }
+    }
+}
+
+/// Why message data that was being received will not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// Larger than `max_message_size`: 552 5.3.4 after the end of data.
+    TooBig,
+    /// A bare CR or LF in the data: 550 5.5.2 after the end of data (smuggling defence).
+    BareLineEnding,
+    /// RSET, a new EHLO, QUIT, a timeout or the connection closing in the middle of BDAT.
+    Reset,
+}
+
+/// Something the shell must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// MAIL FROM passed syntax checks; answer to accept or refuse the sender.
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    /// RCPT TO passed syntax and limit checks; answer whether this recipient is ours.
+    Rcpt { to: ForwardPath },
+    /// The message body is about to arrive (DATA, or the first BDAT chunk): open the store, then answer.
+    DataStart,
+    /// Body bytes: dot-unstuffed, CRLF line endings as on the wire.
+    Data(Vec<u8>),
+    /// The whole body arrived and was clean: make it durable, then answer with the final reply.
+    DataEnd,
+    /// The body being received will not be stored: drop what was written. The session replies itself.
+    DataAborted(AbortReason),
+    /// The session is over: flush what [`Session::poll_transmit`] still holds, then close.
+    Close,
+}
+
+/// The shell's answer to an event that waits for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept with the session's standard reply.
+    Accept,
+    /// Reply with this: a 2xx/3xx accepts, a 4xx/5xx refuses.
+    Reply(Reply),
+}
+
+/// The mail transaction under way (RFC 5321 §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub from: ReversePath,
+    pub params: MailParams,
+    /// Recipients the shell accepted, in order.
+    pub rcpts: Vec<ForwardPath>,
+    /// Body octets seen so far (CRLF form, unstuffed).
+    pub size: u64,
+    /// BDAT chunks were used (DATA is then out of sequence).
+    pub chunking: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: ForwardPath,
+    },
+    DataStart,
+    BdatStart {
+        size: u64,
+        last: bool,
+    },
+    DataEnd,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Command,
+    Data {
+        decoder: DotDecoder,
+        failed: Option<AbortReason>,
+    },
+    /// Inside a BDAT chunk: `remaining` octets to go. `refusal` set: the bytes are read and dropped, then
+    /// that reply is sent (the client sends the chunk whatever we say, RFC 3030 §2).
+    Bdat {
+        remaining: u64,
+        last: bool,
+        refusal: Option<Reply>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Helo {
+    pub name: String,
+    pub extended: bool,
+}
+
+/// One SMTP server session.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<Config>,
+    input: Vec<u8>,
+    pos: usize,
+    output: Vec<u8>,
+    events: VecDeque<Event>,
+    mode: Mode,
+    pending: Option<Pending>,
+    helo: Option<Helo>,
+    tx: Option<Transaction>,
+    /// The store holds an open message (DataStart accepted, no DataEnd/DataAborted yet).
+    data_open: bool,
+    bdat_check: LineEndingCheck,
+    bdat_failed: Option<AbortReason>,
+    skipping_long_line: bool,
+    errors: usize,
+    deadline: Option<Instant>,
+    shutting_down: bool,
+    closed: bool,
+    tls: bool,
+    authenticated: bool,
+}
+
+impl Session {
+    /// A new session; the 220 greeting is already queued for transmission.
+    pub fn new(config: Arc<Config>, now: Instant) -> Session {
+        let mut s = Session {
+            input: Vec::with_capacity(1024),
+            pos: 0,
+            output: Vec::with_capacity(512),
+            events: VecDeque::new(),
+            mode: Mode::Command,
+            pending: None,
+            helo: None,
+            tx: None,
+            data_open: false,
+            bdat_check: LineEndingCheck::default(),
+            bdat_failed: None,
+            skipping_long_line: false,
+            errors: 0,
+            deadline: Some(now + config.command_timeout),
+            shutting_down: false,
+            closed: false,
+            tls: false,
+            authenticated: false,
+            config,
+        };
+        let greeting = Reply::plain(220, format!("{} ESMTP mailroom", s.config.hostname));
+        s.reply(greeting);
+        s
+    }
+
+    /// A session refused at connect (too many connections): the reply, then close.
+    pub fn refuse(config: Arc<Config>, now: Instant, reply: Reply) -> Session {
+        let mut s = Session::new(config, now);
+        s.output.clear();
+        s.reply(reply);
+        s.close();
+        s
+    }
+
+    // ---- input ----
+
+    /// Takes bytes from the client and runs the session as far as it can.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        if self.closed {
+            return;
+        }
+        if self.pos > 0 && self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+        self.touch(now);
+        self.process();
+    }
+
+    /// True while the shell should read more from the client. False when closed, or when a decision is
+    /// pending and enough input already waits (back-pressure instead of an unbounded buffer).
+    pub fn wants_input(&self) -> bool {
+        !self.closed && (self.pending.is_none() || self.input.len() - self.pos < MAX_BUFFERED_INPUT)
+    }
+
+    /// When the session times out unless input arrives; `None` while the shell owes an answer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed || self.pending.is_some() {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
+    /// The clock passed the deadline: 421 4.4.2 and close (RFC 5321 §4.5.3.2).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed || self.pending.is_some() || self.deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        self.abort_data(AbortReason::Reset);
+        self.reply(Reply::new(
+            421,
+            Enhanced(4, 4, 2),
+            format!("{} Timeout, closing connection", self.config.hostname),
+        ));
+        self.close();
+    }
+
+    /// The server is shutting down: idle sessions get 421 4.3.2 now, a transaction under way may finish.
+    pub fn handle_shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.shutting_down = true;
+        if self.tx.is_none() && self.pending.is_none() && matches!(self.mode, Mode::Command) {
+            self.shutdown_now();
+        }
+    }
+
+    /// The grace period is over: close even in the middle of a transaction.
+    pub fn handle_shutdown_deadline(&mut self) {
+        if !self.closed {
+            self.abort_data(AbortReason::Reset);
+            self.pending = None;
+            self.shutdown_now();
+        }
+    }
+
+    /// The client went away: drop any open message.
+    pub fn handle_eof(&mut self) {
+        if !self.closed {
+            self.abort_data(AbortReason::Reset);
+            self.pending = None;
+            self.close();
+        }
+    }
+
+    /// The connection is now under TLS (the shell did the handshake).
+    pub fn set_tls(&mut self, on: bool) {
+        self.tls = on;
+    }
+
+    // ---- output ----
+
+    /// The next event for the shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to send to the client, if any. Replies of a pipelined batch accumulate here and leave in one
+    /// write.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.output.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.output))
+        }
+    }
+
+    /// Answers the pending event and resumes processing of buffered input.
+    pub fn answer(&mut self, decision: Decision) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match pending {
+            Pending::Mail { from, params } => self.answer_mail(from, params, decision),
+            Pending::Rcpt { to } => self.answer_rcpt(to, decision),
+            Pending::DataStart => self.answer_data_start(decision),
+            Pending::BdatStart { size, last } => self.answer_bdat_start(size, last, decision),
+            Pending::DataEnd => self.answer_data_end(decision),
+        }
+        if !self.closed {
+            self.process();
+        }
+    }
+
+    // ---- state the shell reads ----
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+    pub fn is_waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+    pub fn helo(&self) -> Option<&Helo> {
+        self.helo.as_ref()
+    }
+    pub fn transaction(&self) -> Option<&Transaction> {
+        self.tx.as_ref()
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The `with` keyword of the Received header: RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA), RFC 6531 §3.7.3
+    /// (UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA) and plain SMTP after HELO.
+    pub fn protocol(&self) -> &'static str {
+        let utf8 = self.tx.as_ref().is_some_and(|t| t.params.smtputf8);
+        let extended = self.helo.as_ref().is_some_and(|h| h.extended);
+        match (extended, utf8, self.tls, self.authenticated) {
+            (false, _, _, _) => "SMTP",
+            (true, false, false, false) => "ESMTP",
+            (true, false, true, false) => "ESMTPS",
+            (true, false, false, true) => "ESMTPA",
+            (true, false, true, true) => "ESMTPSA",
+            (true, true, false, false) => "UTF8SMTP",
+            (true, true, true, false) => "UTF8SMTPS",
+            (true, true, false, true) => "UTF8SMTPA",
+            (true, true, true, true) => "UTF8SMTPSA",
+        }
+    }
+
+    // ---- internals ----
+
+    fn touch(&mut self, now: Instant) {
+        let timeout = match self.mode {
+            Mode::Command => self.config.command_timeout,
+            _ => self.config.data_timeout,
+        };
+        self.deadline = Some(now + timeout);
+    }
+
+    fn reply(&mut self, r: Reply) {
+        r.write_to(&mut self.output);
+    }
+
+    /// A reply to bad input: counts towards `max_errors`, and at the limit closes with 421 4.7.0.
+    fn error(&mut self, r: Reply) {
+        self.reply(r);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            self.abort_data(AbortReason::Reset);
+            self.reply(Reply::new(
+                421,
+                Enhanced(4, 7, 0),
+                format!(
+                    "{} Too many errors, closing connection",
+                    self.config.hostname
+                ),
+            ));
+            self.close();
+        }
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.events.push_back(e);
+    }
+
+    fn wait(&mut self, p: Pending, e: Event) {
+        self.pending = Some(p);
+        self.emit(e);
+    }
+
+    fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.input.clear();
+            self.pos = 0;
+            self.emit(Event::Close);
+        }
+    }
+
+    fn shutdown_now(&mut self) {
+        self.reply(Reply::new(
+            421,
+            Enhanced(4, 3, 2),
+            format!(
+                "{} Service shutting down, closing connection",
+                self.config.hostname
+            ),
+        ));
+        self.close();
+    }
+
+    /// Ends the transaction (RSET, EHLO, end of data), dropping an open message.
+    fn reset_transaction(&mut self) {
+        self.abort_data(AbortReason::Reset);
+        self.tx = None;
+        self.bdat_failed = None;
+        self.bdat_check = LineEndingCheck::default();
+    }
+
+    fn abort_data(&mut self, reason: AbortReason) {
+        if self.data_open {
+            self.data_open = false;
+            self.emit(Event::DataAborted(reason));
+        }
+    }
+
+    /// After a transaction ends: during shutdown the session closes now.
+    fn transaction_over(&mut self) {
+        if self.shutting_down {
+            self.shutdown_now();
+        }
+    }
+
+    fn process(&mut self) {
+        while !self.closed && self.pending.is_none() {
+            let progressed = match self.mode {
+                Mode::Command => self.process_line(),
+                Mode::Data { .. } => self.process_data(),
+                Mode::Bdat { .. } => self.process_bdat(),
+            };
+            if !progressed {
+                break;
+            }
+        }
+        if self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 4096 && self.pos * 2 > self.input.len() {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+
+    /// Takes one command line from the buffer; false when a whole line has not arrived yet.
+    fn process_line(&mut self) -> bool {
+        let buf = &self.input[self.pos..];
+        let Some(end) = find_crlf(buf) else {
+            if buf.len() > MAX_LINE {
+                // No CRLF within any allowed length: refuse once, then drop input until the next CRLF.
+                // Keep a trailing CR: it may be the first half of the CRLF that ends the line.
+                let keep = usize::from(buf.last() == Some(&b'\r'));
+                self.pos = self.input.len() - keep;
+                if !self.skipping_long_line {
+                    self.skipping_long_line = true;
+                    self.error(Reply::new(500, Enhanced(5, 5, 2), "Line too long"));
+                }
+            }
+            return false;
+        };
+        let line_start = self.pos;
+        self.pos += end + 2;
+        if std::mem::take(&mut self.skipping_long_line) {
+            return true;
+        }
+        let line = &self.input[line_start..line_start + end];
+        if line.len() + 2 > command::line_limit(line) {
+            self.error(Reply::new(500, Enhanced(5, 5, 2), "Line too long"));
+            return true;
+        }
+        match command::parse(line) {
+            Ok(cmd) => self.handle_command(cmd),
+            Err(r) => self.error(r),
+        }
+        true
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Helo(name) => self.handle_helo(name, false),
+            Command::Ehlo(name) => self.handle_helo(name, true),
+            Command::Mail { from, params } => self.handle_mail(from, params),
+            Command::Rcpt { to } => self.handle_rcpt(to),
+            Command::Data => self.handle_data(),
+            Command::Bdat { size, last } => self.handle_bdat(size, last),
+            Command::Rset => self.handle_rset(),
+            Command::Noop => self.handle_noop(),
+            Command::Quit => self.handle_quit(),
+            Command::Vrfy => self.handle_vrfy(),
+            Command::Expn => self.handle_expn(),
+            Command::Help => self.handle_help(),
+            Command::StartTls | Command::Auth(_) | Command::NotImplemented => self.error(
+                Reply::new(502, Enhanced(5, 5, 1), "Command not implemented"),
+            ),
+        }
+    }
+
+    /// RFC 5321 §4.1.4: MAIL needs a HELO/EHLO first.
+    fn need_helo(&mut self) -> bool {
+        if self.helo.is_none() {
+            self.error(Reply::new(503, Enhanced(5, 5, 1), "Send HELO/EHLO first"));
+            return false;
+        }
+        true
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let at = from + i;
+        if at > 0 && buf[at - 1] == b'\r' {
+            return Some(at - 1);
+        }
+        from = at + 1;
+    }
+    None
+}

@@ -1,0 +1,472 @@
+//! Session scenarios through an in-memory helper: bytes in, replies and stored bytes out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailroom_proto::server::{AbortReason, Config, Decision, Event, Session};
+use mailroom_proto::{Enhanced, ForwardPath, Reply};
+
+/// An in-memory server: accepts recipients whose local part is in `users`, "stores" bodies in memory.
+struct S {
+    s: Session,
+    users: Vec<&'static str>,
+    now: Instant,
+    body: Vec<u8>,
+    open: bool,
+    stored: Vec<Vec<u8>>,
+    aborted: Vec<AbortReason>,
+    out: Vec<u8>,
+    greeting: String,
+    closed: bool,
+}
+
+impl S {
+    fn with(config: Config) -> S {
+        let now = Instant::now();
+        let mut s = S {
+            s: Session::new(Arc::new(config), now),
+            users: vec!["alice", "bob", "postmaster"],
+            now,
+            body: Vec::new(),
+            open: false,
+            stored: Vec::new(),
+            aborted: Vec::new(),
+            out: Vec::new(),
+            greeting: String::new(),
+            closed: false,
+        };
+        s.pump();
+        s.greeting = String::from_utf8_lossy(&std::mem::take(&mut s.out)).into_owned();
+        s
+    }
+    fn new() -> S {
+        S::with(Config {
+            hostname: "mx.test".into(),
+            ..Config::default()
+        })
+    }
+
+    /// Runs events to completion, answering like a small server would.
+    fn pump(&mut self) {
+        loop {
+            while let Some(ev) = self.s.poll_event() {
+                match ev {
+                    Event::Mail { .. } => self.s.answer(Decision::Accept),
+                    Event::Rcpt { to } => {
+                        let ok = match &to {
+                            ForwardPath::Postmaster => true,
+                            ForwardPath::Mailbox(a) => self.users.contains(&a.local()),
+                        };
+                        self.s.answer(if ok {
+                            Decision::Accept
+                        } else {
+                            Decision::Reply(Reply::new(550, Enhanced(5, 1, 1), "No such user"))
+                        });
+                    }
+                    Event::DataStart => {
+                        assert!(!self.open, "DataStart while a message is open");
+                        self.open = true;
+                        self.body.clear();
+                        self.s.answer(Decision::Accept);
+                    }
+                    Event::Data(d) => {
+                        assert!(self.open, "Data outside a message");
+                        self.body.extend_from_slice(&d);
+                    }
+                    Event::DataEnd => {
+                        assert!(self.open);
+                        self.open = false;
+                        self.stored.push(std::mem::take(&mut self.body));
+                        self.s.answer(Decision::Accept);
+                    }
+                    Event::DataAborted(r) => {
+                        assert!(self.open, "abort without open message");
+                        self.open = false;
+                        self.aborted.push(r);
+                    }
+                    Event::Close => self.closed = true,
+                }
+            }
+            if let Some(b) = self.s.poll_transmit() {
+                self.out.extend_from_slice(&b);
+            }
+            if self.s.poll_event().is_none() {
+                break;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> String {
+        self.s.handle_input(bytes, self.now);
+        self.pump();
+        String::from_utf8_lossy(&std::mem::take(&mut self.out)).into_owned()
+    }
+
+    /// Sends one command line and checks that the reply starts with `want`.
+    #[track_caller]
+    fn cmd(&mut self, line: &str, want: &str) -> String {
+        let r = self.send(format!("{line}\r\n").as_bytes());
+        assert!(r.starts_with(want), "{line:?}: wanted {want:?}, got {r:?}");
+        r
+    }
+
+    fn greeted() -> S {
+        let mut s = S::new();
+        assert_eq!(s.greeting, "220 mx.test ESMTP mailroom\r\n");
+        s.cmd("EHLO client.test", "250-mx.test");
+        s
+    }
+}
+
+#[test]
+fn ehlo_lists_extensions() {
+    let mut s = S::new();
+    let r = s.cmd("EHLO c.test", "250-");
+    for ext in [
+        "SIZE 26214400",
+        "PIPELINING",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+    ] {
+        assert!(
+            r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")),
+            "{ext} in {r}"
+        );
+    }
+    assert!(r.ends_with("250 HELP\r\n"));
+    s.cmd("HELO c.test", "250 mx.test\r\n");
+}
+
+#[test]
+fn a_whole_transaction() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<sender@example.org>", "250 2.1.0");
+    s.cmd("RCPT TO:<alice@mx.test>", "250 2.1.5");
+    s.cmd("DATA", "354 ");
+    assert_eq!(
+        s.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"),
+        "250 2.0.0 Message accepted\r\n"
+    );
+    assert_eq!(
+        s.stored,
+        vec![b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]
+    );
+    s.cmd("QUIT", "221 2.0.0");
+    assert!(s.closed);
+}
+
+#[test]
+fn sequence_errors() {
+    let mut s = S::new();
+    s.cmd("MAIL FROM:<a@b>", "503 5.5.1");
+    s.cmd("EHLO c", "250");
+    s.cmd("RCPT TO:<alice@x>", "503 5.5.1");
+    s.cmd("DATA", "503 5.5.1");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("MAIL FROM:<a@b>", "503 5.5.1");
+    s.cmd("DATA", "554 5.5.1");
+    s.cmd("RSET", "250 2.0.0");
+    s.cmd("RCPT TO:<alice@x>", "503 5.5.1");
+}
+
+#[test]
+fn unknown_and_malformed() {
+    let mut s = S::greeted();
+    s.cmd("FOO bar", "500 5.5.2");
+    s.cmd("MAIL FROM:<a@b> X=1", "555 5.5.4");
+    s.cmd("MAIL FROM:<a b@c>", "501 5.");
+    s.cmd("VRFY alice", "252 2.5.0");
+    s.cmd("EXPN list", "502 5.5.1");
+    s.cmd("HELP", "214-2.0.0");
+    s.cmd("NOOP", "250 2.0.0");
+    s.cmd("TURN", "502 5.5.1");
+}
+
+#[test]
+fn long_line_is_refused_and_the_session_goes_on() {
+    let mut s = S::greeted();
+    let long = format!("NOOP {}", "x".repeat(600));
+    s.cmd(&long, "500 5.5.2");
+    // A line with no CRLF for far too long: one 500, then resync at the next CRLF.
+    let r = s.send(&vec![b'a'; 100_000]);
+    assert_eq!(r, "500 5.5.2 Line too long\r\n");
+    assert_eq!(s.send(b"aaaa\r\n"), "");
+    s.cmd("NOOP", "250");
+    // MAIL gets the SIZE and AUTH allowances (RFC 1870, RFC 4954 §5).
+    let auth = format!("MAIL FROM:<a@b> SIZE=100 AUTH={}", "x".repeat(480));
+    assert!(auth.len() > 512);
+    s.cmd(&auth, "250");
+}
+
+#[test]
+fn unknown_users_refused_others_delivered() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("RCPT TO:<nobody@x>", "550 5.1.1");
+    s.cmd("RCPT TO:<bob@x>", "250");
+    s.cmd("RCPT TO:<Postmaster>", "250");
+    assert_eq!(s.s.transaction().unwrap().rcpts.len(), 3);
+    s.cmd("DATA", "354");
+    s.send(b"x\r\n.\r\n");
+    assert_eq!(s.stored.len(), 1);
+}
+
+#[test]
+fn pipelined_replies_come_in_order_in_one_batch() {
+    let mut s = S::greeted();
+    let r = s.send(
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<zed@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n",
+    );
+    let codes: Vec<&str> = r.lines().map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "250", "550", "250", "354"]);
+    let r = s.send(
+        b"hello\r\n.\r\nMAIL FROM:<c@d>\r\nRCPT TO:<bob@x>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n",
+    );
+    let codes: Vec<&str> = r.lines().map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "250", "250", "354", "250", "221"]);
+    assert_eq!(
+        s.stored,
+        vec![b"hello\r\n".to_vec(), b"second\r\n".to_vec()]
+    );
+}
+
+#[test]
+fn pending_decision_holds_later_commands() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::new(Config::default()), now);
+    s.poll_transmit();
+    s.handle_input(b"EHLO c\r\nMAIL FROM:<a@b>\r\nNOOP\r\n", now);
+    assert!(matches!(s.poll_event(), Some(Event::Mail { .. })));
+    assert!(s.poll_event().is_none());
+    let before = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert!(
+        before.starts_with("250-") && !before.contains("2.1.0"),
+        "{before}"
+    );
+    s.answer(Decision::Accept);
+    assert_eq!(
+        s.poll_transmit().unwrap(),
+        b"250 2.1.0 Sender OK\r\n250 2.0.0 OK\r\n"
+    );
+}
+
+#[test]
+fn too_many_recipients() {
+    let mut s = S::with(Config {
+        hostname: "mx.test".into(),
+        max_recipients: 2,
+        ..Config::default()
+    });
+    s.cmd("EHLO c", "250");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("RCPT TO:<bob@x>", "250");
+    s.cmd("RCPT TO:<postmaster@x>", "452 4.5.3");
+    s.cmd("DATA", "354");
+}
+
+#[test]
+fn size_limits() {
+    let mut s = S::with(Config {
+        hostname: "mx.test".into(),
+        max_message_size: 100,
+        ..Config::default()
+    });
+    s.cmd("EHLO c", "250");
+    s.cmd("MAIL FROM:<a@b> SIZE=101", "552 5.3.4");
+    s.cmd("MAIL FROM:<a@b> SIZE=100", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("DATA", "354");
+    let big = format!("{}\r\n.\r\n", "y".repeat(200));
+    assert!(s.send(big.as_bytes()).starts_with("552 5.3.4"));
+    assert!(s.stored.is_empty());
+    assert_eq!(s.aborted, vec![AbortReason::TooBig]);
+    // The session goes on, and a small message still gets through.
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("BDAT 200 LAST", "");
+    assert!(s.send(&[b'z'; 200]).starts_with("552 5.3.4"));
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("DATA", "354");
+    assert!(s.send(b"ok\r\n.\r\n").starts_with("250"));
+    assert_eq!(s.stored.len(), 1);
+}
+
+#[test]
+fn bdat_and_data_store_identical_bytes() {
+    let msg = b"Subject: x\r\n\r\n.leading dot\r\nline\r\n";
+    let mut a = S::greeted();
+    a.cmd("MAIL FROM:<a@b>", "250");
+    a.cmd("RCPT TO:<alice@x>", "250");
+    a.cmd("DATA", "354");
+    a.send(b"Subject: x\r\n\r\n..leading dot\r\nline\r\n.\r\n");
+    let mut b = S::greeted();
+    b.cmd("MAIL FROM:<a@b>", "250");
+    b.cmd("RCPT TO:<alice@x>", "250");
+    let r = b.send(format!("BDAT 10\r\n{}", std::str::from_utf8(&msg[..10]).unwrap()).as_bytes());
+    assert_eq!(r, "250 2.0.0 10 octets received\r\n");
+    let rest = &msg[10..];
+    let mut input = format!("BDAT {} LAST\r\n", rest.len()).into_bytes();
+    input.extend_from_slice(rest);
+    assert!(b.send(&input).starts_with("250 2.0.0 Message accepted"));
+    assert_eq!(a.stored, vec![msg.to_vec()]);
+    assert_eq!(b.stored, a.stored);
+}
+
+#[test]
+fn bdat_refused_chunk_bytes_are_never_commands() {
+    let mut s = S::greeted();
+    // BDAT without MAIL: refused, but its 30 octets are read as data, not as a smuggled MAIL.
+    let r = s.send(b"BDAT 30\r\nMAIL FROM:<evil@x>\r\nRCPT TO:\r\nNOOP\r\n");
+    assert_eq!(r, "503 5.5.1 Need MAIL command\r\n250 2.0.0 OK\r\n");
+    assert!(s.s.transaction().is_none());
+}
+
+#[test]
+fn rset_between_bdat_chunks_drops_the_message() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.send(b"BDAT 3\r\nabc");
+    s.cmd("RSET", "250");
+    assert_eq!(s.aborted, vec![AbortReason::Reset]);
+    s.cmd("BDAT 1 LAST", "");
+    assert!(s.send(b"x").starts_with("503 5.5.1"));
+    assert!(s.stored.is_empty());
+}
+
+#[test]
+fn smuggling_look_alikes_do_not_end_data() {
+    for fake in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r\n.\n",
+        b"\r\n.\r",
+        b"\r.\r\n",
+    ] {
+        let mut s = S::greeted();
+        s.cmd("MAIL FROM:<a@b>", "250");
+        s.cmd("RCPT TO:<alice@x>", "250");
+        s.cmd("DATA", "354");
+        let mut input = b"Subject: s\r\n\r\nhello".to_vec();
+        input.extend_from_slice(fake);
+        input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\nsmuggled\r\n");
+        assert_eq!(
+            s.send(&input),
+            "",
+            "{fake:?}: nothing answered before the real end"
+        );
+        let r = s.send(b".\r\n");
+        assert_eq!(
+            r, "550 5.5.2 Bare CR or LF in message data is not allowed; use CRLF line endings\r\n",
+            "{fake:?}"
+        );
+        assert!(s.stored.is_empty(), "{fake:?}");
+        s.cmd("NOOP", "250");
+    }
+}
+
+#[test]
+fn smtputf8_addresses_need_the_parameter() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<jöran@x.test>", "553 5.6.7");
+    s.cmd("MAIL FROM:<jöran@x.test> SMTPUTF8", "250");
+    assert_eq!(s.s.protocol(), "UTF8SMTP");
+    s.cmd("RCPT TO:<alice@x>", "250");
+}
+
+#[test]
+fn helo_clients_get_no_extensions() {
+    let mut s = S::new();
+    s.cmd("HELO c", "250 mx.test");
+    s.cmd("MAIL FROM:<a@b> SIZE=10", "555 5.5.4");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    assert_eq!(s.s.protocol(), "SMTP");
+}
+
+#[test]
+fn too_many_errors_close_the_session() {
+    let mut s = S::with(Config {
+        hostname: "mx.test".into(),
+        max_errors: 3,
+        ..Config::default()
+    });
+    s.cmd("FOO", "500");
+    s.cmd("FOO", "500");
+    let r = s.cmd("FOO", "500");
+    assert!(
+        r.ends_with("421 4.7.0 mx.test Too many errors, closing connection\r\n"),
+        "{r}"
+    );
+    assert!(s.closed);
+}
+
+#[test]
+fn timeout_closes_with_421() {
+    let now = Instant::now();
+    let cfg = Config {
+        command_timeout: Duration::from_secs(10),
+        ..Config::default()
+    };
+    let mut s = Session::new(Arc::new(cfg), now);
+    s.poll_transmit();
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
+    s.handle_timeout(now + Duration::from_secs(5));
+    assert!(!s.is_closed());
+    s.handle_timeout(now + Duration::from_secs(10));
+    assert!(String::from_utf8(s.poll_transmit().unwrap())
+        .unwrap()
+        .starts_with("421 4.4.2"));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn shutdown_lets_a_transaction_finish() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.s.handle_shutdown();
+    assert!(!s.s.is_closed());
+    s.cmd("DATA", "354");
+    let r = s.send(b"x\r\n.\r\n");
+    assert!(r.starts_with("250 2.0.0") && r.contains("421 4.3.2"), "{r}");
+    assert_eq!(s.stored.len(), 1);
+    let mut idle = S::greeted();
+    idle.s.handle_shutdown();
+    idle.pump();
+    assert!(idle.closed);
+}
+
+/// The same client input, cut at every byte boundary, gives the same replies and stored bytes.
+#[test]
+fn whole_session_split_at_every_byte() {
+    let input: &[u8] = b"EHLO c\r\nMAIL FROM:<a@b> SIZE=20\r\nRCPT TO:<alice@x>\r\nRCPT TO:<no@x>\r\nDATA\r\n\
+a\r\n..b\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@x>\r\nBDAT 5\r\nhe\r\nlBDAT 4 LAST\r\nlo\r\nNOOP\r\nQUIT\r\n";
+    let run = |pieces: &[&[u8]]| {
+        let mut s = S::new();
+        let mut out = s.greeting.clone().into_bytes();
+        for p in pieces {
+            s.s.handle_input(p, s.now);
+            s.pump();
+            out.append(&mut s.out);
+        }
+        (out, s.stored.clone())
+    };
+    let whole = run(&[input]);
+    assert_eq!(
+        whole.1,
+        vec![b"a\r\n.b\r\n".to_vec(), b"he\r\nllo\r\n".to_vec()]
+    );
+    assert!(String::from_utf8_lossy(&whole.0)
+        .ends_with("250 2.0.0 OK\r\n221 2.0.0 mx.test closing connection\r\n"));
+    for cut in 0..=input.len() {
+        assert_eq!(run(&[&input[..cut], &input[cut..]]), whole, "cut at {cut}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(run(&bytes), whole, "byte by byte");
+}

@@ -1,0 +1,249 @@
+//! The configuration file (TOML): every key has a default, the command line overrides the file.
+//!
+//! ```toml
+//! [server]
+//! hostname = "mx.example.org"    # default: the machine's host name
+//! data_dir = "./mailroom-data"
+//! listen = ["127.0.0.1:2525"]
+//! domains = ["localhost"]
+//! shutdown_grace = "30s"
+//!
+//! [limits]
+//! max_message_size = 26214400
+//! max_recipients = 100
+//! max_connections = 1000
+//! max_errors = 20
+//! command_timeout = "5m"
+//! data_timeout = "5m"
+//! ```
+//! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub limits: Limits,
+    /// `mailroom sendmail`'s settings; read by the CLI, not the server.
+    pub client: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub domains: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[limits]`: every bound on what a client may make the server do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Octets; advertised as SIZE (RFC 1870). 552 5.3.4 beyond it.
+    pub max_message_size: u64,
+    /// Recipients per transaction; 452 4.5.3 beyond it (RFC 5321 §4.5.3.1.10).
+    pub max_recipients: usize,
+    /// Concurrent sessions; 421 4.7.0 at connect beyond it.
+    pub max_connections: usize,
+    /// Bad commands per session before 421 4.7.0 and close.
+    pub max_errors: usize,
+    /// Idle time waiting for a command before 421 4.4.2 (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Idle time waiting for message data before 421 4.4.2.
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerSection::default(),
+            limits: Limits::default(),
+            client: None,
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            hostname: system_hostname(),
+            data_dir: PathBuf::from("./mailroom-data"),
+            listen: vec!["127.0.0.1:2525".parse().expect("valid address")],
+            domains: vec!["localhost".into()],
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        use mailroom_proto::server as p;
+        Limits {
+            max_message_size: p::DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: p::DEFAULT_MAX_RECIPIENTS,
+            max_connections: 1000,
+            max_errors: p::DEFAULT_MAX_ERRORS,
+            command_timeout: p::DEFAULT_COMMAND_TIMEOUT,
+            data_timeout: p::DEFAULT_DATA_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: non-empty lists, sane limits, domain names that are safe as paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.server.listen.is_empty() {
+            return bad("server.listen is empty".into());
+        }
+        if self.server.domains.is_empty() {
+            return bad("server.domains is empty".into());
+        }
+        for d in &self.server.domains {
+            if mailroom_store::users::validate_domain(d).is_err() {
+                return bad(format!("server.domains: {d:?} is not a domain name"));
+            }
+        }
+        if self.server.hostname.is_empty()
+            || self.server.hostname.bytes().any(|b| b <= b' ' || b >= 0x7f)
+        {
+            return bad(format!(
+                "server.hostname: {:?} is not a host name",
+                self.server.hostname
+            ));
+        }
+        let l = &self.limits;
+        if l.max_message_size == 0 {
+            return bad("limits.max_message_size must be above 0".into());
+        }
+        if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 {
+            return bad(
+                "limits.max_recipients, max_connections and max_errors must be above 0".into(),
+            );
+        }
+        if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
+            return bad("limits.command_timeout and data_timeout must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// Served domains, lowercased.
+    pub fn domains(&self) -> Vec<String> {
+        self.server
+            .domains
+            .iter()
+            .map(|d| d.to_lowercase())
+            .collect()
+    }
+}
+
+/// The machine's host name, for the greeting and trace headers; `localhost` if it cannot be read.
+pub fn system_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Parses durations written like `30s`, `5m`, `1h`, `250ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"30s\" or \"5m\""))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m or h)")),
+    };
+    Ok(d)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let cfg: Config = toml::from_str(
+            "[server]\ndomains = [\"Example.TEST\"]\n[limits]\nmax_message_size = 1048576\ncommand_timeout = \"2m\"\n[client]\nserver = \"x:25\"\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.limits.max_message_size, 1048576);
+        assert_eq!(cfg.limits.max_recipients, 100);
+        assert_eq!(cfg.limits.command_timeout, Duration::from_secs(120));
+        assert_eq!(cfg.domains(), vec!["example.test"]);
+        assert!(
+            toml::from_str::<Config>("[limits]\nmax_mesage_size = 1\n").is_err(),
+            "typos are errors"
+        );
+        let bad: Config = toml::from_str("[server]\ndomains = [\"../etc\"]\n").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Trace headers written at delivery: `Return-Path:` (RFC 5321 §4.4) and `Received:` (RFC 5321 §4.4,
+//! RFC 5322 §3.6.7), with the protocol keywords of RFC 3848 and RFC 6531 §3.7.3.
+//!
+//! Everything here comes from values the protocol layer already validated (addresses, the HELO name,
+//! both free of control characters); the HELO name is still reduced to characters that cannot end a
+//! header comment, because a client chooses it.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mailroom_proto::{ForwardPath, ReversePath};
+
+pub struct TraceInfo<'a> {
+    pub helo: &'a str,
+    pub peer: IpAddr,
+    pub hostname: &'a str,
+    pub protocol: &'a str,
+    pub id: &'a str,
+    pub from: &'a ReversePath,
+    pub rcpts: &'a [ForwardPath],
+    pub now: SystemTime,
+}
+
+/// The header block (LF line endings, as stored) prepended to every delivered message.
+pub fn trace_headers(t: &TraceInfo<'_>) -> String {
+    let helo: String = t
+        .helo
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || ".-_:[]".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(255)
+        .collect();
+    let mut h = format!("Return-Path: {}\n", t.from);
+    h.push_str(&format!(
+        "Received: from {helo} ([{}])\n\tby {} (mailroom) with {} id {}",
+        t.peer, t.hostname, t.protocol, t.id
+    ));
+    // RFC 5321 §7.2: naming every recipient would disclose Bcc recipients; name one only when alone.
+    if let [only] = t.rcpts {
+        h.push_str(&format!("\n\tfor {only}"));
+    }
+    h.push_str(&format!(";\n\t{}\n", rfc5322_date(t.now)));
+    h
+}
+
+/// `Sat, 28 Nov 2026 14:31:46 +0000` (RFC 5322 §3.3), in UTC.
+pub fn rfc5322_date(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[(days.rem_euclid(7)) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailroom_proto::Address;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_876_306)),
+            "Sat, 28 Nov 2026 14:31:46 +0000"
+        );
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn for_clause_only_with_one_recipient() {
+        let a = ForwardPath::Mailbox(Address::parse("a@x.test").unwrap());
+        let b = ForwardPath::Mailbox(Address::parse("b@x.test").unwrap());
+        let from = ReversePath::Null;
+        let mut t = TraceInfo {
+            helo: "client (evil) ;x",
+            peer: "127.0.0.1".parse().unwrap(),
+            hostname: "mx.test",
+            protocol: "ESMTP",
+            id: "ID1",
+            from: &from,
+            rcpts: std::slice::from_ref(&a),
+            now: UNIX_EPOCH,
+        };
+        let one = trace_headers(&t);
+        assert_eq!(
+            one,
+            "Return-Path: <>\nReceived: from client??evil???x ([127.0.0.1])\n\tby mx.test (mailroom) with ESMTP id ID1\n\tfor <a@x.test>;\n\tThu, 1 Jan 1970 00:00:00 +0000\n"
+        );
+        let both = [a, b];
+        t.rcpts = &both;
+        assert!(!trace_headers(&t).contains("for "));
+    }
+}
