@@ -45,7 +45,7 @@ impl MessageInfo {
     pub fn scan(message: &[u8]) -> MessageInfo {
         let header_end = find_header_end(message);
         MessageInfo {
-            size: Some(message.len() as u64),
+            size: Some(wire_size(message)),
             eight_bit: Some(!message.is_ascii()),
             utf8_headers: !message[..header_end].is_ascii(),
         }
@@ -59,6 +59,19 @@ impl MessageInfo {
             utf8_headers: false,
         }
     }
+}
+
+/// RFC 1870 §3: the size counts line ends as CRLF pairs, so each bare CR or LF adds one octet.
+fn wire_size(m: &[u8]) -> u64 {
+    let mut n = m.len() as u64;
+    for (i, &b) in m.iter().enumerate() {
+        let bare_lf = b == b'\n' && (i == 0 || m[i - 1] != b'\r');
+        let bare_cr = b == b'\r' && m.get(i + 1) != Some(&b'\n');
+        if bare_lf || bare_cr {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// The offset of the blank line that ends the header section (or the whole length when there is none).
@@ -94,6 +107,7 @@ mod tests {
                 utf8_headers: false
             }
         );
+        assert_eq!(MessageInfo::scan(b"a\nb\rc\r\n").size, Some(9));
         let m = MessageInfo::scan("Subject: ü\n\nbody\n".as_bytes());
         assert!(m.utf8_headers && m.eight_bit == Some(true));
         let m = MessageInfo::scan("Subject: u\n\nbödy\n".as_bytes());

@@ -109,15 +109,14 @@ fn parse_line(input: &[u8]) -> Result<Option<(Line, usize)>, ReplyError> {
             return Err(ReplyError::LineTooLong);
         }
         // A bare CR followed by something other than LF can be refused before the line ends.
-        if window
-            .iter()
-            .take(window.len().saturating_sub(1))
-            .any(|&b| b == b'\r')
-        {
+        let head_len = window.iter().position(|&b| b == b'\r').unwrap_or(window.len());
+        if head_len + 1 < window.len() {
             return Err(ReplyError::BareLineEnd);
         }
-        // Refuse a bad code as soon as the first bytes show it, rather than waiting for a line end.
-        check_code_prefix(window)?;
+        // Refuse a bad code as soon as its three octets are in, rather than waiting for a line end.
+        if head_len >= 3 {
+            check_code(&window[..3])?;
+        }
         return Ok(None);
     };
     if lf == 0 || window[lf - 1] != b'\r' {
@@ -130,7 +129,7 @@ fn parse_line(input: &[u8]) -> Result<Option<(Line, usize)>, ReplyError> {
     if body.len() < 3 {
         return Err(ReplyError::BadCode(lossy(body)));
     }
-    check_code_prefix(body)?;
+    check_code(&body[..3])?;
     let code =
         (body[0] - b'0') as u16 * 100 + (body[1] - b'0') as u16 * 10 + (body[2] - b'0') as u16;
     let (more, text) = match body.get(3) {
@@ -149,15 +148,14 @@ fn parse_line(input: &[u8]) -> Result<Option<(Line, usize)>, ReplyError> {
     )))
 }
 
-/// RFC 5321 §4.2: `Reply-code = %x32-35 %x30-35 %x30-39`. Checks as many of the three digits as are present.
-fn check_code_prefix(b: &[u8]) -> Result<(), ReplyError> {
+/// RFC 5321 §4.2: `Reply-code = %x32-35 %x30-35 %x30-39`, checked on exactly three octets.
+fn check_code(code: &[u8]) -> Result<(), ReplyError> {
     let ok = [b'2'..=b'5', b'0'..=b'5', b'0'..=b'9'];
-    for (i, c) in b.iter().take(3).enumerate() {
-        if !ok[i].contains(c) {
-            return Err(ReplyError::BadCode(lossy(&b[..b.len().min(40)])));
-        }
+    if code.iter().zip(ok.iter()).all(|(c, r)| r.contains(c)) {
+        Ok(())
+    } else {
+        Err(ReplyError::BadCode(lossy(code)))
     }
-    Ok(())
 }
 
 fn lossy(b: &[u8]) -> String {
