@@ -212,7 +212,8 @@ mod tests {
     }
 
     /// input, body out, where the data ends (bytes consumed), bare line ending seen
-    const TABLE: &[(&[u8], &[u8], Option<usize>, bool)] = &[
+    type Case = (&'static [u8], &'static [u8], Option<usize>, bool);
+    const TABLE: &[Case] = &[
         (b".\r\n", b"", Some(3), false),
         (b"a\r\n.\r\n", b"a\r\n", Some(6), false),
         (b"a\r\n.\r\nMAIL", b"a\r\n", Some(6), false),

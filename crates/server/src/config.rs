@@ -34,7 +34,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -72,16 +72,6 @@ pub struct Limits {
     /// Idle time waiting for message data before 421 4.4.2.
     #[serde(deserialize_with = "duration")]
     pub data_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSection::default(),
-            limits: Limits::default(),
-            client: None,
-        }
-    }
 }
 
 impl Default for ServerSection {

@@ -129,11 +129,8 @@ impl Server {
         }
         let _ = phase_tx.send(Phase::Draining);
         let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(
-            self.config.server.shutdown_grace,
-            slots.acquire_many(all as u32),
-        )
-        .await;
+        let drained =
+            tokio::time::timeout(self.config.server.shutdown_grace, slots.acquire_many(all)).await;
         if drained.is_err() {
             warn!("grace period over: closing the remaining sessions");
             let _ = phase_tx.send(Phase::Abort);
