@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "sendmail") {
         return sendmail::main(argv.split_off(2));
     }
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| { let _ = e.print(); std::process::exit(if e.use_stderr() { 64 } else { 0 }) }); // EX_USAGE
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging();

@@ -24,17 +24,17 @@ pub struct ServeArgs {
     /// Host name for the greeting and trace headers [default: the machine's host name].
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Submission port (STARTTLS + AUTH): not available yet.
+    /// Submission listener (port-587 style: STARTTLS, then AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
     pub submission: Vec<SocketAddr>,
-    /// Submissions port (implicit TLS + AUTH): not available yet.
+    /// Submissions listener (port-465 style: TLS from the first byte, AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
     pub submissions: Vec<SocketAddr>,
-    /// TLS certificate (PEM): not available yet.
-    #[arg(long, value_name = "FILE")]
+    /// TLS certificate chain (PEM) [default: a self-signed one made in <data-dir>/tls/].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM): not available yet.
-    #[arg(long, value_name = "FILE")]
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 }
 
@@ -51,16 +51,19 @@ pub fn load_config(config: Option<&PathBuf>, data_dir: Option<&PathBuf>) -> anyh
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if !args.submission.is_empty()
-        || !args.submissions.is_empty()
-        || args.tls_cert.is_some()
-        || args.tls_key.is_some()
-    {
-        anyhow::bail!("TLS, --submission and --submissions are not available in this version yet");
-    }
     let mut cfg = load_config(args.config.as_ref(), args.data_dir.as_ref())?;
     if !args.listen.is_empty() {
         cfg.server.listen = args.listen;
+    }
+    if !args.submission.is_empty() {
+        cfg.server.submission = args.submission;
+    }
+    if !args.submissions.is_empty() {
+        cfg.server.submissions = args.submissions;
+    }
+    if args.tls_cert.is_some() {
+        cfg.tls.cert = args.tls_cert;
+        cfg.tls.key = args.tls_key;
     }
     if !args.domain.is_empty() {
         cfg.server.domains = args.domain;
@@ -69,14 +72,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.server.hostname = h;
     }
     cfg.validate()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
         let server = Server::bind(cfg).await?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
+        let tls = server.tls();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                if let Err(e) = tls.reload() {
+                    tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
+                }
+            }
+        });
         server.run(shutdown_signal()).await;
         Ok(())
     })

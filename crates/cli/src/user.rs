@@ -17,11 +17,7 @@ pub struct DataDirArgs {
 
 impl DataDirArgs {
     pub fn resolve(&self) -> anyhow::Result<PathBuf> {
-        Ok(
-            crate::serve::load_config(self.config.as_ref(), self.data_dir.as_ref())?
-                .server
-                .data_dir,
-        )
+        Ok(crate::serve::load_config(self.config.as_ref(), self.data_dir.as_ref())?.server.data_dir)
     }
 }
 
@@ -30,10 +26,12 @@ pub enum UserCommand {
     /// Add a user (and so a mailbox) for ADDRESS.
     Add {
         address: String,
-        /// Read a password from stdin (for AUTH on submission, once TLS is available).
+        /// Read a password from stdin (the first line), for AUTH on the submission ports.
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set or change a user's password (read from stdin; asked for when stdin is a terminal).
+    Passwd { address: String },
     /// List the users.
     List,
     /// Remove a user; its mailbox and mail stay on disk.
@@ -45,14 +43,9 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)?;
     let dir = UserDirectory::new(&data_dir);
     match cmd {
-        UserCommand::Add {
-            address,
-            password_stdin,
-        } => {
-            if password_stdin {
-                anyhow::bail!("passwords come with the TLS and AUTH support, which is not in this version yet");
-            }
-            let u = dir.add(&address, None)?;
+        UserCommand::Add { address, password_stdin } => {
+            let hash = if password_stdin { Some(hash(&read_password()?)?) } else { None };
+            let u = dir.add(&address, hash)?;
             println!("added {}", u.address);
         }
         UserCommand::List => {
@@ -60,10 +53,35 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
                 println!("{}", u.address);
             }
         }
+        UserCommand::Passwd { address } => {
+            let h = hash(&read_password()?)?;
+            dir.set_password(&address, Some(h))?;
+            println!("password set for {address}");
+        }
         UserCommand::Remove { address } => {
             dir.remove(&address)?;
             println!("removed {address} (its mailbox stays on disk)");
         }
     }
     Ok(())
+}
+
+/// The first line of stdin, without its line ending. Prompts when stdin is a terminal (the password is
+/// echoed there: use a pipe or `read -s` for anything but a test box).
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+    if pw.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    Ok(pw)
+}
+
+fn hash(password: &str) -> anyhow::Result<String> {
+    mailroom_store::password::hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
 }

@@ -196,11 +196,7 @@ fn parse_path(input: &[u8]) -> Result<(Address, usize), AddressError> {
 
 /// `Mailbox = Local-part "@" ( Domain / address-literal )`, stopping at the first byte that cannot belong.
 fn parse_mailbox(input: &[u8]) -> Result<(Address, usize), AddressError> {
-    let (local, mut i) = if input.first() == Some(&b'"') {
-        parse_quoted(input)?
-    } else {
-        parse_dot_string(input)?
-    };
+    let (local, mut i) = if input.first() == Some(&b'"') { parse_quoted(input)? } else { parse_dot_string(input)? };
     if local.len() > MAX_LOCAL_PART {
         return Err(AddressError::LocalPartTooLong);
     }
@@ -220,9 +216,7 @@ fn parse_mailbox(input: &[u8]) -> Result<(Address, usize), AddressError> {
 }
 
 fn utf8(b: &[u8]) -> Result<String, AddressError> {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| AddressError::BadDomain)
+    std::str::from_utf8(b).map(str::to_owned).map_err(|_| AddressError::BadDomain)
 }
 
 /// RFC 5322 atext, plus UTF-8 non-ASCII (RFC 6531 §3.3), checked for well-formedness by the caller.
@@ -231,9 +225,7 @@ fn is_atext(b: u8) -> bool {
 }
 
 fn is_dot_string(b: &[u8]) -> bool {
-    !b.is_empty()
-        && b.split(|&c| c == b'.')
-            .all(|atom| !atom.is_empty() && atom.iter().all(|&c| is_atext(c)))
+    !b.is_empty() && b.split(|&c| c == b'.').all(|atom| !atom.is_empty() && atom.iter().all(|&c| is_atext(c)))
 }
 
 fn parse_dot_string(input: &[u8]) -> Result<(String, usize), AddressError> {
@@ -305,11 +297,7 @@ fn parse_domain_name(input: &[u8]) -> Result<usize, AddressError> {
             i += 1;
         }
         let label = &input[start..i];
-        if label.is_empty()
-            || label.len() > MAX_LABEL
-            || label[0] == b'-'
-            || label[label.len() - 1] == b'-'
-        {
+        if label.is_empty() || label.len() > MAX_LABEL || label[0] == b'-' || label[label.len() - 1] == b'-' {
             return Err(AddressError::BadDomain);
         }
         if i > MAX_DOMAIN {
@@ -327,11 +315,7 @@ fn parse_domain_name(input: &[u8]) -> Result<usize, AddressError> {
 
 /// `address-literal = "[" ( IPv4 / "IPv6:" IPv6 / General-address-literal ) "]"` (RFC 5321 §4.1.3).
 fn parse_literal(input: &[u8]) -> Result<usize, AddressError> {
-    let end = input
-        .iter()
-        .take(MAX_DOMAIN)
-        .position(|&b| b == b']')
-        .ok_or(AddressError::BadLiteral)?;
+    let end = input.iter().take(MAX_DOMAIN).position(|&b| b == b']').ok_or(AddressError::BadLiteral)?;
     let inner = std::str::from_utf8(&input[1..end]).map_err(|_| AddressError::BadLiteral)?;
     let ok = if let Some(v6) = strip_prefix_ci(inner, "IPv6:") {
         v6.parse::<Ipv6Addr>().is_ok()
@@ -340,9 +324,7 @@ fn parse_literal(input: &[u8]) -> Result<usize, AddressError> {
         !tag.is_empty()
             && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !content.is_empty()
-            && content
-                .bytes()
-                .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
+            && content.bytes().all(|b| (33..=90).contains(&b) || (94..=126).contains(&b))
     } else {
         inner.parse::<Ipv4Addr>().is_ok()
     };
@@ -354,9 +336,7 @@ fn parse_literal(input: &[u8]) -> Result<usize, AddressError> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len()
-        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    {
+    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
         Some(&s[prefix.len()..])
     } else {
         None
@@ -387,11 +367,7 @@ mod tests {
             ("<\"a\\\"b\"@x.y>", "a\"b", "x.y"),
             ("<user@[192.0.2.1]>", "user", "[192.0.2.1]"),
             ("<user@[IPv6:2001:db8::1]>", "user", "[IPv6:2001:db8::1]"),
-            (
-                "<@relay.example,@r2.example:user@dest.example>",
-                "user",
-                "dest.example",
-            ),
+            ("<@relay.example,@r2.example:user@dest.example>", "user", "dest.example"),
             ("<jöran@bücher.example>", "jöran", "bücher.example"),
             ("<a+tag@sub-1.example.com>", "a+tag", "sub-1.example.com"),
         ] {
@@ -410,10 +386,7 @@ mod tests {
         assert_eq!(rev("<>").unwrap(), ReversePath::Null);
         assert_eq!(fwd("<Postmaster>").unwrap(), ForwardPath::Postmaster);
         assert_eq!(fwd("<POSTMASTER>").unwrap(), ForwardPath::Postmaster);
-        assert!(matches!(
-            fwd("<postmaster@x>").unwrap(),
-            ForwardPath::Mailbox(_)
-        ));
+        assert!(matches!(fwd("<postmaster@x>").unwrap(), ForwardPath::Mailbox(_)));
         assert!(fwd("<>").is_err(), "RCPT TO:<> is not a forward path");
     }
 
@@ -455,13 +428,9 @@ mod tests {
 
     #[test]
     fn display_requotes_when_needed() {
-        let ReversePath::Mailbox(a) = rev("<\"john doe\"@x>").unwrap() else {
-            panic!()
-        };
+        let ReversePath::Mailbox(a) = rev("<\"john doe\"@x>").unwrap() else { panic!() };
         assert_eq!(a.to_string(), "\"john doe\"@x");
-        let ReversePath::Mailbox(a) = rev("<\"plain\"@x>").unwrap() else {
-            panic!()
-        };
+        let ReversePath::Mailbox(a) = rev("<\"plain\"@x>").unwrap() else { panic!() };
         assert_eq!(a.to_string(), "plain@x", "unneeded quotes are dropped");
         assert!(Address::parse("ä@x").is_ok_and(|a| !a.is_ascii()));
     }

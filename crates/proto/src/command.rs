@@ -3,9 +3,7 @@
 //! Verbs are case-insensitive. `MAIL FROM:` and `RCPT TO:` tolerate spaces after the colon, as deployed
 //! clients send them, but the path itself must be in angle brackets.
 
-use crate::address::{
-    parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath,
-};
+use crate::address::{parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath};
 use crate::params::{parse_mail_params, MailParams};
 use crate::reply::{Enhanced, Reply};
 
@@ -52,9 +50,7 @@ fn syntax(text: &'static str) -> Reply {
 
 fn address_error(e: AddressError) -> Reply {
     let code = match e {
-        AddressError::LocalPartTooLong
-        | AddressError::DomainTooLong
-        | AddressError::PathTooLong => {
+        AddressError::LocalPartTooLong | AddressError::DomainTooLong | AddressError::PathTooLong => {
             // RFC 5321 §4.5.3.1.10: too long a path.
             return Reply::new(501, Enhanced(5, 1, 3), format!("Bad address: {e}"));
         }
@@ -66,18 +62,10 @@ fn address_error(e: AddressError) -> Reply {
 /// Parses one command line (CRLF already removed). Errors are the reply to send.
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     let Ok(line) = std::str::from_utf8(line) else {
-        return Err(Reply::new(
-            500,
-            Enhanced(5, 5, 2),
-            "Command line is not valid UTF-8",
-        ));
+        return Err(Reply::new(500, Enhanced(5, 5, 2), "Command line is not valid UTF-8"));
     };
     if line.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
-        return Err(Reply::new(
-            500,
-            Enhanced(5, 5, 2),
-            "Control characters in command line",
-        ));
+        return Err(Reply::new(500, Enhanced(5, 5, 2), "Control characters in command line"));
     }
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
@@ -97,21 +85,12 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             return Err(Reply::new(
                 501,
                 Enhanced(5, 5, 4),
-                if is("HELO") {
-                    "Syntax: HELO hostname"
-                } else {
-                    "Syntax: EHLO hostname"
-                },
+                if is("HELO") { "Syntax: HELO hostname" } else { "Syntax: EHLO hostname" },
             ));
         }
-        Ok(if is("HELO") {
-            Command::Helo(arg.to_owned())
-        } else {
-            Command::Ehlo(arg.to_owned())
-        })
+        Ok(if is("HELO") { Command::Helo(arg.to_owned()) } else { Command::Ehlo(arg.to_owned()) })
     } else if is("MAIL") {
-        let arg = strip_keyword(rest, "FROM:")
-            .ok_or_else(|| syntax("Syntax: MAIL FROM:<address> [parameters]"))?;
+        let arg = strip_keyword(rest, "FROM:").ok_or_else(|| syntax("Syntax: MAIL FROM:<address> [parameters]"))?;
         let (from, used) = parse_reverse_path(arg.as_bytes()).map_err(address_error)?;
         let tail = &arg[used..];
         if !tail.is_empty() && !tail.starts_with(' ') {
@@ -128,27 +107,18 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             if !arg[used..].starts_with(' ') {
                 return Err(syntax("Syntax: RCPT TO:<address>"));
             }
-            return Err(Reply::new(
-                555,
-                Enhanced(5, 5, 4),
-                "Unsupported RCPT parameter",
-            ));
+            return Err(Reply::new(555, Enhanced(5, 5, 4), "Unsupported RCPT parameter"));
         }
         Ok(Command::Rcpt { to })
     } else if is("DATA") {
         no_args(Command::Data, "Syntax: DATA")
     } else if is("BDAT") {
         let mut it = rest.split(' ').filter(|s| !s.is_empty());
-        let size = it
-            .next()
-            .ok_or_else(|| syntax("Syntax: BDAT size [LAST]"))?;
-        if size.len() > crate::params::MAX_SIZE_DIGITS || !size.bytes().all(|b| b.is_ascii_digit())
-        {
+        let size = it.next().ok_or_else(|| syntax("Syntax: BDAT size [LAST]"))?;
+        if size.len() > crate::params::MAX_SIZE_DIGITS || !size.bytes().all(|b| b.is_ascii_digit()) {
             return Err(syntax("Syntax: BDAT size [LAST]"));
         }
-        let size: u64 = size
-            .parse()
-            .map_err(|_| syntax("Syntax: BDAT size [LAST]"))?;
+        let size: u64 = size.parse().map_err(|_| syntax("Syntax: BDAT size [LAST]"))?;
         let last = match it.next() {
             None => false,
             Some(l) if l.eq_ignore_ascii_case("LAST") => true,
@@ -175,10 +145,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         no_args(Command::StartTls, "Syntax: STARTTLS")
     } else if is("AUTH") {
         Ok(Command::Auth(rest.to_owned()))
-    } else if ["TURN", "ETRN", "SEND", "SOML", "SAML", "ATRN"]
-        .iter()
-        .any(|v| is(v))
-    {
+    } else if ["TURN", "ETRN", "SEND", "SOML", "SAML", "ATRN"].iter().any(|v| is(v)) {
         Ok(Command::NotImplemented)
     } else {
         Err(Reply::new(500, Enhanced(5, 5, 2), "Command unrecognized"))
@@ -210,57 +177,26 @@ mod tests {
 
     #[test]
     fn good_commands() {
-        assert_eq!(
-            parse(b"EHLO client.example").unwrap(),
-            Command::Ehlo("client.example".into())
-        );
-        assert_eq!(
-            parse(b"helo [127.0.0.1]").unwrap(),
-            Command::Helo("[127.0.0.1]".into())
-        );
+        assert_eq!(parse(b"EHLO client.example").unwrap(), Command::Ehlo("client.example".into()));
+        assert_eq!(parse(b"helo [127.0.0.1]").unwrap(), Command::Helo("[127.0.0.1]".into()));
         assert_eq!(parse(b"DATA").unwrap(), Command::Data);
         assert_eq!(parse(b"data").unwrap(), Command::Data);
         assert_eq!(parse(b"RSET").unwrap(), Command::Rset);
         assert_eq!(parse(b"NOOP anything").unwrap(), Command::Noop);
         assert_eq!(parse(b"QUIT").unwrap(), Command::Quit);
         assert_eq!(parse(b"VRFY root").unwrap(), Command::Vrfy);
-        assert_eq!(
-            parse(b"BDAT 100 LAST").unwrap(),
-            Command::Bdat {
-                size: 100,
-                last: true
-            }
-        );
-        assert_eq!(
-            parse(b"BDAT 0").unwrap(),
-            Command::Bdat {
-                size: 0,
-                last: false
-            }
-        );
-        let Command::Mail { from, params } =
-            parse(b"MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME").unwrap()
-        else {
+        assert_eq!(parse(b"BDAT 100 LAST").unwrap(), Command::Bdat { size: 100, last: true });
+        assert_eq!(parse(b"BDAT 0").unwrap(), Command::Bdat { size: 0, last: false });
+        let Command::Mail { from, params } = parse(b"MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME").unwrap() else {
             panic!()
         };
-        assert_eq!(
-            from,
-            ReversePath::Mailbox(Address::parse("a@b.example").unwrap())
-        );
+        assert_eq!(from, ReversePath::Mailbox(Address::parse("a@b.example").unwrap()));
         assert_eq!(params.size, Some(10));
         assert_eq!(
             parse(b"mail from: <>").unwrap(),
-            Command::Mail {
-                from: ReversePath::Null,
-                params: MailParams::default()
-            }
+            Command::Mail { from: ReversePath::Null, params: MailParams::default() }
         );
-        assert_eq!(
-            parse(b"RCPT TO:<Postmaster>").unwrap(),
-            Command::Rcpt {
-                to: ForwardPath::Postmaster
-            }
-        );
+        assert_eq!(parse(b"RCPT TO:<Postmaster>").unwrap(), Command::Rcpt { to: ForwardPath::Postmaster });
     }
 
     #[test]
@@ -287,12 +223,7 @@ mod tests {
             (b"RCPT TO:<a@b>\nMAIL", 500, Enhanced(5, 5, 2)),
         ] {
             let r = parse(line).unwrap_err();
-            assert_eq!(
-                (r.code, r.enhanced),
-                (code, Some(enh)),
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
+            assert_eq!((r.code, r.enhanced), (code, Some(enh)), "{:?}", String::from_utf8_lossy(line));
         }
     }
 

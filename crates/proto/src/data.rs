@@ -41,10 +41,7 @@ pub struct DotDecoder {
 
 impl Default for DotDecoder {
     fn default() -> Self {
-        DotDecoder {
-            state: State::LineStart,
-            bare_line_ending: false,
-        }
+        DotDecoder { state: State::LineStart, bare_line_ending: false }
     }
 }
 
@@ -65,10 +62,7 @@ impl DotDecoder {
             match self.state {
                 State::Mid => {
                     // Fast path: copy the run up to the next CR or LF.
-                    let run = input[i..]
-                        .iter()
-                        .position(|&b| b == b'\r' || b == b'\n')
-                        .unwrap_or(input.len() - i);
+                    let run = input[i..].iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(input.len() - i);
                     out.extend_from_slice(&input[i..i + run]);
                     i += run;
                     if i == input.len() {
@@ -113,10 +107,7 @@ impl DotDecoder {
                 State::DotCr => {
                     if input[i] == b'\n' {
                         self.state = State::LineStart;
-                        return Decoded {
-                            consumed: i + 1,
-                            done: true,
-                        };
+                        return Decoded { consumed: i + 1, done: true };
                     }
                     // `.<CR>x`: the dot was stuffing, the CR is a bare CR in data.
                     self.bare_line_ending = true;
@@ -125,10 +116,7 @@ impl DotDecoder {
                 }
             }
         }
-        Decoded {
-            consumed: i,
-            done: false,
-        }
+        Decoded { consumed: i, done: false }
     }
 }
 
@@ -222,12 +210,7 @@ mod tests {
         (b"...\r\n.\r\n", b"..\r\n", Some(8), false),
         (b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n", Some(10), false),
         // smuggling look-alikes: none ends the data
-        (
-            b"a\n.\nMAIL FROM:<x@y>\r\n",
-            b"a\n.\nMAIL FROM:<x@y>\r\n",
-            None,
-            true,
-        ),
+        (b"a\n.\nMAIL FROM:<x@y>\r\n", b"a\n.\nMAIL FROM:<x@y>\r\n", None, true),
         (b"a\n.\r\nMAIL", b"a\n.\r\nMAIL", None, true),
         (b"a\r\n.\nMAIL", b"a\r\n\nMAIL", None, true),
         (b"a\r.\rMAIL", b"a\r.\rMAIL", None, true),
@@ -263,12 +246,7 @@ mod tests {
                     let r2 = d.decode(&input[cut..], &mut out);
                     (cut + r2.consumed, r2.done)
                 };
-                assert_eq!(
-                    out,
-                    body,
-                    "cut {cut} of {:?}",
-                    String::from_utf8_lossy(input)
-                );
+                assert_eq!(out, body, "cut {cut} of {:?}", String::from_utf8_lossy(input));
                 assert_eq!(done.then_some(consumed), end, "cut {cut}");
                 assert_eq!(d.saw_bare_line_ending(), bare, "cut {cut}");
             }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod base64;
 pub mod client;
 pub mod command;
 pub mod data;

@@ -71,11 +71,8 @@ pub fn parse_mail_params(rest: &str) -> Result<MailParams, Reply> {
             if p.auth.is_some() {
                 return Err(bad("Duplicate AUTH parameter"));
             }
-            p.auth = Some(if v == "<>" {
-                None
-            } else {
-                Some(decode_xtext(v).ok_or_else(|| bad("Bad xtext in AUTH"))?)
-            });
+            p.auth =
+                Some(if v == "<>" { None } else { Some(decode_xtext(v).ok_or_else(|| bad("Bad xtext in AUTH"))?) });
         } else {
             return Err(unknown());
         }
@@ -93,10 +90,7 @@ pub fn decode_xtext(s: &str) -> Option<String> {
         match b[i] {
             b'+' => {
                 let hex = b.get(i + 1..i + 3)?;
-                if !hex
-                    .iter()
-                    .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
-                {
+                if !hex.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c)) {
                     return None;
                 }
                 let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
@@ -131,10 +125,7 @@ mod tests {
         assert_eq!(ok("body=7bit").body, Some(Body::SevenBit));
         assert!(ok("SMTPUTF8").smtputf8);
         assert_eq!(ok("AUTH=<>").auth, Some(None));
-        assert_eq!(
-            ok("AUTH=joe+40example.org").auth,
-            Some(Some("joe@example.org".into()))
-        );
+        assert_eq!(ok("AUTH=joe+40example.org").auth, Some(Some("joe@example.org".into())));
         assert_eq!(ok("SIZE=18446744073709551615").size, Some(u64::MAX));
         for (s, code) in [
             ("SIZE=18446744073709551616", 501),

@@ -45,20 +45,12 @@ pub struct Reply {
 impl Reply {
     /// A one-line reply with an enhanced code.
     pub fn new(code: u16, enhanced: Enhanced, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            code,
-            enhanced: Some(enhanced),
-            lines: vec![scrub(text.into())],
-        }
+        Reply { code, enhanced: Some(enhanced), lines: vec![scrub(text.into())] }
     }
 
     /// A reply without an enhanced code (greeting, HELO/EHLO: RFC 2034 §3 exempts them).
     pub fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Reply {
-        Reply {
-            code,
-            enhanced: None,
-            lines: vec![scrub(text.into())],
-        }
+        Reply { code, enhanced: None, lines: vec![scrub(text.into())] }
     }
 
     /// Adds a further line (multi-line replies, e.g. the EHLO capability list).
@@ -118,11 +110,7 @@ impl fmt::Display for Reply {
 /// Replaces control characters (CR, LF, NUL, ...) so that text can never end a reply line early.
 fn scrub(text: Cow<'static, str>) -> Cow<'static, str> {
     if text.chars().any(|c| c.is_control()) {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-        )
+        Cow::Owned(text.chars().map(|c| if c.is_control() { '?' } else { c }).collect())
     } else {
         text
     }
@@ -140,13 +128,8 @@ mod tests {
 
     #[test]
     fn multi_line_uses_dash_until_the_last() {
-        let r = Reply::plain(250, "mx.example")
-            .line("PIPELINING")
-            .line("SIZE 10");
-        assert_eq!(
-            r.to_bytes(),
-            b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
-        );
+        let r = Reply::plain(250, "mx.example").line("PIPELINING").line("SIZE 10");
+        assert_eq!(r.to_bytes(), b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
     }
 
     #[test]

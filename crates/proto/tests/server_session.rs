@@ -85,6 +85,12 @@ impl S {
                         self.aborted.push(r);
                     }
                     Event::Close => self.closed = true,
+                    Event::StartTls => self.s.handle_tls_established(self.now),
+                    Event::Auth(c) => self.s.answer(if c.password.expose() == "secret" {
+                        Decision::Accept
+                    } else {
+                        Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
+                    }),
                 }
             }
             if let Some(b) = self.s.poll_transmit() {
@@ -469,4 +475,111 @@ a\r\n..b\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@x>\r\nBDAT 5\r\nhe\r\nlBDAT 4 LAST
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(run(&bytes), whole, "byte by byte");
+}
+
+fn tls_config() -> Config {
+    Config { hostname: "mx.test".into(), starttls: true, auth: true, auth_required: true, ..Config::default() }
+}
+
+#[test]
+fn starttls_drops_pipelined_plaintext_and_forgets_the_session() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::new(tls_config()), now);
+    s.poll_transmit();
+    s.handle_input(b"EHLO c\r\n", now);
+    let ehlo = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert!(ehlo.contains("250-STARTTLS\r\n"), "{ehlo}");
+    assert!(!ehlo.contains("AUTH"), "AUTH is not offered before TLS: {ehlo}");
+    // STARTTLS with commands injected behind it in the same write.
+    s.handle_input(b"STARTTLS\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice@x>\r\n", now);
+    assert_eq!(s.poll_event(), Some(Event::StartTls));
+    assert_eq!(s.poll_transmit().unwrap(), b"220 2.0.0 Ready to start TLS\r\n");
+    s.handle_tls_established(now);
+    assert!(s.poll_transmit().is_none(), "nothing injected is answered after the handshake");
+    assert!(s.poll_event().is_none());
+    assert!(s.is_tls() && s.helo().is_none(), "a new EHLO is needed");
+    s.handle_input(b"MAIL FROM:<a@b>\r\n", now);
+    assert!(String::from_utf8(s.poll_transmit().unwrap()).unwrap().starts_with("503 5.5.1"));
+    s.handle_input(b"EHLO c\r\n", now);
+    let ehlo = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert!(!ehlo.contains("STARTTLS") && ehlo.contains("250-AUTH PLAIN LOGIN\r\n"), "{ehlo}");
+    s.handle_input(b"STARTTLS\r\n", now);
+    assert!(String::from_utf8(s.poll_transmit().unwrap()).unwrap().starts_with("503 5.5.1"));
+}
+
+#[test]
+fn auth_needs_tls_and_is_required_for_mail() {
+    let mut s = S::with(tls_config());
+    s.cmd("EHLO c", "250");
+    s.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==", "538 5.7.11");
+    s.cmd("MAIL FROM:<a@b>", "530 5.7.0");
+}
+
+/// Drives a TLS session where the password "secret" is right.
+fn authed_session(now: Instant) -> Session {
+    let mut s = Session::new(Arc::new(Config { allow_plaintext_auth: true, ..tls_config() }), now);
+    s.poll_transmit();
+    s.handle_input(b"EHLO c\r\n", now);
+    s.poll_transmit();
+    s
+}
+
+fn check_auth(s: &mut Session) -> Option<String> {
+    match s.poll_event() {
+        Some(Event::Auth(c)) => {
+            assert!(!format!("{c:?}").contains("secret"), "Debug output never shows the password");
+            let ok = c.password.expose() == "secret";
+            s.answer(if ok {
+                Decision::Accept
+            } else {
+                Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
+            });
+            Some(c.username)
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn auth_plain_and_login() {
+    let now = Instant::now();
+    // PLAIN with an initial response: \0alice\0secret
+    let mut s = authed_session(now);
+    s.handle_input(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", now);
+    assert_eq!(check_auth(&mut s).as_deref(), Some("alice"));
+    assert_eq!(s.poll_transmit().unwrap(), b"235 2.7.0 Authentication successful\r\n");
+    assert_eq!(s.authenticated(), Some("alice"));
+    assert_eq!(s.protocol(), "ESMTPA");
+    s.handle_input(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", now);
+    assert!(String::from_utf8(s.poll_transmit().unwrap()).unwrap().starts_with("503 5.5.1"));
+    // LOGIN in steps.
+    let mut s = authed_session(now);
+    s.handle_input(b"AUTH LOGIN\r\n", now);
+    assert_eq!(s.poll_transmit().unwrap(), b"334 VXNlcm5hbWU6\r\n");
+    s.handle_input(b"Ym9i\r\n", now);
+    assert_eq!(s.poll_transmit().unwrap(), b"334 UGFzc3dvcmQ6\r\n");
+    s.handle_input(b"c2VjcmV0\r\n", now);
+    assert_eq!(check_auth(&mut s).as_deref(), Some("bob"));
+    assert_eq!(s.poll_transmit().unwrap(), b"235 2.7.0 Authentication successful\r\n");
+    // PLAIN without an initial response, then a cancel.
+    let mut s = authed_session(now);
+    s.handle_input(b"AUTH PLAIN\r\n*\r\n", now);
+    assert_eq!(s.poll_transmit().unwrap(), b"334 \r\n501 5.0.0 Authentication cancelled\r\n");
+    s.handle_input(b"AUTH CRAM-MD5\r\nAUTH PLAIN !!!\r\n", now);
+    let r = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert!(r.starts_with("504 5.5.4") && r.contains("501 5.5.2"), "{r}");
+}
+
+#[test]
+fn wrong_passwords_are_counted_then_the_session_closes() {
+    let now = Instant::now();
+    let mut s = authed_session(now);
+    for i in 0..3 {
+        // \0alice\0wrong
+        s.handle_input(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\n", now);
+        assert!(check_auth(&mut s).is_some());
+        let r = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+        assert!(r.starts_with("535 5.7.8"), "{r}");
+        assert_eq!(s.is_closed(), i == 2, "closed after the third failure: {r}");
+    }
 }

@@ -39,6 +39,8 @@ pub enum ConfigError {
 pub struct Config {
     pub server: ServerSection,
     pub limits: Limits,
+    pub tls: TlsSection,
+    pub auth: AuthSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -48,7 +50,12 @@ pub struct Config {
 pub struct ServerSection {
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// `smtp` listeners (port-25 style): anyone may deliver to local users; STARTTLS offered.
     pub listen: Vec<SocketAddr>,
+    /// `submission` listeners (port-587 style, RFC 6409): STARTTLS, then AUTH before MAIL.
+    pub submission: Vec<SocketAddr>,
+    /// `submissions` listeners (port-465 style, RFC 8314): TLS from the first byte, AUTH before MAIL.
+    pub submissions: Vec<SocketAddr>,
     pub domains: Vec<String>,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -72,6 +79,33 @@ pub struct Limits {
     /// Idle time waiting for message data before 421 4.4.2.
     #[serde(deserialize_with = "duration")]
     pub data_timeout: Duration,
+    /// Failed AUTH attempts per session before 421 4.7.0 and close.
+    pub max_auth_failures: usize,
+}
+
+/// `[tls]`: the certificate and key (PEM). Without them a self-signed pair is made in `<data-dir>/tls/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// `[auth]`: how AUTH behaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Offer AUTH without TLS. Only for development on loopback: passwords would cross the wire in clear.
+    pub allow_plaintext_auth: bool,
+    /// How long a failed AUTH waits before its 535, to slow down password guessing.
+    #[serde(deserialize_with = "duration")]
+    pub failure_delay: Duration,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection { allow_plaintext_auth: false, failure_delay: Duration::from_secs(1) }
+    }
 }
 
 impl Default for ServerSection {
@@ -80,6 +114,8 @@ impl Default for ServerSection {
             hostname: system_hostname(),
             data_dir: PathBuf::from("./mailroom-data"),
             listen: vec!["127.0.0.1:2525".parse().expect("valid address")],
+            submission: Vec::new(),
+            submissions: Vec::new(),
             domains: vec!["localhost".into()],
             shutdown_grace: Duration::from_secs(30),
         }
@@ -96,6 +132,7 @@ impl Default for Limits {
             max_errors: p::DEFAULT_MAX_ERRORS,
             command_timeout: p::DEFAULT_COMMAND_TIMEOUT,
             data_timeout: p::DEFAULT_DATA_TIMEOUT,
+            max_auth_failures: p::DEFAULT_MAX_AUTH_FAILURES,
         }
     }
 }
@@ -103,10 +140,8 @@ impl Default for Limits {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
-        let cfg: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -114,8 +149,11 @@ impl Config {
     /// Checks what serde cannot: non-empty lists, sane limits, domain names that are safe as paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
-        if self.server.listen.is_empty() {
-            return bad("server.listen is empty".into());
+        if self.server.listen.is_empty() && self.server.submission.is_empty() && self.server.submissions.is_empty() {
+            return bad("no listeners: server.listen, server.submission and server.submissions are all empty".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key go together".into());
         }
         if self.server.domains.is_empty() {
             return bad("server.domains is empty".into());
@@ -125,22 +163,15 @@ impl Config {
                 return bad(format!("server.domains: {d:?} is not a domain name"));
             }
         }
-        if self.server.hostname.is_empty()
-            || self.server.hostname.bytes().any(|b| b <= b' ' || b >= 0x7f)
-        {
-            return bad(format!(
-                "server.hostname: {:?} is not a host name",
-                self.server.hostname
-            ));
+        if self.server.hostname.is_empty() || self.server.hostname.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+            return bad(format!("server.hostname: {:?} is not a host name", self.server.hostname));
         }
         let l = &self.limits;
         if l.max_message_size == 0 {
             return bad("limits.max_message_size must be above 0".into());
         }
-        if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 {
-            return bad(
-                "limits.max_recipients, max_connections and max_errors must be above 0".into(),
-            );
+        if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 || l.max_auth_failures == 0 {
+            return bad("limits.max_recipients, max_connections, max_errors and max_auth_failures must be above 0".into());
         }
         if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
             return bad("limits.command_timeout and data_timeout must be above 0".into());
@@ -150,11 +181,7 @@ impl Config {
 
     /// Served domains, lowercased.
     pub fn domains(&self) -> Vec<String> {
-        self.server
-            .domains
-            .iter()
-            .map(|d| d.to_lowercase())
-            .collect()
+        self.server.domains.iter().map(|d| d.to_lowercase()).collect()
     }
 }
 
@@ -164,11 +191,7 @@ pub fn system_hostname() -> String {
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .map(|s| s.trim().to_owned())
-        .find(|s| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        })
+        .find(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
         .unwrap_or_else(|| "localhost".into())
 }
 
@@ -177,9 +200,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like \"30s\" or \"5m\""))?;
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"30s\" or \"5m\""))?;
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
@@ -229,10 +250,7 @@ mod tests {
         assert_eq!(cfg.limits.max_recipients, 100);
         assert_eq!(cfg.limits.command_timeout, Duration::from_secs(120));
         assert_eq!(cfg.domains(), vec!["example.test"]);
-        assert!(
-            toml::from_str::<Config>("[limits]\nmax_mesage_size = 1\n").is_err(),
-            "typos are errors"
-        );
+        assert!(toml::from_str::<Config>("[limits]\nmax_mesage_size = 1\n").is_err(), "typos are errors");
         let bad: Config = toml::from_str("[server]\ndomains = [\"../etc\"]\n").unwrap();
         assert!(bad.validate().is_err());
     }

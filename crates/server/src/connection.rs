@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use mailroom_proto::data::ToLf;
-use mailroom_proto::server::{Decision, Event, Session};
+use mailroom_proto::server::{Credentials, Decision, Event, Session};
 use mailroom_proto::{Enhanced, Reply};
 use mailroom_store::{Incoming, MailboxId, StoreError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
-use crate::policy::RcptVerdict;
+use crate::policy::{self, RcptVerdict};
+use crate::stream::Stream;
 use crate::trace::{trace_headers, TraceInfo};
-use crate::{Phase, Shared};
+use crate::{Phase, Role, Shared};
 
 /// Socket read buffer; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
@@ -31,17 +33,26 @@ struct Receiving {
     failed: Option<StoreError>,
 }
 
-pub(crate) async fn serve<S>(
-    mut stream: S,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut phase: watch::Receiver<Phase>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let id = format!("{:08X}", NEXT_SESSION.fetch_add(1, Ordering::Relaxed));
-    info!(session = %id, %peer, "connect");
-    let mut session = Session::new(shared.proto.clone(), Instant::now());
+/// Serves one connection; every log line of it carries the session id and the peer (a tracing span).
+pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+    let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
+    drive(tcp, peer, role, shared, phase).instrument(span).await
+}
+
+async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+    info!(?role, "connect");
+    let config = shared.proto(role);
+    let mut stream = Stream::Plain(tcp);
+    if role == Role::Submissions {
+        // RFC 8314: TLS from the first byte, before the greeting.
+        match handshake(&mut stream, &shared, config.command_timeout).await {
+            Ok(()) => {}
+            Err(e) => return info!(error = %e, "TLS handshake failed"),
+        }
+    }
+    let mut session = Session::new(config, Instant::now());
+    session.set_tls(matches!(stream, Stream::Tls(_)));
     let mut buf = vec![0u8; READ_BUFFER];
     let mut rcpts: Vec<MailboxId> = Vec::new();
     let mut receiving: Option<Receiving> = None;
@@ -56,28 +67,56 @@ pub(crate) async fn serve<S>(
             match event {
                 Event::Mail { from, params } => {
                     rcpts.clear();
-                    info!(session = %id, %from, size = ?params.size, "mail");
+                    if let Some(user) = session.authenticated().filter(|u| !policy::sender_allowed(u, &from)) {
+                        info!(%from, user, "sender refused: not the authenticated user's address");
+                        session.answer(Decision::Reply(Reply::new(
+                            553,
+                            Enhanced(5, 7, 1),
+                            "Sender address not owned by the authenticated user",
+                        )));
+                        continue;
+                    }
+                    info!(%from, size = ?params.size, "mail");
                     session.answer(Decision::Accept);
                 }
-                Event::Rcpt { to } => match shared.policy.rcpt(&shared.store, &to) {
+                Event::StartTls => {
+                    if let Some(out) = session.poll_transmit() {
+                        if stream.write_all(&out).await.is_err() {
+                            session.handle_eof();
+                            continue;
+                        }
+                    }
+                    match handshake(&mut stream, &shared, session.config().command_timeout).await {
+                        Ok(()) => session.handle_tls_established(Instant::now()),
+                        Err(e) => {
+                            info!(error = %e, "STARTTLS handshake failed");
+                            session.handle_eof();
+                        }
+                    }
+                }
+                Event::Auth(creds) => {
+                    let decision = authenticate(&shared, creds).await;
+                    session.answer(decision);
+                }
+                Event::Rcpt { to } => match shared.policy.rcpt(&shared.store, &to, session.authenticated().is_some()) {
                     RcptVerdict::Local(mbox) => {
-                        info!(session = %id, %to, mailbox = %mbox.address(), "rcpt accepted");
+                        info!(%to, mailbox = %mbox.address(), "rcpt accepted");
                         rcpts.push(mbox);
                         session.answer(Decision::Accept);
                     }
                     RcptVerdict::Refused(reply) => {
-                        info!(session = %id, %to, reply = %reply, "rcpt refused");
+                        info!(%to, reply = %reply, "rcpt refused");
                         session.answer(Decision::Reply(reply));
                     }
                 },
                 Event::DataStart => {
-                    let decision = match begin(&shared, &session, &id, peer) {
+                    let decision = match begin(&shared, &session, peer) {
                         Ok(r) => {
                             receiving = Some(r);
                             Decision::Accept
                         }
                         Err(e) => {
-                            warn!(session = %id, error = %e, "cannot open message file");
+                            warn!(error = %e, "cannot open message file");
                             Decision::Reply(storage_failure(&e))
                         }
                     };
@@ -94,7 +133,7 @@ pub(crate) async fn serve<S>(
                 }
                 Event::DataEnd => {
                     let reply = match receiving.take() {
-                        Some(r) => finish(r, &rcpts, &id).await,
+                        Some(r) => finish(r, &rcpts).await,
                         None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
                     };
                     if reply.code == 250 {
@@ -104,14 +143,14 @@ pub(crate) async fn serve<S>(
                 }
                 Event::DataAborted(reason) => {
                     receiving = None; // dropping the Incoming removes its file
-                    info!(session = %id, ?reason, "message refused");
+                    info!(?reason, "message refused");
                 }
                 Event::Close => {}
             }
         }
         if let Some(out) = session.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
-                info!(session = %id, error = %e, "write failed");
+                info!(error = %e, "write failed");
                 session.handle_eof();
                 break;
             }
@@ -122,7 +161,7 @@ pub(crate) async fn serve<S>(
         }
         if session.is_waiting() {
             // Every pending event is answered synchronously above; this cannot happen, but never spin.
-            warn!(session = %id, "session waiting with no event");
+            warn!("session waiting with no event");
             break;
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
@@ -133,7 +172,7 @@ pub(crate) async fn serve<S>(
                 Ok(n) => session.handle_input(&buf[..n], Instant::now()),
             },
             _ = sleep_until(deadline) => {
-                info!(session = %id, "timeout");
+                info!("timeout");
                 session.handle_timeout(Instant::now());
             }
             changed = phase.changed(), if phase_now != Phase::Abort => {
@@ -144,7 +183,44 @@ pub(crate) async fn serve<S>(
             }
         }
     }
-    info!(session = %id, messages, "disconnect");
+    info!(messages, "disconnect");
+}
+
+/// Replaces the plaintext stream with a TLS one (implicit TLS, or after STARTTLS's 220).
+async fn handshake(stream: &mut Stream, shared: &Shared, timeout: std::time::Duration) -> std::io::Result<()> {
+    let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Gone) else {
+        return Err(std::io::Error::other("already under TLS"));
+    };
+    let accept = shared.tls.acceptor().accept(tcp);
+    let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| std::io::Error::other("handshake timed out"))??;
+    let (_, conn) = tls.get_ref();
+    info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
+    *stream = Stream::Tls(Box::new(tls));
+    Ok(())
+}
+
+/// Checks a user name and password against the directory, off the async threads (argon2 is slow on
+/// purpose). A failure waits `failure_delay` before the 535 to slow guessing down. Never logs the password.
+async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
+    let users = shared.store.users();
+    let username = creds.username.clone();
+    let ok = tokio::task::spawn_blocking(move || match users.get(&creds.username).and_then(|u| u.password_hash.clone()) {
+        Some(hash) => mailroom_store::password::verify_password(&hash, creds.password.expose()),
+        None => {
+            mailroom_store::password::dummy_verify(creds.password.expose());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        info!(user = %username, mechanism = ?creds.mechanism, "authenticated");
+        Decision::Accept
+    } else {
+        info!(user = %username, "authentication failed");
+        tokio::time::sleep(shared.auth.failure_delay).await;
+        Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -155,12 +231,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Opens the message file and writes the trace headers.
-fn begin(
-    shared: &Shared,
-    session: &Session,
-    id: &str,
-    peer: SocketAddr,
-) -> Result<Receiving, StoreError> {
+fn begin(shared: &Shared, session: &Session, peer: SocketAddr) -> Result<Receiving, StoreError> {
     let mut incoming = shared.store.begin()?;
     let tx = session.transaction().expect("DATA has a transaction");
     let headers = trace_headers(&TraceInfo {
@@ -174,17 +245,11 @@ fn begin(
         now: SystemTime::now(),
     });
     incoming.write(headers.as_bytes())?;
-    let _ = id;
-    Ok(Receiving {
-        incoming,
-        lf: ToLf::default(),
-        scratch: Vec::with_capacity(READ_BUFFER),
-        failed: None,
-    })
+    Ok(Receiving { incoming, lf: ToLf::default(), scratch: Vec::with_capacity(READ_BUFFER), failed: None })
 }
 
 /// Makes the message durable in every recipient's mailbox, then says 250; or 451/452 and nothing stored.
-async fn finish(mut r: Receiving, rcpts: &[MailboxId], id: &str) -> Reply {
+async fn finish(mut r: Receiving, rcpts: &[MailboxId]) -> Reply {
     if r.failed.is_none() {
         r.scratch.clear();
         r.lf.finish(&mut r.scratch);
@@ -195,16 +260,16 @@ async fn finish(mut r: Receiving, rcpts: &[MailboxId], id: &str) -> Reply {
         }
     }
     if let Some(e) = r.failed {
-        warn!(session = %id, error = %e, "message write failed");
+        warn!(error = %e, "message write failed");
         return storage_failure(&e);
     }
     match r.incoming.commit(rcpts).await {
         Ok(d) => {
-            info!(session = %id, id = %d.id, size = d.size, mailboxes = d.mailboxes, "message stored");
+            info!(id = %d.id, size = d.size, mailboxes = d.mailboxes, "message stored");
             Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id))
         }
         Err(e) => {
-            warn!(session = %id, error = %e, "message commit failed");
+            warn!(error = %e, "message commit failed");
             storage_failure(&e)
         }
     }
@@ -213,16 +278,8 @@ async fn finish(mut r: Receiving, rcpts: &[MailboxId], id: &str) -> Reply {
 /// 452 4.3.1 when the disk is full (RFC 3463: mail system full), else 451 4.3.0.
 fn storage_failure(e: &StoreError) -> Reply {
     if e.is_no_space() {
-        Reply::new(
-            452,
-            Enhanced(4, 3, 1),
-            "Insufficient system storage, try again later",
-        )
+        Reply::new(452, Enhanced(4, 3, 1), "Insufficient system storage, try again later")
     } else {
-        Reply::new(
-            451,
-            Enhanced(4, 3, 0),
-            "Local error in processing, try again later",
-        )
+        Reply::new(451, Enhanced(4, 3, 0), "Local error in processing, try again later")
     }
 }

@@ -8,6 +8,8 @@
 pub mod config;
 mod connection;
 pub mod policy;
+mod stream;
+pub mod tls;
 pub mod trace;
 
 use std::future::Future;
@@ -35,10 +37,33 @@ pub(crate) enum Phase {
     Abort,
 }
 
+/// What a listener is for (the smtp / submission / submissions roles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Port-25 style: anyone may deliver to local users; STARTTLS offered; no AUTH, no relay.
+    Smtp,
+    /// Port-587 style (RFC 6409): STARTTLS, then AUTH required before MAIL.
+    Submission,
+    /// Port-465 style (RFC 8314): TLS from the first byte, AUTH required before MAIL.
+    Submissions,
+}
+
 pub(crate) struct Shared {
-    pub proto: Arc<mailroom_proto::server::Config>,
+    pub smtp: Arc<mailroom_proto::server::Config>,
+    pub submission: Arc<mailroom_proto::server::Config>,
     pub store: Store,
     pub policy: policy::Policy,
+    pub tls: Arc<tls::TlsHandle>,
+    pub auth: config::AuthSection,
+}
+
+impl Shared {
+    pub fn proto(&self, role: Role) -> Arc<mailroom_proto::server::Config> {
+        match role {
+            Role::Smtp => self.smtp.clone(),
+            Role::Submission | Role::Submissions => self.submission.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +72,14 @@ pub enum ServerError {
     Bind(SocketAddr, std::io::Error),
     #[error("cannot open the data directory: {0}")]
     Store(#[from] mailroom_store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A server with its listeners bound, ready to run.
 pub struct Server {
     config: Config,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, Role)>,
     shared: Arc<Shared>,
 }
 
@@ -61,21 +88,27 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let store = Store::open(&config.server.data_dir)?;
         let mut listeners = Vec::new();
-        for addr in &config.server.listen {
-            listeners.push(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| ServerError::Bind(*addr, e))?,
-            );
+        let roles = [
+            (&config.server.listen, Role::Smtp),
+            (&config.server.submission, Role::Submission),
+            (&config.server.submissions, Role::Submissions),
+        ];
+        for (addrs, role) in roles {
+            for addr in addrs {
+                listeners.push((TcpListener::bind(addr).await.map_err(|e| ServerError::Bind(*addr, e))?, role));
+            }
         }
+        let tls = tls::TlsHandle::load_or_generate(
+            config.tls.cert.as_deref(),
+            config.tls.key.as_deref(),
+            &config.server.data_dir,
+            &config.server.hostname,
+        )?;
         let domains = config.domains();
         let users = store.users();
         for d in users.domains() {
             if !domains.iter().any(|x| x == d) {
-                warn!(
-                    domain = d,
-                    "users exist for a domain this server does not serve; add it with --domain"
-                );
+                warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
             }
         }
         let proto = mailroom_proto::server::Config {
@@ -85,25 +118,32 @@ impl Server {
             max_errors: config.limits.max_errors,
             command_timeout: config.limits.command_timeout,
             data_timeout: config.limits.data_timeout,
+            starttls: true,
+            auth: false,
+            auth_required: false,
+            allow_plaintext_auth: config.auth.allow_plaintext_auth,
+            max_auth_failures: config.limits.max_auth_failures,
         };
+        let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
         let shared = Arc::new(Shared {
-            proto: Arc::new(proto),
+            smtp: Arc::new(proto),
+            submission: Arc::new(submission),
             store,
             policy: policy::Policy { domains },
+            tls: Arc::new(tls),
+            auth: config.auth.clone(),
         });
-        Ok(Server {
-            config,
-            listeners,
-            shared,
-        })
+        Ok(Server { config, listeners, shared })
     }
 
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+    }
+
+    /// A handle to reload the TLS certificate and key (on SIGHUP).
+    pub fn tls(&self) -> Arc<tls::TlsHandle> {
+        self.shared.tls.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains: returns once every session has ended.
@@ -112,15 +152,10 @@ impl Server {
         let slots = Arc::new(Semaphore::new(max));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
         let mut accept_tasks = Vec::new();
-        for listener in self.listeners {
+        for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
-            info!(listen = ?addr, domains = ?self.shared.policy.domains, hostname = %self.shared.proto.hostname, "listening");
-            accept_tasks.push(tokio::spawn(accept_loop(
-                listener,
-                self.shared.clone(),
-                slots.clone(),
-                phase_rx.clone(),
-            )));
+            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains, hostname = %self.shared.smtp.hostname, "listening");
+            accept_tasks.push(tokio::spawn(accept_loop(listener, role, self.shared.clone(), slots.clone(), phase_rx.clone())));
         }
         shutdown.await;
         info!(grace = ?self.config.server.shutdown_grace, "shutting down: no new connections, draining sessions");
@@ -129,14 +164,11 @@ impl Server {
         }
         let _ = phase_tx.send(Phase::Draining);
         let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let drained =
-            tokio::time::timeout(self.config.server.shutdown_grace, slots.acquire_many(all)).await;
+        let drained = tokio::time::timeout(self.config.server.shutdown_grace, slots.acquire_many(all)).await;
         if drained.is_err() {
             warn!("grace period over: closing the remaining sessions");
             let _ = phase_tx.send(Phase::Abort);
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(5), slots.acquire_many(all))
-                    .await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), slots.acquire_many(all)).await;
         }
         info!("stopped");
     }
@@ -144,6 +176,7 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
+    role: Role,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     phase: watch::Receiver<Phase>,
@@ -164,30 +197,22 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let phase = phase.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, shared, phase).await;
+                    connection::serve(stream, peer, role, shared, phase).await;
                     drop(permit);
                 });
             }
             Err(_) => {
                 info!(%peer, "refused: too many connections");
-                let proto = shared.proto.clone();
+                let proto = shared.proto(role);
                 tokio::spawn(async move {
                     let mut s = Session::refuse(
                         proto,
                         Instant::now(),
-                        Reply::new(
-                            421,
-                            Enhanced(4, 7, 0),
-                            "Too many connections, try again later",
-                        ),
+                        Reply::new(421, Enhanced(4, 7, 0), "Too many connections, try again later"),
                     );
                     let mut stream = stream;
                     if let Some(out) = s.poll_transmit() {
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(5),
-                            stream.write_all(&out),
-                        )
-                        .await;
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out)).await;
                     }
                     let _ = stream.shutdown().await;
                 });

@@ -23,18 +23,8 @@ pub struct TraceInfo<'a> {
 
 /// The header block (LF line endings, as stored) prepended to every delivered message.
 pub fn trace_headers(t: &TraceInfo<'_>) -> String {
-    let helo: String = t
-        .helo
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || ".-_:[]".contains(c) {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(255)
-        .collect();
+    let helo: String =
+        t.helo.chars().map(|c| if c.is_alphanumeric() || ".-_:[]".contains(c) { c } else { '?' }).take(255).collect();
     let mut h = format!("Return-Path: {}\n", t.from);
     h.push_str(&format!(
         "Received: from {helo} ([{}])\n\tby {} (mailroom) with {} id {}",
@@ -50,17 +40,12 @@ pub fn trace_headers(t: &TraceInfo<'_>) -> String {
 
 /// `Sat, 28 Nov 2026 14:31:46 +0000` (RFC 5322 §3.3), in UTC.
 pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!(
         "{}, {} {} {} {:02}:{:02}:{:02} +0000",
         DAYS[(days.rem_euclid(7)) as usize],
@@ -96,14 +81,8 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_876_306)),
-            "Sat, 28 Nov 2026 14:31:46 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
+        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_876_306)), "Sat, 28 Nov 2026 14:31:46 +0000");
+        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod mailbox;
 pub mod maildir;
+pub mod password;
 pub mod users;
 
 pub use mailbox::{Mailbox, MessageSummary};

@@ -32,11 +32,7 @@ impl Capabilities {
     /// Reads the capability lines of a positive EHLO reply.
     pub fn from_ehlo(reply: &Reply) -> Capabilities {
         let mut caps = Capabilities {
-            server_name: reply
-                .lines
-                .first()
-                .map(|l| l.to_string())
-                .unwrap_or_default(),
+            server_name: reply.lines.first().map(|l| l.to_string()).unwrap_or_default(),
             ..Capabilities::default()
         };
         for line in reply.lines.iter().skip(1) {
@@ -51,11 +47,7 @@ impl Capabilities {
             };
             match keyword.to_ascii_uppercase().as_str() {
                 "SIZE" => {
-                    let limit = params
-                        .split_whitespace()
-                        .next()
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or(0);
+                    let limit = params.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
                     caps.size = Some(limit);
                 }
                 "PIPELINING" => caps.pipelining = true,

@@ -23,10 +23,7 @@ impl Default for DataEncoder {
 
 impl DataEncoder {
     pub fn new() -> DataEncoder {
-        DataEncoder {
-            at_line_start: true,
-            pending_cr: false,
-        }
+        DataEncoder { at_line_start: true, pending_cr: false }
     }
 
     /// Appends the DATA form of `chunk` to `out`.
@@ -96,19 +93,11 @@ mod tests {
             (b"a\r\r\nb", b"a\r\n\r\nb\r\n.\r\n"),
             (b".x\r\n", b"..x\r\n.\r\n"),
             (b"a\r\n.\r\nb", b"a\r\n..\r\nb\r\n.\r\n"),
-            (
-                b"a\n.\nMAIL FROM:<x>\n",
-                b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n",
-            ),
+            (b"a\n.\nMAIL FROM:<x>\n", b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"),
             (b"a\r.\rb", b"a\r\n..\r\nb\r\n.\r\n"),
             (b"x.y\r\n..z", b"x.y\r\n...z\r\n.\r\n"),
         ] {
-            assert_eq!(
-                encode_data(input),
-                want,
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(encode_data(input), want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 }

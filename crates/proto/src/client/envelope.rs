@@ -21,10 +21,7 @@ impl Envelope {
             ReversePath::Mailbox(a) => !a.is_ascii(),
             ReversePath::Null => false,
         };
-        from || self
-            .to
-            .iter()
-            .any(|t| matches!(t, ForwardPath::Mailbox(a) if !a.is_ascii()))
+        from || self.to.iter().any(|t| matches!(t, ForwardPath::Mailbox(a) if !a.is_ascii()))
     }
 }
 
@@ -53,11 +50,7 @@ impl MessageInfo {
 
     /// Nothing known but perhaps the size.
     pub fn unknown(size: Option<u64>) -> MessageInfo {
-        MessageInfo {
-            size,
-            eight_bit: None,
-            utf8_headers: false,
-        }
+        MessageInfo { size, eight_bit: None, utf8_headers: false }
     }
 }
 
@@ -78,11 +71,7 @@ fn wire_size(m: &[u8]) -> u64 {
 fn find_header_end(m: &[u8]) -> usize {
     let mut i = 0;
     while i < m.len() {
-        let line_end = m[i..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| i + p + 1)
-            .unwrap_or(m.len());
+        let line_end = m[i..].iter().position(|&b| b == b'\n').map(|p| i + p + 1).unwrap_or(m.len());
         let line = &m[i..line_end];
         if line == b"\n" || line == b"\r\n" {
             return i;
@@ -99,14 +88,7 @@ mod tests {
     #[test]
     fn scan() {
         let m = MessageInfo::scan(b"Subject: hi\r\n\r\nbody\r\n");
-        assert_eq!(
-            m,
-            MessageInfo {
-                size: Some(21),
-                eight_bit: Some(false),
-                utf8_headers: false
-            }
-        );
+        assert_eq!(m, MessageInfo { size: Some(21), eight_bit: Some(false), utf8_headers: false });
         assert_eq!(MessageInfo::scan(b"a\nb\rc\r\n").size, Some(9));
         let m = MessageInfo::scan("Subject: ü\n\nbody\n".as_bytes());
         assert!(m.utf8_headers && m.eight_bit == Some(true));

@@ -71,10 +71,7 @@ impl ReplyParser {
             used += n;
             if let Some(first) = self.lines.first() {
                 if first.code != line.code {
-                    return Err(ReplyError::MixedCodes {
-                        first: first.code,
-                        other: line.code,
-                    });
+                    return Err(ReplyError::MixedCodes { first: first.code, other: line.code });
                 }
             }
             if self.lines.len() >= MAX_REPLY_LINES {
@@ -130,22 +127,14 @@ fn parse_line(input: &[u8]) -> Result<Option<(Line, usize)>, ReplyError> {
         return Err(ReplyError::BadCode(lossy(body)));
     }
     check_code(&body[..3])?;
-    let code =
-        (body[0] - b'0') as u16 * 100 + (body[1] - b'0') as u16 * 10 + (body[2] - b'0') as u16;
+    let code = (body[0] - b'0') as u16 * 100 + (body[1] - b'0') as u16 * 10 + (body[2] - b'0') as u16;
     let (more, text) = match body.get(3) {
         None => (false, &body[3..]),
         Some(b' ') => (false, &body[4..]),
         Some(b'-') => (true, &body[4..]),
         Some(_) => return Err(ReplyError::BadSeparator(lossy(body))),
     };
-    Ok(Some((
-        Line {
-            code,
-            more,
-            text: clean_text(text),
-        },
-        lf + 1,
-    )))
+    Ok(Some((Line { code, more, text: clean_text(text) }, lf + 1)))
 }
 
 /// RFC 5321 §4.2: `Reply-code = %x32-35 %x30-35 %x30-39`, checked on exactly three octets.
@@ -165,10 +154,7 @@ fn lossy(b: &[u8]) -> String {
 /// Reply text is meant for people: keep it as UTF-8 (lossily) and replace control characters, so that a
 /// transcript printed to a terminal cannot be steered by escape sequences.
 fn clean_text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .chars()
-        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
-        .collect()
+    String::from_utf8_lossy(b).chars().map(|c| if c.is_control() && c != '\t' { '?' } else { c }).collect()
 }
 
 /// Builds the reply, taking the enhanced code off the text when the first line carries one of the reply's
@@ -185,19 +171,13 @@ fn build(lines: Vec<Line>) -> Reply {
         .into_iter()
         .map(|l| {
             let text = match (enhanced, split(&l.text)) {
-                (Some(want), Some((got, end))) if want == got => {
-                    l.text[end..].trim_start_matches(' ').to_owned()
-                }
+                (Some(want), Some((got, end))) if want == got => l.text[end..].trim_start_matches(' ').to_owned(),
                 _ => l.text,
             };
             Cow::Owned(text)
         })
         .collect();
-    Reply {
-        code,
-        enhanced,
-        lines,
-    }
+    Reply { code, enhanced, lines }
 }
 
 #[cfg(test)]
@@ -209,9 +189,7 @@ mod tests {
         let (r, n) = parse_reply(b"250 2.1.0 Ok\r\nrest").unwrap().unwrap();
         assert_eq!((r.code, r.enhanced, n), (250, Some(Enhanced(2, 1, 0)), 14));
         assert_eq!(r.lines, vec!["Ok"]);
-        let (r, _) = parse_reply(b"250-mx\r\n250-PIPELINING\r\n250 SIZE 10\r\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_reply(b"250-mx\r\n250-PIPELINING\r\n250 SIZE 10\r\n").unwrap().unwrap();
         assert_eq!(r.lines, vec!["mx", "PIPELINING", "SIZE 10"]);
         assert_eq!(r.enhanced, None);
     }

@@ -62,13 +62,8 @@ pub enum Error {
     #[error("server sent a reply that does not fit {}: {reply}", step.map(|s| s.to_string()).unwrap_or_else(|| "any command sent".into()))]
     Unexpected { step: Option<Step>, reply: Reply },
     #[error("the message needs {extension} ({reason}), which the server does not offer")]
-    MissingExtension {
-        extension: &'static str,
-        reason: &'static str,
-    },
-    #[error(
-        "message of {size} octets is larger than the server's limit of {limit} (SIZE, RFC 1870)"
-    )]
+    MissingExtension { extension: &'static str, reason: &'static str },
+    #[error("message of {size} octets is larger than the server's limit of {limit} (SIZE, RFC 1870)")]
     TooBig { size: u64, limit: u64 },
     #[error("not possible now: {0}")]
     NotReady(&'static str),
@@ -210,11 +205,7 @@ impl Session {
     /// the client's fully qualified domain name, or an address literal).
     pub fn new(helo_name: impl Into<String>) -> Session {
         let mut pending = VecDeque::new();
-        pending.push_back(Pending {
-            step: Step::Greeting,
-            sent: true,
-            in_txn: false,
-        });
+        pending.push_back(Pending { step: Step::Greeting, sent: true, in_txn: false });
         Session {
             helo_name: helo_name.into(),
             state: State::Handshake,
@@ -288,9 +279,7 @@ impl Session {
     pub fn begin_mail(&mut self, envelope: &Envelope, info: &MessageInfo) -> Result<(), Error> {
         self.check_ready()?;
         if envelope.to.is_empty() {
-            return Err(Error::NotReady(
-                "a transaction needs at least one recipient",
-            ));
+            return Err(Error::NotReady("a transaction needs at least one recipient"));
         }
         let params = self.mail_params(envelope, info)?;
         let pipelined = self.caps.pipelining;
@@ -313,29 +302,19 @@ impl Session {
     }
 
     /// The MAIL FROM parameters this message needs from this server, or why the server cannot take it.
-    pub fn mail_params(
-        &self,
-        envelope: &Envelope,
-        info: &MessageInfo,
-    ) -> Result<Vec<String>, Error> {
+    pub fn mail_params(&self, envelope: &Envelope, info: &MessageInfo) -> Result<Vec<String>, Error> {
         let caps = &self.caps;
         let mut params = Vec::new();
         if let (Some(offered), Some(size)) = (caps.size, info.size) {
             if offered > 0 && size > offered {
-                return Err(Error::TooBig {
-                    size,
-                    limit: offered,
-                });
+                return Err(Error::TooBig { size, limit: offered });
             }
             params.push(format!("SIZE={size}"));
         }
         let mut smtputf8 = false;
         if envelope.needs_smtputf8() {
             if !caps.smtputf8 {
-                return Err(Error::MissingExtension {
-                    extension: "SMTPUTF8",
-                    reason: "an address is not ASCII",
-                });
+                return Err(Error::MissingExtension { extension: "SMTPUTF8", reason: "an address is not ASCII" });
             }
             smtputf8 = true;
         }
@@ -344,18 +323,12 @@ impl Session {
             if caps.smtputf8 {
                 smtputf8 = true;
             } else if !caps.eight_bit_mime {
-                return Err(Error::MissingExtension {
-                    extension: "SMTPUTF8",
-                    reason: "the header is not ASCII",
-                });
+                return Err(Error::MissingExtension { extension: "SMTPUTF8", reason: "the header is not ASCII" });
             }
         }
         match info.eight_bit {
             Some(true) if !caps.eight_bit_mime => {
-                return Err(Error::MissingExtension {
-                    extension: "8BITMIME",
-                    reason: "the message has 8-bit octets",
-                })
+                return Err(Error::MissingExtension { extension: "8BITMIME", reason: "the message has 8-bit octets" })
             }
             Some(true) | None if caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
             _ if info.utf8_headers && caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
@@ -406,10 +379,7 @@ impl Session {
     pub fn starttls(&mut self) -> Result<(), Error> {
         self.check_ready()?;
         if !self.caps.starttls {
-            return Err(Error::MissingExtension {
-                extension: "STARTTLS",
-                reason: "TLS was asked for",
-            });
+            return Err(Error::MissingExtension { extension: "STARTTLS", reason: "TLS was asked for" });
         }
         self.enqueue(Step::StartTls, "STARTTLS".into(), false);
         Ok(())
@@ -433,12 +403,7 @@ impl Session {
         match self.state {
             State::Closed | State::Quitting => return Ok(()),
             State::Body => return Err(Error::NotReady("the message is not finished")),
-            State::Failed => {
-                return Err(self
-                    .error
-                    .clone()
-                    .unwrap_or(Error::NotReady("the session failed")))
-            }
+            State::Failed => return Err(self.error.clone().unwrap_or(Error::NotReady("the session failed"))),
             _ => {}
         }
         self.state = State::Quitting;
@@ -462,11 +427,7 @@ impl Session {
         }
         self.encoder.finish(&mut self.outbound);
         let in_txn = self.txn.is_some();
-        self.pending.push_back(Pending {
-            step: Step::EndOfData,
-            sent: false,
-            in_txn,
-        });
+        self.pending.push_back(Pending { step: Step::EndOfData, sent: false, in_txn });
         self.state = State::Ready;
         Ok(())
     }
@@ -479,9 +440,7 @@ impl Session {
             State::Ready if self.txn.is_none() => Ok(()),
             State::Ready => Err(Error::NotReady("a transaction is in progress")),
             State::Body => Err(Error::NotReady("the message is being sent")),
-            State::Handshake | State::Tls => {
-                Err(Error::NotReady("the greeting and EHLO are not done"))
-            }
+            State::Handshake | State::Tls => Err(Error::NotReady("the greeting and EHLO are not done")),
             State::Quitting | State::Closed => Err(Error::NotReady("the session is closing")),
             State::Failed => Err(Error::NotReady("the session failed")),
         }
@@ -506,21 +465,14 @@ impl Session {
                 || (self.caps.pipelining
                     && self.state == State::Ready
                     && !matches!(step, Step::Ehlo | Step::Helo | Step::StartTls)
-                    && self
-                        .pending
-                        .iter()
-                        .all(|p| matches!(p.step, Step::Mail | Step::Rcpt | Step::Rset)));
+                    && self.pending.iter().all(|p| matches!(p.step, Step::Mail | Step::Rcpt | Step::Rset)));
             if !may_go {
                 return;
             }
             let (step, line, in_txn) = self.queue.pop_front().expect("front exists");
             self.outbound.extend_from_slice(line.as_bytes());
             self.outbound.extend_from_slice(b"\r\n");
-            self.pending.push_back(Pending {
-                step,
-                sent: false,
-                in_txn,
-            });
+            self.pending.push_back(Pending { step, sent: false, in_txn });
             self.events.push_back(Event::Sent(line));
         }
     }
@@ -548,9 +500,7 @@ impl Session {
         };
         self.input.drain(..used);
         // The parser never leaves more than one partial line behind; this only guards the invariant.
-        debug_assert!(
-            result.is_err() || self.input.len() < MAX_REPLY_LINE || self.state == State::Closed
-        );
+        debug_assert!(result.is_err() || self.input.len() < MAX_REPLY_LINE || self.state == State::Closed);
         result
     }
 
@@ -560,10 +510,7 @@ impl Session {
         };
         let (step, in_txn) = (p.step, p.in_txn);
         self.pending.pop_front();
-        self.events.push_back(Event::Reply {
-            step,
-            reply: reply.clone(),
-        });
+        self.events.push_back(Event::Reply { step, reply: reply.clone() });
         // RFC 5321 §3.8: 421 to any command means the server is closing the connection.
         if reply.code == 421 && step != Step::Quit {
             return Err(Error::Rejected { step, reply });
@@ -576,10 +523,7 @@ impl Session {
             _ => intermediate,
         };
         if bad {
-            return Err(Error::Unexpected {
-                step: Some(step),
-                reply,
-            });
+            return Err(Error::Unexpected { step: Some(step), reply });
         }
         if in_txn {
             self.handle_txn_reply(step, reply)?;
@@ -615,11 +559,7 @@ impl Session {
                     return Err(Error::Rejected { step, reply });
                 }
                 self.caps = Capabilities {
-                    server_name: reply
-                        .lines
-                        .first()
-                        .map(|l| l.to_string())
-                        .unwrap_or_default(),
+                    server_name: reply.lines.first().map(|l| l.to_string()).unwrap_or_default(),
                     ..Capabilities::default()
                 };
                 self.state = State::Ready;
@@ -631,10 +571,7 @@ impl Session {
                 }
                 // RFC 3207 §4: nothing may follow STARTTLS in the clear; bytes after it would be injected.
                 if !self.input_is_drained() {
-                    return Err(Error::Unexpected {
-                        step: Some(step),
-                        reply,
-                    });
+                    return Err(Error::Unexpected { step: Some(step), reply });
                 }
                 self.state = State::Tls;
                 self.events.push_back(Event::StartTls);
@@ -659,21 +596,14 @@ impl Session {
     }
 
     fn handle_txn_reply(&mut self, step: Step, reply: Reply) -> Result<(), Error> {
-        let txn = self
-            .txn
-            .as_mut()
-            .expect("a transaction reply needs a transaction");
+        let txn = self.txn.as_mut().expect("a transaction reply needs a transaction");
         match step {
             Step::Mail => {
                 let ok = reply.is_positive();
                 txn.mail = Some(reply);
                 if !txn.pipelined {
                     if ok {
-                        let lines: Vec<String> = txn
-                            .rcpts
-                            .iter()
-                            .map(|(to, _)| format!("RCPT TO:{to}"))
-                            .collect();
+                        let lines: Vec<String> = txn.rcpts.iter().map(|(to, _)| format!("RCPT TO:{to}")).collect();
                         for l in lines {
                             self.enqueue(Step::Rcpt, l, true);
                         }
@@ -688,10 +618,7 @@ impl Session {
                 }
                 txn.answered += 1;
                 if !txn.pipelined && txn.answered == txn.rcpts.len() {
-                    let any = txn
-                        .rcpts
-                        .iter()
-                        .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                    let any = txn.rcpts.iter().any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
                     if any {
                         self.enqueue(Step::Data, "DATA".into(), true);
                     } else {
@@ -703,10 +630,7 @@ impl Session {
             Step::Data => {
                 if reply.code == 354 {
                     let mail_ok = txn.mail.as_ref().is_some_and(Reply::is_positive);
-                    let any = txn
-                        .rcpts
-                        .iter()
-                        .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                    let any = txn.rcpts.iter().any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
                     self.state = State::Body;
                     if mail_ok && any {
                         self.events.push_back(Event::SendBody);
@@ -721,31 +645,21 @@ impl Session {
                 }
             }
             Step::EndOfData => {
-                let any = txn
-                    .rcpts
-                    .iter()
-                    .any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
+                let any = txn.rcpts.iter().any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
                 if any && txn.mail.as_ref().is_some_and(Reply::is_positive) {
                     txn.message = Some(reply);
                 }
                 self.finish_txn();
             }
             Step::Rset => self.finish_txn(),
-            _ => {
-                return Err(Error::Unexpected {
-                    step: Some(step),
-                    reply,
-                })
-            }
+            _ => return Err(Error::Unexpected { step: Some(step), reply }),
         }
         Ok(())
     }
 
     fn finish_txn(&mut self) {
         let Some(txn) = self.txn.take() else { return };
-        let mail = txn
-            .mail
-            .unwrap_or_else(|| Reply::plain(503, "no reply to MAIL"));
+        let mail = txn.mail.unwrap_or_else(|| Reply::plain(503, "no reply to MAIL"));
         let recipients = txn
             .rcpts
             .into_iter()
@@ -760,10 +674,7 @@ impl Session {
                             (Some(d), _) => Err(d.clone()),
                             (None, Some(m)) if m.is_positive() => Ok(m.clone()),
                             (None, Some(m)) => Err(m.clone()),
-                            (None, None) => Err(Reply::plain(
-                                451,
-                                "transaction ended without a reply to the data",
-                            )),
+                            (None, None) => Err(Reply::plain(451, "transaction ended without a reply to the data")),
                         },
                     }
                 };
@@ -773,11 +684,7 @@ impl Session {
         if matches!(self.state, State::Ready | State::Body) {
             self.state = State::Ready;
         }
-        self.events.push_back(Event::Done(Outcome {
-            mail,
-            recipients,
-            message: txn.message,
-        }));
+        self.events.push_back(Event::Done(Outcome { mail, recipients, message: txn.message }));
     }
 }
 

@@ -23,11 +23,7 @@ impl Session {
         };
         if let Some(r) = refusal {
             self.errors += 1;
-            self.mode = Mode::Bdat {
-                remaining: size,
-                last,
-                refusal: Some(r),
-            };
+            self.mode = Mode::Bdat { remaining: size, last, refusal: Some(r) };
             return;
         }
         let tx = self.tx.as_mut().expect("checked above");
@@ -44,11 +40,7 @@ impl Session {
             Decision::Reply(r) if !r.is_positive() => {
                 // The store could not take it: drop this chunk, refuse, and end the transaction.
                 self.bdat_failed = Some(AbortReason::Reset);
-                self.mode = Mode::Bdat {
-                    remaining: size,
-                    last: true,
-                    refusal: Some(r),
-                };
+                self.mode = Mode::Bdat { remaining: size, last: true, refusal: Some(r) };
             }
             _ => {
                 self.data_open = true;
@@ -64,21 +56,12 @@ impl Session {
             self.bdat_failed = Some(AbortReason::TooBig);
             self.abort_data(AbortReason::TooBig);
         }
-        self.mode = Mode::Bdat {
-            remaining: size,
-            last,
-            refusal: None,
-        };
+        self.mode = Mode::Bdat { remaining: size, last, refusal: None };
     }
 
     /// Moves chunk bytes from the buffer; false when it needs more input.
     pub(super) fn process_bdat(&mut self) -> bool {
-        let Mode::Bdat {
-            remaining,
-            last,
-            refusal: chunk_refusal,
-        } = &mut self.mode
-        else {
+        let Mode::Bdat { remaining, last, refusal: chunk_refusal } = &mut self.mode else {
             return false;
         };
         let avail = self.input.len() - self.pos;
@@ -114,22 +97,14 @@ impl Session {
             return true;
         }
         if last {
-            let failed = if self.bdat_check.finish() {
-                Some(AbortReason::BareLineEnding)
-            } else {
-                None
-            };
+            let failed = if self.bdat_check.finish() { Some(AbortReason::BareLineEnding) } else { None };
             if let Some(reason) = failed {
                 self.abort_data(reason);
             }
             self.end_of_data(failed);
         } else {
             let size = self.tx.as_ref().map_or(0, |t| t.size);
-            self.reply(Reply::new(
-                250,
-                Enhanced(2, 0, 0),
-                format!("{size} octets received"),
-            ));
+            self.reply(Reply::new(250, Enhanced(2, 0, 0), format!("{size} octets received")));
         }
         true
     }

@@ -24,14 +24,8 @@ impl Session {
             Decision::Reply(r) if !r.is_positive() => self.reply(r),
             _ => {
                 self.data_open = true;
-                self.mode = Mode::Data {
-                    decoder: DotDecoder::new(),
-                    failed: None,
-                };
-                self.reply(Reply::plain(
-                    354,
-                    "Start mail input; end with <CRLF>.<CRLF>",
-                ));
+                self.mode = Mode::Data { decoder: DotDecoder::new(), failed: None };
+                self.reply(Reply::plain(354, "Start mail input; end with <CRLF>.<CRLF>"));
             }
         }
     }
@@ -98,16 +92,10 @@ impl Session {
 /// The reply for a body that will not be stored.
 pub(super) fn refusal(reason: AbortReason) -> Reply {
     match reason {
-        AbortReason::TooBig => Reply::new(
-            552,
-            Enhanced(5, 3, 4),
-            "Message size exceeds fixed maximum message size",
-        ),
-        AbortReason::BareLineEnding => Reply::new(
-            550,
-            Enhanced(5, 5, 2),
-            "Bare CR or LF in message data is not allowed; use CRLF line endings",
-        ),
+        AbortReason::TooBig => Reply::new(552, Enhanced(5, 3, 4), "Message size exceeds fixed maximum message size"),
+        AbortReason::BareLineEnding => {
+            Reply::new(550, Enhanced(5, 5, 2), "Bare CR or LF in message data is not allowed; use CRLF line endings")
+        }
         AbortReason::Reset => Reply::new(451, Enhanced(4, 3, 0), "Message aborted"),
     }
 }

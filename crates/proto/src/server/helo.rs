@@ -9,14 +9,16 @@ impl Session {
         self.reset_transaction();
         let host = self.config.hostname.clone();
         let reply = if extended {
-            Reply::plain(250, host)
+            let r = Reply::plain(250, host)
                 .line(format!("SIZE {}", self.config.max_message_size))
                 .line("PIPELINING")
                 .line("8BITMIME")
                 .line("SMTPUTF8")
                 .line("ENHANCEDSTATUSCODES")
-                .line("CHUNKING")
-                .line("HELP")
+                .line("CHUNKING");
+            let r = if self.config.starttls && !self.tls { r.line("STARTTLS") } else { r };
+            let r = if self.is_auth_offered() { r.line("AUTH PLAIN LOGIN") } else { r };
+            r.line("HELP")
         } else {
             Reply::plain(250, host)
         };

@@ -13,14 +13,14 @@ impl Session {
         if self.tx.is_some() {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "Nested MAIL command"));
         }
+        if self.config.auth_required && self.authenticated.is_none() {
+            // RFC 4954 §6: submission needs authentication before MAIL.
+            return self.error(Reply::new(530, Enhanced(5, 7, 0), "Authentication required"));
+        }
         let extended = self.helo.as_ref().is_some_and(|h| h.extended);
         if !extended && params != MailParams::default() {
             // Parameters are ESMTP: a client that said HELO may not use them.
-            return self.error(Reply::new(
-                555,
-                Enhanced(5, 5, 4),
-                "MAIL parameters need EHLO",
-            ));
+            return self.error(Reply::new(555, Enhanced(5, 5, 4), "MAIL parameters need EHLO"));
         }
         if let Some(size) = params.size {
             if size > self.config.max_message_size {
@@ -35,38 +35,17 @@ impl Session {
         if let ReversePath::Mailbox(a) = &from {
             if !a.is_ascii() && !params.smtputf8 {
                 // RFC 6531 §3.5: a UTF-8 address needs the SMTPUTF8 parameter.
-                return self.error(Reply::new(
-                    553,
-                    Enhanced(5, 6, 7),
-                    "Non-ASCII address requires SMTPUTF8",
-                ));
+                return self.error(Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8"));
             }
         }
-        self.wait(
-            Pending::Mail {
-                from: from.clone(),
-                params: params.clone(),
-            },
-            Event::Mail { from, params },
-        );
+        self.wait(Pending::Mail { from: from.clone(), params: params.clone() }, Event::Mail { from, params });
     }
 
-    pub(super) fn answer_mail(
-        &mut self,
-        from: ReversePath,
-        params: MailParams,
-        decision: Decision,
-    ) {
+    pub(super) fn answer_mail(&mut self, from: ReversePath, params: MailParams, decision: Decision) {
         match decision {
             Decision::Reply(r) if !r.is_positive() => self.reply(r),
             d => {
-                self.tx = Some(Transaction {
-                    from,
-                    params,
-                    rcpts: Vec::new(),
-                    size: 0,
-                    chunking: false,
-                });
+                self.tx = Some(Transaction { from, params, rcpts: Vec::new(), size: 0, chunking: false });
                 self.reply(match d {
                     Decision::Reply(r) => r,
                     Decision::Accept => Reply::new(250, Enhanced(2, 1, 0), "Sender OK"),

@@ -12,11 +12,7 @@ impl Session {
     /// RFC 5321 §4.1.1.10: 221, then close.
     pub(super) fn handle_quit(&mut self) {
         self.reset_transaction();
-        let r = Reply::new(
-            221,
-            Enhanced(2, 0, 0),
-            format!("{} closing connection", self.config.hostname),
-        );
+        let r = Reply::new(221, Enhanced(2, 0, 0), format!("{} closing connection", self.config.hostname));
         self.reply(r);
         self.close();
     }

@@ -9,6 +9,7 @@
 //! One command, one file: `helo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `rset.rs`, and the
 //! small ones in `misc.rs`.
 
+mod auth;
 mod bdat;
 mod data;
 mod helo;
@@ -16,6 +17,9 @@ mod mail;
 mod misc;
 mod rcpt;
 mod rset;
+mod starttls;
+
+pub use auth::{Credentials, Mechanism, Secret};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub const DEFAULT_MAX_ERRORS: usize = 20;
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the server waits for further message bytes during DATA/BDAT.
 pub const DEFAULT_DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// Failed AUTH attempts per session before 421 4.7.0 and close.
+pub const DEFAULT_MAX_AUTH_FAILURES: usize = 3;
 /// Input that may wait unparsed while a decision is pending, before the shell stops reading.
 pub const MAX_BUFFERED_INPUT: usize = 64 * 1024;
 
@@ -50,6 +56,15 @@ pub struct Config {
     pub max_errors: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// Offer STARTTLS (RFC 3207) while the connection is in plaintext.
+    pub starttls: bool,
+    /// Offer AUTH PLAIN and LOGIN (RFC 4954) on this listener.
+    pub auth: bool,
+    /// MAIL needs a successful AUTH first (submission, RFC 6409 §4.3): 530 5.7.0 otherwise.
+    pub auth_required: bool,
+    /// Offer and accept AUTH without TLS (only for development on loopback).
+    pub allow_plaintext_auth: bool,
+    pub max_auth_failures: usize,
 }
 
 impl Default for Config {
@@ -61,6 +76,11 @@ impl Default for Config {
             max_errors: DEFAULT_MAX_ERRORS,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             data_timeout: DEFAULT_DATA_TIMEOUT,
+            starttls: false,
+            auth: false,
+            auth_required: false,
+            allow_plaintext_auth: false,
+            max_auth_failures: DEFAULT_MAX_AUTH_FAILURES,
         }
     }
 }
@@ -80,10 +100,7 @@ pub enum AbortReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// MAIL FROM passed syntax checks; answer to accept or refuse the sender.
-    Mail {
-        from: ReversePath,
-        params: MailParams,
-    },
+    Mail { from: ReversePath, params: MailParams },
     /// RCPT TO passed syntax and limit checks; answer whether this recipient is ours.
     Rcpt { to: ForwardPath },
     /// The message body is about to arrive (DATA, or the first BDAT chunk): open the store, then answer.
@@ -94,6 +111,11 @@ pub enum Event {
     DataEnd,
     /// The body being received will not be stored: drop what was written. The session replies itself.
     DataAborted(AbortReason),
+    /// 220 to STARTTLS was queued and unread input thrown away: flush, do the TLS handshake, then call
+    /// [`Session::handle_tls_established`] (or close if it fails).
+    StartTls,
+    /// A client authenticates: check the credentials, then answer (235 on Accept, 535 5.7.8 to refuse).
+    Auth(Credentials),
     /// The session is over: flush what [`Session::poll_transmit`] still holds, then close.
     Close,
 }
@@ -122,19 +144,13 @@ pub struct Transaction {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
-    Mail {
-        from: ReversePath,
-        params: MailParams,
-    },
-    Rcpt {
-        to: ForwardPath,
-    },
+    Mail { from: ReversePath, params: MailParams },
+    Rcpt { to: ForwardPath },
     DataStart,
-    BdatStart {
-        size: u64,
-        last: bool,
-    },
+    BdatStart { size: u64, last: bool },
     DataEnd,
+    StartTls,
+    Auth(String),
 }
 
 #[derive(Debug)]
@@ -151,6 +167,8 @@ enum Mode {
         last: bool,
         refusal: Option<Reply>,
     },
+    /// In a SASL exchange: the next line is a base64 response, not a command.
+    Auth(auth::Exchange),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +199,8 @@ pub struct Session {
     shutting_down: bool,
     closed: bool,
     tls: bool,
-    authenticated: bool,
+    authenticated: Option<String>,
+    auth_failures: usize,
 }
 
 impl Session {
@@ -205,7 +224,8 @@ impl Session {
             shutting_down: false,
             closed: false,
             tls: false,
-            authenticated: false,
+            authenticated: None,
+            auth_failures: 0,
             config,
         };
         let greeting = Reply::plain(220, format!("{} ESMTP mailroom", s.config.hostname));
@@ -259,11 +279,7 @@ impl Session {
             return;
         }
         self.abort_data(AbortReason::Reset);
-        self.reply(Reply::new(
-            421,
-            Enhanced(4, 4, 2),
-            format!("{} Timeout, closing connection", self.config.hostname),
-        ));
+        self.reply(Reply::new(421, Enhanced(4, 4, 2), format!("{} Timeout, closing connection", self.config.hostname)));
         self.close();
     }
 
@@ -329,6 +345,9 @@ impl Session {
             Pending::DataStart => self.answer_data_start(decision),
             Pending::BdatStart { size, last } => self.answer_bdat_start(size, last, decision),
             Pending::DataEnd => self.answer_data_end(decision),
+            Pending::Auth(user) => self.answer_auth(user, decision),
+            // Resumed by handle_tls_established, not by an answer.
+            p @ Pending::StartTls => self.pending = Some(p),
         }
         if !self.closed {
             self.process();
@@ -352,13 +371,21 @@ impl Session {
     pub fn config(&self) -> &Config {
         &self.config
     }
+    /// True once the connection is under TLS (implicit, or after STARTTLS).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+    /// The user name that authenticated, if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
 
     /// The `with` keyword of the Received header: RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA), RFC 6531 §3.7.3
     /// (UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA) and plain SMTP after HELO.
     pub fn protocol(&self) -> &'static str {
         let utf8 = self.tx.as_ref().is_some_and(|t| t.params.smtputf8);
         let extended = self.helo.as_ref().is_some_and(|h| h.extended);
-        match (extended, utf8, self.tls, self.authenticated) {
+        match (extended, utf8, self.tls, self.authenticated.is_some()) {
             (false, _, _, _) => "SMTP",
             (true, false, false, false) => "ESMTP",
             (true, false, true, false) => "ESMTPS",
@@ -375,7 +402,7 @@ impl Session {
 
     fn touch(&mut self, now: Instant) {
         let timeout = match self.mode {
-            Mode::Command => self.config.command_timeout,
+            Mode::Command | Mode::Auth(_) => self.config.command_timeout,
             _ => self.config.data_timeout,
         };
         self.deadline = Some(now + timeout);
@@ -394,10 +421,7 @@ impl Session {
             self.reply(Reply::new(
                 421,
                 Enhanced(4, 7, 0),
-                format!(
-                    "{} Too many errors, closing connection",
-                    self.config.hostname
-                ),
+                format!("{} Too many errors, closing connection", self.config.hostname),
             ));
             self.close();
         }
@@ -425,10 +449,7 @@ impl Session {
         self.reply(Reply::new(
             421,
             Enhanced(4, 3, 2),
-            format!(
-                "{} Service shutting down, closing connection",
-                self.config.hostname
-            ),
+            format!("{} Service shutting down, closing connection", self.config.hostname),
         ));
         self.close();
     }
@@ -458,7 +479,7 @@ impl Session {
     fn process(&mut self) {
         while !self.closed && self.pending.is_none() {
             let progressed = match self.mode {
-                Mode::Command => self.process_line(),
+                Mode::Command | Mode::Auth(_) => self.process_line(),
                 Mode::Data { .. } => self.process_data(),
                 Mode::Bdat { .. } => self.process_bdat(),
             };
@@ -478,8 +499,10 @@ impl Session {
     /// Takes one command line from the buffer; false when a whole line has not arrived yet.
     fn process_line(&mut self) -> bool {
         let buf = &self.input[self.pos..];
+        let in_auth = matches!(self.mode, Mode::Auth(_));
+        let max = if in_auth { auth::MAX_RESPONSE_LINE } else { MAX_LINE };
         let Some(end) = find_crlf(buf) else {
-            if buf.len() > MAX_LINE {
+            if buf.len() > max {
                 // No CRLF within any allowed length: refuse once, then drop input until the next CRLF.
                 // Keep a trailing CR: it may be the first half of the CRLF that ends the line.
                 let keep = usize::from(buf.last() == Some(&b'\r'));
@@ -494,6 +517,11 @@ impl Session {
         let line_start = self.pos;
         self.pos += end + 2;
         if std::mem::take(&mut self.skipping_long_line) {
+            return true;
+        }
+        if in_auth {
+            let line = self.input[line_start..line_start + end].to_vec();
+            self.handle_auth_response(&line);
             return true;
         }
         let line = &self.input[line_start..line_start + end];
@@ -522,9 +550,11 @@ impl Session {
             Command::Vrfy => self.handle_vrfy(),
             Command::Expn => self.handle_expn(),
             Command::Help => self.handle_help(),
-            Command::StartTls | Command::Auth(_) | Command::NotImplemented => self.error(
-                Reply::new(502, Enhanced(5, 5, 1), "Command not implemented"),
-            ),
+            Command::StartTls => self.handle_starttls(),
+            Command::Auth(args) => self.handle_auth(args),
+            Command::NotImplemented => {
+                self.error(Reply::new(502, Enhanced(5, 5, 1), "Command not implemented"))
+            }
         }
     }
 

@@ -19,11 +19,7 @@ impl Session {
         }
         if let ForwardPath::Mailbox(a) = &to {
             if !a.is_ascii() && !tx.params.smtputf8 {
-                return self.error(Reply::new(
-                    553,
-                    Enhanced(5, 6, 7),
-                    "Non-ASCII address requires SMTPUTF8",
-                ));
+                return self.error(Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8"));
             }
         }
         self.wait(Pending::Rcpt { to: to.clone() }, Event::Rcpt { to });
