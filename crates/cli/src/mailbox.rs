@@ -25,11 +25,7 @@ pub fn run(cmd: MailboxCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
             let mbox = store.mailbox(&address)?;
             let list = mbox.list()?;
             let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<40}  {:<31}  {:<30}  {:>9}  SUBJECT",
-                "ID", "DATE", "FROM", "SIZE"
-            )?;
+            writeln!(out, "{:<40}  {:<31}  {:<30}  {:>9}  SUBJECT", "ID", "DATE", "FROM", "SIZE")?;
             for m in &list {
                 writeln!(
                     out,
@@ -53,8 +49,5 @@ pub fn run(cmd: MailboxCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
 
 /// Header values shown on a terminal: control characters (escape sequences) replaced.
 fn clean(s: Option<&str>) -> String {
-    s.unwrap_or("-")
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    s.unwrap_or("-").chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
