@@ -17,6 +17,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::policy::{self, RcptVerdict};
 use crate::stream::Stream;
+use crate::tls::Hello;
 use crate::trace::{trace_headers, TraceInfo};
 use crate::{Phase, Role, Shared};
 
@@ -191,12 +192,33 @@ async fn handshake(stream: &mut Stream, shared: &Shared, timeout: std::time::Dur
     let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Gone) else {
         return Err(std::io::Error::other("already under TLS"));
     };
-    let accept = shared.tls.acceptor().accept(tcp);
-    let tls = tokio::time::timeout(timeout, accept).await.map_err(|_| std::io::Error::other("handshake timed out"))??;
+    let tls = tokio::time::timeout(timeout, async {
+        refuse_old_tls(&tcp).await?;
+        shared.tls.acceptor().accept(tcp).await
+    })
+    .await
+    .map_err(|_| std::io::Error::other("handshake timed out"))??;
     let (_, conn) = tls.get_ref();
     info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
     *stream = Stream::Tls(Box::new(tls));
     Ok(())
+}
+
+/// Looks at the ClientHello before rustls does: a client offering nothing newer than TLS 1.1 gets a
+/// protocol_version alert (rustls would answer handshake_failure, which tells the client less).
+async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 5 + 16 * 1024];
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        match crate::tls::inspect_client_hello(&buf[..n]) {
+            Hello::Incomplete if n > 0 && n < buf.len() => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            Hello::TooOld => {
+                let _ = tcp.try_write(&crate::tls::PROTOCOL_VERSION_ALERT);
+                return Err(std::io::Error::other("client offers only TLS 1.1 or older"));
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Checks a user name and password against the directory, off the async threads (argon2 is slow on
