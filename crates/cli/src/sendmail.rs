@@ -1,10 +1,253 @@
-//! `mailroom sendmail`: a drop-in for /usr/sbin/sendmail.
+//! `mailroom sendmail`: a drop-in for /usr/sbin/sendmail as cron, git send-email and PHP call it.
+//!
+//! Reads a message on stdin and relays it to the server of the `[client]` section of the config
+//! (`--config FILE`, else `$MAILROOM_CONFIG`, else `~/.config/mailroom/mailroom.toml`), or to
+//! 127.0.0.1:2525. Recipients come from the arguments and, with `-t`, from To/Cc/Bcc; Bcc headers never
+//! leave. Date, Message-ID and From are added when missing. Flags are sendmail's, parsed by hand
+//! (getopt style: `-ti`, `-f addr`, `-faddr`); the `-o` options and the flags sendmail accepts but that
+//! mean nothing here are ignored as sendmail ignores what it does not know.
+
+#[path = "sendmail_config.rs"]
+mod config;
+#[path = "sendmail_message.rs"]
+mod message;
 
 use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Runs with the arguments after `sendmail` (sendmail's own flag syntax, parsed by hand).
-pub fn main(_args: Vec<OsString>) -> ExitCode {
-    eprintln!("mailroom sendmail: not built yet");
-    ExitCode::from(70)
+use mailroom_client::Envelope;
+use mailroom_proto::{Address, ForwardPath, ReversePath};
+
+use crate::send::util::*;
+
+const PROG: &str = "sendmail";
+
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    config: Option<PathBuf>,
+    extract: bool,
+    ignore_dots: bool,
+    from: Option<String>,
+    full_name: Option<String>,
+    verbose: bool,
+    recipients: Vec<String>,
+}
+
+const USAGE: &str =
+    "usage: mailroom sendmail [--config FILE] [-t] [-i] [-f FROM] [-F NAME] [-v] [RECIPIENT...] < message";
+
+/// Parses sendmail's flags. Errors are usage messages.
+fn parse_args(args: Vec<OsString>) -> Result<Option<Args>, String> {
+    let mut out = Args::default();
+    let mut it = args.into_iter().map(|a| a.into_string().map_err(|a| format!("argument is not UTF-8: {a:?}")));
+    let mut only_recipients = false;
+    while let Some(arg) = it.next() {
+        let arg = arg?;
+        if only_recipients || !arg.starts_with('-') || arg == "-" {
+            out.recipients.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            only_recipients = true;
+            continue;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            match long.split_once('=') {
+                Some(("config", v)) => out.config = Some(v.into()),
+                None if long == "config" => out.config = Some(it.next().ok_or("--config needs a FILE")??.into()),
+                None if long == "help" => return Ok(None),
+                _ => return Err(format!("unknown option {arg}")),
+            }
+            continue;
+        }
+        // A cluster of one-letter flags; a flag with a value takes the rest of the cluster or the next arg.
+        let chars: Vec<char> = arg[1..].chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            let rest: String = chars[i + 1..].iter().collect();
+            let mut value = |name: char| -> Result<String, String> {
+                if !rest.is_empty() {
+                    Ok(rest.clone())
+                } else {
+                    it.next().ok_or_else(|| format!("-{name} needs a value"))?
+                }
+            };
+            match c {
+                't' => out.extract = true,
+                'i' => out.ignore_dots = true,
+                'v' => out.verbose = true,
+                // Accepted and meaningless here: me-too, no aliasing, initial submission, deliver modes.
+                'm' | 'n' | 'U' | 'G' => {}
+                'f' | 'r' => {
+                    out.from = Some(value(c)?);
+                    break;
+                }
+                'F' => {
+                    out.full_name = Some(value(c)?);
+                    break;
+                }
+                // -oi is -i; every other -oX option (-oem, -odb, -oQ/dir ...) is sendmail tuning.
+                'o' => {
+                    if rest == "i" {
+                        out.ignore_dots = true;
+                    }
+                    break;
+                }
+                'b' => match rest.as_str() {
+                    "m" | "" => break,
+                    mode => return Err(format!("-b{mode} is not supported; only sending (-bm) is")),
+                },
+                'q' => return Err("-q (queue runs) is not supported".into()),
+                // Options with a value that do not change what is sent: DSN notify and return, envelope
+                // id, hop count, body type, log tag, config file, log file, -A mode, -e error mode, -d debug.
+                'N' | 'R' | 'V' | 'h' | 'B' | 'L' | 'C' | 'X' | 'A' => {
+                    value(c)?;
+                    break;
+                }
+                'e' | 'd' | 'O' => break,
+                other => {
+                    eprintln!("{PROG}: ignoring unknown flag -{other}");
+                    break;
+                }
+            }
+            i += 1;
+        }
+    }
+    Ok(Some(out))
+}
+
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{PROG}: {e}\n{USAGE}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let cfg = match config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{PROG}: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut input) {
+        eprintln!("{PROG}: reading the message: {e}");
+        return ExitCode::from(EX_NOINPUT);
+    }
+    if !args.ignore_dots {
+        message::cut_at_lone_dot(&mut input);
+    }
+    let parsed = message::Incoming::parse(&input);
+
+    // The envelope sender: -f, else the From header, else the user at this host.
+    let from = match args.from.as_deref().map(str::trim) {
+        Some("<>") | Some("") => ReversePath::Null,
+        Some(f) => match parse_mailbox(f) {
+            Ok((_, a)) => ReversePath::Mailbox(a),
+            Err(e) => {
+                eprintln!("{PROG}: -f: {e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => match parsed.from.as_deref().map(parse_mailbox) {
+            Some(Ok((_, a))) => ReversePath::Mailbox(a),
+            _ => match default_sender(cfg.from.as_deref()) {
+                Ok(a) => ReversePath::Mailbox(a),
+                Err(e) => {
+                    eprintln!("{PROG}: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            },
+        },
+    };
+
+    let mut recipients: Vec<Address> = Vec::new();
+    let mut listed: Vec<String> = args.recipients.iter().flat_map(|r| split_list(r)).collect();
+    if args.extract {
+        listed.extend(parsed.recipients.iter().cloned());
+    }
+    for r in listed {
+        match parse_mailbox(&r) {
+            Ok((_, a)) => {
+                if !recipients.contains(&a) {
+                    recipients.push(a)
+                }
+            }
+            Err(e) => {
+                eprintln!("{PROG}: {e}");
+                return ExitCode::from(EX_DATAERR);
+            }
+        }
+    }
+    if recipients.is_empty() {
+        eprintln!("{PROG}: no recipients (give them as arguments, or use -t)");
+        return ExitCode::from(EX_USAGE);
+    }
+
+    let message = parsed.finish(&from, args.full_name.as_deref());
+    let envelope = Envelope::new(from, recipients.into_iter().map(ForwardPath::Mailbox).collect());
+
+    let builder = match cfg.builder() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{PROG}: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let builder = if args.verbose { builder.transcript(stdout_transcript()) } else { builder };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{PROG}: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    rt.block_on(crate::send::send_one_as(PROG, builder, envelope, &message))
+}
+
+/// `$USER@host` as sendmail does, with the config's `from` first when set.
+fn default_sender(configured: Option<&str>) -> Result<Address, String> {
+    if let Some(f) = configured {
+        return parse_mailbox(f).map(|(_, a)| a);
+    }
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
+    let host = mailroom_client::default_helo_name();
+    Address::parse(&format!("{user}@{host}"))
+        .map_err(|e| format!("cannot make a sender from {user}@{host}: {e}; use -f"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Args>, String> {
+        parse_args(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn flags() {
+        let a = parse(&["-t", "-oi", "-f", "me@x", "-FMy Name", "a@b", "c@d"]).unwrap().unwrap();
+        assert!(a.extract && a.ignore_dots);
+        assert_eq!(a.from.as_deref(), Some("me@x"));
+        assert_eq!(a.full_name.as_deref(), Some("My Name"));
+        assert_eq!(a.recipients, vec!["a@b", "c@d"]);
+        let a = parse(&["-ti", "-fme@x", "-oem", "-odb", "-N", "never", "--", "-odd@x"]).unwrap().unwrap();
+        assert!(a.extract && a.ignore_dots);
+        assert_eq!(a.from.as_deref(), Some("me@x"));
+        assert_eq!(a.recipients, vec!["-odd@x"]);
+        let a = parse(&["--config", "/x.toml", "-i", "a@b"]).unwrap().unwrap();
+        assert_eq!(a.config, Some("/x.toml".into()));
+        assert!(parse(&["-bp"]).is_err());
+        assert!(parse(&["-f"]).is_err());
+        assert!(parse(&["--help"]).unwrap().is_none());
+    }
 }

@@ -1,1 +1,489 @@
-//! placeholder
+//! mailroom-client: the tokio shell around [`mailroom_proto::client::Session`].
+//!
+//! It connects, moves bytes between the socket and the session, and bounds every wait: the connection with
+//! the connect timeout, and each reply with the command timeout, counted from when the command left to when
+//! its whole reply is in (a server that trickles one byte a second cannot stretch it). All protocol decisions
+//! (pipelining, parameters, fallbacks, per-recipient results) are the session's.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mailroom_client::Error> {
+//! use mailroom_client::{Client, Envelope, Message};
+//! use mailroom_proto::{Address, ForwardPath, ReversePath};
+//! let mut client = Client::builder("127.0.0.1:2525").connect().await?;
+//! let from = ReversePath::Mailbox(Address::parse("a@example.org").unwrap());
+//! let to = vec![ForwardPath::Mailbox(Address::parse("b@example.org").unwrap())];
+//! let outcome = client.send(&Envelope::new(from, to), Message::from_bytes(b"Subject: hi\n\nhello\n")).await?;
+//! for r in outcome.refused() {
+//!     eprintln!("{} refused: {}", r.recipient, r.result.as_ref().unwrap_err());
+//! }
+//! client.quit().await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod message;
+mod stream;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+
+pub use mailroom_proto::client::{Capabilities, Envelope, MessageInfo, Outcome, RecipientOutcome};
+use mailroom_proto::client::{Event, Session, Step};
+use mailroom_proto::{ForwardPath, Reply, ReversePath};
+
+pub use error::Error;
+pub use message::Message;
+use message::Source;
+use stream::Stream;
+pub use stream::Tls;
+
+/// RFC 5321 §4.5.3.2: the shortest of the client timeouts it recommends (2 minutes for DATA initiation);
+/// the others are longer, but one bound for every step keeps a dead server from holding a sender for ten.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for the TCP connection (and the name lookup before it).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The port when the server is given without one: 25, the port IANA assigns to SMTP.
+pub const DEFAULT_PORT: u16 = 25;
+/// How much of a streamed message is read and written at a time.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Which way a transcript line went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client: `C:`.
+    Client,
+    /// From the server: `S:`.
+    Server,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Client => "C:",
+            Direction::Server => "S:",
+        })
+    }
+}
+
+/// Receives every command line and reply line, for `-v` and logs. The message itself is summarised.
+pub type Transcript = Arc<dyn Fn(Direction, &str) + Send + Sync>;
+
+/// Sets up a [`Client`].
+#[derive(Clone)]
+pub struct ClientBuilder {
+    server: String,
+    helo_name: Option<String>,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    tls: Tls,
+    transcript: Option<Transcript>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("server", &self.server)
+            .field("helo_name", &self.helo_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The name given in EHLO/HELO; by default this machine's host name.
+    pub fn helo_name(mut self, name: impl Into<String>) -> Self {
+        self.helo_name = Some(name.into());
+        self
+    }
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// The longest wait for any one reply (and for any one write).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+    /// Both timeouts at once, as `--timeout` sets them.
+    pub fn timeout(self, d: Duration) -> Self {
+        self.connect_timeout(d).command_timeout(d)
+    }
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+    pub fn transcript(mut self, t: Transcript) -> Self {
+        self.transcript = Some(t);
+        self
+    }
+
+    /// Connects, reads the greeting and says EHLO (or HELO).
+    pub async fn connect(self) -> Result<Client, Error> {
+        if self.tls != Tls::None {
+            return Err(Error::Unsupported(match self.tls {
+                Tls::StartTls => "STARTTLS",
+                _ => "implicit TLS",
+            }));
+        }
+        let (host, port) = split_server(&self.server)?;
+        let deadline = Instant::now() + self.connect_timeout;
+        let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await {
+            Err(_) => return Err(self.connect_timed_out()),
+            Ok(Err(source)) => return Err(Error::Resolve { server: self.server.clone(), source }),
+            Ok(Ok(a)) => a.collect(),
+        };
+        let mut last = None;
+        let mut tcp = None;
+        for addr in addrs {
+            match timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(self.connect_timed_out()),
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(e),
+            }
+        }
+        let Some(tcp) = tcp else {
+            let source = last.unwrap_or_else(|| std::io::Error::other("no address found"));
+            return Err(Error::Connect { server: self.server.clone(), source });
+        };
+        let _ = tcp.set_nodelay(true);
+        let helo = self.helo_name.clone().unwrap_or_else(default_helo_name);
+        let mut client = Client {
+            stream: Stream::Plain(tcp),
+            session: Session::new(helo),
+            command_timeout: self.command_timeout,
+            transcript: self.transcript,
+            deadline: None,
+            buf: vec![0; 16 * 1024],
+            greeting: None,
+        };
+        client.arm();
+        loop {
+            match client.next_event().await? {
+                Event::Ready => return Ok(client),
+                Event::Reply { step: Step::Greeting, reply } => client.greeting = Some(reply),
+                _ => {}
+            }
+        }
+    }
+
+    fn connect_timed_out(&self) -> Error {
+        Error::Timeout { waiting: format!("a connection to {}", self.server), after: self.connect_timeout }
+    }
+}
+
+/// One SMTP connection, ready for mail once [`ClientBuilder::connect`] returns it.
+pub struct Client {
+    stream: Stream,
+    session: Session,
+    command_timeout: Duration,
+    transcript: Option<Transcript>,
+    /// When the reply now awaited must be in.
+    deadline: Option<Instant>,
+    buf: Vec<u8>,
+    greeting: Option<Reply>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("session", &self.session).finish()
+    }
+}
+
+impl Client {
+    /// A builder for `server` (`host:port`, `[v6]:port`, or a bare host for port 25).
+    pub fn builder(server: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            server: server.into(),
+            helo_name: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            tls: Tls::None,
+            transcript: None,
+        }
+    }
+
+    /// Connects with the default settings.
+    pub async fn connect(server: impl Into<String>) -> Result<Client, Error> {
+        Client::builder(server).connect().await
+    }
+
+    /// What the server offered after EHLO.
+    pub fn capabilities(&self) -> &Capabilities {
+        self.session.capabilities()
+    }
+
+    /// The server's greeting.
+    pub fn greeting(&self) -> Option<&Reply> {
+        self.greeting.as_ref()
+    }
+
+    /// Sends one message: MAIL, every RCPT and DATA (in one write under PIPELINING), then the message if
+    /// anyone accepted it. `Ok` tells what each recipient got, refusals included; `Err` means the
+    /// connection or the protocol failed and nobody can be assumed to have the message.
+    pub async fn send(&mut self, envelope: &Envelope, message: Message<'_>) -> Result<Outcome, Error> {
+        let Message { mut source, info } = message;
+        self.session.begin_mail(envelope, &info)?;
+        self.arm();
+        loop {
+            match self.next_event().await? {
+                Event::SendBody => self.stream_body(&mut source).await?,
+                Event::Done(outcome) => return Ok(outcome),
+                _ => {}
+            }
+        }
+    }
+
+    /// Step by step: `MAIL FROM` with the parameters `info` calls for. Returns the reply, positive or not.
+    pub async fn mail(&mut self, from: &ReversePath, info: &MessageInfo) -> Result<Reply, Error> {
+        let params = self.session.mail_params(&Envelope::new(from.clone(), vec![]), info)?;
+        self.session.mail(from, &params)?;
+        self.reply_to(Step::Mail).await
+    }
+
+    /// Step by step: `RCPT TO`.
+    pub async fn rcpt(&mut self, to: &ForwardPath) -> Result<Reply, Error> {
+        self.session.rcpt(to)?;
+        self.reply_to(Step::Rcpt).await
+    }
+
+    /// Step by step: `DATA`, then on 354 the message and its end. Returns the refusal of DATA or the reply
+    /// after the message.
+    pub async fn data(&mut self, message: Message<'_>) -> Result<Reply, Error> {
+        self.session.data()?;
+        self.arm();
+        let Message { mut source, .. } = message;
+        loop {
+            match self.next_event().await? {
+                Event::SendBody => self.stream_body(&mut source).await?,
+                Event::Reply { step: Step::Data, reply } if reply.code != 354 => return Ok(reply),
+                Event::Reply { step: Step::EndOfData, reply } => return Ok(reply),
+                _ => {}
+            }
+        }
+    }
+
+    /// Step by step: `RSET`.
+    pub async fn rset(&mut self) -> Result<Reply, Error> {
+        self.session.rset()?;
+        self.reply_to(Step::Rset).await
+    }
+
+    /// `NOOP`.
+    pub async fn noop(&mut self) -> Result<Reply, Error> {
+        self.session.noop()?;
+        self.reply_to(Step::Noop).await
+    }
+
+    /// `QUIT`, then closes. A server that hangs up instead of answering is not an error here.
+    pub async fn quit(mut self) -> Result<(), Error> {
+        self.session.quit()?;
+        self.arm();
+        loop {
+            match self.next_event().await {
+                Ok(Event::Closed) | Err(Error::Closed(_)) => break,
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let _ = self.stream.shutdown().await;
+        Ok(())
+    }
+
+    async fn reply_to(&mut self, want: Step) -> Result<Reply, Error> {
+        self.arm();
+        loop {
+            if let Event::Reply { step, reply } = self.next_event().await? {
+                if step == want {
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+
+    /// Starts the clock for the next reply.
+    fn arm(&mut self) {
+        self.deadline = Some(Instant::now() + self.command_timeout);
+    }
+
+    fn log(&self, dir: Direction, line: &str) {
+        if let Some(t) = &self.transcript {
+            t(dir, line);
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        while let Some(out) = self.session.poll_transmit() {
+            match timeout(self.command_timeout, self.stream.write_all(&out)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        waiting: "the server to take our data".into(),
+                        after: self.command_timeout,
+                    })
+                }
+                Ok(r) => r?,
+            }
+            // A new command left: its reply gets the full timeout.
+            self.arm();
+        }
+        Ok(())
+    }
+
+    /// Writes what is due, then returns the next event, reading (within the deadline) when none is ready.
+    async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            self.flush().await?;
+            if let Some(ev) = self.session.poll_event() {
+                match &ev {
+                    Event::Sent(line) => self.log(Direction::Client, &mask(line)),
+                    Event::Reply { reply, .. } => {
+                        let wire = reply.to_bytes();
+                        for line in String::from_utf8_lossy(&wire).lines() {
+                            self.log(Direction::Server, line);
+                        }
+                        self.arm();
+                    }
+                    _ => {}
+                }
+                return Ok(ev);
+            }
+            let waiting = match self.session.awaiting() {
+                Some(step) => step.to_string(),
+                None => "a reply".to_string(),
+            };
+            let deadline = self.deadline.unwrap_or_else(|| Instant::now() + self.command_timeout);
+            let n = match timeout_at(deadline, self.stream.read(&mut self.buf)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        waiting: format!("the reply to {waiting}"),
+                        after: self.command_timeout,
+                    })
+                }
+                Ok(r) => r?,
+            };
+            if n == 0 {
+                return Err(Error::Closed(format!("the reply to {waiting}")));
+            }
+            if let Err(e) = self.session.handle_input(&self.buf[..n]) {
+                // Put what came before the failure (often the very reply that explains it) in the transcript.
+                while let Some(ev) = self.session.poll_event() {
+                    match ev {
+                        Event::Sent(line) => self.log(Direction::Client, &mask(&line)),
+                        Event::Reply { reply, .. } => {
+                            for line in String::from_utf8_lossy(&reply.to_bytes()).lines() {
+                                self.log(Direction::Server, line);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+    }
+
+    async fn stream_body(&mut self, source: &mut Source<'_>) -> Result<(), Error> {
+        let mut total = 0usize;
+        match source {
+            Source::Bytes(b) => {
+                for chunk in b.chunks(BODY_CHUNK) {
+                    self.session.handle_body(chunk)?;
+                    self.flush().await?;
+                }
+                total = b.len();
+            }
+            Source::Reader(r) => {
+                let mut chunk = vec![0; BODY_CHUNK];
+                loop {
+                    let n = r.read(&mut chunk).await.map_err(Error::Message)?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                    self.session.handle_body(&chunk[..n])?;
+                    self.flush().await?;
+                }
+            }
+        }
+        self.log(Direction::Client, &format!("({total} octets of message)"));
+        self.session.finish_body()?;
+        self.log(Direction::Client, ".");
+        self.flush().await
+    }
+}
+
+/// Hides what follows `AUTH <mechanism>` (the initial response carries the secret, RFC 4954 §4).
+fn mask(line: &str) -> String {
+    let mut parts = line.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(cmd), Some(mech), Some(_)) if cmd.eq_ignore_ascii_case("AUTH") => format!("{cmd} {mech} ********"),
+        _ => line.to_string(),
+    }
+}
+
+/// Splits `host:port`, `[v6]:port`, a bare `host` or a bare IPv6 address.
+fn split_server(s: &str) -> Result<(String, u16), Error> {
+    let bad = || Error::BadServer(s.to_string());
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if after.is_empty() => DEFAULT_PORT,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Ok((s.to_string(), DEFAULT_PORT)),
+        Some((host, port)) if !host.is_empty() => Ok((host.to_string(), port.parse().map_err(|_| bad())?)),
+        Some(_) => Err(bad()),
+        None => Ok((s.to_string(), DEFAULT_PORT)),
+    }
+}
+
+/// This machine's name for EHLO (RFC 5321 §4.1.1.1 wants the FQDN; the kernel's host name is the best
+/// guess without a resolver), or `localhost`.
+pub fn default_helo_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_forms() {
+        assert_eq!(split_server("127.0.0.1:2525").unwrap(), ("127.0.0.1".into(), 2525));
+        assert_eq!(split_server("mx.example").unwrap(), ("mx.example".into(), 25));
+        assert_eq!(split_server("[::1]:587").unwrap(), ("::1".into(), 587));
+        assert_eq!(split_server("::1").unwrap(), ("::1".into(), 25));
+        assert!(split_server("host:port").is_err());
+        assert!(split_server(":25").is_err());
+        assert!(split_server("").is_err());
+    }
+
+    #[test]
+    fn auth_is_masked() {
+        assert_eq!(mask("AUTH PLAIN AGFAYg=="), "AUTH PLAIN ********");
+        assert_eq!(mask("AUTH LOGIN"), "AUTH LOGIN");
+        assert_eq!(mask("MAIL FROM:<a@b>"), "MAIL FROM:<a@b>");
+    }
+}

@@ -21,7 +21,7 @@ pub fn encode(input: &[u8]) -> String {
 /// Decodes padded base64; `None` for anything malformed (bad characters, bad length, bad padding).
 pub fn decode(input: &str) -> Option<Vec<u8>> {
     let b = input.as_bytes();
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(b.len() / 4 * 3);

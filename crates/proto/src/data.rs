@@ -284,3 +284,63 @@ mod tests {
         }
     }
 }
+
+/// Watches the header section of a message as it streams by (up to the first empty line) and says when
+/// it grows past its limits: the defence against endless header or continuation lines.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderScan {
+    done: bool,
+    line_len: usize,
+    lines: usize,
+    bytes: usize,
+}
+
+impl HeaderScan {
+    /// Feeds canonical (CRLF) body bytes; false once the header section exceeds `max_lines` lines or
+    /// `max_bytes` octets.
+    pub fn feed(&mut self, chunk: &[u8], max_lines: usize, max_bytes: usize) -> bool {
+        if self.done {
+            return true;
+        }
+        for &b in chunk {
+            self.bytes += 1;
+            if b == b'\n' {
+                if self.line_len <= 1 {
+                    // "\r\n" alone: the empty line that ends the header section.
+                    self.done = true;
+                    return self.bytes <= max_bytes;
+                }
+                self.lines += 1;
+                self.line_len = 0;
+            } else {
+                self.line_len += 1;
+            }
+            if self.lines > max_lines || self.bytes > max_bytes {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::HeaderScan;
+
+    #[test]
+    fn header_limits() {
+        let mut h = HeaderScan::default();
+        assert!(h.feed(b"A: 1\r\nB: 2\r\n\r\nbody\r\nmore body lines\r\n", 2, 100));
+        let mut h = HeaderScan::default();
+        assert!(!h.feed(b"A: 1\r\nB: 2\r\nC: 3\r\n\r\n", 2, 100), "three lines, two allowed");
+        let mut h = HeaderScan::default();
+        assert!(h.feed(b"A: 1\r\n", 2, 100));
+        assert!(h.feed(b" continued\r\n", 2, 100));
+        assert!(!h.feed(b" again\r\n", 2, 100), "continuation lines count");
+        let mut h = HeaderScan::default();
+        assert!(!h.feed(&[b'x'; 200], 10, 100), "one endless line");
+        let mut h = HeaderScan::default();
+        assert!(h.feed(b"\r\n", 0, 2), "no header at all");
+        assert!(h.feed(&[b'x'; 1000], 0, 2), "the body is not counted");
+    }
+}

@@ -2,8 +2,8 @@
 //! out, with every reply also fed split at every byte boundary.
 
 use mailroom_proto::client::{
-    parse_reply, Envelope, Error, Event, MessageInfo, Outcome, ReplyError, ReplyParser, Session,
-    Step, MAX_REPLY_LINE, MAX_REPLY_LINES,
+    parse_reply, Envelope, Error, Event, MessageInfo, Outcome, ReplyError, ReplyParser, Session, Step, MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
 };
 use mailroom_proto::{Address, Enhanced, ForwardPath, ReversePath};
 
@@ -37,12 +37,7 @@ fn converse(
     split: &dyn Fn(&[u8]) -> Vec<Vec<u8>>,
 ) -> Result<Run, Error> {
     let mut s = Session::new("client.example");
-    let mut run = Run {
-        writes: vec![],
-        outcome: None,
-        closed: false,
-        steps: vec![],
-    };
+    let mut run = Run { writes: vec![], outcome: None, closed: false, steps: vec![] };
     let mut started = false;
     for blob in replies {
         for piece in split(blob) {
@@ -89,9 +84,7 @@ fn whole(b: &[u8]) -> Vec<Vec<u8>> {
 /// Runs the script whole, byte by byte, and split in two at every position of every blob: all the same.
 fn converse_every_split(env: &Envelope, message: &[u8], replies: &[&[u8]]) -> Result<Run, Error> {
     let want = converse(env, message, replies, &whole);
-    let bytes = converse(env, message, replies, &|b: &[u8]| {
-        b.iter().map(|&x| vec![x]).collect()
-    });
+    let bytes = converse(env, message, replies, &|b: &[u8]| b.iter().map(|&x| vec![x]).collect());
     assert_eq!(format!("{want:?}"), format!("{bytes:?}"), "byte by byte");
     let longest = replies.iter().map(|r| r.len()).max().unwrap_or(0);
     for at in 0..=longest {
@@ -106,7 +99,8 @@ fn converse_every_split(env: &Envelope, message: &[u8], replies: &[&[u8]]) -> Re
 }
 
 const GREETING: &[u8] = b"220 mx.example ESMTP\r\n";
-const EHLO_PIPELINING: &[u8] = b"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+const EHLO_PIPELINING: &[u8] =
+    b"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
 const EHLO_PLAIN: &[u8] = b"250-mx.example\r\n250 SIZE 1000\r\n";
 const MSG: &[u8] = b"Subject: t\n\nline\n.dot\n";
 
@@ -191,37 +185,18 @@ fn ehlo_refused_falls_back_to_helo() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        &run.writes[..3],
-        [
-            "EHLO client.example\r\n",
-            "HELO client.example\r\n",
-            "MAIL FROM:<a@x.example>\r\n"
-        ]
-    );
+    assert_eq!(&run.writes[..3], ["EHLO client.example\r\n", "HELO client.example\r\n", "MAIL FROM:<a@x.example>\r\n"]);
     assert!(run.outcome.unwrap().is_complete());
 }
 
 #[test]
 fn some_recipients_refused_the_rest_get_it() {
-    let env = envelope(
-        "a@x.example",
-        &["b@y.example", "nobody@y.example", "c@y.example"],
-    );
+    let env = envelope("a@x.example", &["b@y.example", "nobody@y.example", "c@y.example"]);
     for (caps, replies) in [
-        (
-            EHLO_PIPELINING,
-            vec![&b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n"[..]],
-        ),
+        (EHLO_PIPELINING, vec![&b"250 ok\r\n250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n"[..]]),
         (
             EHLO_PLAIN,
-            vec![
-                &b"250 ok\r\n"[..],
-                b"250 ok\r\n",
-                b"550 5.1.1 no such user\r\n",
-                b"250 ok\r\n",
-                b"354 go\r\n",
-            ],
+            vec![&b"250 ok\r\n"[..], b"250 ok\r\n", b"550 5.1.1 no such user\r\n", b"250 ok\r\n", b"354 go\r\n"],
         ),
     ] {
         let mut script = vec![GREETING, caps];
@@ -231,16 +206,7 @@ fn some_recipients_refused_the_rest_get_it() {
         let o = run.outcome.unwrap();
         let refused: Vec<_> = o.refused().map(|r| r.recipient.to_string()).collect();
         assert_eq!(refused, vec!["<nobody@y.example>"]);
-        assert_eq!(
-            o.refused()
-                .next()
-                .unwrap()
-                .result
-                .as_ref()
-                .unwrap_err()
-                .code,
-            550
-        );
+        assert_eq!(o.refused().next().unwrap().result.as_ref().unwrap_err().code, 550);
         assert_eq!(o.accepted().count(), 2);
         assert!(run.writes.iter().any(|w| w.ends_with("hi\r\n.\r\n")));
     }
@@ -252,29 +218,14 @@ fn all_refused_without_pipelining_sends_rset_not_data() {
     let run = converse_every_split(
         &env,
         b"hi\n",
-        &[
-            GREETING,
-            EHLO_PLAIN,
-            b"250 ok\r\n",
-            b"550 no\r\n",
-            b"450 later\r\n",
-            b"250 reset\r\n",
-            b"221 bye\r\n",
-        ],
+        &[GREETING, EHLO_PLAIN, b"250 ok\r\n", b"550 no\r\n", b"450 later\r\n", b"250 reset\r\n", b"221 bye\r\n"],
     )
     .unwrap();
-    assert!(
-        run.writes.iter().all(|w| !w.contains("DATA")),
-        "{:?}",
-        run.writes
-    );
+    assert!(run.writes.iter().all(|w| !w.contains("DATA")), "{:?}", run.writes);
     assert_eq!(run.writes[4], "RSET\r\n");
     let o = run.outcome.unwrap();
     assert_eq!(o.accepted().count(), 0);
-    let codes: Vec<u16> = o
-        .refused()
-        .map(|r| r.result.as_ref().unwrap_err().code)
-        .collect();
+    let codes: Vec<u16> = o.refused().map(|r| r.result.as_ref().unwrap_err().code).collect();
     assert_eq!(codes, vec![550, 450]);
     assert!(run.closed);
 }
@@ -286,12 +237,7 @@ fn all_refused_with_pipelining() {
     let run = converse_every_split(
         &env,
         b"hi\n",
-        &[
-            GREETING,
-            EHLO_PIPELINING,
-            b"250 ok\r\n550 no\r\n554 no valid recipients\r\n",
-            b"221 bye\r\n",
-        ],
+        &[GREETING, EHLO_PIPELINING, b"250 ok\r\n550 no\r\n554 no valid recipients\r\n", b"221 bye\r\n"],
     )
     .unwrap();
     assert_eq!(run.outcome.unwrap().accepted().count(), 0);
@@ -300,20 +246,10 @@ fn all_refused_with_pipelining() {
     let run = converse_every_split(
         &env,
         b"secret\n",
-        &[
-            GREETING,
-            EHLO_PIPELINING,
-            b"250 ok\r\n550 no\r\n354 go\r\n",
-            b"250 what\r\n",
-            b"221 bye\r\n",
-        ],
+        &[GREETING, EHLO_PIPELINING, b"250 ok\r\n550 no\r\n354 go\r\n", b"250 what\r\n", b"221 bye\r\n"],
     )
     .unwrap();
-    assert!(
-        run.writes.contains(&".\r\n".to_string()),
-        "{:?}",
-        run.writes
-    );
+    assert!(run.writes.contains(&".\r\n".to_string()), "{:?}", run.writes);
     assert!(!run.writes.iter().any(|w| w.contains("secret")));
     assert_eq!(run.outcome.unwrap().accepted().count(), 0);
 }
@@ -321,28 +257,10 @@ fn all_refused_with_pipelining() {
 #[test]
 fn mail_refused_refuses_everyone() {
     let env = envelope("a@x.example", &["b@y.example"]);
-    let run = converse_every_split(
-        &env,
-        b"hi\n",
-        &[
-            GREETING,
-            EHLO_PLAIN,
-            b"553 5.7.1 not you\r\n",
-            b"221 bye\r\n",
-        ],
-    )
-    .unwrap();
+    let run =
+        converse_every_split(&env, b"hi\n", &[GREETING, EHLO_PLAIN, b"553 5.7.1 not you\r\n", b"221 bye\r\n"]).unwrap();
     let o = run.outcome.unwrap();
-    assert_eq!(
-        o.refused()
-            .next()
-            .unwrap()
-            .result
-            .as_ref()
-            .unwrap_err()
-            .code,
-        553
-    );
+    assert_eq!(o.refused().next().unwrap().result.as_ref().unwrap_err().code, 553);
     assert_eq!(run.writes.len(), 3, "{:?}", run.writes);
     // Pipelined: the RCPT and DATA replies (503) still come and are matched; the MAIL reply is the reason.
     let run = converse_every_split(
@@ -356,18 +274,7 @@ fn mail_refused_refuses_everyone() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        run.outcome
-            .unwrap()
-            .refused()
-            .next()
-            .unwrap()
-            .result
-            .as_ref()
-            .unwrap_err()
-            .code,
-        553
-    );
+    assert_eq!(run.outcome.unwrap().refused().next().unwrap().result.as_ref().unwrap_err().code, 553);
 }
 
 #[test]
@@ -376,26 +283,11 @@ fn data_refused_after_the_dot() {
     let run = converse_every_split(
         &env,
         b"hi\n",
-        &[
-            GREETING,
-            EHLO_PIPELINING,
-            b"250 ok\r\n250 ok\r\n354 go\r\n",
-            b"552 5.3.4 too big\r\n",
-            b"221 bye\r\n",
-        ],
+        &[GREETING, EHLO_PIPELINING, b"250 ok\r\n250 ok\r\n354 go\r\n", b"552 5.3.4 too big\r\n", b"221 bye\r\n"],
     )
     .unwrap();
     let o = run.outcome.unwrap();
-    assert_eq!(
-        o.refused()
-            .next()
-            .unwrap()
-            .result
-            .as_ref()
-            .unwrap_err()
-            .code,
-        552
-    );
+    assert_eq!(o.refused().next().unwrap().result.as_ref().unwrap_err().code, 552);
 }
 
 fn ready(ehlo: &[u8]) -> Session {
@@ -415,38 +307,13 @@ fn mail_parameters_follow_the_message_and_the_server() {
     let utf8 = envelope("jöran@x.example", &["b@y.example"]);
     let info = |m: &[u8]| MessageInfo::scan(m);
     for (ehlo, env, msg, want) in [
-        (
-            &all[..],
-            &ascii,
-            &b"S: a\r\n\r\nb\r\n"[..],
-            Ok(vec!["SIZE=11"]),
-        ),
-        (
-            all,
-            &ascii,
-            "S: a\n\nbö\n".as_bytes(),
-            Ok(vec!["SIZE=13", "BODY=8BITMIME"]),
-        ),
-        (
-            all,
-            &ascii,
-            "S: ä\n\nb\n".as_bytes(),
-            Ok(vec!["SIZE=12", "BODY=8BITMIME", "SMTPUTF8"]),
-        ),
+        (&all[..], &ascii, &b"S: a\r\n\r\nb\r\n"[..], Ok(vec!["SIZE=11"])),
+        (all, &ascii, "S: a\n\nbö\n".as_bytes(), Ok(vec!["SIZE=13", "BODY=8BITMIME"])),
+        (all, &ascii, "S: ä\n\nb\n".as_bytes(), Ok(vec!["SIZE=12", "BODY=8BITMIME", "SMTPUTF8"])),
         (all, &utf8, b"S: a\n\nb\n", Ok(vec!["SIZE=11", "SMTPUTF8"])),
         (EHLO_PLAIN, &utf8, b"S: a\n\nb\n", Err("SMTPUTF8")),
-        (
-            EHLO_PLAIN,
-            &ascii,
-            "S: a\n\nbö\n".as_bytes(),
-            Err("8BITMIME"),
-        ),
-        (
-            EHLO_PLAIN,
-            &ascii,
-            "S: ä\n\nb\n".as_bytes(),
-            Err("SMTPUTF8"),
-        ),
+        (EHLO_PLAIN, &ascii, "S: a\n\nbö\n".as_bytes(), Err("8BITMIME")),
+        (EHLO_PLAIN, &ascii, "S: ä\n\nb\n".as_bytes(), Err("SMTPUTF8")),
         (b"250 mx\r\n", &ascii, b"S: a\n\nb\n", Ok(vec![])),
     ] {
         let s = ready(ehlo);
@@ -458,23 +325,10 @@ fn mail_parameters_follow_the_message_and_the_server() {
         }
     }
     let s = ready(all);
-    let e = s
-        .mail_params(&ascii, &MessageInfo::unknown(Some(101)))
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::TooBig {
-                size: 101,
-                limit: 100
-            }
-        ) && e.is_permanent()
-    );
+    let e = s.mail_params(&ascii, &MessageInfo::unknown(Some(101))).unwrap_err();
+    assert!(matches!(e, Error::TooBig { size: 101, limit: 100 }) && e.is_permanent());
     // An unknown body under 8BITMIME is declared 8-bit, to be safe.
-    assert_eq!(
-        s.mail_params(&ascii, &MessageInfo::unknown(None)).unwrap(),
-        vec!["BODY=8BITMIME"]
-    );
+    assert_eq!(s.mail_params(&ascii, &MessageInfo::unknown(None)).unwrap(), vec!["BODY=8BITMIME"]);
 }
 
 #[test]
@@ -484,12 +338,7 @@ fn reply_to_a_command_not_yet_sent_is_an_error() {
     assert!(matches!(e, Error::Unexpected { step: None, .. }), "{e:?}");
     // The session stays failed.
     assert!(s.handle_input(b"250 more\r\n").is_err());
-    assert!(s
-        .begin_mail(
-            &envelope("a@b.example", &["c@d.example"]),
-            &MessageInfo::default()
-        )
-        .is_err());
+    assert!(s.begin_mail(&envelope("a@b.example", &["c@d.example"]), &MessageInfo::default()).is_err());
 }
 
 #[test]
@@ -497,19 +346,8 @@ fn starttls_with_bytes_after_the_220_is_refused() {
     let mut s = ready(b"250-mx\r\n250 STARTTLS\r\n");
     s.starttls().unwrap();
     assert_eq!(s.poll_transmit().unwrap(), b"STARTTLS\r\n");
-    let e = s
-        .handle_input(b"220 go ahead\r\n250 injected\r\n")
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            Error::Unexpected {
-                step: Some(Step::StartTls),
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    let e = s.handle_input(b"220 go ahead\r\n250 injected\r\n").unwrap_err();
+    assert!(matches!(e, Error::Unexpected { step: Some(Step::StartTls), .. }), "{e:?}");
 
     let mut s = ready(b"250-mx\r\n250 STARTTLS\r\n");
     s.starttls().unwrap();
@@ -518,10 +356,7 @@ fn starttls_with_bytes_after_the_220_is_refused() {
     assert!(std::iter::from_fn(|| s.poll_event()).any(|e| e == Event::StartTls));
     s.handle_tls_established().unwrap();
     assert_eq!(s.poll_transmit().unwrap(), b"EHLO c.example\r\n");
-    assert!(
-        s.capabilities().extensions.is_empty(),
-        "capabilities are forgotten after TLS"
-    );
+    assert!(s.capabilities().extensions.is_empty(), "capabilities are forgotten after TLS");
 }
 
 /// Hostile or broken replies at each point of the conversation: every one is an error, none a panic.
@@ -545,43 +380,19 @@ fn hostile_replies_table() {
         ("bare CR", vec![b"220 h\ri\r\n"]),
         ("NUL", vec![b"220 h\0i\r\n"]),
         ("empty line", vec![b"\r\n"]),
-        (
-            "mixed codes",
-            vec![GREETING, b"250-mx\r\n251 PIPELINING\r\n"],
-        ),
-        (
-            "EHLO and HELO refused",
-            vec![GREETING, b"500 no\r\n", b"500 no\r\n"],
-        ),
+        ("mixed codes", vec![GREETING, b"250-mx\r\n251 PIPELINING\r\n"]),
+        ("EHLO and HELO refused", vec![GREETING, b"500 no\r\n", b"500 no\r\n"]),
         ("EHLO 421", vec![GREETING, b"421 4.3.2 shutting down\r\n"]),
-        (
-            "MAIL answered 354",
-            vec![GREETING, EHLO_PLAIN, b"354 what\r\n"],
-        ),
-        (
-            "DATA answered 250",
-            vec![
-                GREETING,
-                EHLO_PLAIN,
-                b"250 ok\r\n",
-                b"250 ok\r\n",
-                b"250 ok\r\n",
-            ],
-        ),
-        (
-            "RCPT answered 421",
-            vec![GREETING, EHLO_PLAIN, b"250 ok\r\n", b"421 bye\r\n"],
-        ),
+        ("MAIL answered 354", vec![GREETING, EHLO_PLAIN, b"354 what\r\n"]),
+        ("DATA answered 250", vec![GREETING, EHLO_PLAIN, b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n"]),
+        ("RCPT answered 421", vec![GREETING, EHLO_PLAIN, b"250 ok\r\n", b"421 bye\r\n"]),
     ];
     for (name, script) in cases {
         let got = converse(&env, b"hi\n", &script, &whole);
         let e = got.expect_err(name);
         assert!(!e.to_string().is_empty(), "{name}");
         // Byte by byte it fails the same way.
-        let e2 = converse(&env, b"hi\n", &script, &|b: &[u8]| {
-            b.iter().map(|&x| vec![x]).collect()
-        })
-        .expect_err(name);
+        let e2 = converse(&env, b"hi\n", &script, &|b: &[u8]| b.iter().map(|&x| vec![x]).collect()).expect_err(name);
         assert_eq!(e, e2, "{name}");
     }
 }
@@ -605,37 +416,13 @@ fn reply_parser_table() {
         (b"220 mx ESMTP\r\n", Ok((220, None, vec!["mx ESMTP"]))),
         (b"250\r\n", Ok((250, None, vec![""]))),
         (b"250 \r\n", Ok((250, None, vec![""]))),
-        (
-            b"250-a\r\n250-b\r\n250 c\r\n",
-            Ok((250, None, vec!["a", "b", "c"])),
-        ),
-        (
-            b"550 5.1.1 no such user\r\n",
-            Ok((550, Some(Enhanced(5, 1, 1)), vec!["no such user"])),
-        ),
-        (
-            b"550-5.1.1 one\r\n550 5.1.1 two\r\n",
-            Ok((550, Some(Enhanced(5, 1, 1)), vec!["one", "two"])),
-        ),
-        (
-            b"550 2.1.1 wrong class\r\n",
-            Ok((550, None, vec!["2.1.1 wrong class"])),
-        ),
-        (
-            b"250 2.0.0\r\n",
-            Ok((250, Some(Enhanced(2, 0, 0)), vec![""])),
-        ),
-        (
-            b"250 \xff\x1b[31m\r\n",
-            Ok((250, None, vec!["\u{fffd}?[31m"])),
-        ),
-        (
-            b"250-a\r\n251 b\r\n",
-            Err(ReplyError::MixedCodes {
-                first: 250,
-                other: 251,
-            }),
-        ),
+        (b"250-a\r\n250-b\r\n250 c\r\n", Ok((250, None, vec!["a", "b", "c"]))),
+        (b"550 5.1.1 no such user\r\n", Ok((550, Some(Enhanced(5, 1, 1)), vec!["no such user"]))),
+        (b"550-5.1.1 one\r\n550 5.1.1 two\r\n", Ok((550, Some(Enhanced(5, 1, 1)), vec!["one", "two"]))),
+        (b"550 2.1.1 wrong class\r\n", Ok((550, None, vec!["2.1.1 wrong class"]))),
+        (b"250 2.0.0\r\n", Ok((250, Some(Enhanced(2, 0, 0)), vec![""]))),
+        (b"250 \xff\x1b[31m\r\n", Ok((250, None, vec!["\u{fffd}?[31m"]))),
+        (b"250-a\r\n251 b\r\n", Err(ReplyError::MixedCodes { first: 250, other: 251 })),
         (b"250 a\n", Err(ReplyError::BareLineEnd)),
         (b"250 a\rb\r\n", Err(ReplyError::BareLineEnd)),
         (b"250 a\0\r\n", Err(ReplyError::Nul)),
@@ -648,14 +435,9 @@ fn reply_parser_table() {
         let got = parse_reply(input).map(|r| {
             let (r, n) = r.expect("complete");
             assert_eq!(n, input.len());
-            (
-                r.code,
-                r.enhanced,
-                r.lines.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
-            )
+            (r.code, r.enhanced, r.lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
         });
-        let want =
-            want.map(|(c, e, l)| (c, e, l.into_iter().map(String::from).collect::<Vec<_>>()));
+        let want = want.map(|(c, e, l)| (c, e, l.into_iter().map(String::from).collect::<Vec<_>>()));
         assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
         // One byte at a time: same reply, or an error no later than the whole input.
         let mut p = ReplyParser::new();
@@ -667,11 +449,7 @@ fn reply_parser_table() {
                 Ok((n, r)) => {
                     buf.drain(..n);
                     if let Some(r) = r {
-                        result = Some(Ok((
-                            r.code,
-                            r.enhanced,
-                            r.lines.iter().map(|l| l.to_string()).collect(),
-                        )));
+                        result = Some(Ok((r.code, r.enhanced, r.lines.iter().map(|l| l.to_string()).collect())));
                     }
                 }
                 Err(e) => {
@@ -680,12 +458,7 @@ fn reply_parser_table() {
                 }
             }
         }
-        assert_eq!(
-            result.expect("decided"),
-            want,
-            "byte by byte {:?}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(result.expect("decided"), want, "byte by byte {:?}", String::from_utf8_lossy(input));
     }
 }
 
@@ -714,13 +487,33 @@ fn reply_parser_needs_more_and_bounds() {
 #[test]
 fn every_limit_of_continuations() {
     let ok = "250-x\r\n".repeat(MAX_REPLY_LINES - 1) + "250 x\r\n";
-    assert_eq!(
-        parse_reply(ok.as_bytes()).unwrap().unwrap().0.lines.len(),
-        MAX_REPLY_LINES
-    );
+    assert_eq!(parse_reply(ok.as_bytes()).unwrap().unwrap().0.lines.len(), MAX_REPLY_LINES);
     let too_many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 x\r\n";
-    assert_eq!(
-        parse_reply(too_many.as_bytes()),
-        Err(ReplyError::TooManyLines)
-    );
+    assert_eq!(parse_reply(too_many.as_bytes()), Err(ReplyError::TooManyLines));
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a server sends, in whatever pieces, the session answers Ok or Err and never panics or
+        /// holds more than one reply line of input.
+        #[test]
+        fn arbitrary_server_bytes(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8)) {
+            let env = envelope("a@x.example", &["b@y.example"]);
+            let script: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let _ = converse(&env, b"hi\n", &script, &whole);
+        }
+
+        /// Valid replies with random codes and texts at every step: no panic either.
+        #[test]
+        fn random_reply_codes(codes in proptest::collection::vec(200u16..560, 1..10), text in "[ -~]{0,40}") {
+            let env = envelope("a@x.example", &["b@y.example", "c@y.example"]);
+            let replies: Vec<Vec<u8>> = codes.iter().map(|c| format!("{c} {text}\r\n").into_bytes()).collect();
+            let mut script: Vec<&[u8]> = vec![GREETING, EHLO_PIPELINING];
+            script.extend(replies.iter().map(|r| r.as_slice()));
+            let _ = converse(&env, b"hi\n", &script, &whole);
+        }
+    }
 }

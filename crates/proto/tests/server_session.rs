@@ -583,3 +583,97 @@ fn wrong_passwords_are_counted_then_the_session_closes() {
         assert_eq!(s.is_closed(), i == 2, "closed after the third failure: {r}");
     }
 }
+
+#[test]
+fn slow_data_is_cut_off_after_data_timeout() {
+    let t0 = Instant::now();
+    let cfg = Config {
+        data_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(300),
+        min_data_rate: 100,
+        ..Config::default()
+    };
+    let mut s = Session::new(Arc::new(cfg), t0);
+    s.handle_input(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", t0);
+    while let Some(e) = s.poll_event() {
+        if !matches!(e, Event::Data(_)) {
+            s.answer(Decision::Accept);
+        }
+    }
+    s.poll_transmit();
+    // 500 octets in the first 2 s: enough to be allowed until 5 s, but data_timeout (10 s) comes first.
+    s.handle_input(&[b'x'; 500], t0 + Duration::from_secs(2));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)), "no check before data_timeout");
+    s.handle_timeout(t0 + Duration::from_secs(9));
+    assert!(!s.is_closed());
+    // A trickle: by 12 s, 700 octets in 12 s is below 100/s.
+    s.handle_input(&[b'x'; 200], t0 + Duration::from_secs(6));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    let out = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert!(out.starts_with("421 4.4.2") && out.contains("rate"), "{out}");
+    assert!(s.is_closed());
+    assert!(std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, Event::DataAborted(_))));
+}
+
+#[test]
+fn fast_data_is_not_cut_off() {
+    let t0 = Instant::now();
+    let cfg = Config { data_timeout: Duration::from_secs(10), min_data_rate: 100, ..Config::default() };
+    let mut s = Session::new(Arc::new(cfg), t0);
+    s.handle_input(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", t0);
+    while let Some(e) = s.poll_event() {
+        if !matches!(e, Event::Data(_)) {
+            s.answer(Decision::Accept);
+        }
+    }
+    s.handle_input(&[b'x'; 5000], t0 + Duration::from_secs(1));
+    // 5000 octets at 100/s would last until 50 s; the idle timeout (10 s after the last input) comes first.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(11)));
+    s.handle_input(&[b'x'; 10], t0 + Duration::from_secs(10));
+    s.handle_timeout(t0 + Duration::from_secs(15));
+    assert!(!s.is_closed(), "above the minimum rate at 15 s");
+}
+
+#[test]
+fn endless_headers_are_refused() {
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_header_lines: 50, ..Config::default() });
+    s.cmd("EHLO c", "250");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("DATA", "354");
+    let mut msg = b"Subject: x\r\n".to_vec();
+    for _ in 0..100 {
+        msg.extend_from_slice(b" continued\r\n");
+    }
+    msg.extend_from_slice(b"\r\nbody\r\n.\r\n");
+    assert_eq!(s.send(&msg), "552 5.3.4 Message header section too large\r\n");
+    assert!(s.stored.is_empty());
+    // The same through BDAT.
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    let body = &msg[..msg.len() - 3];
+    let mut input = format!("BDAT {} LAST\r\n", body.len()).into_bytes();
+    input.extend_from_slice(body);
+    assert_eq!(s.send(&input), "552 5.3.4 Message header section too large\r\n");
+    assert!(s.stored.is_empty());
+    // A normal message still gets through.
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250");
+    s.cmd("DATA", "354");
+    assert!(s.send(b"Subject: ok\r\n\r\nfine\r\n.\r\n").starts_with("250"));
+}
+
+#[test]
+fn errors_past_half_the_limit_are_delayed() {
+    let now = Instant::now();
+    let cfg = Config { max_errors: 4, error_delay: Duration::from_millis(700), ..Config::default() };
+    let mut s = Session::new(Arc::new(cfg), now);
+    for i in 1..=3 {
+        s.handle_input(b"BOGUS\r\n", now);
+        let d = s.poll_delay();
+        assert_eq!(d.is_some(), i > 2, "error {i}");
+    }
+    s.handle_input(b"NOOP\r\n", now);
+    assert_eq!(s.poll_delay(), None, "good commands are not delayed");
+}

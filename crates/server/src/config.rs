@@ -16,6 +16,7 @@
 //! command_timeout = "5m"
 //! data_timeout = "5m"
 //! ```
+//! (and more: see README.md's configuration reference.)
 //! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
 
 use std::net::SocketAddr;
@@ -81,6 +82,23 @@ pub struct Limits {
     pub data_timeout: Duration,
     /// Failed AUTH attempts per session before 421 4.7.0 and close.
     pub max_auth_failures: usize,
+    /// Concurrent sessions from one address; 421 4.7.0 at connect beyond it; 0 is off.
+    pub max_connections_per_ip: usize,
+    /// New connections per minute from one address; 421 4.7.0 beyond it; 0 (the default) is off.
+    pub max_connection_rate_per_ip: u32,
+    /// Messages (MAIL commands) per minute from one address; 450 4.7.1 beyond it; 0 (the default) is off.
+    pub max_message_rate_per_ip: u32,
+    /// Addresses exempt from the per-address limits, e.g. `["127.0.0.0/8", "::1/128", "192.0.2.0/24"]`.
+    pub trusted_networks: Vec<String>,
+    /// Bytes per second a client must average once `data_timeout` has passed since DATA began; 0 is off.
+    pub min_data_rate: u64,
+    /// Lines in a message's header section (continuation lines count); 552 5.3.4 beyond it.
+    pub max_header_lines: usize,
+    /// Octets in a message's header section; 552 5.3.4 beyond it.
+    pub max_header_size: usize,
+    /// How long each error reply waits once a session has made half of `max_errors`.
+    #[serde(deserialize_with = "duration")]
+    pub error_delay: Duration,
 }
 
 /// `[tls]`: the certificate and key (PEM). Without them a self-signed pair is made in `<data-dir>/tls/`.
@@ -133,6 +151,14 @@ impl Default for Limits {
             command_timeout: p::DEFAULT_COMMAND_TIMEOUT,
             data_timeout: p::DEFAULT_DATA_TIMEOUT,
             max_auth_failures: p::DEFAULT_MAX_AUTH_FAILURES,
+            max_connections_per_ip: 50,
+            max_connection_rate_per_ip: 0,
+            max_message_rate_per_ip: 0,
+            trusted_networks: Vec::new(),
+            min_data_rate: 0,
+            max_header_lines: p::DEFAULT_MAX_HEADER_LINES,
+            max_header_size: p::DEFAULT_MAX_HEADER_SIZE,
+            error_delay: p::DEFAULT_ERROR_DELAY,
         }
     }
 }
@@ -172,6 +198,12 @@ impl Config {
         }
         if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 || l.max_auth_failures == 0 {
             return bad("limits.max_recipients, max_connections, max_errors and max_auth_failures must be above 0".into());
+        }
+        for n in &l.trusted_networks {
+            n.parse::<crate::limits::Cidr>().map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
+        }
+        if l.max_header_lines == 0 || l.max_header_size == 0 {
+            return bad("limits.max_header_lines and max_header_size must be above 0".into());
         }
         if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
             return bad("limits.command_timeout and data_timeout must be above 0".into());

@@ -21,8 +21,10 @@ use crate::tls::Hello;
 use crate::trace::{trace_headers, TraceInfo};
 use crate::{Phase, Role, Shared};
 
-/// Socket read buffer; also the largest body chunk handed to the store in one write.
+/// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
+/// Socket read buffer of a new session: enough for any command line.
+const INITIAL_READ_BUFFER: usize = 2 * 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -54,7 +56,8 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
     }
     let mut session = Session::new(config, Instant::now());
     session.set_tls(matches!(stream, Stream::Tls(_)));
-    let mut buf = vec![0u8; READ_BUFFER];
+    // Small while idle (thousands of idle sessions must stay cheap); grows when reads fill it.
+    let mut buf = vec![0u8; INITIAL_READ_BUFFER];
     let mut rcpts: Vec<MailboxId> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     let mut messages = 0u64;
@@ -74,6 +77,15 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                             553,
                             Enhanced(5, 7, 1),
                             "Sender address not owned by the authenticated user",
+                        )));
+                        continue;
+                    }
+                    if !shared.per_ip.message(peer.ip(), Instant::now()) {
+                        info!(%from, "refused: message rate");
+                        session.answer(Decision::Reply(Reply::new(
+                            450,
+                            Enhanced(4, 7, 1),
+                            "Too much mail from your address, try again later",
                         )));
                         continue;
                     }
@@ -149,6 +161,9 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 Event::Close => {}
             }
         }
+        if let Some(delay) = session.poll_delay() {
+            tokio::time::sleep(delay).await;
+        }
         if let Some(out) = session.poll_transmit() {
             if let Err(e) = stream.write_all(&out).await {
                 info!(error = %e, "write failed");
@@ -170,7 +185,12 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
         tokio::select! {
             r = stream.read(&mut buf), if session.wants_input() => match r {
                 Ok(0) | Err(_) => { session.handle_eof(); }
-                Ok(n) => session.handle_input(&buf[..n], Instant::now()),
+                Ok(n) => {
+                    session.handle_input(&buf[..n], Instant::now());
+                    if n == buf.len() && buf.len() < READ_BUFFER {
+                        buf.resize(READ_BUFFER, 0);
+                    }
+                }
             },
             _ = sleep_until(deadline) => {
                 info!("timeout");

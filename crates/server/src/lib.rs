@@ -7,6 +7,7 @@
 
 pub mod config;
 mod connection;
+pub mod limits;
 pub mod policy;
 mod stream;
 pub mod tls;
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     pub policy: policy::Policy,
     pub tls: Arc<tls::TlsHandle>,
     pub auth: config::AuthSection,
+    pub per_ip: Arc<limits::PerIp>,
 }
 
 impl Shared {
@@ -123,7 +125,17 @@ impl Server {
             auth_required: false,
             allow_plaintext_auth: config.auth.allow_plaintext_auth,
             max_auth_failures: config.limits.max_auth_failures,
+            max_header_lines: config.limits.max_header_lines,
+            max_header_size: config.limits.max_header_size,
+            min_data_rate: config.limits.min_data_rate,
+            error_delay: config.limits.error_delay,
         };
+        let per_ip = limits::PerIp::new(limits::IpLimits {
+            max_connections_per_ip: config.limits.max_connections_per_ip,
+            max_connection_rate_per_ip: config.limits.max_connection_rate_per_ip,
+            max_message_rate_per_ip: config.limits.max_message_rate_per_ip,
+            trusted_networks: config.limits.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
+        });
         let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
         let shared = Arc::new(Shared {
             smtp: Arc::new(proto),
@@ -132,6 +144,7 @@ impl Server {
             policy: policy::Policy { domains },
             tls: Arc::new(tls),
             auth: config.auth.clone(),
+            per_ip,
         });
         Ok(Server { config, listeners, shared })
     }
@@ -192,31 +205,44 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let slot = match shared.per_ip.connect(peer.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                info!(%peer, ?why, "refused: per-address limit");
+                let text = match why {
+                    limits::Refused::TooManyConnections => "Too many connections from your address, try again later",
+                    limits::Refused::ConnectionRate => "Too many connections per minute from your address, try again later",
+                };
+                refuse(stream, shared.proto(role), text);
+                continue;
+            }
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();
                 let phase = phase.clone();
                 tokio::spawn(async move {
                     connection::serve(stream, peer, role, shared, phase).await;
+                    drop(slot);
                     drop(permit);
                 });
             }
             Err(_) => {
                 info!(%peer, "refused: too many connections");
-                let proto = shared.proto(role);
-                tokio::spawn(async move {
-                    let mut s = Session::refuse(
-                        proto,
-                        Instant::now(),
-                        Reply::new(421, Enhanced(4, 7, 0), "Too many connections, try again later"),
-                    );
-                    let mut stream = stream;
-                    if let Some(out) = s.poll_transmit() {
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out)).await;
-                    }
-                    let _ = stream.shutdown().await;
-                });
+                refuse(stream, shared.proto(role), "Too many connections, try again later");
             }
         }
     }
+}
+
+/// Says `421 4.7.0 <text>` and closes, without holding up the accept loop. 421 rather than 554 (RFC 5321
+/// §3.1) because the condition is temporary: the client should come back later.
+fn refuse(mut stream: tokio::net::TcpStream, proto: Arc<mailroom_proto::server::Config>, text: &'static str) {
+    tokio::spawn(async move {
+        let mut s = Session::refuse(proto, Instant::now(), Reply::new(421, Enhanced(4, 7, 0), text));
+        if let Some(out) = s.poll_transmit() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out)).await;
+        }
+        let _ = stream.shutdown().await;
+    });
 }

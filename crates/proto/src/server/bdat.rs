@@ -43,7 +43,7 @@ impl Session {
                 self.mode = Mode::Bdat { remaining: size, last: true, refusal: Some(r) };
             }
             _ => {
-                self.data_open = true;
+                self.begin_body();
                 self.start_chunk(size, last);
             }
         }
@@ -70,7 +70,15 @@ impl Session {
             let bytes = &self.input[self.pos..self.pos + take];
             if chunk_refusal.is_none() && self.bdat_failed.is_none() {
                 self.bdat_check.feed(bytes);
-                self.events.push_back(Event::Data(bytes.to_vec()));
+                if self.header_scan.feed(bytes, self.config.max_header_lines, self.config.max_header_size) {
+                    self.events.push_back(Event::Data(bytes.to_vec()));
+                } else {
+                    // Dropped like any aborted body; abort_data's event, inlined (self.mode is borrowed).
+                    self.bdat_failed = Some(AbortReason::HeaderTooLarge);
+                    if std::mem::take(&mut self.data_open) {
+                        self.events.push_back(Event::DataAborted(AbortReason::HeaderTooLarge));
+                    }
+                }
             }
             self.pos += take;
             *remaining -= take as u64;

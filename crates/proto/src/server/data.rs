@@ -23,7 +23,7 @@ impl Session {
         match decision {
             Decision::Reply(r) if !r.is_positive() => self.reply(r),
             _ => {
-                self.data_open = true;
+                self.begin_body();
                 self.mode = Mode::Data { decoder: DotDecoder::new(), failed: None };
                 self.reply(Reply::plain(354, "Start mail input; end with <CRLF>.<CRLF>"));
             }
@@ -50,6 +50,9 @@ impl Session {
                 abort = *failed;
             } else if decoder.saw_bare_line_ending() {
                 *failed = Some(AbortReason::BareLineEnding);
+                abort = *failed;
+            } else if !self.header_scan.feed(&chunk, self.config.max_header_lines, self.config.max_header_size) {
+                *failed = Some(AbortReason::HeaderTooLarge);
                 abort = *failed;
             }
         }
@@ -78,6 +81,14 @@ impl Session {
         }
     }
 
+    /// The store took the message: the body begins now.
+    pub(super) fn begin_body(&mut self) {
+        self.data_open = true;
+        self.data_started = self.now;
+        self.data_octets = 0;
+        self.header_scan = Default::default();
+    }
+
     pub(super) fn answer_data_end(&mut self, decision: Decision) {
         self.data_open = false;
         self.reply(match decision {
@@ -96,6 +107,7 @@ pub(super) fn refusal(reason: AbortReason) -> Reply {
         AbortReason::BareLineEnding => {
             Reply::new(550, Enhanced(5, 5, 2), "Bare CR or LF in message data is not allowed; use CRLF line endings")
         }
+        AbortReason::HeaderTooLarge => Reply::new(552, Enhanced(5, 3, 4), "Message header section too large"),
         AbortReason::Reset => Reply::new(451, Enhanced(4, 3, 0), "Message aborted"),
     }
 }

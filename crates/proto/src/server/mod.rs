@@ -43,6 +43,12 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_DATA_TIMEOUT: Duration = Duration::from_secs(300);
 /// Failed AUTH attempts per session before 421 4.7.0 and close.
 pub const DEFAULT_MAX_AUTH_FAILURES: usize = 3;
+/// RFC 5322 §2.1.1 sets no count; Postfix's header_size_limit is 100 KiB for one header. We bound the
+/// whole header section.
+pub const DEFAULT_MAX_HEADER_LINES: usize = 10_000;
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 1024 * 1024;
+/// Past half of `max_errors`, each error reply waits this long (Postfix's smtpd_error_sleep_time).
+pub const DEFAULT_ERROR_DELAY: Duration = Duration::from_secs(1);
 /// Input that may wait unparsed while a decision is pending, before the shell stops reading.
 pub const MAX_BUFFERED_INPUT: usize = 64 * 1024;
 
@@ -65,6 +71,14 @@ pub struct Config {
     /// Offer and accept AUTH without TLS (only for development on loopback).
     pub allow_plaintext_auth: bool,
     pub max_auth_failures: usize,
+    /// Lines in the header section of a message (continuation lines count).
+    pub max_header_lines: usize,
+    /// Octets in the header section of a message.
+    pub max_header_size: usize,
+    /// Bytes per second a client must average once `data_timeout` has passed since DATA began; 0 is off.
+    pub min_data_rate: u64,
+    /// Delay of each error reply past half of `max_errors`.
+    pub error_delay: Duration,
 }
 
 impl Default for Config {
@@ -81,6 +95,10 @@ impl Default for Config {
             auth_required: false,
             allow_plaintext_auth: false,
             max_auth_failures: DEFAULT_MAX_AUTH_FAILURES,
+            max_header_lines: DEFAULT_MAX_HEADER_LINES,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            min_data_rate: 0,
+            error_delay: DEFAULT_ERROR_DELAY,
         }
     }
 }
@@ -92,6 +110,8 @@ pub enum AbortReason {
     TooBig,
     /// A bare CR or LF in the data: 550 5.5.2 after the end of data (smuggling defence).
     BareLineEnding,
+    /// The header section is longer than `max_header_lines` / `max_header_size`: 552 5.3.4.
+    HeaderTooLarge,
     /// RSET, a new EHLO, QUIT, a timeout or the connection closing in the middle of BDAT.
     Reset,
 }
@@ -196,6 +216,14 @@ pub struct Session {
     skipping_long_line: bool,
     errors: usize,
     deadline: Option<Instant>,
+    /// The time of the latest input (the shell's clock), for when a message began.
+    now: Instant,
+    /// When the current message body began, and the octets received since (for `min_data_rate`).
+    data_started: Instant,
+    data_octets: u64,
+    header_scan: crate::data::HeaderScan,
+    /// A delay the shell applies before sending what is queued (slows down clients that keep erring).
+    delay: Option<Duration>,
     shutting_down: bool,
     closed: bool,
     tls: bool,
@@ -221,6 +249,11 @@ impl Session {
             skipping_long_line: false,
             errors: 0,
             deadline: Some(now + config.command_timeout),
+            now,
+            data_started: now,
+            data_octets: 0,
+            header_scan: Default::default(),
+            delay: None,
             shutting_down: false,
             closed: false,
             tls: false,
@@ -254,6 +287,10 @@ impl Session {
             self.pos = 0;
         }
         self.input.extend_from_slice(bytes);
+        if self.data_open {
+            self.data_octets += bytes.len() as u64;
+        }
+        self.now = now;
         self.touch(now);
         self.process();
     }
@@ -269,13 +306,41 @@ impl Session {
         if self.closed || self.pending.is_some() {
             None
         } else {
-            self.deadline
+            match (self.deadline, self.rate_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         }
+    }
+
+    /// With `min_data_rate` on, the moment the average rate since the body began would fall below it if
+    /// nothing more arrives; never before `data_timeout` has passed.
+    fn rate_deadline(&self) -> Option<Instant> {
+        let rate = self.config.min_data_rate;
+        if !self.data_open || rate == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs_f64(self.data_octets as f64 / rate as f64);
+        Some(self.data_started + earned.max(self.config.data_timeout))
+    }
+
+    /// A delay to apply before sending what [`Session::poll_transmit`] holds (clients past half of
+    /// `max_errors` get each error reply late, as Postfix does).
+    pub fn poll_delay(&mut self) -> Option<Duration> {
+        self.delay.take()
     }
 
     /// The clock passed the deadline: 421 4.4.2 and close (RFC 5321 §4.5.3.2).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed || self.pending.is_some() || self.deadline.is_none_or(|d| now < d) {
+        if self.closed || self.pending.is_some() {
+            return;
+        }
+        if self.rate_deadline().is_some_and(|d| now >= d) {
+            self.abort_data(AbortReason::Reset);
+            self.reply(Reply::new(421, Enhanced(4, 4, 2), format!("{} Data rate too low, closing connection", self.config.hostname)));
+            return self.close();
+        }
+        if self.deadline.is_none_or(|d| now < d) {
             return;
         }
         self.abort_data(AbortReason::Reset);
@@ -416,6 +481,9 @@ impl Session {
     fn error(&mut self, r: Reply) {
         self.reply(r);
         self.errors += 1;
+        if self.errors > self.config.max_errors / 2 {
+            self.delay = Some(self.config.error_delay);
+        }
         if self.errors >= self.config.max_errors {
             self.abort_data(AbortReason::Reset);
             self.reply(Reply::new(

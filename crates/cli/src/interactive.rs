@@ -1,0 +1,272 @@
+//! `mailroom send --interactive`: the classroom client done well. It asks for the server, the HELO name,
+//! the sender, the recipients (one per line, an empty line ends the list), the subject and the body (ended
+//! by a line holding a single `.`), shows every server reply as it comes, and lets the person try a refused
+//! step again. Values given as flags are not asked for. It reads stdin line by line, so a script can pipe
+//! the answers in; the end of input gives up cleanly.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo};
+use mailroom_proto::{Address, ForwardPath, ReversePath};
+
+use super::util::*;
+use super::{Draft, SendArgs};
+
+const PROG: &str = "mailroom send";
+
+struct Prompter {
+    lines: std::io::Lines<std::io::StdinLock<'static>>,
+    echo: bool,
+}
+
+impl Prompter {
+    fn new() -> Prompter {
+        let stdin = std::io::stdin();
+        // A script's answers do not appear on the screen by themselves: echo them so the output reads well.
+        let echo = !stdin.is_terminal();
+        Prompter { lines: stdin.lock().lines(), echo }
+    }
+
+    /// Shows `question` and reads one line (`None` at the end of input).
+    fn ask(&mut self, question: &str) -> Option<String> {
+        print!("{question}");
+        let _ = std::io::stdout().flush();
+        let line = match self.lines.next() {
+            Some(Ok(l)) => l.trim_end_matches('\r').to_string(),
+            _ => {
+                println!();
+                return None;
+            }
+        };
+        if self.echo {
+            println!("{line}");
+        }
+        Some(line)
+    }
+
+    /// Like `ask`, with a default taken on an empty answer.
+    fn ask_or(&mut self, question: &str, default: &str) -> Option<String> {
+        let a = self.ask(&format!("{question} [{default}]: "))?;
+        let a = a.trim();
+        Some(if a.is_empty() { default.to_string() } else { a.to_string() })
+    }
+}
+
+fn gave_up() -> ExitCode {
+    println!("End of input: nothing was sent.");
+    ExitCode::from(EX_TEMPFAIL)
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("{PROG}: {e}");
+    ExitCode::from(exit_for_error(e))
+}
+
+fn looks_like_server(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+pub async fn run(args: &SendArgs, timeout: Duration) -> ExitCode {
+    let mut p = Prompter::new();
+    println!("Guided SMTP session. Replies from the server are shown as S: lines, our commands as C: lines.");
+
+    // The server and the HELO name, then the connection (asked again if it fails).
+    let mut server = args.server.clone();
+    let mut client = loop {
+        let srv = match server.take() {
+            Some(s) => {
+                println!("Server: {s}");
+                s
+            }
+            None => match p.ask_or("SMTP server (host:port)", DEFAULT_SERVER) {
+                Some(s) => s,
+                None => return gave_up(),
+            },
+        };
+        let helo = match &args.helo {
+            Some(h) => h.clone(),
+            None => {
+                let default = default_helo_name();
+                let mut answer = match p.ask_or("Your host name for HELO", &default) {
+                    Some(h) => h,
+                    None => return gave_up(),
+                };
+                // A script that also answers the server question (given as a flag) is one line ahead.
+                if args.server.is_some() && answer == srv && looks_like_server(&answer) {
+                    answer = match p.ask_or("Your host name for HELO", &default) {
+                        Some(h) => h,
+                        None => return gave_up(),
+                    };
+                }
+                answer
+            }
+        };
+        println!("Connecting to {srv} ...");
+        let builder = Client::builder(srv.clone()).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
+        match builder.connect().await {
+            Ok(c) => break c,
+            Err(e) => {
+                println!("Could not open a session: {e}");
+                if matches!(e, Error::BadServer(_)) || e.is_transient() || e.reply().is_some() {
+                    println!("Try another server, or end the input to give up.");
+                    continue;
+                }
+                return fail(&e);
+            }
+        }
+    };
+
+    // The sender, until the server takes one.
+    let mut from_flag = args.from.clone();
+    let from = loop {
+        let answer = match from_flag.take() {
+            Some(f) => {
+                println!("Sender: {f}");
+                f
+            }
+            None => match p.ask("Sender address (MAIL FROM): ") {
+                Some(a) => a,
+                None => return quit_after(client, gave_up()).await,
+            },
+        };
+        let (name, addr) = match parse_mailbox(&answer) {
+            Ok(x) => x,
+            Err(e) => {
+                println!("{e}; try again.");
+                continue;
+            }
+        };
+        match client.mail(&ReversePath::Mailbox(addr.clone()), &MessageInfo::unknown(None)).await {
+            Ok(r) if r.is_positive() => break (name, addr),
+            Ok(_) => println!("The server refused this sender; enter another."),
+            Err(e) => return fail(&e),
+        }
+    };
+
+    // The recipients, one per line; refused ones are reported and others may follow.
+    let mut accepted: Vec<(Option<String>, Address)> = Vec::new();
+    let mut flagged: Vec<String> = args.to.iter().flat_map(|s| split_list(s)).collect();
+    flagged.reverse();
+    let from_flags = !flagged.is_empty();
+    if !from_flags {
+        println!("Recipients (RCPT TO), one per line; an empty line ends the list.");
+    }
+    loop {
+        let answer = match flagged.pop() {
+            Some(t) => {
+                println!("Recipient: {t}");
+                t
+            }
+            None if from_flags && !accepted.is_empty() => break,
+            None => match p.ask("Recipient: ") {
+                Some(a) => a,
+                None if !accepted.is_empty() => break,
+                None => return quit_after(client, gave_up()).await,
+            },
+        };
+        if answer.trim().is_empty() {
+            if accepted.is_empty() {
+                println!("No recipient has been accepted yet; enter one (end the input to give up).");
+                continue;
+            }
+            break;
+        }
+        let rcpt = match parse_mailbox(&answer) {
+            Ok(x) => x,
+            Err(e) => {
+                println!("{e}; try again.");
+                continue;
+            }
+        };
+        match client.rcpt(&ForwardPath::Mailbox(rcpt.1.clone())).await {
+            Ok(r) if r.is_positive() => accepted.push(rcpt),
+            Ok(_) => println!("The server refused this recipient; enter another, or an empty line to go on."),
+            Err(e) => return fail(&e),
+        }
+    }
+
+    // Subject and body.
+    let subject = match &args.subject {
+        Some(s) => s.clone(),
+        None => match p.ask("Subject: ") {
+            Some(s) => s,
+            None => return quit_after(client, gave_up()).await,
+        },
+    };
+    let body = match &args.body {
+        Some(b) => b.clone(),
+        None => {
+            println!("Message body; end it with a line holding a single \".\".");
+            let mut body = String::new();
+            loop {
+                match p.ask("") {
+                    Some(l) if l == "." => break,
+                    Some(l) => {
+                        body.push_str(&l);
+                        body.push('\n');
+                    }
+                    // The end of input ends the body too.
+                    None => break,
+                }
+            }
+            body
+        }
+    };
+    let draft = Draft {
+        from: from.clone(),
+        to: accepted.clone(),
+        cc: vec![],
+        subject: Some(subject),
+        body,
+        attachments: vec![],
+    };
+    let message = match draft.build() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{PROG}: building the message: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+
+    // DATA, with a retry when the server refuses it for now.
+    loop {
+        match client.data(Message::from_bytes(&message)).await {
+            Ok(r) if r.is_positive() => {
+                println!("Message accepted for {} recipient(s).", accepted.len());
+                return quit_after(client, ExitCode::SUCCESS).await;
+            }
+            Ok(r) => {
+                println!("The server refused the message: {r}");
+                let again = r.is_transient()
+                    && matches!(p.ask("Try again? [y/N]: ").as_deref().map(str::trim), Some("y" | "Y" | "yes"));
+                if !again {
+                    let code = if r.is_transient() { EX_TEMPFAIL } else { EX_UNAVAILABLE };
+                    return quit_after(client, ExitCode::from(code)).await;
+                }
+                // A refused DATA leaves the transaction open on most servers; start it again to be sure.
+                if let Err(e) = retry_transaction(&mut client, &from.1, &accepted).await {
+                    return fail(&e);
+                }
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+}
+
+async fn retry_transaction(client: &mut Client, from: &Address, to: &[(Option<String>, Address)]) -> Result<(), Error> {
+    client.rset().await?;
+    client.mail(&ReversePath::Mailbox(from.clone()), &MessageInfo::unknown(None)).await?;
+    for (_, a) in to {
+        client.rcpt(&ForwardPath::Mailbox(a.clone())).await?;
+    }
+    Ok(())
+}
+
+async fn quit_after(client: Client, code: ExitCode) -> ExitCode {
+    if let Err(e) = client.quit().await {
+        eprintln!("{PROG}: {e}");
+    }
+    code
+}
