@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod mailbox;
 mod send;
 mod sendmail;
@@ -46,6 +47,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Load an SMTP server and measure it (like Postfix's smtp-source).
+    Bench(bench::BenchArgs),
     /// Send a message through an SMTP server.
     Send(send::SendArgs),
     /// Read a message on stdin and send it, like /usr/sbin/sendmail.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),
         Command::Send(args) => return send::run(args),
+        Command::Bench(args) => return bench::run(args),
         Command::Sendmail { args } => return sendmail::main(args),
     };
     match result {
