@@ -2,17 +2,19 @@
 //! the sender, the recipients (one per line, an empty line ends the list), the subject and the body (ended
 //! by a line holding a single `.`), shows every server reply as it comes, and lets the person try a refused
 //! step again. Values given as flags are not asked for. It reads stdin line by line, so a script can pipe
-//! the answers in; the end of input gives up cleanly.
+//! the answers in; the end of input gives up cleanly. The TLS flags apply as in a plain `send`; with
+//! `--user U --password-stdin` the first line of input is the password, never echoed.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo};
+use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo, Tls};
+use mailroom_proto::client::{Error as ProtoError, Step};
 use mailroom_proto::{Address, ForwardPath, ReversePath};
 
 use super::util::*;
-use super::{Draft, SendArgs};
+use super::{tls_builder, Draft, SendArgs};
 
 const PROG: &str = "mailroom send";
 
@@ -46,6 +48,24 @@ impl Prompter {
         Some(line)
     }
 
+    /// Reads one line that is never echoed (the password).
+    fn ask_secret(&mut self, question: &str) -> Option<String> {
+        print!("{question}");
+        let _ = std::io::stdout().flush();
+        let line = match self.lines.next() {
+            Some(Ok(l)) => l.trim_end_matches('\r').to_string(),
+            _ => {
+                println!();
+                return None;
+            }
+        };
+        // A script's answer is not echoed like the others; a terminal shows what was typed by itself.
+        if self.echo {
+            println!("(hidden)");
+        }
+        Some(line)
+    }
+
     /// Like `ask`, with a default taken on an empty answer.
     fn ask_or(&mut self, question: &str, default: &str) -> Option<String> {
         let a = self.ask(&format!("{question} [{default}]: "))?;
@@ -68,9 +88,21 @@ fn looks_like_server(s: &str) -> bool {
     s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }
 
-pub async fn run(args: &SendArgs, timeout: Duration) -> ExitCode {
+pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
     let mut p = Prompter::new();
     println!("Guided SMTP session. Replies from the server are shown as S: lines, our commands as C: lines.");
+    // --password-stdin: the first line of input, before any question.
+    let credentials = match &args.user {
+        Some(user) => match p.ask_secret(&format!("Password for {user}: ")) {
+            Some(pw) if !pw.is_empty() => Some((user.clone(), pw)),
+            Some(_) => {
+                eprintln!("{PROG}: empty password");
+                return ExitCode::from(EX_USAGE);
+            }
+            None => return gave_up(),
+        },
+        None => None,
+    };
 
     // The server and the HELO name, then the connection (asked again if it fails).
     let mut server = args.server.clone();
@@ -104,11 +136,25 @@ pub async fn run(args: &SendArgs, timeout: Duration) -> ExitCode {
             }
         };
         println!("Connecting to {srv} ...");
-        let builder = Client::builder(srv.clone()).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
+        let mut builder =
+            tls_builder(args, srv.clone(), tls).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
+        if let Some((user, pw)) = &credentials {
+            builder = builder.credentials(user.clone(), pw.clone());
+        }
         match builder.connect().await {
             Ok(c) => break c,
             Err(e) => {
                 println!("Could not open a session: {e}");
+                if let Some(hint) = error_hint(PROG, &e) {
+                    println!("{hint}");
+                }
+                // Asking for another server does not help with these.
+                let auth_refused = matches!(&e, Error::Protocol(ProtoError::Rejected { step: Step::Auth, .. }));
+                if auth_refused
+                    || matches!(e, Error::Certificate { .. } | Error::StartTlsNotOffered(_) | Error::TlsConfig(_))
+                {
+                    return fail(&e);
+                }
                 if matches!(e, Error::BadServer(_)) || e.is_transient() || e.reply().is_some() {
                     println!("Try another server, or end the input to give up.");
                     continue;

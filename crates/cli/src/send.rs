@@ -5,13 +5,21 @@
 //! content type guessed from its name. `--message FILE` sends a file as it is. Exit codes follow
 //! sysexits: 0 when every recipient has the message, 75 on a 4xx or a network failure, 69 on a 5xx,
 //! 64 on bad usage. `--interactive` runs the guided session of [`interactive`].
+//!
+//! TLS: `--starttls` (never falls back to plain text: a server without STARTTLS is exit 69) or `--tls`
+//! (RFC 8314, port 465). The certificate is verified against the system's CA store, or against `--cafile
+//! FILE` (a private CA or a self-signed certificate such as `mailroom serve` makes); one that does not
+//! verify is exit 69, since trying again meets the same certificate. `--insecure` skips the check, with a
+//! warning. Bad TLS settings (an unreadable CA file) are exit 78. `--user U --password-stdin` authenticates
+//! (AUTH PLAIN or LOGIN) with the first line of stdin as the password; the body must then come from
+//! `--body` or `--message`. A refused AUTH (535) is exit 69, and `-v` shows AUTH lines masked.
 
 #[path = "interactive.rs"]
 mod interactive;
 #[path = "send_util.rs"]
 pub(crate) mod util;
 
-use std::io::{IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,11 +68,12 @@ pub struct SendArgs {
     /// Use TLS from the first byte (RFC 8314, port 465).
     #[arg(long)]
     pub tls: bool,
-    /// Trust the CA certificates in this PEM file for TLS.
+    /// Trust the certificates in this PEM file (a private CA, or a self-signed server certificate) instead
+    /// of the system's CA store.
     #[arg(long, value_name = "FILE")]
     pub cafile: Option<PathBuf>,
-    /// Do not check the server's TLS certificate.
-    #[arg(long)]
+    /// Do not check the server's TLS certificate (encrypted, but to whoever answers).
+    #[arg(long, conflicts_with = "cafile")]
     pub insecure: bool,
     /// Authenticate as this user (AUTH, RFC 4954).
     #[arg(long, value_name = "USER")]
@@ -95,15 +104,36 @@ pub fn run(args: SendArgs) -> ExitCode {
         Ok(t) => t.unwrap_or(DEFAULT_TIMEOUT),
         Err(e) => return usage(e),
     };
-    // TLS and AUTH come with a later issue; say so plainly rather than sending in the clear.
-    if args.starttls || args.tls {
-        eprintln!("{PROG}: {} is not supported yet", if args.tls { "--tls" } else { "--starttls" });
-        return ExitCode::from(EX_UNAVAILABLE);
+    let tls = match tls_mode(&args) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    if args.user.is_some() && !args.password_stdin {
+        return usage("--user needs --password-stdin (the password is the first line of stdin)");
     }
-    if args.user.is_some() {
-        eprintln!("{PROG}: --user (SMTP AUTH) is not supported yet");
-        return ExitCode::from(EX_UNAVAILABLE);
+    if args.password_stdin && !args.interactive && args.body.is_none() && args.message.is_none() {
+        return usage(
+            "--password-stdin takes the first line of stdin for the password: give the body with --body or --message",
+        );
     }
+    if args.user.is_some() && tls == Tls::None {
+        eprintln!(
+            "{PROG}: warning: --user without --starttls or --tls: servers refuse AUTH in plain text (538), \
+             and one that did not would see the password unencrypted"
+        );
+    }
+    if args.insecure {
+        warn_insecure(PROG);
+    }
+    // The password first: stdin holds nothing else (the body comes from --body or --message).
+    let password = if args.password_stdin && !args.interactive {
+        match read_password_line() {
+            Ok(p) => Some(p),
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -112,7 +142,7 @@ pub fn run(args: SendArgs) -> ExitCode {
         }
     };
     if args.interactive {
-        return rt.block_on(interactive::run(&args, timeout));
+        return rt.block_on(interactive::run(&args, timeout, tls));
     }
     let Some(from) = args.from.as_deref() else { return usage("--from ADDRESS is required") };
     let (from_name, from) = match parse_mailbox(from) {
@@ -180,7 +210,10 @@ pub fn run(args: SendArgs) -> ExitCode {
         to.into_iter().chain(cc).chain(bcc).map(|(_, a)| ForwardPath::Mailbox(a)).collect(),
     );
     let server = args.server.clone().unwrap_or_else(|| DEFAULT_SERVER.to_string());
-    let mut builder = Client::builder(server).timeout(timeout).tls(Tls::None);
+    let mut builder = tls_builder(&args, server, tls).timeout(timeout);
+    if let (Some(user), Some(password)) = (&args.user, password) {
+        builder = builder.credentials(user.clone(), password);
+    }
     if let Some(h) = &args.helo {
         builder = builder.helo_name(h.clone());
     }
@@ -205,6 +238,9 @@ pub(crate) async fn send_one_as(
         Ok(c) => c,
         Err(e) => {
             eprintln!("{prog}: {e}");
+            if let Some(hint) = error_hint(prog, &e) {
+                eprintln!("{prog}: {hint}");
+            }
             return ExitCode::from(exit_for_error(&e));
         }
     };
@@ -221,6 +257,46 @@ pub(crate) async fn send_one_as(
         eprintln!("{prog}: after sending: {e}");
     }
     code
+}
+
+/// `--starttls` / `--tls` / neither, and the TLS flags that only mean something with one of them.
+fn tls_mode(args: &SendArgs) -> Result<Tls, String> {
+    let tls = match (args.starttls, args.tls) {
+        (true, _) => Tls::StartTls,
+        (_, true) => Tls::Implicit,
+        _ => Tls::None,
+    };
+    if tls == Tls::None && (args.cafile.is_some() || args.insecure) {
+        // Someone who gives a CA file expects TLS: saying so beats sending in plain text unnoticed.
+        return Err("--cafile and --insecure need --starttls or --tls".into());
+    }
+    Ok(tls)
+}
+
+/// A client builder for the server with the TLS settings of the flags.
+pub(crate) fn tls_builder(args: &SendArgs, server: String, tls: Tls) -> mailroom_client::ClientBuilder {
+    let mut b = Client::builder(server).tls(tls).insecure(args.insecure);
+    if let Some(ca) = &args.cafile {
+        b = b.cafile(ca.clone());
+    }
+    b
+}
+
+/// The first line of stdin, without its line end.
+fn read_password_line() -> Result<String, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        // Not hidden: --password-stdin is for pipes and scripts.
+        eprintln!("{PROG}: reading the password from stdin (it will be shown as typed)");
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(|e| format!("reading the password from stdin: {e}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err("--password-stdin: stdin gave no password (empty first line)".into());
+    }
+    Ok(password.to_string())
 }
 
 fn read_stdin_body() -> std::io::Result<String> {

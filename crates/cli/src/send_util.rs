@@ -107,15 +107,39 @@ pub fn stdout_transcript() -> Transcript {
     })
 }
 
-/// sysexits code for a failed connection or session.
+/// sysexits code for a failed connection or session. An untrusted certificate and a server without
+/// STARTTLS (when it was asked for) are permanent: 69. Unusable TLS settings are a configuration error: 78.
 pub fn exit_for_error(e: &Error) -> u8 {
     match e {
         Error::BadServer(_) => EX_USAGE,
         Error::Message(_) => EX_NOINPUT,
         Error::Unsupported(_) => EX_UNAVAILABLE,
+        Error::TlsConfig(_) => EX_CONFIG,
         e if e.is_transient() => EX_TEMPFAIL,
         _ => EX_UNAVAILABLE,
     }
+}
+
+/// What to do about an error, when the error alone does not say it.
+pub fn error_hint(prog: &str, e: &Error) -> Option<&'static str> {
+    let sendmail = prog == "sendmail";
+    match e {
+        Error::Certificate { .. } if sendmail => {
+            Some("set cafile = \"FILE\" in [client] to trust a private CA or self-signed certificate")
+        }
+        Error::Certificate { .. } => {
+            Some("use --cafile FILE to trust a private CA or self-signed certificate (or --insecure to skip the check)")
+        }
+        _ => None,
+    }
+}
+
+/// The loud warning for a session whose certificate is not checked.
+pub fn warn_insecure(prog: &str) {
+    eprintln!(
+        "{prog}: WARNING: TLS certificate verification is OFF (insecure): the connection is encrypted, but to \
+         whoever answers; anyone on the path can read and change it, password included"
+    );
 }
 
 /// Reports refused recipients on stderr and picks the exit code: 0 when all have the message, 69 when a

@@ -2,7 +2,8 @@
 //!
 //! Reads a message on stdin and relays it to the server of the `[client]` section of the config
 //! (`--config FILE`, else `$MAILROOM_CONFIG`, else `~/.config/mailroom/mailroom.toml`), or to
-//! 127.0.0.1:2525. Recipients come from the arguments and, with `-t`, from To/Cc/Bcc; Bcc headers never
+//! 127.0.0.1:2525, with the TLS and AUTH settings of that section (see [`config`]). Config problems,
+//! a password file others may read among them, are exit 78 before the message is read. Recipients come from the arguments and, with `-t`, from To/Cc/Bcc; Bcc headers never
 //! leave. Date, Message-ID and From are added when missing. Flags are sendmail's, parsed by hand
 //! (getopt style: `-ti`, `-f addr`, `-faddr`); the `-o` options and the flags sendmail accepts but that
 //! mean nothing here are ignored as sendmail ignores what it does not know.
@@ -138,6 +139,17 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // The password (file or command) is fetched now: a bad one stops us before the message is taken.
+    let builder = match cfg.builder() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{PROG}: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if cfg.insecure {
+        warn_insecure(PROG);
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut input) {
         eprintln!("{PROG}: reading the message: {e}");
@@ -196,13 +208,6 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let message = parsed.finish(&from, args.full_name.as_deref());
     let envelope = Envelope::new(from, recipients.into_iter().map(ForwardPath::Mailbox).collect());
 
-    let builder = match cfg.builder() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{PROG}: {e}");
-            return ExitCode::from(EX_UNAVAILABLE);
-        }
-    };
     let builder = if args.verbose { builder.transcript(stdout_transcript()) } else { builder };
     let rt = match runtime() {
         Ok(rt) => rt,

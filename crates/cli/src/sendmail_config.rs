@@ -4,14 +4,24 @@
 //! ```toml
 //! [client]
 //! server = "mail.example.org:587"   # default 127.0.0.1:2525
-//! tls = "none"                      # "none", "starttls" or "tls"
-//! user = "alice@example.org"        # SMTP AUTH user (AUTH arrives with the TLS work)
+//! tls = "starttls"                  # "none" (default), "starttls" (never falls back) or "tls" (port 465)
+//! cafile = "/etc/mailroom/ca.pem"   # trust these certificates instead of the system's CA store
+//! insecure = false                  # true: do not verify the certificate at all (warns every time)
+//! user = "alice@example.org"        # SMTP AUTH user, with one of:
+//! password_file = "~/.mailroom-pw"  #   first line of a file readable only by its owner (mode 600)
+//! password_command = "pass mail"    #   first line of what `sh -c COMMAND` prints
 //! helo = "laptop.example.org"       # name for EHLO, default this host's name
 //! from = "alice@example.org"        # envelope sender when neither -f nor a From header gives one
 //! timeout = "60s"                   # bound on each step
 //! ```
+//!
+//! Relative paths are taken from the config file's folder, and `~/` from $HOME. A password file that its
+//! group or others may read is refused: the password is the key to the mailbox.
 
+use std::io::{BufRead, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mailroom_client::{Client, ClientBuilder, Tls};
@@ -34,6 +44,17 @@ struct Section {
     helo: Option<String>,
     from: Option<String>,
     timeout: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
+    cafile: Option<PathBuf>,
+    insecure: Option<bool>,
+}
+
+/// Where the AUTH password comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordSource {
+    File(PathBuf),
+    Command(String),
 }
 
 /// The settings in force.
@@ -45,6 +66,9 @@ pub struct ClientConfig {
     pub helo: Option<String>,
     pub from: Option<String>,
     pub timeout: Duration,
+    pub password: Option<PasswordSource>,
+    pub cafile: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 /// Which file to read: `--config`, else `$MAILROOM_CONFIG`, else the user's file when it exists.
@@ -73,12 +97,30 @@ pub fn load(explicit: Option<&Path>) -> Result<ClientConfig, String> {
         None => None,
     };
     match text {
-        Some((path, t)) => parse(&t).map_err(|e| format!("config {}: {e}", path.display())),
+        Some((path, t)) => parse_in(&t, path.parent()).map_err(|e| format!("config {}: {e}", path.display())),
         None => parse(""),
     }
 }
 
+/// `~/x` under $HOME, a relative path under the config file's folder.
+fn resolve(path: &Path, base: Option<&Path>) -> PathBuf {
+    if let Ok(rest) = path.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    match base {
+        Some(b) if path.is_relative() => b.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 pub fn parse(text: &str) -> Result<ClientConfig, String> {
+    parse_in(text, None)
+}
+
+/// Parses the config text; relative paths are taken from `base` (the config file's folder).
+pub fn parse_in(text: &str, base: Option<&Path>) -> Result<ClientConfig, String> {
     let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
     let c = file.client;
     let tls = match c.tls.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -91,6 +133,25 @@ pub fn parse(text: &str) -> Result<ClientConfig, String> {
         Some(t) => parse_duration(t).map_err(|e| format!("[client] timeout: {e}"))?,
         None => DEFAULT_TIMEOUT,
     };
+    let password = match (c.password_file, c.password_command) {
+        (Some(_), Some(_)) => return Err("[client] give password_file or password_command, not both".into()),
+        (Some(f), None) => Some(PasswordSource::File(resolve(&f, base))),
+        (None, Some(cmd)) if cmd.trim().is_empty() => return Err("[client] password_command is empty".into()),
+        (None, Some(cmd)) => Some(PasswordSource::Command(cmd)),
+        (None, None) => None,
+    };
+    match (&c.user, &password) {
+        (Some(_), None) => return Err("[client] user needs password_file or password_command".into()),
+        (None, Some(_)) => return Err("[client] password_file / password_command need user".into()),
+        _ => {}
+    }
+    let insecure = c.insecure.unwrap_or(false);
+    if tls == Tls::None && (c.cafile.is_some() || insecure) {
+        return Err("[client] cafile and insecure need tls = \"starttls\" or \"tls\"".into());
+    }
+    if insecure && c.cafile.is_some() {
+        return Err("[client] give cafile or insecure = true, not both".into());
+    }
     Ok(ClientConfig {
         server: c.server.unwrap_or_else(|| DEFAULT_SERVER.to_string()),
         tls,
@@ -98,19 +159,77 @@ pub fn parse(text: &str) -> Result<ClientConfig, String> {
         helo: c.helo,
         from: c.from,
         timeout,
+        password,
+        cafile: c.cafile.map(|p| resolve(&p, base)),
+        insecure,
     })
 }
 
+/// The first line of `text`, without its line end; an empty one is no password.
+fn first_line(text: &str, what: &str) -> Result<String, String> {
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(format!("{what} gave no password (empty first line)"));
+    }
+    Ok(line.to_string())
+}
+
+/// Reads the password file, refusing one that its group or others may read (or that is not a file).
+pub fn read_password_file(path: &Path) -> Result<String, String> {
+    let what = format!("[client] password_file {}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| format!("{what}: {e}"))?;
+    // The mode of the file opened, not of the name a moment before (no race with a swapped file).
+    let meta = f.metadata().map_err(|e| format!("{what}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{what}: not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{what} is readable by its group or others (mode {mode:04o}); refusing to use it: chmod 600 {}",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| format!("{what}: {e}"))?;
+    first_line(&text, &what)
+}
+
+/// Runs the password command with `sh -c` and takes the first line it prints.
+pub fn run_password_command(cmd: &str) -> Result<String, String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("[client] password_command: cannot run sh: {e}"))?;
+    let mut line = String::new();
+    let read = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    // The rest of its output is not wanted; wait for it to end (it sees a closed pipe if it writes more).
+    let status = child.wait().map_err(|e| format!("[client] password_command: {e}"))?;
+    read.map_err(|e| format!("[client] password_command: reading its output: {e}"))?;
+    if !status.success() {
+        return Err(format!("[client] password_command failed ({status})"));
+    }
+    first_line(&line, "[client] password_command")
+}
+
 impl ClientConfig {
-    /// A client builder for these settings, or why they cannot be honoured yet.
+    /// A client builder for these settings, with the password fetched; or why that failed.
     pub fn builder(&self) -> Result<ClientBuilder, String> {
-        if self.tls != Tls::None {
-            return Err(format!("[client] tls = {:?} is not supported yet", self.tls));
+        let mut b = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls).insecure(self.insecure);
+        if let Some(ca) = &self.cafile {
+            b = b.cafile(ca.clone());
         }
-        if self.user.is_some() {
-            return Err("[client] user: SMTP AUTH is not supported yet".into());
+        if let (Some(user), Some(source)) = (&self.user, &self.password) {
+            let password = match source {
+                PasswordSource::File(path) => read_password_file(path)?,
+                PasswordSource::Command(cmd) => run_password_command(cmd)?,
+            };
+            b = b.credentials(user.clone(), password);
         }
-        let mut b = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls);
         if let Some(h) = &self.helo {
             b = b.helo_name(h.clone());
         }
@@ -126,10 +245,50 @@ mod tests {
     fn defaults_and_other_sections() {
         let c = parse("").unwrap();
         assert_eq!((c.server.as_str(), c.tls), ("127.0.0.1:2525", Tls::None));
-        let c = parse("[server]\ndomains = [\"x\"]\n[limits]\nmax_message_size = 10\n[client]\nserver = \"mx:587\"\ntls = \"starttls\"\nuser = \"u\"\n")
+        let c = parse("[server]\ndomains = [\"x\"]\n[limits]\nmax_message_size = 10\n[client]\nserver = \"mx:587\"\ntls = \"starttls\"\nuser = \"u\"\npassword_command = \"echo pw\"\n")
             .unwrap();
         assert_eq!((c.server.as_str(), c.tls, c.user.as_deref()), ("mx:587", Tls::StartTls, Some("u")));
         assert!(parse("[client]\nsever = \"typo\"\n").is_err());
         assert!(parse("[client]\ntls = \"maybe\"\n").is_err());
+    }
+
+    #[test]
+    fn auth_and_tls_keys() {
+        let base = Path::new("/etc/mailroom");
+        let c = parse_in(
+            "[client]\ntls = \"tls\"\ncafile = \"ca.pem\"\nuser = \"a@x\"\npassword_file = \"pw\"\n",
+            Some(base),
+        )
+        .unwrap();
+        assert_eq!(c.cafile.as_deref(), Some(Path::new("/etc/mailroom/ca.pem")));
+        assert_eq!(c.password, Some(PasswordSource::File("/etc/mailroom/pw".into())));
+        for bad in [
+            "user = \"a\"\n",
+            "password_file = \"/x\"\n",
+            "user = \"a\"\npassword_file = \"/x\"\npassword_command = \"echo\"\n",
+            "cafile = \"/ca.pem\"\n",
+            "insecure = true\n",
+            "tls = \"starttls\"\ninsecure = true\ncafile = \"/ca.pem\"\n",
+        ] {
+            assert!(parse(&format!("[client]\n{bad}")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\r\nsecond line\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password_file(&f).unwrap(), "s3cret");
+        for mode in [0o640, 0o604, 0o644] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_password_file(&f).unwrap_err();
+            assert!(e.contains("readable by its group or others") && e.contains("chmod 600"), "{e}");
+        }
+        assert!(read_password_file(dir.path()).is_err());
+        assert_eq!(run_password_command("printf 'from cmd\\nmore\\n'").unwrap(), "from cmd");
+        assert!(run_password_command("exit 3").unwrap_err().contains("failed"));
+        assert!(run_password_command("true").unwrap_err().contains("no password"));
     }
 }

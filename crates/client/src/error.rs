@@ -27,6 +27,22 @@ pub enum Error {
     Protocol(#[from] ProtoError),
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
+    /// The TLS settings cannot be used: an unreadable or empty CA file, no system CA store, a server
+    /// name that cannot be checked.
+    #[error("TLS setup: {0}")]
+    TlsConfig(String),
+    /// `Tls::StartTls` was asked for and the server does not offer it: nothing was sent in plain text
+    /// beyond EHLO (and QUIT).
+    #[error("{0} does not offer STARTTLS; not continuing without TLS")]
+    StartTlsNotOffered(String),
+    /// The server's certificate did not verify (unknown issuer, wrong name, expired ...). Permanent: trying
+    /// again meets the same certificate; it takes a CA file that trusts it, or a fixed server.
+    #[error("the TLS certificate of {server} is not trusted: {reason}")]
+    Certificate { server: String, reason: String },
+    /// The TLS handshake failed otherwise: `permanent` when the peer refused us (an alert, no common
+    /// version or cipher), not when the network failed under it.
+    #[error("TLS handshake with {server} failed: {reason}")]
+    Tls { server: String, reason: String, permanent: bool },
 }
 
 impl Error {
@@ -45,7 +61,13 @@ impl Error {
                 true
             }
             Error::Protocol(e) => e.is_transient(),
-            Error::BadServer(_) | Error::Message(_) | Error::Unsupported(_) => false,
+            Error::Tls { permanent, .. } => !permanent,
+            Error::BadServer(_)
+            | Error::Message(_)
+            | Error::Unsupported(_)
+            | Error::TlsConfig(_)
+            | Error::StartTlsNotOffered(_)
+            | Error::Certificate { .. } => false,
         }
     }
 

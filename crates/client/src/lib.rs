@@ -1,9 +1,14 @@
 //! mailroom-client: the tokio shell around [`mailroom_proto::client::Session`].
 //!
 //! It connects, moves bytes between the socket and the session, and bounds every wait: the connection with
-//! the connect timeout, and each reply with the command timeout, counted from when the command left to when
-//! its whole reply is in (a server that trickles one byte a second cannot stretch it). All protocol decisions
-//! (pipelining, parameters, fallbacks, per-recipient results) are the session's.
+//! the connect timeout, and each reply (and the TLS handshake) with the command timeout, counted from when the
+//! command left to when its whole reply is in (a server that trickles one byte a second cannot stretch it).
+//! All protocol decisions (pipelining, parameters, fallbacks, per-recipient results, AUTH) are the session's.
+//!
+//! TLS ([`Tls`], see [`tls`] for whom it trusts): implicit from the first byte, or STARTTLS right
+//! after EHLO, which never falls back to plain text: a server that does not offer it is an error
+//! ([`Error::StartTlsNotOffered`]). With [`ClientBuilder::credentials`] the client authenticates (RFC 4954,
+//! PLAIN or LOGIN) once TLS is up, before [`ClientBuilder::connect`] returns.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mailroom_client::Error> {
@@ -24,6 +29,7 @@
 mod error;
 mod message;
 mod stream;
+pub mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,8 +39,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
-pub use mailroom_proto::client::{Capabilities, Envelope, MessageInfo, Outcome, RecipientOutcome};
-use mailroom_proto::client::{Event, Session, Step};
+pub use mailroom_proto::client::{Capabilities, Envelope, Mechanism, MessageInfo, Outcome, RecipientOutcome, Secret};
+use mailroom_proto::client::{Error as ProtoError, Event, Session, Step};
 use mailroom_proto::{ForwardPath, Reply, ReversePath};
 
 pub use error::Error;
@@ -42,6 +48,7 @@ pub use message::Message;
 use message::Source;
 use stream::Stream;
 pub use stream::Tls;
+use tls::TlsOptions;
 
 /// RFC 5321 §4.5.3.2: the shortest of the client timeouts it recommends (2 minutes for DATA initiation);
 /// the others are longer, but one bound for every step keeps a dead server from holding a sender for ten.
@@ -52,6 +59,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PORT: u16 = 25;
 /// How much of a streamed message is read and written at a time.
 const BODY_CHUNK: usize = 64 * 1024;
+/// How long a connection that failed (STARTTLS missing, AUTH refused) is given to say goodbye.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which way a transcript line went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +91,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     command_timeout: Duration,
     tls: Tls,
+    tls_options: TlsOptions,
+    credentials: Option<(String, Secret)>,
     transcript: Option<Transcript>,
 }
 
@@ -93,6 +104,8 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("tls", &self.tls)
+            .field("tls_options", &self.tls_options)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
             .finish()
     }
 }
@@ -124,16 +137,43 @@ impl ClientBuilder {
         self.transcript = Some(t);
         self
     }
+    /// Trusts the certificates in this PEM file (a private CA, or a self-signed server certificate)
+    /// instead of the system's CA store.
+    pub fn cafile(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_options.cafile = Some(path.into());
+        self
+    }
+    /// Does not verify the server's certificate at all (encrypted, but to whoever answers). Logs a warning.
+    pub fn insecure(mut self, yes: bool) -> Self {
+        self.tls_options.insecure = yes;
+        self
+    }
+    /// A rustls configuration of the caller's own (client certificates, pinned roots ...), used as given;
+    /// it overrides [`ClientBuilder::cafile`] and [`ClientBuilder::insecure`].
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls_options.config = Some(config);
+        self
+    }
+    /// Authenticates as `user` (AUTH PLAIN or LOGIN, whichever the server offers; PLAIN first) after TLS is
+    /// up. Without TLS the attempt is still made and the server's refusal (538) reported; the password itself
+    /// only leaves when the server offered AUTH or said 334.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), Secret::new(password.into())));
+        self
+    }
 
-    /// Connects, reads the greeting and says EHLO (or HELO).
+    /// Connects, reads the greeting and says EHLO (or HELO); with TLS asked for, makes it (and says EHLO
+    /// again after STARTTLS); with credentials, authenticates.
     pub async fn connect(self) -> Result<Client, Error> {
-        if self.tls != Tls::None {
-            return Err(Error::Unsupported(match self.tls {
-                Tls::StartTls => "STARTTLS",
-                _ => "implicit TLS",
-            }));
-        }
         let (host, port) = split_server(&self.server)?;
+        // Settings that cannot work fail before any byte is sent.
+        let tls = match self.tls {
+            Tls::None => None,
+            Tls::StartTls | Tls::Implicit => {
+                let config = self.tls_options.client_config()?;
+                Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
+            }
+        };
         let deadline = Instant::now() + self.connect_timeout;
         let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await {
             Err(_) => return Err(self.connect_timed_out()),
@@ -158,23 +198,52 @@ impl ClientBuilder {
         };
         let _ = tcp.set_nodelay(true);
         let helo = self.helo_name.clone().unwrap_or_else(default_helo_name);
+        let mut session = Session::new(helo);
+        if self.tls == Tls::Implicit {
+            session = session.implicit_tls();
+        }
         let mut client = Client {
+            server: self.server.clone(),
             stream: Stream::Plain(tcp),
-            session: Session::new(helo),
+            session,
             command_timeout: self.command_timeout,
             transcript: self.transcript,
             deadline: None,
             buf: vec![0; 16 * 1024],
             greeting: None,
         };
+        if let (Tls::Implicit, Some((connector, name))) = (self.tls, &tls) {
+            client.handshake(connector, name.clone()).await?;
+        }
         client.arm();
-        loop {
-            match client.next_event().await? {
-                Event::Ready => return Ok(client),
-                Event::Reply { step: Step::Greeting, reply } => client.greeting = Some(reply),
-                _ => {}
+        client.wait_ready().await?;
+        if let (Tls::StartTls, Some((connector, name))) = (self.tls, &tls) {
+            if !client.capabilities().starttls {
+                let server = client.server.clone();
+                client.abandon().await;
+                return Err(Error::StartTlsNotOffered(server));
+            }
+            client.session.starttls()?;
+            client.arm();
+            loop {
+                // A refusal of STARTTLS, or bytes behind its 220, come back as errors here.
+                if let Event::StartTls = client.next_event().await? {
+                    break;
+                }
+            }
+            client.handshake(connector, name.clone()).await?;
+            // RFC 3207 §4.2: forget what the server said in the clear, and ask again.
+            client.session.handle_tls_established()?;
+            client.arm();
+            client.wait_ready().await?;
+        }
+        if let Some((user, password)) = &self.credentials {
+            if let Err(e) = client.authenticate(user, password).await {
+                client.abandon().await;
+                return Err(e);
             }
         }
+        Ok(client)
     }
 
     fn connect_timed_out(&self) -> Error {
@@ -184,6 +253,7 @@ impl ClientBuilder {
 
 /// One SMTP connection, ready for mail once [`ClientBuilder::connect`] returns it.
 pub struct Client {
+    server: String,
     stream: Stream,
     session: Session,
     command_timeout: Duration,
@@ -209,6 +279,8 @@ impl Client {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             tls: Tls::None,
+            tls_options: TlsOptions::default(),
+            credentials: None,
             transcript: None,
         }
     }
@@ -226,6 +298,33 @@ impl Client {
     /// The server's greeting.
     pub fn greeting(&self) -> Option<&Reply> {
         self.greeting.as_ref()
+    }
+
+    /// True when the connection is TLS (implicit, or after STARTTLS).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// The mechanism AUTH succeeded with, if the client has authenticated.
+    pub fn authenticated(&self) -> Option<Mechanism> {
+        self.session.authenticated()
+    }
+
+    /// AUTH as `user` (PLAIN, else LOGIN, from what the server offers). A refusal is
+    /// `Error::Protocol(Rejected { step: Auth, reply })` with the server's reply (535, 538, 454 ...); the
+    /// connection stays usable for QUIT.
+    pub async fn authenticate(&mut self, user: &str, password: &Secret) -> Result<Mechanism, Error> {
+        self.session.auth(user, password)?;
+        self.arm();
+        loop {
+            match self.next_event().await? {
+                Event::Authenticated(m) => return Ok(m),
+                Event::Reply { step: Step::Auth, reply } if reply.code >= 400 => {
+                    return Err(ProtoError::Rejected { step: Step::Auth, reply }.into())
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Sends one message: MAIL, every RCPT and DATA (in one write under PIPELINING), then the message if
@@ -298,6 +397,59 @@ impl Client {
         }
         let _ = self.stream.shutdown().await;
         Ok(())
+    }
+
+    /// Reads the greeting (kept) and the EHLO/HELO reply.
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        loop {
+            match self.next_event().await? {
+                Event::Ready => return Ok(()),
+                Event::Reply { step: Step::Greeting, reply } => self.greeting = Some(reply),
+                _ => {}
+            }
+        }
+    }
+
+    /// The TLS handshake over the TCP stream, within the command timeout.
+    async fn handshake(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> Result<(), Error> {
+        let Some(tcp) = self.stream.take_plain() else {
+            return Err(Error::Tls {
+                server: self.server.clone(),
+                reason: "not a plain stream".into(),
+                permanent: true,
+            });
+        };
+        match timeout(self.command_timeout, connector.connect(name, tcp)).await {
+            Err(_) => Err(Error::Timeout { waiting: "the TLS handshake".into(), after: self.command_timeout }),
+            Ok(Err(e)) => Err(tls::handshake_error(&self.server, e)),
+            Ok(Ok(s)) => {
+                self.stream = Stream::Tls(Box::new(s));
+                if let Some(summary) = self.stream.tls_summary() {
+                    self.log(Direction::Client, &format!("(TLS established: {summary})"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives up on a connection that cannot be used: QUIT if the session still allows it, briefly, then
+    /// close. Errors do not matter any more.
+    async fn abandon(mut self) {
+        if self.session.quit().is_ok() {
+            self.command_timeout = self.command_timeout.min(ABANDON_TIMEOUT);
+            self.arm();
+            loop {
+                match self.next_event().await {
+                    Ok(Event::Closed) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let _ = timeout(ABANDON_TIMEOUT, self.stream.shutdown()).await;
     }
 
     async fn reply_to(&mut self, want: Step) -> Result<Reply, Error> {

@@ -1,10 +1,11 @@
-//! The connection under the session: plain TCP today; STARTTLS and implicit TLS (RFC 8314) add variants
-//! here, and nothing above this file needs to know which one it talks through.
+//! The connection under the session: plain TCP, or TLS over it (implicit from the first byte, or after
+//! STARTTLS). Nothing above this file needs to know which one it talks through.
 
 use std::io;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,7 +13,7 @@ pub enum Tls {
     /// Plain text, as swaks and msmtp default to.
     #[default]
     None,
-    /// Plain text, then STARTTLS (RFC 3207) before anything else.
+    /// Plain text, then STARTTLS (RFC 3207) before anything else; never falls back to plain text.
     StartTls,
     /// TLS from the first byte (RFC 8314 §3.3, port 465).
     Implicit,
@@ -21,12 +22,45 @@ pub enum Tls {
 #[derive(Debug)]
 pub(crate) enum Stream {
     Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The TCP stream was taken for a TLS handshake that did not finish.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the connection was lost in the TLS handshake")
 }
 
 impl Stream {
+    /// Takes the TCP stream out for a TLS handshake (STARTTLS), leaving `Gone` behind.
+    pub(crate) fn take_plain(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, Stream::Gone) {
+            Stream::Plain(s) => Some(s),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// The TLS version and cipher suite in use, for transcripts.
+    pub(crate) fn tls_summary(&self) -> Option<String> {
+        let Stream::Tls(s) = self else { return None };
+        let conn = s.get_ref().1;
+        let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
+        let suite = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
+        Some(format!("{version} {suite}"))
+    }
+
     pub(crate) async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Gone => Err(gone()),
         }
     }
 
@@ -36,12 +70,21 @@ impl Stream {
                 s.write_all(buf).await?;
                 s.flush().await
             }
+            // rustls buffers records: flush pushes them onto the socket.
+            Stream::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+            Stream::Gone => Err(gone()),
         }
     }
 
+    /// Ends the connection; over TLS with a close_notify alert first (RFC 8446 §6.1).
     pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            Stream::Gone => Ok(()),
         }
     }
 }

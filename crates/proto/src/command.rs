@@ -48,14 +48,9 @@ fn syntax(text: &'static str) -> Reply {
     Reply::new(501, Enhanced(5, 5, 4), text)
 }
 
-fn address_error(e: AddressError) -> Reply {
-    let code = match e {
-        AddressError::LocalPartTooLong | AddressError::DomainTooLong | AddressError::PathTooLong => {
-            // RFC 5321 §4.5.3.1.10: too long a path.
-            return Reply::new(501, Enhanced(5, 1, 3), format!("Bad address: {e}"));
-        }
-        _ => Enhanced(5, 1, 7),
-    };
+/// RFC 3463: X.1.7 is a bad sender address, X.1.3 a bad destination address.
+fn address_error(e: AddressError, sender: bool) -> Reply {
+    let code = if sender { Enhanced(5, 1, 7) } else { Enhanced(5, 1, 3) };
     Reply::new(501, code, format!("Bad address syntax: {e}"))
 }
 
@@ -91,7 +86,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         Ok(if is("HELO") { Command::Helo(arg.to_owned()) } else { Command::Ehlo(arg.to_owned()) })
     } else if is("MAIL") {
         let arg = strip_keyword(rest, "FROM:").ok_or_else(|| syntax("Syntax: MAIL FROM:<address> [parameters]"))?;
-        let (from, used) = parse_reverse_path(arg.as_bytes()).map_err(address_error)?;
+        let (from, used) = parse_reverse_path(arg.as_bytes()).map_err(|e| address_error(e, true))?;
         let tail = &arg[used..];
         if !tail.is_empty() && !tail.starts_with(' ') {
             return Err(syntax("Syntax: MAIL FROM:<address> [parameters]"));
@@ -100,7 +95,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         Ok(Command::Mail { from, params })
     } else if is("RCPT") {
         let arg = strip_keyword(rest, "TO:").ok_or_else(|| syntax("Syntax: RCPT TO:<address>"))?;
-        let (to, used) = parse_forward_path(arg.as_bytes()).map_err(address_error)?;
+        let (to, used) = parse_forward_path(arg.as_bytes()).map_err(|e| address_error(e, false))?;
         let tail = arg[used..].trim();
         if !tail.is_empty() {
             // We offer no RCPT parameters (no DSN): RFC 5321 §4.1.1.11.
@@ -211,7 +206,7 @@ mod tests {
             (b"MAIL FROM:<a@b>SIZE=1", 501, Enhanced(5, 5, 4)),
             (b"MAIL FROM:<a@b> FOO=1", 555, Enhanced(5, 5, 4)),
             (b"RCPT TO:<a@b> NOTIFY=NEVER", 555, Enhanced(5, 5, 4)),
-            (b"RCPT TO:<>", 501, Enhanced(5, 1, 7)),
+            (b"RCPT TO:<>", 501, Enhanced(5, 1, 3)),
             (b"RCPT FROM:<a@b>", 501, Enhanced(5, 5, 4)),
             (b"DATA x", 501, Enhanced(5, 5, 4)),
             (b"BDAT", 501, Enhanced(5, 5, 4)),

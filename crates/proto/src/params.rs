@@ -71,8 +71,13 @@ pub fn parse_mail_params(rest: &str) -> Result<MailParams, Reply> {
             if p.auth.is_some() {
                 return Err(bad("Duplicate AUTH parameter"));
             }
-            p.auth =
-                Some(if v == "<>" { None } else { Some(decode_xtext(v).ok_or_else(|| bad("Bad xtext in AUTH"))?) });
+            p.auth = Some(if v == "<>" {
+                None
+            } else if v.is_empty() {
+                return Err(bad("AUTH needs a value"));
+            } else {
+                Some(decode_xtext(v).ok_or_else(|| bad("Bad xtext in AUTH"))?)
+            });
         } else {
             return Err(unknown());
         }

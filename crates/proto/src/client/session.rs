@@ -10,12 +10,14 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+use super::auth::{Exchange, Mechanism};
 use super::capabilities::Capabilities;
 use super::data::DataEncoder;
 use super::envelope::{Envelope, MessageInfo};
 use super::reply::{ReplyError, ReplyParser, MAX_REPLY_LINE};
 use crate::address::{ForwardPath, ReversePath};
 use crate::reply::Reply;
+use crate::server::Secret;
 
 /// Which command (or the greeting) a reply answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,6 +26,8 @@ pub enum Step {
     Ehlo,
     Helo,
     StartTls,
+    /// AUTH and each SASL response after a 334 (RFC 4954 §4).
+    Auth,
     Mail,
     Rcpt,
     Data,
@@ -41,6 +45,7 @@ impl fmt::Display for Step {
             Step::Ehlo => "EHLO",
             Step::Helo => "HELO",
             Step::StartTls => "STARTTLS",
+            Step::Auth => "AUTH",
             Step::Mail => "MAIL FROM",
             Step::Rcpt => "RCPT TO",
             Step::Data => "DATA",
@@ -67,6 +72,8 @@ pub enum Error {
     TooBig { size: u64, limit: u64 },
     #[error("not possible now: {0}")]
     NotReady(&'static str),
+    #[error("cannot authenticate: {0}")]
+    InvalidCredentials(&'static str),
 }
 
 impl Error {
@@ -83,7 +90,10 @@ impl Error {
         match self {
             Error::Malformed(_) => true,
             Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => reply.code < 500,
-            Error::MissingExtension { .. } | Error::TooBig { .. } | Error::NotReady(_) => false,
+            Error::MissingExtension { .. }
+            | Error::TooBig { .. }
+            | Error::NotReady(_)
+            | Error::InvalidCredentials(_) => false,
         }
     }
 
@@ -96,7 +106,8 @@ impl Error {
 /// What the caller should know or do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A command line left (without its CRLF), for transcripts.
+    /// A command line left (without its CRLF), for transcripts. SASL responses and AUTH's initial response
+    /// are shown as [`super::auth::HIDDEN`]: the secret never appears here.
     Sent(String),
     /// A reply arrived, and which command it answers.
     Reply { step: Step, reply: Reply },
@@ -105,6 +116,9 @@ pub enum Event {
     /// The server said go ahead to STARTTLS: upgrade the stream, then call
     /// [`Session::handle_tls_established`].
     StartTls,
+    /// AUTH was answered 235 (RFC 4954 §6). A refusal comes as [`Event::Reply`] with `Step::Auth` and a
+    /// 4xx/5xx code; the session stays usable (for QUIT, or another try).
+    Authenticated(Mechanism),
     /// DATA was answered 354: give the message to [`Session::handle_body`], then [`Session::finish_body`].
     SendBody,
     /// A transaction started with [`Session::begin_mail`] has ended.
@@ -181,15 +195,28 @@ struct Txn {
     message: Option<Reply>,
 }
 
+/// A command waiting to leave. `line` may carry a secret (AUTH); `shown` is what transcripts and `Debug` see.
+struct Queued {
+    step: Step,
+    line: Secret,
+    shown: String,
+    in_txn: bool,
+}
+
+impl fmt::Debug for Queued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queued").field("step", &self.step).field("line", &self.shown).finish()
+    }
+}
+
 /// One SMTP client connection, from greeting to QUIT. See the module documentation.
-#[derive(Debug)]
 pub struct Session {
     helo_name: String,
     state: State,
     caps: Capabilities,
     parser: ReplyParser,
     input: Vec<u8>,
-    queue: VecDeque<(Step, String, bool)>,
+    queue: VecDeque<Queued>,
     pending: VecDeque<Pending>,
     outbound: Vec<u8>,
     events: VecDeque<Event>,
@@ -198,6 +225,32 @@ pub struct Session {
     error: Option<Error>,
     /// Input bytes after the reply being handled (STARTTLS must be the last thing the server said).
     unconsumed: usize,
+    /// The AUTH exchange in progress.
+    auth: Option<Exchange>,
+    authenticated: Option<Mechanism>,
+    /// The stream is TLS (after STARTTLS, or from the start).
+    tls: bool,
+}
+
+/// Hand-written so that nothing that may hold a secret (queued AUTH lines, the bytes not yet taken) is
+/// printed: only steps, states and sizes.
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("helo_name", &self.helo_name)
+            .field("state", &self.state)
+            .field("caps", &self.caps)
+            .field("queue", &self.queue)
+            .field("pending", &self.pending)
+            .field("outbound_len", &self.outbound.len())
+            .field("input_len", &self.input.len())
+            .field("txn", &self.txn)
+            .field("error", &self.error)
+            .field("auth", &self.auth)
+            .field("authenticated", &self.authenticated)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl Session {
@@ -220,7 +273,26 @@ impl Session {
             encoder: DataEncoder::new(),
             error: None,
             unconsumed: 0,
+            auth: None,
+            authenticated: None,
+            tls: false,
         }
+    }
+
+    /// Marks the stream as TLS from the first byte (RFC 8314 implicit TLS): STARTTLS is then refused.
+    pub fn implicit_tls(mut self) -> Session {
+        self.tls = true;
+        self
+    }
+
+    /// True once the stream is TLS (implicit, or STARTTLS done).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The mechanism that succeeded, once AUTH was answered 235.
+    pub fn authenticated(&self) -> Option<Mechanism> {
+        self.authenticated
     }
 
     /// What the server offered in its EHLO reply (empty after HELO or before [`Event::Ready`]).
@@ -378,6 +450,10 @@ impl Session {
     /// `STARTTLS` (RFC 3207); a 220 brings [`Event::StartTls`].
     pub fn starttls(&mut self) -> Result<(), Error> {
         self.check_ready()?;
+        if self.tls {
+            // RFC 3207 §4.2: no second STARTTLS on a TLS stream.
+            return Err(Error::NotReady("the connection is already TLS"));
+        }
         if !self.caps.starttls {
             return Err(Error::MissingExtension { extension: "STARTTLS", reason: "TLS was asked for" });
         }
@@ -393,9 +469,39 @@ impl Session {
         self.caps = Capabilities::default();
         self.input.clear();
         self.parser = ReplyParser::new();
+        self.tls = true;
         self.state = State::Handshake;
         self.enqueue(Step::Ehlo, format!("EHLO {}", self.helo_name), false);
         Ok(())
+    }
+
+    /// `AUTH` (RFC 4954) as `user`, with the mechanism picked from what the server offers: PLAIN, else
+    /// LOGIN ([`Mechanism::choose`]). Ends in [`Event::Authenticated`] or in an [`Event::Reply`] for
+    /// `Step::Auth` with the refusal (535, 538, 454 ...). Whether the stream is safe enough to send a
+    /// password over is the caller's call ([`Session::is_tls`]).
+    pub fn auth(&mut self, user: &str, password: &Secret) -> Result<Mechanism, Error> {
+        let mechanism = Mechanism::choose(&self.caps.auth)?;
+        self.auth_with(mechanism, user, password)
+    }
+
+    /// `AUTH` with a given mechanism; `None` tries PLAIN without an initial response (for a server that
+    /// offered no AUTH, whose refusal is then reported as it comes).
+    pub fn auth_with(
+        &mut self,
+        mechanism: Option<Mechanism>,
+        user: &str,
+        password: &Secret,
+    ) -> Result<Mechanism, Error> {
+        self.check_ready()?;
+        if self.authenticated.is_some() {
+            // RFC 4954 §4: AUTH is not permitted once authenticated.
+            return Err(Error::NotReady("already authenticated"));
+        }
+        let (line, shown, exchange) = Exchange::start(mechanism, user, password)?;
+        let mechanism = exchange.mechanism;
+        self.auth = Some(exchange);
+        self.enqueue_hidden(Step::Auth, line, shown);
+        Ok(mechanism)
     }
 
     /// `QUIT` (allowed at any point but during the message); [`Event::Closed`] follows its reply.
@@ -436,6 +542,9 @@ impl Session {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if self.auth.is_some() {
+            return Err(Error::NotReady("AUTH is in progress"));
+        }
         match self.state {
             State::Ready if self.txn.is_none() => Ok(()),
             State::Ready => Err(Error::NotReady("a transaction is in progress")),
@@ -454,26 +563,32 @@ impl Session {
     }
 
     fn enqueue(&mut self, step: Step, line: String, in_txn: bool) {
-        self.queue.push_back((step, line, in_txn));
+        self.queue.push_back(Queued { step, shown: line.clone(), line: Secret::new(line), in_txn });
+        self.release();
+    }
+
+    /// Queues a line that carries a secret; transcripts get `shown` instead.
+    fn enqueue_hidden(&mut self, step: Step, line: Secret, shown: String) {
+        self.queue.push_back(Queued { step, line, shown, in_txn: false });
         self.release();
     }
 
     /// Moves queued commands to `outbound` as far as RFC 2920 §3.1 allows.
     fn release(&mut self) {
-        while let Some((step, _, _)) = self.queue.front() {
+        while let Some(Queued { step, .. }) = self.queue.front() {
             let may_go = self.pending.is_empty()
                 || (self.caps.pipelining
                     && self.state == State::Ready
-                    && !matches!(step, Step::Ehlo | Step::Helo | Step::StartTls)
+                    && !matches!(step, Step::Ehlo | Step::Helo | Step::StartTls | Step::Auth)
                     && self.pending.iter().all(|p| matches!(p.step, Step::Mail | Step::Rcpt | Step::Rset)));
             if !may_go {
                 return;
             }
-            let (step, line, in_txn) = self.queue.pop_front().expect("front exists");
-            self.outbound.extend_from_slice(line.as_bytes());
+            let Queued { step, line, shown, in_txn } = self.queue.pop_front().expect("front exists");
+            self.outbound.extend_from_slice(line.expose().as_bytes());
             self.outbound.extend_from_slice(b"\r\n");
             self.pending.push_back(Pending { step, sent: false, in_txn });
-            self.events.push_back(Event::Sent(line));
+            self.events.push_back(Event::Sent(shown));
         }
     }
 
@@ -515,10 +630,11 @@ impl Session {
         if reply.code == 421 && step != Step::Quit {
             return Err(Error::Rejected { step, reply });
         }
-        // Only DATA may get a 3xx here (AUTH's 334 is a later issue); anything else is out of step.
+        // Only DATA (354) and AUTH (334, RFC 4954 §4) may get a 3xx; anything else is out of step.
         let intermediate = (300..400).contains(&reply.code);
         let bad = match step {
             Step::Data => reply.is_positive() && reply.code != 354,
+            Step::Auth => reply.is_positive() && reply.code != 334 && reply.code != 235,
             Step::Quit => false,
             _ => intermediate,
         };
@@ -576,6 +692,7 @@ impl Session {
                 self.state = State::Tls;
                 self.events.push_back(Event::StartTls);
             }
+            Step::Auth => self.handle_auth_reply(reply)?,
             Step::Data if reply.code == 354 => {
                 self.state = State::Body;
                 self.events.push_back(Event::SendBody);
@@ -586,6 +703,32 @@ impl Session {
                 self.events.push_back(Event::Closed);
             }
             Step::Mail | Step::Rcpt | Step::Data | Step::EndOfData | Step::Rset | Step::Noop => {}
+        }
+        Ok(())
+    }
+
+    fn handle_auth_reply(&mut self, reply: Reply) -> Result<(), Error> {
+        let Some(exchange) = self.auth.as_mut() else {
+            return Err(Error::Unexpected { step: Some(Step::Auth), reply });
+        };
+        match reply.code {
+            334 => match exchange.next_response() {
+                // The challenge text (RFC 4954 §4: base64) is not needed: PLAIN and LOGIN answer in order.
+                Some(resp) => self.enqueue_hidden(Step::Auth, resp, super::auth::HIDDEN.to_string()),
+                // A challenge the mechanism has no answer to: the server is not speaking PLAIN or LOGIN.
+                None => {
+                    self.auth = None;
+                    return Err(Error::Unexpected { step: Some(Step::Auth), reply });
+                }
+            },
+            235 => {
+                let m = exchange.mechanism;
+                self.auth = None;
+                self.authenticated = Some(m);
+                self.events.push_back(Event::Authenticated(m));
+            }
+            // A refusal: the Event::Reply already carries it; the session goes on.
+            _ => self.auth = None,
         }
         Ok(())
     }

@@ -545,6 +545,13 @@ impl Session {
     }
 
     fn process(&mut self) {
+        self.process_buffered();
+        // The mode may have changed (DATA's 354, a BDAT chunk, the end of data): re-arm the idle timer
+        // for what the session now waits for, counted from the last input.
+        self.touch(self.now);
+    }
+
+    fn process_buffered(&mut self) {
         while !self.closed && self.pending.is_none() {
             let progressed = match self.mode {
                 Mode::Command | Mode::Auth(_) => self.process_line(),
