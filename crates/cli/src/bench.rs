@@ -106,9 +106,6 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    if args.user.is_some() {
-        anyhow::bail!("--user needs the client's AUTH support, which is not in this build yet");
-    }
     let tls = if args.tls {
         Tls::Implicit
     } else if args.starttls {
@@ -141,6 +138,8 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 tls,
                 timeout,
                 credentials: args.user.clone().zip(password.clone()),
+                cafile: args.cafile.clone(),
+                insecure: args.insecure,
                 per_connection: args.per_connection,
                 message: message.clone(),
                 envelope: envelope.clone(),
@@ -218,6 +217,8 @@ struct Worker {
     tls: Tls,
     timeout: Duration,
     credentials: Option<(String, String)>,
+    cafile: Option<std::path::PathBuf>,
+    insecure: bool,
     per_connection: u64,
     message: Arc<Vec<u8>>,
     envelope: Arc<Envelope>,
@@ -240,8 +241,15 @@ impl Worker {
     async fn run(self) {
         while self.claim() {
             let builder = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls);
-            // AUTH arrives with the client's TLS support; until then --user is refused up front.
-            let _ = &self.credentials;
+            let builder = match &self.credentials {
+                Some((u, p)) => builder.credentials(u.clone(), p.clone()),
+                None => builder,
+            };
+            let builder = match &self.cafile {
+                Some(f) => builder.cafile(f.clone()),
+                None => builder,
+            };
+            let builder = builder.insecure(self.insecure);
             let mut client = match builder.connect().await {
                 Ok(c) => c,
                 Err(e) => {
