@@ -2,17 +2,18 @@
 //!
 //! Owns `<data-dir>/tmp/` (messages being received), the layout
 //! `<data-dir>/mailboxes/<domain>/<local>/{tmp,new,cur}`, the cached user snapshot, and the
-//! committer thread that makes messages durable.
+//! threads that make messages durable.
 //!
 //! Delivery (DESIGN.md "Durability"): [`Store::begin`] creates a uniquely named file under
-//! `<data-dir>/tmp/`; [`Incoming::write`] streams chunks into it; [`Incoming::commit`] hands it to
-//! the committer and returns a [`Commit`] future. The committer drains every queued commit into one
-//! batch (group commit) and, for the whole batch:
-//! 1. flushes and fsyncs the files, in parallel on a few threads;
-//! 2. hard-links each file into `new/<unique>,S=<size>` of every recipient (copying only across
-//!    devices), creating missing Maildirs and fsyncing their parents;
-//! 3. fsyncs each distinct `new/` directory once;
-//! 4. unlinks the tmp files and answers every waiter.
+//! `<data-dir>/tmp/`; [`Incoming::write`] streams chunks into it; [`Incoming::commit`] hands it on
+//! and returns a [`Commit`] future. Two stages that overlap, so one batch's directory syncs run while
+//! the next messages' files sync:
+//! 1. a few syncer threads flush and fsync each file as it arrives (fdatasyncs issued in parallel
+//!    share the file system's journal commits);
+//! 2. one committer drains every synced message into a batch (group commit) and, for the batch,
+//!    hard-links each file into `new/<unique>,S=<size>` of every recipient (copying only across
+//!    devices), creating missing Maildirs and fsyncing their parents; fsyncs each distinct `new/`
+//!    directory once; unlinks the tmp files and answers every waiter.
 //!
 //! A message is delivered to all its recipients or to none: any failure removes the links already
 //! made for that message and its tmp file, and resolves to `Err`.
@@ -41,7 +42,7 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Most commits answered by one batch (bounds the latency of the first in the batch).
 pub const MAX_BATCH: usize = 256;
-/// Threads fsyncing one batch in parallel (the committer thread counts as one).
+/// Threads fsyncing message files in parallel (stage one, before the committer links them).
 pub const SYNC_THREADS: usize = 4;
 /// Files in tmp/ older than this are removed at open whatever their origin: the Maildir
 /// convention (qmail's maildir(5)) for abandoned tmp files.
@@ -247,13 +248,27 @@ impl Store {
         let stamp = FileStamp::of(directory.path());
         let users = directory.load()?;
 
-        let (tx, rx) = mpsc::channel();
+        // Two stages, so that they overlap: SYNC_THREADS syncers fsync message files as they come
+        // (parallel fdatasyncs share the file system's journal commits), and one committer links the
+        // synced ones into new/ a batch at a time with one fsync per directory.
+        let (commit_tx, commit_rx) = mpsc::channel::<Job>();
+        let (tx, sync_rx) = mpsc::channel::<Job>();
+        let sync_rx = Arc::new(Mutex::new(sync_rx));
+        for i in 0..SYNC_THREADS {
+            let rx = sync_rx.clone();
+            let forward = commit_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("mailroom-sync-{i}"))
+                .spawn(move || sync_loop(&rx, &forward))
+                .map_err(io_err("spawn syncer for", data_dir))?;
+        }
+        drop(commit_tx);
         let committer = Committer {
             mailboxes: mailboxes.clone(),
         };
         std::thread::Builder::new()
             .name("mailroom-commit".into())
-            .spawn(move || committer.run(rx))
+            .spawn(move || committer.run(commit_rx))
             .map_err(io_err("spawn committer for", data_dir))?;
 
         Ok(Store {
@@ -670,13 +685,7 @@ impl Committer {
             })
             .collect();
 
-        // 1. Data to disk, files in parallel.
-        parallel(&mut jobs, |j| {
-            if let Err(e) = sync_file(&mut j.job) {
-                j.error = Some(e);
-            }
-        });
-
+        // 1. The files' data is already on disk: the syncers did it before handing them over.
         // 2. Link into every recipient's new/ (metadata only: cheap, done in order).
         for j in jobs.iter_mut().filter(|j| j.error.is_none()) {
             let final_name = format!("{},S={}", j.job.unique, j.job.size);
@@ -808,6 +817,31 @@ fn create_dir_synced(dir: &Path, parent: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError::io("create", dir, e)),
     }
+}
+
+/// Stage one: fsync each message file as it arrives, then hand it to the committer. Ends when the
+/// store (every sender) is gone.
+fn sync_loop(rx: &Mutex<mpsc::Receiver<Job>>, forward: &mpsc::Sender<Job>) {
+    loop {
+        let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(mut job) = next else { return };
+        match sync_file(&mut job) {
+            Ok(()) => {
+                if let Err(mpsc::SendError(job)) = forward.send(job) {
+                    fail_job(job, StoreError::CommitterGone);
+                }
+            }
+            Err(e) => fail_job(job, e),
+        }
+    }
+}
+
+/// Answers a job that failed before any link was made, removing its tmp file.
+fn fail_job(mut job: Job, error: StoreError) {
+    drop(job.file.take());
+    let _ = fs::remove_file(&job.tmp_path);
+    tracing::warn!(id = %job.unique, %error, "delivery failed");
+    let _ = job.reply.send(Err(error));
 }
 
 /// Flush the buffer and fsync the data (fdatasync also persists the size, which reading needs).
