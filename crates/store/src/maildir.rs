@@ -10,7 +10,8 @@
 //! the next messages' files sync:
 //! 1. a few syncer threads flush and fsync each file as it arrives (fdatasyncs issued in parallel
 //!    share the file system's journal commits);
-//! 2. one committer drains every synced message into a batch (group commit) and, for the batch,
+//! 2. the syncer that finds no batch running drains every synced message into one (group commit, see
+//!    [`Stage2`]) and, for the batch,
 //!    hard-links each file into `new/<unique>,S=<size>` of every recipient (copying only across
 //!    devices), creating missing Maildirs and fsyncing their parents; fsyncs each distinct `new/`
 //!    directory once; unlinks the tmp files and answers every waiter.
@@ -251,25 +252,21 @@ impl Store {
         // Two stages, so that they overlap: SYNC_THREADS syncers fsync message files as they come
         // (parallel fdatasyncs share the file system's journal commits), and one committer links the
         // synced ones into new/ a batch at a time with one fsync per directory.
-        let (commit_tx, commit_rx) = mpsc::channel::<Job>();
         let (tx, sync_rx) = mpsc::channel::<Job>();
         let sync_rx = Arc::new(Mutex::new(sync_rx));
+        let stage2 = Arc::new(Stage2 {
+            committer: Committer { mailboxes: mailboxes.clone() },
+            pending: Mutex::new(Vec::new()),
+            leader: Mutex::new(()),
+        });
         for i in 0..SYNC_THREADS {
             let rx = sync_rx.clone();
-            let forward = commit_tx.clone();
+            let stage2 = stage2.clone();
             std::thread::Builder::new()
                 .name(format!("mailroom-sync-{i}"))
-                .spawn(move || sync_loop(&rx, &forward))
+                .spawn(move || sync_loop(&rx, &stage2))
                 .map_err(io_err("spawn syncer for", data_dir))?;
         }
-        drop(commit_tx);
-        let committer = Committer {
-            mailboxes: mailboxes.clone(),
-        };
-        std::thread::Builder::new()
-            .name("mailroom-commit".into())
-            .spawn(move || committer.run(commit_rx))
-            .map_err(io_err("spawn committer for", data_dir))?;
 
         Ok(Store {
             inner: Arc::new(Inner {
@@ -653,28 +650,12 @@ struct InFlight {
     error: Option<StoreError>,
 }
 
-/// The thread that makes messages durable, a batch at a time.
+/// Links synced messages into their mailboxes, a batch at a time.
 struct Committer {
     mailboxes: PathBuf,
 }
 
 impl Committer {
-    fn run(self, rx: mpsc::Receiver<Job>) {
-        // Ends when every Store clone (and so every Sender) is gone.
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            // Group commit: everything that queued up while the previous batch was syncing shares
-            // this batch's directory fsyncs.
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(batch);
-        }
-    }
-
     fn commit_batch(&self, batch: Vec<Job>) {
         let mut jobs: Vec<InFlight> = batch
             .into_iter()
@@ -821,17 +802,53 @@ fn create_dir_synced(dir: &Path, parent: &Path) -> Result<(), StoreError> {
 
 /// Stage one: fsync each message file as it arrives, then hand it to the committer. Ends when the
 /// store (every sender) is gone.
-fn sync_loop(rx: &Mutex<mpsc::Receiver<Job>>, forward: &mpsc::Sender<Job>) {
+fn sync_loop(rx: &Mutex<mpsc::Receiver<Job>>, stage2: &Stage2) {
     loop {
         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(mut job) = next else { return };
         match sync_file(&mut job) {
-            Ok(()) => {
-                if let Err(mpsc::SendError(job)) = forward.send(job) {
-                    fail_job(job, StoreError::CommitterGone);
-                }
-            }
+            Ok(()) => stage2.submit(job),
             Err(e) => fail_job(job, e),
+        }
+    }
+}
+
+/// Stage two without a thread of its own: synced messages wait in `pending`, and whichever syncer
+/// finds no batch running becomes the leader and commits everything pending, batch after batch, until
+/// nothing is left. No hand-off to another thread, so a lone message is not delayed by a wake-up, and
+/// messages that finish syncing while a batch runs still share the next batch's directory fsyncs.
+struct Stage2 {
+    committer: Committer,
+    pending: Mutex<Vec<Job>>,
+    leader: Mutex<()>,
+}
+
+impl Stage2 {
+    fn submit(&self, job: Job) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(job);
+        loop {
+            let guard = match self.leader.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                // The leader re-checks `pending` after its last batch, so our job is seen.
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let batch: Vec<Job> = {
+                    let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    let n = p.len().min(MAX_BATCH);
+                    p.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                self.committer.commit_batch(batch);
+            }
+            drop(guard);
+            // A job pushed after our last look, whose syncer saw the lock still held, is ours to run.
+            if self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return;
+            }
         }
     }
 }
