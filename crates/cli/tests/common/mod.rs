@@ -44,6 +44,21 @@ pub fn user_remove(data: &Path, addr: &str) {
     assert!(out.status.success(), "user remove {addr}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `mailroom user add ADDR --password-stdin` with PASSWORD, which must succeed.
+pub fn user_add_password(data: &Path, addr: &str, password: &str) {
+    let mut child = Command::new(bin())
+        .args(["user", "add", addr, "--password-stdin", "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailroom user add");
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "user add {addr}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// How to start a server.
 #[derive(Default, Clone)]
 pub struct Opts {
@@ -86,12 +101,20 @@ impl Server {
 
     /// A server on a fresh temporary data directory holding these users (added before it starts).
     pub fn start_with_users(opts: Opts, users: &[&str]) -> Server {
+        Server::start_prepared(opts, |data| {
+            for u in users {
+                user_add(data, u);
+            }
+        })
+    }
+
+    /// A server on a fresh temporary data directory that `prepare` sets up first (users with passwords,
+    /// odd mailbox directories...).
+    pub fn start_prepared(opts: Opts, prepare: impl FnOnce(&Path)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        for u in users {
-            user_add(&data, u);
-        }
+        prepare(&data);
         // The port was free when picked but another test may take it before the server binds: try a
         // few ports before giving up.
         let mut attempt = 0;
@@ -361,6 +384,40 @@ pub struct Smtp {
 impl Smtp {
     pub fn connect(port: u16) -> Smtp {
         Smtp::try_connect(port).expect("connect to the server")
+    }
+
+    /// Wraps a connected stream (bounded reads and writes, as [`Smtp::try_connect`]).
+    pub fn from_stream(s: TcpStream) -> std::io::Result<Smtp> {
+        s.set_read_timeout(Some(WAIT))?;
+        s.set_write_timeout(Some(WAIT))?;
+        s.set_nodelay(true)?;
+        Ok(Smtp { w: s.try_clone()?, r: BufReader::with_capacity(64 * 1024, s) })
+    }
+
+    /// Connects to 127.0.0.1:PORT from the loopback address SRC (e.g. 127.0.0.2), so that one test can
+    /// look like several clients to the per-address limits. std cannot bind before connecting; tokio's
+    /// TcpSocket can, on a throwaway runtime.
+    pub fn try_connect_from(src: std::net::Ipv4Addr, port: u16) -> std::io::Result<Smtp> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let std_stream = rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind((src, 0).into())?;
+            let s = tokio::time::timeout(WAIT, sock.connect(([127, 0, 0, 1], port).into()))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            s.into_std()
+        })?;
+        std_stream.set_nonblocking(false)?;
+        Smtp::from_stream(std_stream)
+    }
+
+    /// The local (client) side of the connection.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.w.local_addr().unwrap()
+    }
+
+    pub fn set_write_timeout(&self, t: Duration) {
+        self.w.set_write_timeout(Some(t)).unwrap();
     }
 
     pub fn try_connect(port: u16) -> std::io::Result<Smtp> {

@@ -1,0 +1,223 @@
+//! STARTTLS injection.
+//!
+//! Command injection (server side, CVE-2011-0411, Postfix; the same bug class in Exim, Cyrus, qmail
+//! patches and, again, in 2021 in many servers, "Why TLS is better without STARTTLS", Poddebniak et
+//! al., USENIX Security 2021): a man in the middle appends plaintext commands to the client's
+//! `STARTTLS`; a server that keeps them in its input buffer runs them inside the TLS session as if the
+//! client had sent them there. mailroom drops every byte that arrived with or after `STARTTLS<CRLF>`.
+//!
+//! Response injection (client side, the same paper; CVE-2021-33515 Dovecot, CVE-2021-38371 Exim as a
+//! client): a man in the middle appends replies to the server's 220. The client's own test lives with
+//! the client (`crates/client`); the case here drives the `mailroom send` binary against a scripted
+//! server.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::common::*;
+use crate::support::*;
+
+/// A rustls client trusting the server's self-signed certificate (`<data>/tls/cert.pem`).
+fn tls_config(server: &Server) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(server.data.join("tls/cert.pem")).expect("the server's cert.pem") {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(cfg)
+}
+
+/// Reads one reply byte by byte (so nothing after it is taken from the socket); None on EOF or timeout.
+fn read_reply_raw(r: &mut impl Read) -> Option<String> {
+    let mut all = String::new();
+    loop {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            match r.read(&mut b) {
+                Ok(1) => line.push(b[0]),
+                _ => return None,
+            }
+        }
+        let text = String::from_utf8_lossy(&line).into_owned();
+        all.push_str(&text);
+        if text.as_bytes().get(3) != Some(&b'-') {
+            return Some(all);
+        }
+    }
+}
+
+/// Plaintext up to EHLO; returns the socket.
+fn plain_ehlo(server: &Server) -> TcpStream {
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(read_reply_raw(&mut tcp).unwrap().starts_with("220 "));
+    tcp.write_all(b"EHLO client.example\r\n").unwrap();
+    let ehlo = read_reply_raw(&mut tcp).unwrap();
+    assert!(ehlo.contains("STARTTLS"), "STARTTLS offered: {ehlo}");
+    tcp
+}
+
+fn handshake(server: &Server, tcp: TcpStream) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(tls_config(server), name).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    tls
+}
+
+/// CVE-2011-0411 (Postfix; also Exim, Cyrus, Ipswitch and others, 2011; again in 2021): commands
+/// pipelined behind `STARTTLS` in the same plaintext packet are never answered under TLS. After the
+/// handshake the session is new: it needs EHLO again (RFC 3207 §4.2) and does not offer STARTTLS.
+#[test]
+fn cve_2011_0411_starttls_command_injection() {
+    let server = server();
+    let mut tcp = plain_ehlo(&server);
+    tcp.write_all(
+        b"STARTTLS\r\nMAIL FROM:<attacker@evil.example>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n\
+          Subject: injected\r\n\r\nINJECTED-PAYLOAD\r\n.\r\nNOOP\r\n",
+    )
+    .unwrap();
+    let r = read_reply_raw(&mut tcp).unwrap();
+    assert!(r.starts_with("220 2.0.0"), "STARTTLS: {r}");
+    let mut tls = handshake(&server, tcp);
+    tls.sock.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
+    let mut extra = [0u8; 512];
+    match tls.read(&mut extra) {
+        Ok(n) => panic!(
+            "an injected command was answered under TLS: {:?}\n{}",
+            String::from_utf8_lossy(&extra[..n]),
+            server.log_text()
+        ),
+        Err(e) => {
+            assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "TLS read: {e}")
+        }
+    }
+    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    tls.write_all(b"MAIL FROM:<a@client.example>\r\n").unwrap();
+    let r = read_reply_raw(&mut tls).unwrap();
+    assert!(r.starts_with("503 5.5.1"), "the session forgot the plaintext EHLO: {r}");
+    tls.write_all(b"EHLO client.example\r\n").unwrap();
+    let r = read_reply_raw(&mut tls).unwrap();
+    assert!(r.starts_with("250") && !r.contains("STARTTLS"), "a fresh EHLO, STARTTLS not offered again: {r}");
+    // The TLS session delivers normally.
+    for (line, want) in [
+        ("MAIL FROM:<a@client.example>", "250 2.1.0"),
+        ("RCPT TO:<alice@example.test>", "250 2.1.5"),
+        ("DATA", "354"),
+        ("Subject: under TLS\r\n\r\nhello\r\n.", "250 2.0.0"),
+        ("QUIT", "221"),
+    ] {
+        tls.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let r = read_reply_raw(&mut tls).unwrap();
+        assert!(r.starts_with(want), "{line:?} -> {r}");
+    }
+    assert_bob_untouched(&server);
+    assert_nowhere(&server, "INJECTED-PAYLOAD");
+    assert_eq!(messages(&server, ALICE).len(), 1);
+    assert_still_serves(&server);
+}
+
+/// CVE-2011-0411, second shape: the injected command arrives in its own packet right behind
+/// `STARTTLS`, possibly after the server has read the first. Either the server dropped it with the
+/// plaintext buffer, or it reaches the TLS layer as garbage and the handshake fails: in no case is it
+/// answered, in plaintext or under TLS.
+#[test]
+fn cve_2011_0411_starttls_injection_in_second_packet() {
+    let server = server();
+    let mut tcp = plain_ehlo(&server);
+    tcp.write_all(b"STARTTLS\r\n").unwrap();
+    tcp.write_all(b"RCPT TO:<bob@example.test>\r\n").unwrap();
+    let r = read_reply_raw(&mut tcp).unwrap();
+    assert!(r.starts_with("220 2.0.0"), "STARTTLS: {r}");
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(tls_config(&server), name).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    let mut ok = true;
+    while ok && tls.conn.is_handshaking() {
+        ok = tls.conn.complete_io(&mut tls.sock).is_ok();
+    }
+    if ok {
+        tls.sock.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+        let mut extra = [0u8; 512];
+        if let Ok(n) = tls.read(&mut extra) {
+            assert!(n == 0, "the injected RCPT was answered under TLS: {:?}", String::from_utf8_lossy(&extra[..n]));
+        }
+    }
+    assert_bob_untouched(&server);
+    assert_still_serves(&server);
+}
+
+/// STARTTLS in the middle of a transaction is refused (RFC 3207 §4.2 makes the server forget the
+/// transaction; refusing keeps a half-built plaintext envelope from crossing into TLS at all).
+#[test]
+fn starttls_inside_a_transaction_is_refused() {
+    let server = server();
+    let mut c = ehlo(&server);
+    expect_reply(&mut c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+    expect_reply(&mut c, "STARTTLS", 503, "5.5.1");
+    expect_reply(&mut c, "RSET", 250, "2.0.0");
+    c.expect("QUIT", 221);
+    assert_still_serves(&server);
+}
+
+/// Response injection, client side ("Why TLS is better without STARTTLS", 2021: CVE-2021-33515 Dovecot,
+/// CVE-2021-38371 Exim's client, and most mail clients): a man in the middle sends a forged reply in the
+/// same plaintext packet as the 220 to STARTTLS. A client that keeps it buffered takes it, under TLS, as
+/// the server's answer. `mailroom send --starttls` must refuse at once: no handshake, no MAIL, and the
+/// forged reply never shown as a reply. The library-level mirror of this case is
+/// `crates/client/tests/tls.rs::bytes_behind_the_starttls_220_are_refused`.
+#[test]
+fn starttls_response_injection_against_mailroom_send() {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        w.write_all(b"220 mitm.example ESMTP\r\n").unwrap();
+        r.read_line(&mut line).unwrap();
+        seen.push(std::mem::take(&mut line));
+        w.write_all(b"250-mitm.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n").unwrap();
+        r.read_line(&mut line).unwrap();
+        seen.push(std::mem::take(&mut line));
+        // The 220 and a forged EHLO reply in one write.
+        w.write_all(b"220 2.0.0 ready\r\n250-injected.example\r\n250 AUTH PLAIN\r\n").unwrap();
+        // Whatever the client does next: a TLS ClientHello starts with 0x16; a command is text.
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        (seen, rest)
+    });
+    let out = std::process::Command::new(bin())
+        .args(["send", "--server", &addr.to_string(), "--from", "a@client.example", "--to", "bob@example.test"])
+        .args(["--subject", "injected", "--body", "hello", "--starttls", "--insecure", "--timeout", "5s", "-v"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (seen, rest) = script.join().unwrap();
+    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(seen[0].starts_with("EHLO ") && seen[1].starts_with("STARTTLS"), "{seen:?}");
+    assert!(transcript.contains("S: 220 2.0.0 ready"), "the -v transcript shows the replies:\n{transcript}");
+    assert!(!out.status.success(), "mailroom send went on after a forged reply:\n{transcript}");
+    assert!(rest.is_empty(), "the client sent more after the injected 220: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        !transcript.lines().any(|l| l.contains("S:") && l.contains("injected.example")),
+        "the forged reply was read as one:\n{transcript}"
+    );
+}

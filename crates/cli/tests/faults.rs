@@ -1,0 +1,469 @@
+//! Faults (issue 5): a full disk, an unwritable mailbox, SIGKILL at random moments under load, and 5,000
+//! idle connections. The server answers 452 4.3.1 / 451 4.3.0 and leaves no partial file, loses nothing
+//! it acknowledged, and keeps serving everyone else.
+//!
+//! The disk-full cases mount a small tmpfs (tests run as root here and in CI). Where mounting is not
+//! permitted they print a notice and return; the unwritable-mailbox cases need no privilege.
+//! Run with `-- --nocapture` to see the figures (memory per idle connection, crash rounds).
+
+mod common;
+
+#[path = "attacks/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use support::*;
+
+// ---------------------------------------------------------------------------------------------------
+// Disk full
+
+/// A tmpfs mounted for one test; unmounted on drop (lazily if something still holds it).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of SIZE (e.g. "2m") on DIR; None when mounting is not permitted here.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir: dir.to_owned() }),
+            Ok(o) => {
+                eprintln!("NOTICE: cannot mount a tmpfs ({}); skipping", String::from_utf8_lossy(&o.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("NOTICE: cannot run mount ({e}); skipping");
+                None
+            }
+        }
+    }
+
+    /// Writes a file until the filesystem is full (ENOSPC); returns its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0x5a_u8; 64 * 1024];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(28), "filling the tmpfs: {e}");
+                    break;
+                }
+            }
+        }
+        // Top up the last partial page.
+        while f.write(&[0x5a]).is_ok_and(|n| n == 1) {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount").arg(&self.dir).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+const FULL: &str = "full@example.test";
+
+/// One message from a fresh session to RCPTS; returns the final reply (or the first refusal).
+fn send_to(server: &Server, rcpts: &[&str], subject: &str) -> Reply {
+    let mut c = server.connect();
+    c.ehlo();
+    expect_reply(&mut c, "MAIL FROM:<sender@client.example>", 250, "2.1.0");
+    for r in rcpts {
+        expect_reply(&mut c, &format!("RCPT TO:<{r}>"), 250, "2.1.5");
+    }
+    let r = c.data(format!("Subject: {subject}\r\n\r\n{subject} body\r\n").as_bytes());
+    c.expect("QUIT", 221);
+    r
+}
+
+fn count_subject(server: &Server, addr: &str, subject: &str) -> usize {
+    messages(server, addr).iter().filter(|(_, m)| contains(m, format!("Subject: {subject}\n").as_bytes())).count()
+}
+
+/// Files in ADDR's tmp/ (a partial copy would be left there).
+fn mbox_tmp(server: &Server, addr: &str) -> Vec<PathBuf> {
+    files_in(&server.maildir(addr).join("tmp"))
+}
+
+/// One mailbox lives on a full filesystem: `<data>/mailboxes/example.test/full` is a symlink to a 2 MiB
+/// tmpfs, so delivery there takes the store's cross-device path (copy into the mailbox's tmp/, fsync,
+/// link). Full: 452 4.3.1 (RFC 3463 "mail system full"), no partial copy, and a message for full and
+/// alice together reaches neither (all or none). Alice is served meanwhile; once space is freed, full is
+/// served again without a restart.
+#[test]
+fn disk_full_mailbox_on_a_full_tmpfs() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&outer.path().join("fs"), "2m") else { return };
+    let target = fs.dir.join("full-maildir");
+    std::fs::create_dir(&target).unwrap();
+    let server = Server::start_prepared(Opts::example().with_config(FAST_ERRORS), |data| {
+        for u in [ALICE, BOB, FULL] {
+            user_add(data, u);
+        }
+        let dom = data.join("mailboxes/example.test");
+        std::fs::create_dir_all(&dom).unwrap();
+        std::os::unix::fs::symlink(&target, dom.join("full")).unwrap();
+    });
+    assert_reply(&send_to(&server, &[FULL], "before"), 250, "2.0.0", "delivery across devices while there is room");
+    let filler = fs.fill();
+
+    assert_reply(&send_to(&server, &[FULL], "no-room"), 452, "4.3.1", "delivery to the full filesystem");
+    assert_reply(&send_to(&server, &[ALICE, FULL], "both"), 452, "4.3.1", "a message for alice and full");
+    assert_eq!(count_subject(&server, FULL, "before"), 1);
+    assert_eq!(messages(&server, FULL).len(), 1, "nothing new in full's mailbox");
+    assert_eq!(count_subject(&server, ALICE, "both"), 0, "all or none: alice did not get it either");
+    assert!(mbox_tmp(&server, FULL).is_empty(), "a partial copy in full's tmp/: {:?}", mbox_tmp(&server, FULL));
+    assert!(files_under(&server.data.join("tmp")).is_empty(), "left in <data>/tmp");
+    assert_still_serves(&server);
+
+    std::fs::remove_file(filler).unwrap();
+    assert_reply(&send_to(&server, &[FULL], "after"), 250, "2.0.0", "delivery once space is back");
+    assert_eq!(count_subject(&server, FULL, "after"), 1);
+    drop(server);
+    drop(fs);
+}
+
+/// The whole data directory on a full filesystem (the spool and every mailbox): 452 4.3.1 for every
+/// message, no partial file, sessions stay usable, and delivery resumes once space is freed.
+#[test]
+fn disk_full_data_directory() {
+    let outer = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&outer.path().join("data"), "2m") else { return };
+    let data = fs.dir.clone();
+    for u in [ALICE, BOB] {
+        user_add(&data, u);
+    }
+    let server = Server::spawn(Opts::example().with_config(FAST_ERRORS), data.clone(), free_port());
+    assert_reply(&send_to(&server, &[BOB], "room"), 250, "2.0.0", "a message while there is room");
+    let filler = fs.fill();
+
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n".repeat(2000)
+    );
+    let mut c = server.connect();
+    c.ehlo();
+    for body in [b"Subject: small\r\n\r\nsmall\r\n".to_vec(), big.into_bytes()] {
+        expect_reply(&mut c, "MAIL FROM:<sender@client.example>", 250, "2.1.0");
+        expect_reply(&mut c, &format!("RCPT TO:<{ALICE}>"), 250, "2.1.5");
+        let r = c.data(&body);
+        assert_reply(&r, 452, "4.3.1", "a message on a full disk");
+    }
+    assert_reply(&c.cmd("NOOP"), 250, "2.0.0", "the session goes on");
+    c.expect("QUIT", 221);
+    assert!(messages(&server, ALICE).is_empty(), "nothing stored for alice");
+    assert!(files_under(&data.join("tmp")).is_empty(), "a partial file in <data>/tmp");
+    assert!(mbox_tmp(&server, ALICE).is_empty());
+
+    std::fs::remove_file(filler).unwrap();
+    assert_still_serves(&server);
+    assert_eq!(count_subject(&server, BOB, "room"), 1);
+    drop(server);
+    drop(fs);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Unwritable mailbox
+
+/// Bob's `new` is a regular file, not a directory (root ignores permission bits, so this is the
+/// portable way to make a Maildir unwritable): 451 4.3.0, nothing partial, a message for alice and bob
+/// reaches neither, alice alone is served.
+#[test]
+fn unwritable_mailbox_new_is_a_file() {
+    let server = Server::start_prepared(Opts::example().with_config(FAST_ERRORS), |data| {
+        for u in [ALICE, BOB] {
+            user_add(data, u);
+        }
+        let bob = maildir(data, BOB);
+        std::fs::create_dir_all(bob.join("tmp")).unwrap();
+        std::fs::create_dir_all(bob.join("cur")).unwrap();
+        std::fs::write(bob.join("new"), b"not a directory").unwrap();
+    });
+    assert_reply(&send_to(&server, &[BOB], "to-bob"), 451, "4.3.0", "delivery to an unwritable mailbox");
+    assert_reply(&send_to(&server, &[ALICE, BOB], "to-both"), 451, "4.3.0", "a message for alice and bob");
+    assert_eq!(count_subject(&server, ALICE, "to-both"), 0, "all or none");
+    assert!(mbox_tmp(&server, BOB).is_empty());
+    assert!(files_under(&server.data.join("tmp")).is_empty(), "left in <data>/tmp");
+    assert_eq!(std::fs::read(server.maildir(BOB).join("new")).unwrap(), b"not a directory");
+    assert_still_serves(&server);
+}
+
+/// Bob's `new/` is immutable (`chattr +i`, which binds root too): 451 4.3.0, the same guarantees. Skipped
+/// where the filesystem has no immutable flag.
+#[test]
+fn unwritable_mailbox_immutable_directory() {
+    struct Immutable(PathBuf);
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let server = Server::start_with_users(Opts::example().with_config(FAST_ERRORS), &[ALICE, BOB]);
+    assert_reply(&send_to(&server, &[BOB], "first"), 250, "2.0.0", "bob's mailbox is made on first delivery");
+    let new = server.maildir(BOB).join("new");
+    let ok = Command::new("chattr").arg("+i").arg(&new).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("NOTICE: chattr +i not available here; skipping");
+        return;
+    }
+    let _guard = Immutable(new.clone());
+    assert_reply(&send_to(&server, &[BOB], "frozen"), 451, "4.3.0", "delivery into an immutable new/");
+    assert_reply(&send_to(&server, &[ALICE, BOB], "both"), 451, "4.3.0", "a message for alice and bob");
+    assert_eq!(count_subject(&server, ALICE, "both"), 0, "all or none");
+    assert_eq!(messages(&server, BOB).len(), 1, "only the first message");
+    assert!(mbox_tmp(&server, BOB).is_empty());
+    assert!(files_under(&server.data.join("tmp")).is_empty(), "left in <data>/tmp");
+    assert_still_serves(&server);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SIGKILL at random moments
+
+const CRASH_USER: &str = "crash@example.test";
+const CRASH_THREADS: usize = 4;
+const CRASH_ROUNDS: usize = 10;
+
+/// xorshift64*: random kill moments without a dependency; the seed is printed for reruns.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+fn crash_body(marker: &str, lines: usize) -> String {
+    let mut b = format!("Subject: crash {marker}\r\nX-Marker: {marker}\r\n\r\n");
+    for i in 0..lines {
+        b.push_str(&format!("{marker} line {i:04} the quick brown fox jumps over the lazy dog\r\n"));
+    }
+    b.push_str(&format!("END {marker}\r\n"));
+    b
+}
+
+/// Sends messages until `stop` or an I/O error; markers that got 250 go to `acked`.
+fn crash_client(
+    port: u16,
+    t: usize,
+    seq: &AtomicU64,
+    stop: &AtomicBool,
+    acked: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut c = Smtp::try_connect(port)?;
+    c.set_read_timeout(Duration::from_secs(3));
+    let step = |c: &mut Smtp, line: &str, code: u16| -> std::io::Result<()> {
+        c.try_send(format!("{line}\r\n").as_bytes())?;
+        let r = c.try_read_reply()?;
+        if r.code == code {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("{line} -> {r:?}")))
+        }
+    };
+    if c.try_read_reply()?.code != 220 {
+        return Err(std::io::Error::other("greeting"));
+    }
+    step(&mut c, "EHLO crash.client.example", 250)?;
+    while !stop.load(Ordering::Relaxed) {
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        let marker = format!("T{t}N{n}");
+        step(&mut c, "MAIL FROM:<load@client.example>", 250)?;
+        step(&mut c, &format!("RCPT TO:<{CRASH_USER}>"), 250)?;
+        step(&mut c, "DATA", 354)?;
+        // Sizes vary (1-40 KB), and the body goes in pieces, so kills land everywhere.
+        let data = dot_stuff(crash_body(&marker, 10 + (n as usize * 37) % 500).as_bytes());
+        for piece in data.chunks(8 * 1024) {
+            c.try_send(piece)?;
+        }
+        c.try_send(b".\r\n")?;
+        let r = c.try_read_reply()?;
+        if r.code != 250 {
+            return Err(std::io::Error::other(format!("end of data -> {r:?}")));
+        }
+        acked.lock().unwrap().push(marker);
+    }
+    Ok(())
+}
+
+/// Every file in new/ is complete (its own END line, size as in `S=`); returns the count per marker.
+fn check_crash_mailbox(server: &Server) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for f in server.new_files(CRASH_USER) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert_eq!(Some(bytes.len() as u64), size_from_name(&f), "{f:?}: size differs from S=");
+        let text = String::from_utf8(bytes).unwrap();
+        let marker = text
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Marker: "))
+            .unwrap_or_else(|| panic!("{f:?}: no marker"))
+            .to_owned();
+        assert!(text.ends_with(&format!("END {marker}\n")), "{f:?} is partial");
+        *seen.entry(marker).or_default() += 1;
+    }
+    seen
+}
+
+/// SIGKILL at random moments (50-800 ms apart) under load from four clients, ten times in a row, with a
+/// restart on the same data directory after each: every message that got 250 is in new/ right after the
+/// kill, nothing partial is ever visible in new/, and the restarted server cleans up what the killed one
+/// left in tmp/. (Extends `e2e_crash.rs` from fixed to random kill moments.)
+#[test]
+fn sigkill_at_random_moments_under_load() {
+    let seed = std::env::var("MAILROOM_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    let mut rng = Rng(seed);
+    let start = Instant::now();
+    let mut server = Server::start_with_users(Opts::example(), &[CRASH_USER]);
+    let port = server.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seq = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..CRASH_THREADS)
+        .map(|t| {
+            let (stop, acked, seq) = (stop.clone(), acked.clone(), seq.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if crash_client(port, t, &seq, &stop, &acked).is_err() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut delays = Vec::new();
+    for round in 0..CRASH_ROUNDS {
+        let delay = rng.between(50, 800);
+        delays.push(delay);
+        std::thread::sleep(Duration::from_millis(delay));
+        server.kill();
+        let seen = check_crash_mailbox(&server);
+        for m in acked.lock().unwrap().iter() {
+            assert!(seen.contains_key(m), "round {round} (seed {seed}): {m} got 250 but is not in new/");
+        }
+        server.restart();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let seen = check_crash_mailbox(&server);
+    let unique: HashSet<&String> = acked.iter().collect();
+    assert_eq!(unique.len(), acked.len());
+    let lost: Vec<_> = acked.iter().filter(|m| !seen.contains_key(*m)).collect();
+    assert!(lost.is_empty(), "seed {seed}: acknowledged but lost: {lost:?}");
+    assert!(acked.len() >= CRASH_ROUNDS, "seed {seed}: too little load ({} messages)", acked.len());
+    let tmp = files_under(&server.data.join("tmp"));
+    assert!(tmp.is_empty(), "left in <data>/tmp after restart: {tmp:?}");
+    assert!(mbox_tmp(&server, CRASH_USER).is_empty());
+    eprintln!(
+        "random SIGKILL: seed {seed}, kill delays {delays:?} ms, {} acknowledged, {} in new/ ({} stored without 250), {:?}",
+        acked.len(),
+        seen.values().sum::<usize>(),
+        seen.keys().filter(|m| !unique.contains(m)).count(),
+        start.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 5,000 idle connections
+
+const IDLE: usize = 5000;
+
+/// The soft RLIMIT_NOFILE of this process, raised towards the hard limit (with prlimit(1): no unsafe
+/// code, no extra crate) when it is below what 5,000 sockets need. The server, spawned later, inherits it.
+fn ensure_nofile(need: u64) -> bool {
+    let read = || -> (u64, u64) {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let v: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        (v[0], v[1])
+    };
+    let (soft, hard) = read();
+    if soft >= need {
+        return true;
+    }
+    let target = hard.max(need);
+    let _ = Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={target}:{target}"))
+        .status();
+    read().0 >= need
+}
+
+/// 5,000 concurrent idle connections (each has had its greeting and says nothing): a new client still
+/// gets its 220 and a message delivered within 2 s, and the server's memory per idle connection (VmRSS
+/// with them minus before, over 5,000) stays under 64 KiB. The figure is printed for BENCHMARKS.md.
+#[test]
+fn five_thousand_idle_connections() {
+    if !ensure_nofile(IDLE as u64 + 1000) {
+        eprintln!("NOTICE: cannot raise RLIMIT_NOFILE to {} here; skipping", IDLE + 1000);
+        return;
+    }
+    let server = server_with("[limits]\nmax_connections = 6000\nmax_connections_per_ip = 0\n");
+    // Warm up: the first session allocates the runtime's lazily made parts.
+    assert_still_serves(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = rss_kib(server.pid());
+    let start = Instant::now();
+    let mut idle: Vec<TcpStream> = Vec::with_capacity(IDLE);
+    for i in 0..IDLE {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut g = [0u8; 128];
+        let n = s.read(&mut g).unwrap_or_else(|e| panic!("greeting {i}: {e}"));
+        assert!(g[..n].starts_with(b"220 "), "connection {i}: {:?}", String::from_utf8_lossy(&g[..n]));
+        idle.push(s);
+    }
+    let opened = start.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    let with = rss_kib(server.pid());
+
+    let t = Instant::now();
+    assert_still_serves(&server);
+    let fresh = t.elapsed();
+    assert!(fresh < Duration::from_secs(2), "a new client took {fresh:?} with {IDLE} idle connections");
+
+    // The idle sessions are alive, not dropped.
+    for s in idle.iter_mut().step_by(997) {
+        s.write_all(b"NOOP\r\n").unwrap();
+        let mut r = [0u8; 64];
+        let n = s.read(&mut r).unwrap();
+        assert!(r[..n].starts_with(b"250 "), "an idle session: {:?}", String::from_utf8_lossy(&r[..n]));
+    }
+    let per_conn = (with.saturating_sub(before)) as f64 / IDLE as f64;
+    eprintln!(
+        "{IDLE} idle connections: opened in {opened:?}; server VmRSS {before} KiB before, {with} KiB with them: \
+         {per_conn:.1} KiB per idle connection; a new client was served in {fresh:?}"
+    );
+    assert!(per_conn < 64.0, "{per_conn:.1} KiB per idle connection");
+    drop(idle);
+}
