@@ -166,3 +166,72 @@ fn swaks_tls_on_the_smtp_port_without_auth_delivers_with_esmtps() {
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].contains("with ESMTPS "), "{}", msgs[0]);
 }
+
+/// A self-signed pair from the openssl command line, for the given common name.
+fn openssl_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+/// The common name of the certificate a TLS server presents (through Python's ssl).
+fn presented_cn(port: u16) -> String {
+    let code = format!(
+        "import ssl\nc=ssl.get_server_certificate(('127.0.0.1',{port}))\nimport subprocess\n\
+         print(subprocess.run(['openssl','x509','-noout','-subject'],input=c.encode(),capture_output=True).stdout.decode())"
+    );
+    let out = Command::new("python3").args(["-c", &code]).output().expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn given_certificate_is_used_and_reloaded_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, k1) = openssl_pair(dir.path(), "first.example");
+    let (c2, k2) = openssl_pair(dir.path(), "second.example");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&c1, &cert).unwrap();
+    std::fs::copy(&k1, &key).unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--submissions", &format!("127.0.0.1:{port}"), "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(presented_cn(port).contains("first.example"), "{}", presented_cn(port));
+    assert!(!dir.path().join("data/tls/cert.pem").exists(), "no self-signed certificate when one is given");
+    std::fs::copy(&c2, &cert).unwrap();
+    std::fs::copy(&k2, &key).unwrap();
+    let hup = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let mut seen = String::new();
+    while Instant::now() < end {
+        seen = presented_cn(port);
+        if seen.contains("second.example") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("second.example"), "after SIGHUP the new certificate is served: {seen}");
+}
