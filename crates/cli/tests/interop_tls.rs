@@ -108,6 +108,12 @@ fn smtplib_starttls_login_on_submission_and_the_refusals() {
     assert_eq!(msgs.len(), 1, "exactly the one allowed message arrived");
     assert!(msgs[0].contains("Subject: via submission"));
     assert!(msgs[0].contains("with ESMTPSA"), "RFC 3848 keyword for TLS + AUTH: {}", msgs[0]);
+    // No password and no AUTH blob in the server's log, for the right and the wrong password alike.
+    let log = std::fs::read_to_string(s._dir.path().join("server.log")).unwrap();
+    assert!(log.contains("authenticated") && log.contains("authentication failed"), "{log}");
+    for secret in ["sekret", "wrong", "AGFsaWNlQGV4YW1wbGUudGVzdABzZWtyZXQ=", "c2VrcmV0", "d3Jvbmc="] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
 }
 
 #[test]
