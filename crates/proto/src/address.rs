@@ -248,6 +248,9 @@ fn parse_dot_string(input: &[u8]) -> Result<(String, usize), AddressError> {
         }
     }
     let s = std::str::from_utf8(&input[..i]).map_err(|_| AddressError::BadLocalPart)?;
+    if s.chars().any(char::is_control) {
+        return Err(AddressError::BadLocalPart);
+    }
     Ok((s.to_owned(), i))
 }
 
@@ -284,6 +287,9 @@ fn parse_quoted(input: &[u8]) -> Result<(String, usize), AddressError> {
         }
     }
     let s = String::from_utf8(out).map_err(|_| AddressError::BadLocalPart)?;
+    if s.chars().any(char::is_control) {
+        return Err(AddressError::BadLocalPart);
+    }
     Ok((s, i))
 }
 
@@ -309,7 +315,10 @@ fn parse_domain_name(input: &[u8]) -> Result<usize, AddressError> {
             break;
         }
     }
-    std::str::from_utf8(&input[..i]).map_err(|_| AddressError::BadDomain)?;
+    let name = std::str::from_utf8(&input[..i]).map_err(|_| AddressError::BadDomain)?;
+    if name.chars().any(char::is_control) {
+        return Err(AddressError::BadDomain);
+    }
     Ok(i)
 }
 
@@ -418,6 +427,13 @@ mod tests {
         ] {
             assert_eq!(rev(input).unwrap_err(), err, "{input:?}");
         }
+    }
+
+    #[test]
+    fn unicode_controls_are_refused() {
+        assert_eq!(rev("<a\u{85}b@x.org>").unwrap_err(), AddressError::BadLocalPart);
+        assert_eq!(rev("<a@ex\u{9b}ample.org>").unwrap_err(), AddressError::BadDomain);
+        assert_eq!(rev("<\"a\u{89}b\"@x.org>").unwrap_err(), AddressError::BadLocalPart);
     }
 
     #[test]

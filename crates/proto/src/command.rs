@@ -59,7 +59,9 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     let Ok(line) = std::str::from_utf8(line) else {
         return Err(Reply::new(500, Enhanced(5, 5, 2), "Command line is not valid UTF-8"));
     };
-    if line.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+    // Unicode controls too (C1, U+0080-U+009F: NEL is a line break to some readers, CSI starts a
+    // terminal escape), so nothing that reaches a header or a log can carry one.
+    if line.chars().any(|c| c.is_control() && c != '\t') {
         return Err(Reply::new(500, Enhanced(5, 5, 2), "Control characters in command line"));
     }
     let (verb, rest) = match line.find(' ') {
@@ -75,8 +77,8 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         }
     };
     if is("HELO") || is("EHLO") {
-        let arg = rest.trim();
-        if arg.is_empty() || arg.contains(' ') {
+        let arg = rest.trim_matches(' ');
+        if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(Reply::new(
                 501,
                 Enhanced(5, 5, 4),

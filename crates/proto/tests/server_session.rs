@@ -677,3 +677,27 @@ fn errors_past_half_the_limit_are_delayed() {
     s.handle_input(b"NOOP\r\n", now);
     assert_eq!(s.poll_delay(), None, "good commands are not delayed");
 }
+
+#[test]
+fn refused_bdat_chunks_count_towards_max_errors() {
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_errors: 5, ..Config::default() });
+    s.cmd("EHLO c", "250");
+    let mut out = String::new();
+    for _ in 0..10 {
+        out += &s.send(b"BDAT 1\r\nx");
+        if s.closed {
+            break;
+        }
+    }
+    assert_eq!(out.matches("503 5.5.1").count(), 5, "{out}");
+    assert!(out.ends_with("421 4.7.0 mx.test Too many errors, closing connection\r\n"), "{out}");
+    assert!(s.closed);
+}
+
+#[test]
+fn helo_names_with_whitespace_or_controls_are_refused() {
+    let mut s = S::new();
+    s.cmd("EHLO evil.example\t(via trusted)", "501 5.5.4");
+    s.cmd("EHLO a\u{85}b", "500 5.5.2");
+    s.cmd("EHLO good.example", "250");
+}

@@ -98,10 +98,13 @@ pub fn parse_reply(input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
 /// One line from the front of `input`, or `None` when its end has not arrived yet.
 fn parse_line(input: &[u8]) -> Result<Option<(Line, usize)>, ReplyError> {
     let window = &input[..input.len().min(MAX_REPLY_LINE)];
-    if window.contains(&0) {
+    let lf = window.iter().position(|&b| b == b'\n');
+    // Only this line's octets count: a NUL after its LF belongs to the next reply, so the result does not
+    // depend on how the bytes were split.
+    if window[..lf.map_or(window.len(), |i| i + 1)].contains(&0) {
         return Err(ReplyError::Nul);
     }
-    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+    let Some(lf) = lf else {
         if input.len() >= MAX_REPLY_LINE {
             return Err(ReplyError::LineTooLong);
         }

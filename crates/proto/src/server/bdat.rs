@@ -22,7 +22,7 @@ impl Session {
             refuse(503, Enhanced(5, 5, 1), "Need MAIL command")
         };
         if let Some(r) = refusal {
-            self.errors += 1;
+            // Counted towards max_errors when sent, after the chunk (see process_bdat).
             self.mode = Mode::Bdat { remaining: size, last, refusal: Some(r) };
             return;
         }
@@ -90,10 +90,14 @@ impl Session {
         let chunk_refusal = chunk_refusal.take();
         self.mode = Mode::Command;
         if let Some(r) = chunk_refusal {
-            self.reply(r);
             if self.bdat_failed.is_some() {
+                // The store refused the message: not the client's fault.
+                self.reply(r);
                 self.reset_transaction();
                 self.transaction_over();
+            } else {
+                // Out of sequence: an error like any other, so a flood of them meets max_errors.
+                self.error(r);
             }
             return true;
         }

@@ -198,7 +198,6 @@ pub struct Helo {
 }
 
 /// One SMTP server session.
-#[derive(Debug)]
 pub struct Session {
     config: Arc<Config>,
     input: Vec<u8>,
@@ -421,6 +420,16 @@ impl Session {
 
     // ---- state the shell reads ----
 
+    /// Input octets received but not yet parsed (bounded: see [`Session::wants_input`]).
+    pub fn buffered_input(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
+    /// Input octets held in memory, parsed or not (the buffer is compacted as it is consumed).
+    pub fn held_input(&self) -> usize {
+        self.input.len()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed
     }
@@ -640,6 +649,21 @@ impl Session {
             return false;
         }
         true
+    }
+}
+
+/// Shows the state, never the buffers: the input may hold an AUTH exchange (a password in base64).
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("helo", &self.helo)
+            .field("tls", &self.tls)
+            .field("authenticated", &self.authenticated)
+            .field("transaction", &self.tx.as_ref().map(|t| (t.rcpts.len(), t.size)))
+            .field("pending", &self.pending.as_ref().map(std::mem::discriminant))
+            .field("buffered_input", &self.buffered_input())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
     }
 }
 
