@@ -296,7 +296,8 @@ fn error_key(e: &mailroom_client::Error) -> String {
 
 /// A plain text message of exactly `size` octets (at least its headers), CRLF line endings.
 fn make_message(from: &str, to: &str, size: usize) -> Vec<u8> {
-    let mut m = format!("From: {from}\r\nTo: {to}\r\nSubject: mailroom bench\r\nMessage-ID: <bench@mailroom>\r\n\r\n").into_bytes();
+    let mut m = format!("From: {from}\r\nTo: {to}\r\nSubject: mailroom bench\r\nMessage-ID: <bench@mailroom>\r\n\r\n")
+        .into_bytes();
     let line = b"The quick brown fox jumps over the lazy dog; mailroom bench filler text....\r\n";
     while m.len() + line.len() <= size {
         m.extend_from_slice(line);

@@ -14,11 +14,7 @@ mod serve;
 mod user;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mailroom",
-    version,
-    about = "Receive, store, relay and send mail"
-)]
+#[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,17 +58,18 @@ fn main() -> ExitCode {
     // sendmail has its own flag syntax (-oi, -f addr, -t): hand it the raw arguments, and answer to the
     // name `sendmail` too, so a symlink /usr/sbin/sendmail -> mailroom works.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let invoked_as_sendmail = argv
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n == "sendmail"))
-        .unwrap_or(false);
+    let invoked_as_sendmail =
+        argv.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n == "sendmail")).unwrap_or(false);
     if invoked_as_sendmail {
         return sendmail::main(argv.split_off(1));
     }
     if argv.get(1).is_some_and(|a| a == "sendmail") {
         return sendmail::main(argv.split_off(2));
     }
-    let cli = Cli::try_parse().unwrap_or_else(|e| { let _ = e.print(); std::process::exit(if e.use_stderr() { 64 } else { 0 }) }); // EX_USAGE
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 64 } else { 0 })
+    }); // EX_USAGE
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging();

@@ -11,11 +11,7 @@ use proptest::prelude::*;
 /// Feeds `input` in the given pieces, answering every event; returns all output.
 fn drive(input: &[u8], cuts: &[usize]) -> Vec<u8> {
     let now = Instant::now();
-    let cfg = Config {
-        max_message_size: 2000,
-        max_recipients: 5,
-        ..Config::default()
-    };
+    let cfg = Config { max_message_size: 2000, max_recipients: 5, ..Config::default() };
     let mut s = Session::new(Arc::new(cfg), now);
     let mut out = Vec::new();
     let mut start = 0;
@@ -54,22 +50,12 @@ fn drive(input: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 fn assert_well_formed(out: &[u8]) {
-    assert!(
-        out.is_empty() || out.ends_with(b"\r\n"),
-        "output ends in CRLF"
-    );
+    assert!(out.is_empty() || out.ends_with(b"\r\n"), "output ends in CRLF");
     for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let line = line.strip_suffix(b"\r").expect("every line ends in CRLF");
-        assert!(
-            line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit),
-            "{:?}",
-            String::from_utf8_lossy(line)
-        );
+        assert!(line.len() >= 4 && line[..3].iter().all(u8::is_ascii_digit), "{:?}", String::from_utf8_lossy(line));
         assert!(line[3] == b' ' || line[3] == b'-');
-        assert!(
-            !line.contains(&b'\r') && !line.contains(&0),
-            "no stray CR or NUL"
-        );
+        assert!(!line.contains(&b'\r') && !line.contains(&0), "no stray CR or NUL");
     }
 }
 

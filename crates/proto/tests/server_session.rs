@@ -40,10 +40,7 @@ impl S {
         s
     }
     fn new() -> S {
-        S::with(Config {
-            hostname: "mx.test".into(),
-            ..Config::default()
-        })
+        S::with(Config { hostname: "mx.test".into(), ..Config::default() })
     }
 
     /// Runs events to completion, answering like a small server would.
@@ -128,18 +125,8 @@ impl S {
 fn ehlo_lists_extensions() {
     let mut s = S::new();
     let r = s.cmd("EHLO c.test", "250-");
-    for ext in [
-        "SIZE 26214400",
-        "PIPELINING",
-        "8BITMIME",
-        "SMTPUTF8",
-        "ENHANCEDSTATUSCODES",
-        "CHUNKING",
-    ] {
-        assert!(
-            r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")),
-            "{ext} in {r}"
-        );
+    for ext in ["SIZE 26214400", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"] {
+        assert!(r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")), "{ext} in {r}");
     }
     assert!(r.ends_with("250 HELP\r\n"));
     s.cmd("HELO c.test", "250 mx.test\r\n");
@@ -151,14 +138,8 @@ fn a_whole_transaction() {
     s.cmd("MAIL FROM:<sender@example.org>", "250 2.1.0");
     s.cmd("RCPT TO:<alice@mx.test>", "250 2.1.5");
     s.cmd("DATA", "354 ");
-    assert_eq!(
-        s.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"),
-        "250 2.0.0 Message accepted\r\n"
-    );
-    assert_eq!(
-        s.stored,
-        vec![b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]
-    );
+    assert_eq!(s.send(b"Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\n"), "250 2.0.0 Message accepted\r\n");
+    assert_eq!(s.stored, vec![b"Subject: hi\r\n\r\n.dot\r\nbody\r\n".to_vec()]);
     s.cmd("QUIT", "221 2.0.0");
     assert!(s.closed);
 }
@@ -223,20 +204,13 @@ fn unknown_users_refused_others_delivered() {
 #[test]
 fn pipelined_replies_come_in_order_in_one_batch() {
     let mut s = S::greeted();
-    let r = s.send(
-        b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<zed@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n",
-    );
+    let r = s.send(b"MAIL FROM:<a@b>\r\nRCPT TO:<alice@x>\r\nRCPT TO:<zed@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\n");
     let codes: Vec<&str> = r.lines().map(|l| &l[..3]).collect();
     assert_eq!(codes, ["250", "250", "550", "250", "354"]);
-    let r = s.send(
-        b"hello\r\n.\r\nMAIL FROM:<c@d>\r\nRCPT TO:<bob@x>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n",
-    );
+    let r = s.send(b"hello\r\n.\r\nMAIL FROM:<c@d>\r\nRCPT TO:<bob@x>\r\nDATA\r\nsecond\r\n.\r\nQUIT\r\n");
     let codes: Vec<&str> = r.lines().map(|l| &l[..3]).collect();
     assert_eq!(codes, ["250", "250", "250", "354", "250", "221"]);
-    assert_eq!(
-        s.stored,
-        vec![b"hello\r\n".to_vec(), b"second\r\n".to_vec()]
-    );
+    assert_eq!(s.stored, vec![b"hello\r\n".to_vec(), b"second\r\n".to_vec()]);
 }
 
 #[test]
@@ -248,24 +222,14 @@ fn pending_decision_holds_later_commands() {
     assert!(matches!(s.poll_event(), Some(Event::Mail { .. })));
     assert!(s.poll_event().is_none());
     let before = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
-    assert!(
-        before.starts_with("250-") && !before.contains("2.1.0"),
-        "{before}"
-    );
+    assert!(before.starts_with("250-") && !before.contains("2.1.0"), "{before}");
     s.answer(Decision::Accept);
-    assert_eq!(
-        s.poll_transmit().unwrap(),
-        b"250 2.1.0 Sender OK\r\n250 2.0.0 OK\r\n"
-    );
+    assert_eq!(s.poll_transmit().unwrap(), b"250 2.1.0 Sender OK\r\n250 2.0.0 OK\r\n");
 }
 
 #[test]
 fn too_many_recipients() {
-    let mut s = S::with(Config {
-        hostname: "mx.test".into(),
-        max_recipients: 2,
-        ..Config::default()
-    });
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_recipients: 2, ..Config::default() });
     s.cmd("EHLO c", "250");
     s.cmd("MAIL FROM:<a@b>", "250");
     s.cmd("RCPT TO:<alice@x>", "250");
@@ -276,11 +240,7 @@ fn too_many_recipients() {
 
 #[test]
 fn size_limits() {
-    let mut s = S::with(Config {
-        hostname: "mx.test".into(),
-        max_message_size: 100,
-        ..Config::default()
-    });
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_message_size: 100, ..Config::default() });
     s.cmd("EHLO c", "250");
     s.cmd("MAIL FROM:<a@b> SIZE=101", "552 5.3.4");
     s.cmd("MAIL FROM:<a@b> SIZE=100", "250");
@@ -347,14 +307,7 @@ fn rset_between_bdat_chunks_drops_the_message() {
 
 #[test]
 fn smuggling_look_alikes_do_not_end_data() {
-    for fake in [
-        &b"\n.\n"[..],
-        b"\n.\r\n",
-        b"\r.\r",
-        b"\r\n.\n",
-        b"\r\n.\r",
-        b"\r.\r\n",
-    ] {
+    for fake in [&b"\n.\n"[..], b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r.\r\n"] {
         let mut s = S::greeted();
         s.cmd("MAIL FROM:<a@b>", "250");
         s.cmd("RCPT TO:<alice@x>", "250");
@@ -362,16 +315,9 @@ fn smuggling_look_alikes_do_not_end_data() {
         let mut input = b"Subject: s\r\n\r\nhello".to_vec();
         input.extend_from_slice(fake);
         input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<bob@x>\r\nDATA\r\nsmuggled\r\n");
-        assert_eq!(
-            s.send(&input),
-            "",
-            "{fake:?}: nothing answered before the real end"
-        );
+        assert_eq!(s.send(&input), "", "{fake:?}: nothing answered before the real end");
         let r = s.send(b".\r\n");
-        assert_eq!(
-            r, "550 5.5.2 Bare CR or LF in message data is not allowed; use CRLF line endings\r\n",
-            "{fake:?}"
-        );
+        assert_eq!(r, "550 5.5.2 Bare CR or LF in message data is not allowed; use CRLF line endings\r\n", "{fake:?}");
         assert!(s.stored.is_empty(), "{fake:?}");
         s.cmd("NOOP", "250");
     }
@@ -397,37 +343,25 @@ fn helo_clients_get_no_extensions() {
 
 #[test]
 fn too_many_errors_close_the_session() {
-    let mut s = S::with(Config {
-        hostname: "mx.test".into(),
-        max_errors: 3,
-        ..Config::default()
-    });
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_errors: 3, ..Config::default() });
     s.cmd("FOO", "500");
     s.cmd("FOO", "500");
     let r = s.cmd("FOO", "500");
-    assert!(
-        r.ends_with("421 4.7.0 mx.test Too many errors, closing connection\r\n"),
-        "{r}"
-    );
+    assert!(r.ends_with("421 4.7.0 mx.test Too many errors, closing connection\r\n"), "{r}");
     assert!(s.closed);
 }
 
 #[test]
 fn timeout_closes_with_421() {
     let now = Instant::now();
-    let cfg = Config {
-        command_timeout: Duration::from_secs(10),
-        ..Config::default()
-    };
+    let cfg = Config { command_timeout: Duration::from_secs(10), ..Config::default() };
     let mut s = Session::new(Arc::new(cfg), now);
     s.poll_transmit();
     assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(10)));
     s.handle_timeout(now + Duration::from_secs(5));
     assert!(!s.is_closed());
     s.handle_timeout(now + Duration::from_secs(10));
-    assert!(String::from_utf8(s.poll_transmit().unwrap())
-        .unwrap()
-        .starts_with("421 4.4.2"));
+    assert!(String::from_utf8(s.poll_transmit().unwrap()).unwrap().starts_with("421 4.4.2"));
     assert!(s.is_closed());
 }
 
@@ -464,12 +398,8 @@ a\r\n..b\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<bob@x>\r\nBDAT 5\r\nhe\r\nlBDAT 4 LAST
         (out, s.stored.clone())
     };
     let whole = run(&[input]);
-    assert_eq!(
-        whole.1,
-        vec![b"a\r\n.b\r\n".to_vec(), b"he\r\nllo\r\n".to_vec()]
-    );
-    assert!(String::from_utf8_lossy(&whole.0)
-        .ends_with("250 2.0.0 OK\r\n221 2.0.0 mx.test closing connection\r\n"));
+    assert_eq!(whole.1, vec![b"a\r\n.b\r\n".to_vec(), b"he\r\nllo\r\n".to_vec()]);
+    assert!(String::from_utf8_lossy(&whole.0).ends_with("250 2.0.0 OK\r\n221 2.0.0 mx.test closing connection\r\n"));
     for cut in 0..=input.len() {
         assert_eq!(run(&[&input[..cut], &input[cut..]]), whole, "cut at {cut}");
     }

@@ -197,10 +197,13 @@ impl Config {
             return bad("limits.max_message_size must be above 0".into());
         }
         if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 || l.max_auth_failures == 0 {
-            return bad("limits.max_recipients, max_connections, max_errors and max_auth_failures must be above 0".into());
+            return bad(
+                "limits.max_recipients, max_connections, max_errors and max_auth_failures must be above 0".into()
+            );
         }
         for n in &l.trusted_networks {
-            n.parse::<crate::limits::Cidr>().map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
+            n.parse::<crate::limits::Cidr>()
+                .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
         }
         if l.max_header_lines == 0 || l.max_header_size == 0 {
             return bad("limits.max_header_lines and max_header_size must be above 0".into());

@@ -37,7 +37,13 @@ struct Receiving {
 }
 
 /// Serves one connection; every log line of it carries the session id and the peer (a tracing span).
-pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    role: Role,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+) {
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
     drive(tcp, peer, role, shared, phase).instrument(span).await
@@ -231,7 +237,9 @@ async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
     loop {
         let n = tcp.peek(&mut buf).await?;
         match crate::tls::inspect_client_hello(&buf[..n]) {
-            Hello::Incomplete if n > 0 && n < buf.len() => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            Hello::Incomplete if n > 0 && n < buf.len() => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await
+            }
             Hello::TooOld => {
                 let _ = tcp.try_write(&crate::tls::PROTOCOL_VERSION_ALERT);
                 return Err(std::io::Error::other("client offers only TLS 1.1 or older"));
@@ -246,15 +254,16 @@ async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
 async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
     let users = shared.store.users();
     let username = creds.username.clone();
-    let ok = tokio::task::spawn_blocking(move || match users.get(&creds.username).and_then(|u| u.password_hash.clone()) {
-        Some(hash) => mailroom_store::password::verify_password(&hash, creds.password.expose()),
-        None => {
-            mailroom_store::password::dummy_verify(creds.password.expose());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let ok =
+        tokio::task::spawn_blocking(move || match users.get(&creds.username).and_then(|u| u.password_hash.clone()) {
+            Some(hash) => mailroom_store::password::verify_password(&hash, creds.password.expose()),
+            None => {
+                mailroom_store::password::dummy_verify(creds.password.expose());
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
     if ok {
         info!(user = %username, mechanism = ?creds.mechanism, "authenticated");
         Decision::Accept

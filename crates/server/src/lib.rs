@@ -168,7 +168,13 @@ impl Server {
         for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
             info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains, hostname = %self.shared.smtp.hostname, "listening");
-            accept_tasks.push(tokio::spawn(accept_loop(listener, role, self.shared.clone(), slots.clone(), phase_rx.clone())));
+            accept_tasks.push(tokio::spawn(accept_loop(
+                listener,
+                role,
+                self.shared.clone(),
+                slots.clone(),
+                phase_rx.clone(),
+            )));
         }
         shutdown.await;
         info!(grace = ?self.config.server.shutdown_grace, "shutting down: no new connections, draining sessions");
@@ -211,7 +217,9 @@ async fn accept_loop(
                 info!(%peer, ?why, "refused: per-address limit");
                 let text = match why {
                     limits::Refused::TooManyConnections => "Too many connections from your address, try again later",
-                    limits::Refused::ConnectionRate => "Too many connections per minute from your address, try again later",
+                    limits::Refused::ConnectionRate => {
+                        "Too many connections per minute from your address, try again later"
+                    }
                 };
                 refuse(stream, shared.proto(role), text);
                 continue;

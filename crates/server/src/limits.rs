@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn rates_refill_over_a_minute() {
-        let p = PerIp::new(IpLimits { max_connection_rate_per_ip: 3, max_message_rate_per_ip: 2, ..Default::default() });
+        let p =
+            PerIp::new(IpLimits { max_connection_rate_per_ip: 3, max_message_rate_per_ip: 2, ..Default::default() });
         let t0 = Instant::now();
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         for _ in 0..3 {

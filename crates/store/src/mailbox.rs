@@ -61,10 +61,7 @@ impl Store {
     fn existing_mailbox(&self, local: &str, domain: &str) -> Option<MailboxId> {
         let domain_dir = find_entry(self.mailboxes_dir(), domain)?;
         find_entry(&domain_dir, local)?;
-        Some(MailboxId::new_validated(
-            local.to_string(),
-            domain.to_string(),
-        ))
+        Some(MailboxId::new_validated(local.to_string(), domain.to_string()))
     }
 }
 
@@ -97,22 +94,11 @@ impl Mailbox {
     pub fn list(&self) -> Result<Vec<MessageSummary>, StoreError> {
         let mut found = Vec::new();
         for (path, name, is_new) in self.files()? {
-            let meta = fs::metadata(&path).map_err(|e| StoreError::Io {
-                op: "stat",
-                path: path.clone(),
-                source: e,
-            })?;
+            let meta = fs::metadata(&path).map_err(|e| StoreError::Io { op: "stat", path: path.clone(), source: e })?;
             let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
             let (date, from, subject) = read_summary_headers(&path)?;
-            let summary = MessageSummary {
-                id: id_of(&name).to_string(),
-                date,
-                from,
-                subject,
-                size: meta.len(),
-                path,
-                is_new,
-            };
+            let summary =
+                MessageSummary { id: id_of(&name).to_string(), date, from, subject, size: meta.len(), path, is_new };
             found.push((mtime, name, summary));
         }
         found.sort_by(|a: &(SystemTime, String, _), b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -122,11 +108,7 @@ impl Mailbox {
     /// The raw bytes of message `id` (its unique part, or its whole file name).
     pub fn get(&self, id: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path_of(id)?;
-        fs::read(&path).map_err(|source| StoreError::Io {
-            op: "read",
-            path,
-            source,
-        })
+        fs::read(&path).map_err(|source| StoreError::Io { op: "read", path, source })
     }
 
     /// The file of message `id`, found by comparing `id` with the names in `new/` and `cur/`.
@@ -146,20 +128,10 @@ impl Mailbox {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        op: "read",
-                        path: dir,
-                        source,
-                    })
-                }
+                Err(source) => return Err(StoreError::Io { op: "read", path: dir, source }),
             };
             for entry in entries {
-                let entry = entry.map_err(|source| StoreError::Io {
-                    op: "read",
-                    path: dir.clone(),
-                    source,
-                })?;
+                let entry = entry.map_err(|source| StoreError::Io { op: "read", path: dir.clone(), source })?;
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
@@ -177,31 +149,18 @@ impl Mailbox {
 type Headers = (Option<String>, Option<String>, Option<String>);
 
 fn read_summary_headers(path: &Path) -> Result<Headers, StoreError> {
-    let io = |source| StoreError::Io {
-        op: "read",
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| StoreError::Io { op: "read", path: path.to_path_buf(), source };
     let mut head = Vec::new();
-    File::open(path)
-        .map_err(io)?
-        .take(HEADER_READ_LIMIT)
-        .read_to_end(&mut head)
-        .map_err(io)?;
+    File::open(path).map_err(io)?.take(HEADER_READ_LIMIT).read_to_end(&mut head).map_err(io)?;
     let Some(message) = MessageParser::default().parse_headers(&head) else {
         return Ok((None, None, None));
     };
-    let date = message
-        .header_raw(HeaderName::Date)
-        .map(unfold)
-        .filter(|s| !s.is_empty());
-    let from = message.from().and_then(|a| a.first()).and_then(|addr| {
-        match (addr.name(), addr.address()) {
-            (Some(name), Some(address)) => Some(format!("{name} <{address}>")),
-            (None, Some(address)) => Some(address.to_string()),
-            (Some(name), None) => Some(name.to_string()),
-            (None, None) => None,
-        }
+    let date = message.header_raw(HeaderName::Date).map(unfold).filter(|s| !s.is_empty());
+    let from = message.from().and_then(|a| a.first()).and_then(|addr| match (addr.name(), addr.address()) {
+        (Some(name), Some(address)) => Some(format!("{name} <{address}>")),
+        (None, Some(address)) => Some(address.to_string()),
+        (Some(name), None) => Some(name.to_string()),
+        (None, None) => None,
     });
     let subject = message.subject().map(str::to_string);
     Ok((date, from, subject))

@@ -85,21 +85,14 @@ impl StoreError {
         match self {
             StoreError::Io { source, .. } => {
                 matches!(source.raw_os_error(), Some(ENOSPC | EDQUOT))
-                    || matches!(
-                        source.kind(),
-                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                    )
+                    || matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
             }
             _ => false,
         }
     }
 
     fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
-        StoreError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { op, path: path.to_path_buf(), source }
     }
 
     /// A copy for each message that shares one failure (io::Error is not Clone).
@@ -113,11 +106,7 @@ impl StoreError {
                     None => io::Error::new(source.kind(), source.to_string()),
                 },
             },
-            other => StoreError::Io {
-                op: "commit",
-                path: PathBuf::new(),
-                source: io::Error::other(other.to_string()),
-            },
+            other => StoreError::Io { op: "commit", path: PathBuf::new(), source: io::Error::other(other.to_string()) },
         }
     }
 }
@@ -211,12 +200,7 @@ struct FileStamp {
 impl FileStamp {
     fn of(path: &Path) -> Option<FileStamp> {
         let m = fs::metadata(path).ok()?;
-        Some(FileStamp {
-            mtime: (m.mtime(), m.mtime_nsec()),
-            len: m.len(),
-            ino: m.ino(),
-            dev: m.dev(),
-        })
+        Some(FileStamp { mtime: (m.mtime(), m.mtime_nsec()), len: m.len(), ino: m.ino(), dev: m.dev() })
     }
 }
 
@@ -226,9 +210,7 @@ static PROCESS_OPENED: OnceLock<SystemTime> = OnceLock::new();
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
-            .field("data_dir", &self.inner.data_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("data_dir", &self.inner.data_dir).finish_non_exhaustive()
     }
 }
 
@@ -274,11 +256,7 @@ impl Store {
                 mailboxes,
                 tmp,
                 directory,
-                cache: Mutex::new(UsersCache {
-                    users: Arc::new(users),
-                    stamp,
-                    checked: Instant::now(),
-                }),
+                cache: Mutex::new(UsersCache { users: Arc::new(users), stamp, checked: Instant::now() }),
                 reload_interval_ms: AtomicU64::new(DEFAULT_RELOAD_INTERVAL.as_millis() as u64),
                 hostname,
                 counter: AtomicU64::new(0),
@@ -312,11 +290,7 @@ impl Store {
     /// A file that fails to parse is logged and the previous snapshot kept.
     pub fn users(&self) -> Arc<Users> {
         let interval = Duration::from_millis(self.inner.reload_interval_ms.load(Ordering::Relaxed));
-        let mut cache = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut cache = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.checked.elapsed() >= interval {
             cache.checked = Instant::now();
             // Stat before reading: if the file changes in between we reload once more next time.
@@ -340,10 +314,7 @@ impl Store {
     /// The postmaster mailbox of `domain` (RFC 5321 §4.5.1). The domain is validated like a user's;
     /// whether it is served is the server's decision.
     pub fn postmaster(&self, domain: &str) -> Result<MailboxId, StoreError> {
-        Ok(MailboxId::new_validated(
-            "postmaster".into(),
-            validate_domain(domain)?,
-        ))
+        Ok(MailboxId::new_validated("postmaster".into(), validate_domain(domain)?))
     }
 
     /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
@@ -351,12 +322,8 @@ impl Store {
         let unique = self.unique_name();
         let path = self.inner.tmp.join(&unique);
         // create_new: a unique name is never reused, so nothing is ever overwritten.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err("create", &path))?;
         Ok(Incoming {
             store: self.clone(),
             unique,
@@ -370,18 +337,9 @@ impl Store {
     /// A Maildir unique name: `<secs>.M<usecs>P<pid>Q<counter>.<hostname>` (maildir(5) and the
     /// Courier/Dovecot extensions: M = microseconds, P = pid, Q = per-process counter).
     fn unique_name(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}.M{}P{}Q{}.{}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id(),
-            n,
-            self.inner.hostname
-        )
+        format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), n, self.inner.hostname)
     }
 }
 
@@ -390,12 +348,7 @@ impl Store {
 fn hostname() -> String {
     let raw = ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
-        .find_map(|p| {
-            fs::read_to_string(p)
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
+        .find_map(|p| fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "localhost".to_string());
     sanitize_hostname(&raw)
 }
@@ -427,10 +380,7 @@ fn clean_tmp(tmp: &Path, hostname: &str) {
     };
     let proc_mounted = Path::new("/proc/self").exists();
     let our_pid = std::process::id();
-    let opened = PROCESS_OPENED
-        .get()
-        .copied()
-        .unwrap_or_else(SystemTime::now);
+    let opened = PROCESS_OPENED.get().copied().unwrap_or_else(SystemTime::now);
     for entry in entries.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
         if !meta.is_file() {
@@ -486,10 +436,7 @@ pub struct Incoming {
 
 impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming")
-            .field("id", &self.unique)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("Incoming").field("id", &self.unique).field("len", &self.len).finish()
     }
 }
 
@@ -537,11 +484,7 @@ impl Incoming {
             return Commit::ready(Err(StoreError::WriteFailed));
         }
         let mut seen = HashSet::new();
-        let recipients: Vec<MailboxId> = recipients
-            .iter()
-            .filter(|r| seen.insert(*r))
-            .cloned()
-            .collect();
+        let recipients: Vec<MailboxId> = recipients.iter().filter(|r| seen.insert(*r)).cloned().collect();
         if recipients.is_empty() {
             return Commit::ready(Err(StoreError::NoRecipients));
         }
@@ -561,9 +504,7 @@ impl Incoming {
             Ok(()) => {
                 // The committer owns the tmp file now; our Drop must leave it alone.
                 self.path = PathBuf::new();
-                Commit {
-                    state: CommitState::Waiting(rx),
-                }
+                Commit { state: CommitState::Waiting(rx) }
             }
             // `self` still owns the path, so its Drop removes the file.
             Err(_) => Commit::ready(Err(StoreError::CommitterGone)),
@@ -594,9 +535,7 @@ enum CommitState {
 
 impl Commit {
     fn ready(result: Result<Delivered, StoreError>) -> Commit {
-        Commit {
-            state: CommitState::Ready(Some(result)),
-        }
+        Commit { state: CommitState::Ready(Some(result)) }
     }
 
     /// Blocks the calling thread until the commit resolves, for synchronous callers (the CLI).
@@ -604,9 +543,7 @@ impl Commit {
     pub fn wait(self) -> Result<Delivered, StoreError> {
         match self.state {
             CommitState::Ready(result) => result.unwrap_or(Err(StoreError::CommitterGone)),
-            CommitState::Waiting(rx) => {
-                rx.blocking_recv().unwrap_or(Err(StoreError::CommitterGone))
-            }
+            CommitState::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::CommitterGone)),
         }
     }
 }
@@ -616,12 +553,8 @@ impl Future for Commit {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            CommitState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(StoreError::CommitterGone)))
-            }
-            CommitState::Waiting(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(StoreError::CommitterGone))),
+            CommitState::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(StoreError::CommitterGone))),
+            CommitState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::CommitterGone))),
         }
     }
 }
@@ -657,26 +590,15 @@ struct Committer {
 
 impl Committer {
     fn commit_batch(&self, batch: Vec<Job>) {
-        let mut jobs: Vec<InFlight> = batch
-            .into_iter()
-            .map(|job| InFlight {
-                job,
-                links: Vec::new(),
-                error: None,
-            })
-            .collect();
+        let mut jobs: Vec<InFlight> =
+            batch.into_iter().map(|job| InFlight { job, links: Vec::new(), error: None }).collect();
 
         // 1. The files' data is already on disk: the syncers did it before handing them over.
         // 2. Link into every recipient's new/ (metadata only: cheap, done in order).
         for j in jobs.iter_mut().filter(|j| j.error.is_none()) {
             let final_name = format!("{},S={}", j.job.unique, j.job.size);
             for rcpt in &j.job.recipients {
-                match self.deliver_one(
-                    &j.job.tmp_path,
-                    &rcpt.dir(&self.mailboxes),
-                    &j.job.unique,
-                    &final_name,
-                ) {
+                match self.deliver_one(&j.job.tmp_path, &rcpt.dir(&self.mailboxes), &j.job.unique, &final_name) {
                     Ok(link) => j.links.push(link),
                     Err(e) => {
                         j.error = Some(e);
@@ -699,8 +621,7 @@ impl Committer {
                 }
             }
         }
-        let mut dir_syncs: Vec<(PathBuf, Option<StoreError>)> =
-            dirs.keys().map(|d| (d.clone(), None)).collect();
+        let mut dir_syncs: Vec<(PathBuf, Option<StoreError>)> = dirs.keys().map(|d| (d.clone(), None)).collect();
         parallel(&mut dir_syncs, |(dir, error)| {
             if let Err(e) = sync_dir(dir) {
                 *error = Some(StoreError::io("fsync", dir, e));
@@ -730,11 +651,7 @@ impl Committer {
                     tracing::warn!(id = %j.job.unique, error = %e, "delivery failed");
                     Err(e)
                 }
-                None => Ok(Delivered {
-                    id: j.job.unique,
-                    size: j.job.size,
-                    mailboxes: j.job.recipients.len(),
-                }),
+                None => Ok(Delivered { id: j.job.unique, size: j.job.size, mailboxes: j.job.recipients.len() }),
             };
             // The receiver may be gone (client disconnected); the outcome stands regardless.
             let _ = j.job.reply.send(result);
@@ -742,13 +659,7 @@ impl Committer {
     }
 
     /// Puts the message into `<mbox>/new/<final_name>`; returns the new path.
-    fn deliver_one(
-        &self,
-        tmp: &Path,
-        mbox: &Path,
-        unique: &str,
-        final_name: &str,
-    ) -> Result<PathBuf, StoreError> {
+    fn deliver_one(&self, tmp: &Path, mbox: &Path, unique: &str, final_name: &str) -> Result<PathBuf, StoreError> {
         let dest = mbox.join("new").join(final_name);
         let linked = match fs::hard_link(tmp, &dest) {
             // Usually the first message for this mailbox: make the Maildir and retry.
@@ -760,9 +671,7 @@ impl Committer {
         };
         match linked {
             Ok(()) => Ok(dest),
-            Err(e)
-                if e.raw_os_error() == Some(EXDEV) || e.kind() == io::ErrorKind::CrossesDevices =>
-            {
+            Err(e) if e.raw_os_error() == Some(EXDEV) || e.kind() == io::ErrorKind::CrossesDevices => {
                 copy_into(tmp, mbox, unique, &dest)?;
                 Ok(dest)
             }
@@ -940,32 +849,18 @@ mod tests {
 
     #[test]
     fn unique_names_parse_back() {
-        assert_eq!(
-            parse_unique("1700000000.M123456P42Q7.host.example"),
-            Some((42, "host.example"))
-        );
-        assert_eq!(
-            parse_unique("1700000000.M1P42Q7.h,S=12"),
-            Some((42, "h,S=12"))
-        );
+        assert_eq!(parse_unique("1700000000.M123456P42Q7.host.example"), Some((42, "host.example")));
+        assert_eq!(parse_unique("1700000000.M1P42Q7.h,S=12"), Some((42, "h,S=12")));
         assert_eq!(parse_unique("garbage"), None);
         assert_eq!(parse_unique("1.Mx.h"), None);
     }
 
     #[test]
     fn no_space_is_recognized() {
-        let e = StoreError::io(
-            "write",
-            Path::new("x"),
-            io::Error::from_raw_os_error(ENOSPC),
-        );
+        let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(ENOSPC));
         assert!(e.is_no_space());
         assert!(e.duplicate().is_no_space());
-        let e = StoreError::io(
-            "write",
-            Path::new("x"),
-            io::Error::from_raw_os_error(EDQUOT),
-        );
+        let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(EDQUOT));
         assert!(e.is_no_space());
         let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(13));
         assert!(!e.is_no_space());

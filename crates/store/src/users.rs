@@ -40,15 +40,9 @@ pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     #[error("invalid address {address:?}: {reason}")]
-    InvalidAddress {
-        address: String,
-        reason: &'static str,
-    },
+    InvalidAddress { address: String, reason: &'static str },
     #[error("invalid domain {domain:?}: {reason}")]
-    InvalidDomain {
-        domain: String,
-        reason: &'static str,
-    },
+    InvalidDomain { domain: String, reason: &'static str },
     #[error("user {0} already exists")]
     Exists(String),
     #[error("no such user: {0}")]
@@ -75,11 +69,7 @@ pub enum UserError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UserError + 'a {
-    move |source| UserError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| UserError::Io { op, path: path.to_path_buf(), source }
 }
 
 /// One user: an address with a mailbox.
@@ -97,12 +87,7 @@ impl User {
     /// Validates and normalizes `address` (see [`validate_address`]).
     pub fn parse(address: &str, password_hash: Option<String>) -> Result<User, UserError> {
         let (local, domain) = validate_address(address)?;
-        Ok(User {
-            address: format!("{local}@{domain}"),
-            local,
-            domain,
-            password_hash,
-        })
+        Ok(User { address: format!("{local}@{domain}"), local, domain, password_hash })
     }
 
     /// The mailbox of this user.
@@ -123,10 +108,7 @@ impl User {
 ///
 /// Both parts are lowercased (local part: see the module doc for why).
 pub fn validate_address(address: &str) -> Result<(String, String), UserError> {
-    let bad = |reason| UserError::InvalidAddress {
-        address: address.to_string(),
-        reason,
-    };
+    let bad = |reason| UserError::InvalidAddress { address: address.to_string(), reason };
     let mut parts = address.split('@');
     let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
         (Some(l), Some(d), None) => (l, d),
@@ -187,10 +169,7 @@ fn validate_local(local: &str) -> Result<String, &'static str> {
 
 /// Validates a domain the way [`validate_address`] does and returns it lowercased.
 pub fn validate_domain(domain: &str) -> Result<String, UserError> {
-    let bad = |reason| UserError::InvalidDomain {
-        domain: domain.to_string(),
-        reason,
-    };
+    let bad = |reason| UserError::InvalidDomain { domain: domain.to_string(), reason };
     if domain.starts_with('[') {
         return Err(bad("address literals are not accepted for users"));
     }
@@ -211,13 +190,9 @@ pub fn validate_domain(domain: &str) -> Result<String, UserError> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(bad("label starts or ends with a hyphen"));
         }
-        let ok = label.chars().all(|c| {
-            c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric())
-        });
+        let ok = label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()));
         if !ok {
-            return Err(bad(
-                "domain contains a character other than letters, digits, hyphen and dot",
-            ));
+            return Err(bad("domain contains a character other than letters, digits, hyphen and dot"));
         }
     }
     Ok(lower)
@@ -237,10 +212,7 @@ impl Users {
         for user in users {
             snapshot.domains.insert(user.domain.clone());
             if snapshot.by_address.contains_key(&user.address) {
-                return Err(UserError::Duplicate {
-                    path: path.to_path_buf(),
-                    address: user.address,
-                });
+                return Err(UserError::Duplicate { path: path.to_path_buf(), address: user.address });
             }
             snapshot.by_address.insert(user.address.clone(), user);
         }
@@ -310,10 +282,7 @@ pub struct UserDirectory {
 
 impl UserDirectory {
     pub fn new(data_dir: &Path) -> UserDirectory {
-        UserDirectory {
-            data_dir: data_dir.to_path_buf(),
-            path: data_dir.join(USERS_FILE),
-        }
+        UserDirectory { data_dir: data_dir.to_path_buf(), path: data_dir.join(USERS_FILE) }
     }
 
     /// Path of `users.toml`.
@@ -359,17 +328,11 @@ impl UserDirectory {
     }
 
     /// Sets or clears a user's password hash.
-    pub fn set_password(
-        &self,
-        address: &str,
-        password_hash: Option<String>,
-    ) -> Result<(), UserError> {
+    pub fn set_password(&self, address: &str, password_hash: Option<String>) -> Result<(), UserError> {
         let target = User::parse(address, None)?.address;
         self.modify(|users| {
-            let user = users
-                .iter_mut()
-                .find(|u| u.address == target)
-                .ok_or_else(|| UserError::NotFound(target.clone()))?;
+            let user =
+                users.iter_mut().find(|u| u.address == target).ok_or_else(|| UserError::NotFound(target.clone()))?;
             user.password_hash = password_hash;
             Ok(())
         })
@@ -381,21 +344,13 @@ impl UserDirectory {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("read", &self.path)(e)),
         };
-        let file: UsersFile = toml::from_str(&text).map_err(|source| UserError::Parse {
-            path: self.path.clone(),
-            source,
-        })?;
-        file.users
-            .into_iter()
-            .map(|e| User::parse(&e.address, e.password))
-            .collect()
+        let file: UsersFile =
+            toml::from_str(&text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
+        file.users.into_iter().map(|e| User::parse(&e.address, e.password)).collect()
     }
 
     /// Read-modify-write under the lock file, so concurrent `user add`s do not lose each other.
-    fn modify(
-        &self,
-        change: impl FnOnce(&mut Vec<User>) -> Result<(), UserError>,
-    ) -> Result<(), UserError> {
+    fn modify(&self, change: impl FnOnce(&mut Vec<User>) -> Result<(), UserError>) -> Result<(), UserError> {
         fs::create_dir_all(&self.data_dir).map_err(io_err("create", &self.data_dir))?;
         let _lock = LockFile::acquire(self.data_dir.join(format!("{USERS_FILE}.lock")))?;
         let mut users = self.read()?;
@@ -410,10 +365,7 @@ impl UserDirectory {
         let file = UsersFile {
             users: users
                 .iter()
-                .map(|u| UserEntry {
-                    address: u.address.clone(),
-                    password: u.password_hash.clone(),
-                })
+                .map(|u| UserEntry { address: u.address.clone(), password: u.password_hash.clone() })
                 .collect(),
         };
         let mut text = String::from(FILE_HEADER);
@@ -421,9 +373,7 @@ impl UserDirectory {
             text.push('\n');
             text.push_str(&toml::to_string(&file)?);
         }
-        let tmp = self
-            .data_dir
-            .join(format!("{USERS_FILE}.tmp.{}", std::process::id()));
+        let tmp = self.data_dir.join(format!("{USERS_FILE}.tmp.{}", std::process::id()));
         let result = (|| {
             // 0600: the file holds password hashes.
             let mut f = OpenOptions::new()
@@ -433,8 +383,7 @@ impl UserDirectory {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
-            f.write_all(text.as_bytes())
-                .map_err(io_err("write", &tmp))?;
+            f.write_all(text.as_bytes()).map_err(io_err("write", &tmp))?;
             f.sync_all().map_err(io_err("fsync", &tmp))?;
             fs::rename(&tmp, &self.path).map_err(io_err("rename", &tmp))?;
             sync_dir(&self.data_dir).map_err(io_err("fsync", &self.data_dir))
@@ -481,10 +430,7 @@ impl LockFile {
                         continue;
                     }
                     if start.elapsed() > LOCK_TIMEOUT {
-                        return Err(UserError::Locked {
-                            path,
-                            waited: start.elapsed(),
-                        });
+                        return Err(UserError::Locked { path, waited: start.elapsed() });
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -510,11 +456,7 @@ mod tests {
             ("alice@example.test", "alice", "example.test"),
             ("Alice@Example.TEST", "alice", "example.test"),
             ("a.b@d", "a.b", "d"),
-            (
-                "first+tag@sub.example-host.org",
-                "first+tag",
-                "sub.example-host.org",
-            ),
+            ("first+tag@sub.example-host.org", "first+tag", "sub.example-host.org"),
             ("o'brien@d", "o'brien", "d"),
             ("x!#$%&*=?^_`{|}~-@d", "x!#$%&*=?^_`{|}~-", "d"),
             ("jörg@bücher.example", "jörg", "bücher.example"),
@@ -523,11 +465,7 @@ mod tests {
             ("localhost@localhost", "localhost", "localhost"),
         ];
         for &(addr, local, domain) in table {
-            assert_eq!(
-                validate_address(addr).unwrap(),
-                (local.to_string(), domain.to_string()),
-                "{addr}"
-            );
+            assert_eq!(validate_address(addr).unwrap(), (local.to_string(), domain.to_string()), "{addr}");
         }
         let max = format!("{}@d", "a".repeat(64));
         assert!(validate_address(&max).is_ok());
@@ -583,20 +521,13 @@ mod tests {
             &long_label,
         ];
         for addr in table {
-            assert!(
-                validate_address(addr).is_err(),
-                "{addr:?} should be refused"
-            );
+            assert!(validate_address(addr).is_err(), "{addr:?} should be refused");
         }
     }
 
     #[test]
     fn lookup_is_case_insensitive() {
-        let users = Users::from_users(
-            Path::new("x"),
-            vec![User::parse("Alice@Example.test", None).unwrap()],
-        )
-        .unwrap();
+        let users = Users::from_users(Path::new("x"), vec![User::parse("Alice@Example.test", None).unwrap()]).unwrap();
         let id = users.lookup("ALICE", "EXAMPLE.TEST").unwrap();
         assert_eq!(id.address(), "alice@example.test");
         assert!(users.lookup("bob", "example.test").is_none());

@@ -32,10 +32,7 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn new_dir(data: &Path, id: &MailboxId) -> PathBuf {
-    data.join("mailboxes")
-        .join(id.domain())
-        .join(id.local())
-        .join("new")
+    data.join("mailboxes").join(id.domain()).join(id.local()).join("new")
 }
 
 const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n";
@@ -50,12 +47,7 @@ async fn three_recipients_get_one_hard_linked_file_each() {
     let id = incoming.id().to_string();
 
     // Duplicates in the slice are delivered once.
-    let recipients = [
-        ids[0].clone(),
-        ids[1].clone(),
-        ids[2].clone(),
-        ids[0].clone(),
-    ];
+    let recipients = [ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[0].clone()];
     let delivered = incoming.commit(&recipients).await.unwrap();
     assert_eq!(delivered.id, id);
     assert_eq!(delivered.size, MESSAGE.len() as u64);
@@ -76,16 +68,8 @@ async fn three_recipients_get_one_hard_linked_file_each() {
             assert!(new_dir(dir.path(), mbox).with_file_name(sub).is_dir());
         }
     }
-    assert!(
-        inodes.windows(2).all(|w| w[0] == w[1]),
-        "hard links share an inode: {inodes:?}"
-    );
-    assert_eq!(
-        fs::metadata(files_in(&new_dir(dir.path(), &ids[0]))[0].clone())
-            .unwrap()
-            .nlink(),
-        3
-    );
+    assert!(inodes.windows(2).all(|w| w[0] == w[1]), "hard links share an inode: {inodes:?}");
+    assert_eq!(fs::metadata(files_in(&new_dir(dir.path(), &ids[0]))[0].clone()).unwrap().nlink(), 3);
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 }
 
@@ -105,10 +89,7 @@ async fn postmaster_mailbox_is_created_on_first_delivery() {
 /// Makes delivery into `mbox` fail. chmod 0o555 on new/ does not stop root, so as root we make
 /// `new` a regular file instead (link then fails with ENOTDIR).
 fn break_mailbox(data: &Path, mbox: &MailboxId) {
-    let maildir = data
-        .join("mailboxes")
-        .join(mbox.domain())
-        .join(mbox.local());
+    let maildir = data.join("mailboxes").join(mbox.domain()).join(mbox.local());
     fs::create_dir_all(maildir.join("tmp")).unwrap();
     fs::create_dir_all(maildir.join("cur")).unwrap();
     fs::create_dir_all(maildir.join("new")).unwrap();
@@ -135,10 +116,7 @@ async fn failure_for_one_recipient_leaves_nothing_anywhere() {
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
     assert!(!err.is_no_space());
     for mbox in [&ids[0], &ids[2]] {
-        assert!(
-            files_in(&new_dir(dir.path(), mbox)).is_empty(),
-            "{mbox} got a partial delivery"
-        );
+        assert!(files_in(&new_dir(dir.path(), mbox)).is_empty(), "{mbox} got a partial delivery");
     }
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 
@@ -157,11 +135,7 @@ async fn a_failing_message_does_not_fail_its_batch_neighbours() {
     for i in 0..20 {
         let mut m = store.begin().unwrap();
         m.write(format!("Subject: {i}\r\n\r\n").as_bytes()).unwrap();
-        let to = if i % 5 == 0 {
-            vec![ids[0].clone(), ids[1].clone()]
-        } else {
-            vec![ids[0].clone()]
-        };
+        let to = if i % 5 == 0 { vec![ids[0].clone(), ids[1].clone()] } else { vec![ids[0].clone()] };
         commits.push(m.commit(&to));
     }
     let mut ok = 0;
@@ -185,8 +159,7 @@ async fn many_concurrent_commits_all_land() {
             let ids = ids.clone();
             std::thread::spawn(move || {
                 let mut m = store.begin().unwrap();
-                m.write(format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes())
-                    .unwrap();
+                m.write(format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes()).unwrap();
                 // The blocking form, as a synchronous caller (the CLI) would use it.
                 m.commit(&ids).wait().unwrap()
             })
@@ -244,12 +217,7 @@ fn open_removes_abandoned_tmp_files_but_not_live_ones() {
         fs::write(p, b"partial").unwrap();
     }
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(37 * 3600);
-    fs::File::options()
-        .write(true)
-        .open(&ancient)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    fs::File::options().write(true).open(&ancient).unwrap().set_modified(old).unwrap();
     fs::File::options()
         .write(true)
         .open(&reused)
@@ -264,10 +232,7 @@ fn open_removes_abandoned_tmp_files_but_not_live_ones() {
     assert!(!ancient.exists());
     assert!(live.exists());
     assert!(unknown_fresh.exists());
-    assert!(
-        tmp.join(in_flight.id()).exists(),
-        "a live message of this process must survive"
-    );
+    assert!(tmp.join(in_flight.id()).exists(), "a live message of this process must survive");
 }
 
 #[tokio::test]
@@ -275,17 +240,13 @@ async fn twenty_mebibytes_stream_through() {
     let (dir, store, ids) = setup(&["big@example.test"]);
     let mut m = store.begin().unwrap();
     let tmp_file = dir.path().join("tmp").join(m.id());
-    let chunk_for =
-        |i: usize| -> Vec<u8> { (0..64 * 1024).map(|j| ((i * 31 + j) % 251) as u8).collect() };
+    let chunk_for = |i: usize| -> Vec<u8> { (0..64 * 1024).map(|j| ((i * 31 + j) % 251) as u8).collect() };
     for i in 0..320 {
         m.write(&chunk_for(i)).unwrap();
         if i == 100 {
             // Streaming: what was written is already in the file, not held in memory.
             let on_disk = fs::metadata(&tmp_file).unwrap().len();
-            assert!(
-                on_disk >= 100 * 64 * 1024,
-                "only {on_disk} bytes on disk after 101 chunks"
-            );
+            assert!(on_disk >= 100 * 64 * 1024, "only {on_disk} bytes on disk after 101 chunks");
         }
     }
     let delivered = m.commit(&ids).await.unwrap();
@@ -318,10 +279,7 @@ async fn cross_device_mailbox_gets_a_copy() {
     let far = files_in(&other.path().join("new"));
     assert_eq!(far.len(), 1);
     assert_eq!(fs::read(&far[0]).unwrap(), MESSAGE);
-    assert!(
-        files_in(&other.path().join("tmp")).is_empty(),
-        "staging copy removed"
-    );
+    assert!(files_in(&other.path().join("tmp")).is_empty(), "staging copy removed");
     assert_eq!(files_in(&new_dir(dir.path(), &ids[1])).len(), 1);
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 }

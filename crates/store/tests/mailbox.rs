@@ -6,10 +6,7 @@ use mailroom_store::{Store, StoreError, UserDirectory};
 
 async fn deliver(store: &Store, to: &str, bytes: &[u8]) -> String {
     let (l, d) = to.split_once('@').unwrap();
-    let id = store
-        .users()
-        .lookup(l, d)
-        .unwrap_or_else(|| store.postmaster(d).unwrap());
+    let id = store.users().lookup(l, d).unwrap_or_else(|| store.postmaster(d).unwrap());
     let mut m = store.begin().unwrap();
     m.write(bytes).unwrap();
     m.commit(&[id]).await.unwrap().id
@@ -18,9 +15,7 @@ async fn deliver(store: &Store, to: &str, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn list_and_show() {
     let dir = tempfile::tempdir().unwrap();
-    UserDirectory::new(dir.path())
-        .add("alice@example.test", None)
-        .unwrap();
+    UserDirectory::new(dir.path()).add("alice@example.test", None).unwrap();
     let store = Store::open(dir.path()).unwrap();
 
     let first = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nFrom: Bob Example <bob@example.test>\r\n\
@@ -34,14 +29,8 @@ Subject: =?UTF-8?B?R3LDvMOfZQ==?= aus =?ISO-8859-1?Q?K=F6ln?=\r\n\r\nHallo\r\n";
     let list = mbox.list().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].id, id1, "oldest first");
-    assert_eq!(
-        list[0].date.as_deref(),
-        Some("Mon, 1 Jan 2024 10:00:00 +0000")
-    );
-    assert_eq!(
-        list[0].from.as_deref(),
-        Some("Bob Example <bob@example.test>")
-    );
+    assert_eq!(list[0].date.as_deref(), Some("Mon, 1 Jan 2024 10:00:00 +0000"));
+    assert_eq!(list[0].from.as_deref(), Some("Bob Example <bob@example.test>"));
     assert_eq!(list[0].subject.as_deref(), Some("Grüße aus Köln"));
     assert_eq!(list[0].size, first.len() as u64);
     assert!(list[0].is_new);
@@ -51,22 +40,11 @@ Subject: =?UTF-8?B?R3LDvMOfZQ==?= aus =?ISO-8859-1?Q?K=F6ln?=\r\n\r\nHallo\r\n";
 
     assert_eq!(mbox.get(&id1).unwrap(), first);
     // The full file name works too.
-    let name = list[1]
-        .path
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    let name = list[1].path.file_name().unwrap().to_str().unwrap().to_string();
     assert_eq!(mbox.get(&name).unwrap(), second);
 
     // A message a reader moved to cur/ with flags is still listed and found.
-    let moved = list[1]
-        .path
-        .parent()
-        .unwrap()
-        .with_file_name("cur")
-        .join(format!("{name}:2,S"));
+    let moved = list[1].path.parent().unwrap().with_file_name("cur").join(format!("{name}:2,S"));
     fs::rename(&list[1].path, &moved).unwrap();
     let list = mbox.list().unwrap();
     assert!(!list[1].is_new);
@@ -75,37 +53,21 @@ Subject: =?UTF-8?B?R3LDvMOfZQ==?= aus =?ISO-8859-1?Q?K=F6ln?=\r\n\r\nHallo\r\n";
 
     // Ids are compared with directory entries, never used as paths.
     for bad in ["../../../users.toml", "", "nope", "..", "new"] {
-        assert!(
-            matches!(mbox.get(bad), Err(StoreError::NoSuchMessage(_))),
-            "{bad}"
-        );
+        assert!(matches!(mbox.get(bad), Err(StoreError::NoSuchMessage(_))), "{bad}");
     }
 }
 
 #[tokio::test]
 async fn mailbox_resolution() {
     let dir = tempfile::tempdir().unwrap();
-    UserDirectory::new(dir.path())
-        .add("alice@example.test", None)
-        .unwrap();
+    UserDirectory::new(dir.path()).add("alice@example.test", None).unwrap();
     let store = Store::open(dir.path()).unwrap();
 
     // A user without mail yet has an empty mailbox.
-    assert!(store
-        .mailbox("alice@example.test")
-        .unwrap()
-        .list()
-        .unwrap()
-        .is_empty());
+    assert!(store.mailbox("alice@example.test").unwrap().list().unwrap().is_empty());
     // Unknown users and bad addresses are errors.
-    assert!(matches!(
-        store.mailbox("bob@example.test"),
-        Err(StoreError::NoSuchMailbox(_))
-    ));
-    assert!(matches!(
-        store.mailbox("../x@example.test"),
-        Err(StoreError::Users(_))
-    ));
+    assert!(matches!(store.mailbox("bob@example.test"), Err(StoreError::NoSuchMailbox(_))));
+    assert!(matches!(store.mailbox("../x@example.test"), Err(StoreError::Users(_))));
     // postmaster@ is found once its mailbox exists.
     assert!(store.mailbox("postmaster@example.test").is_err());
     deliver(&store, "postmaster@example.test", b"Subject: x\r\n\r\n").await;

@@ -10,68 +10,33 @@ use mailroom_store::{Store, UserDirectory, UserError};
 fn add_list_remove_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let users = UserDirectory::new(dir.path());
-    assert!(
-        users.list().unwrap().is_empty(),
-        "missing file means no users"
-    );
+    assert!(users.list().unwrap().is_empty(), "missing file means no users");
 
     let alice = users.add("Alice@Example.TEST", None).unwrap();
     assert_eq!(alice.address, "alice@example.test");
-    users
-        .add(
-            "bob@example.test",
-            Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
-        )
-        .unwrap();
+    users.add("bob@example.test", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())).unwrap();
 
     let listed = users.list().unwrap();
     let addresses: Vec<_> = listed.iter().map(|u| u.address.as_str()).collect();
     assert_eq!(addresses, ["alice@example.test", "bob@example.test"]);
-    assert!(listed[1]
-        .password_hash
-        .as_deref()
-        .unwrap()
-        .starts_with("$argon2id$"));
+    assert!(listed[1].password_hash.as_deref().unwrap().starts_with("$argon2id$"));
 
     // The file is human-readable TOML in the documented shape.
     let text = fs::read_to_string(dir.path().join("users.toml")).unwrap();
     assert!(text.contains("[[user]]"), "{text}");
     assert!(text.contains("address = \"alice@example.test\""), "{text}");
 
-    assert!(matches!(
-        users.add("ALICE@example.test", None),
-        Err(UserError::Exists(_))
-    ));
-    users
-        .set_password("alice@example.test", Some("x".into()))
-        .unwrap();
-    assert_eq!(
-        users
-            .load()
-            .unwrap()
-            .get("alice@example.test")
-            .unwrap()
-            .password_hash
-            .as_deref(),
-        Some("x")
-    );
+    assert!(matches!(users.add("ALICE@example.test", None), Err(UserError::Exists(_))));
+    users.set_password("alice@example.test", Some("x".into())).unwrap();
+    assert_eq!(users.load().unwrap().get("alice@example.test").unwrap().password_hash.as_deref(), Some("x"));
 
     users.remove("alice@EXAMPLE.test").unwrap();
-    assert!(matches!(
-        users.remove("alice@example.test"),
-        Err(UserError::NotFound(_))
-    ));
-    assert!(matches!(
-        users.set_password("nobody@example.test", None),
-        Err(UserError::NotFound(_))
-    ));
+    assert!(matches!(users.remove("alice@example.test"), Err(UserError::NotFound(_))));
+    assert!(matches!(users.set_password("nobody@example.test", None), Err(UserError::NotFound(_))));
     assert_eq!(users.list().unwrap().len(), 1);
 
     // No temporary or lock files are left behind.
-    let mut names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
     assert_eq!(names, ["users.toml"]);
 }
@@ -81,10 +46,7 @@ fn invalid_addresses_are_refused_and_file_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let users = UserDirectory::new(dir.path());
     for bad in ["../x@d", "a/b@d", "a@[1.2.3.4]", "x"] {
-        assert!(
-            matches!(users.add(bad, None), Err(UserError::InvalidAddress { .. })),
-            "{bad}"
-        );
+        assert!(matches!(users.add(bad, None), Err(UserError::InvalidAddress { .. })), "{bad}");
     }
     assert!(!dir.path().join("users.toml").exists());
 }
@@ -96,27 +58,14 @@ fn hand_written_file_is_read_and_bad_entries_reported() {
     fs::write(&path, "# mine\n[[user]]\naddress = \"Carol@Example.test\"\n\n[[user]]\naddress = \"dave@example.test\"\npassword = \"h\"\n").unwrap();
     let users = UserDirectory::new(dir.path()).load().unwrap();
     assert_eq!(users.len(), 2);
-    assert_eq!(
-        users.lookup("CAROL", "example.TEST").unwrap().address(),
-        "carol@example.test"
-    );
+    assert_eq!(users.lookup("CAROL", "example.TEST").unwrap().address(), "carol@example.test");
 
     fs::write(&path, "[[user]]\naddress = \"../etc@example.test\"\n").unwrap();
     assert!(UserDirectory::new(dir.path()).load().is_err());
-    fs::write(
-        &path,
-        "[[user]]\naddress = \"a@d\"\n[[user]]\naddress = \"A@D\"\n",
-    )
-    .unwrap();
-    assert!(matches!(
-        UserDirectory::new(dir.path()).load(),
-        Err(UserError::Duplicate { .. })
-    ));
+    fs::write(&path, "[[user]]\naddress = \"a@d\"\n[[user]]\naddress = \"A@D\"\n").unwrap();
+    assert!(matches!(UserDirectory::new(dir.path()).load(), Err(UserError::Duplicate { .. })));
     fs::write(&path, "[[user]\n").unwrap();
-    assert!(matches!(
-        UserDirectory::new(dir.path()).load(),
-        Err(UserError::Parse { .. })
-    ));
+    assert!(matches!(UserDirectory::new(dir.path()).load(), Err(UserError::Parse { .. })));
 }
 
 #[test]
@@ -145,8 +94,7 @@ fn stale_lock_is_broken_fresh_lock_waits() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("users.toml.lock");
     let f = fs::File::create(&lock).unwrap();
-    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
-        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
     drop(f);
     UserDirectory::new(dir.path()).add("a@d", None).unwrap();
     assert!(!lock.exists());
@@ -170,9 +118,7 @@ fn running_store_sees_user_changes() {
     let dir = tempfile::tempdir().unwrap();
     let users = UserDirectory::new(dir.path());
     users.add("alice@example.test", None).unwrap();
-    let store = Store::open(dir.path())
-        .unwrap()
-        .with_reload_interval(Duration::from_millis(50));
+    let store = Store::open(dir.path()).unwrap().with_reload_interval(Duration::from_millis(50));
     let before = store.users();
     assert!(before.lookup("alice", "example.test").is_some());
     assert!(before.lookup("bob", "example.test").is_none());
@@ -202,15 +148,10 @@ fn default_interval_reloads_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert!(store.users().is_empty());
-    UserDirectory::new(dir.path())
-        .add("late@example.test", None)
-        .unwrap();
+    UserDirectory::new(dir.path()).add("late@example.test", None).unwrap();
     let start = std::time::Instant::now();
     while store.users().lookup("late", "example.test").is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "not reloaded within 2 s"
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "not reloaded within 2 s");
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(start.elapsed() < Duration::from_millis(1500));

@@ -336,7 +336,11 @@ impl Session {
         }
         if self.rate_deadline().is_some_and(|d| now >= d) {
             self.abort_data(AbortReason::Reset);
-            self.reply(Reply::new(421, Enhanced(4, 4, 2), format!("{} Data rate too low, closing connection", self.config.hostname)));
+            self.reply(Reply::new(
+                421,
+                Enhanced(4, 4, 2),
+                format!("{} Data rate too low, closing connection", self.config.hostname),
+            ));
             return self.close();
         }
         if self.deadline.is_none_or(|d| now < d) {
@@ -636,9 +640,7 @@ impl Session {
             Command::Help => self.handle_help(),
             Command::StartTls => self.handle_starttls(),
             Command::Auth(args) => self.handle_auth(args),
-            Command::NotImplemented => {
-                self.error(Reply::new(502, Enhanced(5, 5, 1), "Command not implemented"))
-            }
+            Command::NotImplemented => self.error(Reply::new(502, Enhanced(5, 5, 1), "Command not implemented")),
         }
     }
 
