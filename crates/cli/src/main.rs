@@ -72,7 +72,8 @@ fn main() -> ExitCode {
     }); // EX_USAGE
     let result = match cli.command {
         Command::Serve(args) => {
-            init_logging();
+            // Kept until the end, so that every line is written before exit.
+            let _log = init_logging();
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
@@ -99,8 +100,10 @@ fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs to stderr; `RUST_LOG` (or `MAILROOM_LOG`) picks the level, `info` by default.
-fn init_logging() {
+/// Logs to stderr; `RUST_LOG` (or `MAILROOM_LOG`) picks the level, `info` by default. Lines are written
+/// by a background thread, so a session never waits on the terminal or the log file; it is lossless
+/// (a full queue slows sessions down rather than dropping lines).
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("MAILROOM_LOG")
@@ -108,10 +111,15 @@ fn init_logging() {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("mailroom-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    guard
 }

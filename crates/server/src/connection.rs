@@ -13,7 +13,7 @@ use mailroom_store::{Incoming, MailboxId, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::policy::{self, RcptVerdict};
 use crate::stream::Stream;
@@ -95,7 +95,7 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                         )));
                         continue;
                     }
-                    info!(%from, size = ?params.size, "mail");
+                    debug!(%from, size = ?params.size, "mail");
                     session.answer(Decision::Accept);
                 }
                 Event::StartTls => {
@@ -119,7 +119,7 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 }
                 Event::Rcpt { to } => match shared.policy.rcpt(&shared.store, &to, session.authenticated().is_some()) {
                     RcptVerdict::Local(mbox) => {
-                        info!(%to, mailbox = %mbox.address(), "rcpt accepted");
+                        debug!(%to, mailbox = %mbox.address(), "rcpt accepted");
                         rcpts.push(mbox);
                         session.answer(Decision::Accept);
                     }
@@ -152,7 +152,10 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 }
                 Event::DataEnd => {
                     let reply = match receiving.take() {
-                        Some(r) => finish(r, &rcpts).await,
+                        Some(r) => {
+                            let from = session.transaction().map(|t| t.from.to_string()).unwrap_or_default();
+                            finish(r, &rcpts, &from).await
+                        }
                         None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
                     };
                     if reply.code == 250 {
@@ -300,7 +303,9 @@ fn begin(shared: &Shared, session: &Session, peer: SocketAddr) -> Result<Receivi
 }
 
 /// Makes the message durable in every recipient's mailbox, then says 250; or 451/452 and nothing stored.
-async fn finish(mut r: Receiving, rcpts: &[MailboxId]) -> Reply {
+/// Logs one line per stored message (sender, recipients, size), as the accepted MAIL and RCPT are
+/// logged at debug level only.
+async fn finish(mut r: Receiving, rcpts: &[MailboxId], from: &str) -> Reply {
     if r.failed.is_none() {
         r.scratch.clear();
         r.lf.finish(&mut r.scratch);
@@ -316,7 +321,8 @@ async fn finish(mut r: Receiving, rcpts: &[MailboxId]) -> Reply {
     }
     match r.incoming.commit(rcpts).await {
         Ok(d) => {
-            info!(id = %d.id, size = d.size, mailboxes = d.mailboxes, "message stored");
+            let to: Vec<String> = rcpts.iter().map(|m| m.address()).collect();
+            info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
             Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id))
         }
         Err(e) => {
