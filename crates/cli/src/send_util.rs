@@ -25,23 +25,13 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:2525";
 /// The step timeout when `--timeout` is not given: long enough for a slow server, short for a person.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Parses `30s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+/// Parses `30s`, `2m`, `1h`, `500ms` or a bare number of seconds (the config file's parser), above zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (try 30s, 2m, 500ms)"))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    if !(secs.is_finite() && secs > 0.0 && secs < 1e9) {
-        return Err(format!("invalid duration {s:?}"));
+    let d = mailroom_server::config::parse_duration(s).map_err(|e| format!("invalid duration: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("invalid duration {s:?}: must be above 0"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// A mailbox as people write it: `a@b`, `<a@b>` or `Name <a@b>`. Returns the display name and the address.

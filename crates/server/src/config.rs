@@ -230,20 +230,24 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Parses durations written like `30s`, `5m`, `1h`, `250ms` or a bare number of seconds.
+/// Parses durations written like `30s`, `5m`, `1h`, `250ms`, `1.5s` or a bare number of seconds (the one
+/// parser for the config file and every command-line flag).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"30s\" or \"5m\""))?;
-    let d = match unit.trim() {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"30s\" or \"5m\""))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit (use ms, s, m or h)")),
     };
-    Ok(d)
+    if !(secs.is_finite() && (0.0..1e9).contains(&secs)) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -272,6 +276,8 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("1e400").is_err());
     }
 
     #[test]
