@@ -174,10 +174,21 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
             tokio::time::sleep(delay).await;
         }
         if let Some(out) = session.poll_transmit() {
-            if let Err(e) = stream.write_all(&out).await {
-                info!(error = %e, "write failed");
-                session.handle_eof();
-                break;
+            // A client that never reads its replies fills the socket buffer; it gets command_timeout to
+            // drain it, not forever (it would hold a connection slot).
+            let limit = session.config().command_timeout;
+            match tokio::time::timeout(limit, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    info!(error = %e, "write failed");
+                    session.handle_eof();
+                    break;
+                }
+                Err(_) => {
+                    info!("client does not read its replies: closing");
+                    session.handle_eof();
+                    break;
+                }
             }
         }
         if session.is_closed() {
@@ -257,6 +268,8 @@ async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
 async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
     let users = shared.store.users();
     let username = creds.username.clone();
+    // Held until the check is done (the blocking task cannot be cancelled anyway).
+    let slot = shared.auth_slots.acquire().await;
     let ok =
         tokio::task::spawn_blocking(move || match users.get(&creds.username).and_then(|u| u.password_hash.clone()) {
             Some(hash) => mailroom_store::password::verify_password(&hash, creds.password.expose()),
@@ -267,6 +280,8 @@ async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
         })
         .await
         .unwrap_or(false);
+    // Free the slot before any failure delay: a guesser must not hold up other users' logins.
+    drop(slot);
     if ok {
         info!(user = %username, mechanism = ?creds.mechanism, "authenticated");
         Decision::Accept

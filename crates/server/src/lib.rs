@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub tls: Arc<tls::TlsHandle>,
     pub auth: config::AuthSection,
     pub per_ip: Arc<limits::PerIp>,
+    /// Password checks running at once: argon2 takes ~19 MiB and tens of ms each, so a burst of AUTH
+    /// attempts must queue rather than take memory and every core.
+    pub auth_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -145,6 +148,7 @@ impl Server {
             tls: Arc::new(tls),
             auth: config.auth.clone(),
             per_ip,
+            auth_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         });
         Ok(Server { config, listeners, shared })
     }

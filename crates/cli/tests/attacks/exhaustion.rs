@@ -207,6 +207,24 @@ fn client_never_reads_replies() {
     drop(c);
 }
 
+/// The same client, holding its connection: once the server's replies have filled the socket buffers, the
+/// server gives it `command_timeout` to read them, then closes, so a connection slot cannot be held forever
+/// by a client that only writes. Shown with `max_connections = 1`: the next client gets in.
+#[test]
+fn client_never_reads_replies_loses_its_slot() {
+    let server = server_with(&limits("command_timeout = \"1s\"\nmax_connections = 1"));
+    let mut c = ehlo(&server);
+    c.set_write_timeout(Duration::from_millis(500));
+    let chunk = b"NOOP\r\n".repeat(10_000);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) && c.try_send(&chunk).is_ok() {}
+    // The server's write to us has been blocked since the buffers filled; within command_timeout (+ slack)
+    // it gives up and the slot is free again.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_still_serves(&server);
+    drop(c);
+}
+
 /// Slowloris in DATA (Apache slowloris 2009, applied to SMTP: one byte at a time keeps a session and its
 /// open message alive). With `min_data_rate`, once `data_timeout` has passed since DATA began a client
 /// averaging less is cut off: 421 4.4.2, and the half message is gone.
