@@ -23,6 +23,8 @@ use crate::{Phase, Role, Shared};
 
 /// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
+/// Input given to the session at a time; its replies are written before the next slice.
+const FEED_SLICE: usize = 4 * 1024;
 /// Socket read buffer of a new session: enough for any command line.
 const INITIAL_READ_BUFFER: usize = 2 * 1024;
 
@@ -64,6 +66,10 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
     session.set_tls(matches!(stream, Stream::Tls(_)));
     // Small while idle (thousands of idle sessions must stay cheap); grows when reads fill it.
     let mut buf = vec![0u8; INITIAL_READ_BUFFER];
+    // buf[fed..filled] was read but not yet given to the session: input is fed a slice at a time, with the
+    // replies written in between, so that a burst of cheap commands (HELP is answered with 20 times its
+    // size) can never queue more than a slice's worth of replies.
+    let (mut fed, mut filled) = (0usize, 0usize);
     let mut rcpts: Vec<MailboxId> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     let mut messages = 0u64;
@@ -99,8 +105,11 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                     session.answer(Decision::Accept);
                 }
                 Event::StartTls => {
+                    // Plaintext read behind STARTTLS must never reach the session (CVE-2011-0411).
+                    fed = filled;
                     if let Some(out) = session.poll_transmit() {
-                        if stream.write_all(&out).await.is_err() {
+                        let limit = session.config().command_timeout;
+                        if !matches!(tokio::time::timeout(limit, stream.write_all(&out)).await, Ok(Ok(()))) {
                             session.handle_eof();
                             continue;
                         }
@@ -192,7 +201,8 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
             }
         }
         if session.is_closed() {
-            let _ = stream.shutdown().await;
+            // Bounded: under TLS this sends close_notify, which a client that never reads could block.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.shutdown()).await;
             break;
         }
         if session.is_waiting() {
@@ -200,13 +210,19 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
             warn!("session waiting with no event");
             break;
         }
+        if fed < filled && session.wants_input() {
+            let end = filled.min(fed + FEED_SLICE);
+            session.handle_input(&buf[fed..end], Instant::now());
+            fed = end;
+            continue;
+        }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         let phase_now = *phase.borrow();
         tokio::select! {
-            r = stream.read(&mut buf), if session.wants_input() => match r {
+            r = stream.read(&mut buf), if session.wants_input() && fed == filled => match r {
                 Ok(0) | Err(_) => { session.handle_eof(); }
                 Ok(n) => {
-                    session.handle_input(&buf[..n], Instant::now());
+                    (fed, filled) = (0, n);
                     if n == buf.len() && buf.len() < READ_BUFFER {
                         buf.resize(READ_BUFFER, 0);
                     }

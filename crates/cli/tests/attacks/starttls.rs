@@ -78,6 +78,41 @@ fn handshake(server: &Server, tcp: TcpStream) -> StreamOwned<ClientConnection, T
     tls
 }
 
+/// CVE-2011-0411 with a long tail: more injected plaintext than the server hands its session at once (it
+/// feeds what it read in 4 KiB slices), all read together with STARTTLS. The server's read buffer is grown to
+/// 64 KiB first, so that the whole packet arrives in one read; none of the tail may run under TLS.
+#[test]
+fn cve_2011_0411_starttls_injection_longer_than_a_slice() {
+    let server = server();
+    let mut tcp = plain_ehlo(&server);
+    // A read that fills the server's first 2 KiB buffer makes it grow to 64 KiB.
+    tcp.write_all(&b"NOOP\r\n".repeat(700)).unwrap();
+    for _ in 0..700 {
+        let r = read_reply_raw(&mut tcp).unwrap();
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let mut packet = b"STARTTLS\r\n".to_vec();
+    packet.extend(b"NOOP\r\n".repeat(3000));
+    packet.extend_from_slice(b"MAIL FROM:<attacker@evil.example>\r\n");
+    tcp.write_all(&packet).unwrap();
+    let r = read_reply_raw(&mut tcp).unwrap();
+    assert!(r.starts_with("220 2.0.0"), "STARTTLS: {r}");
+    let mut tls = handshake(&server, tcp);
+    tls.sock.set_read_timeout(Some(Duration::from_millis(1000))).unwrap();
+    let mut extra = [0u8; 512];
+    match tls.read(&mut extra) {
+        Ok(n) => panic!("an injected command was answered under TLS: {:?}", String::from_utf8_lossy(&extra[..n])),
+        Err(e) => {
+            assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "TLS read: {e}")
+        }
+    }
+    tls.sock.set_read_timeout(Some(WAIT)).unwrap();
+    tls.write_all(b"NOOP\r\n").unwrap();
+    let r = read_reply_raw(&mut tls).unwrap();
+    assert!(r.starts_with("250"), "the TLS session works: {r}");
+    assert_still_serves(&server);
+}
+
 /// CVE-2011-0411 (Postfix; also Exim, Cyrus, Ipswitch and others, 2011; again in 2021): commands
 /// pipelined behind `STARTTLS` in the same plaintext packet are never answered under TLS. After the
 /// handshake the session is new: it needs EHLO again (RFC 3207 §4.2) and does not offer STARTTLS.
