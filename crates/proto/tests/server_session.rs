@@ -631,3 +631,22 @@ fn helo_names_with_whitespace_or_controls_are_refused() {
     s.cmd("EHLO a\u{85}b", "500 5.5.2");
     s.cmd("EHLO good.example", "250");
 }
+
+#[test]
+fn draining_sessions_start_no_new_transaction() {
+    // A transaction under way may finish, but EHLO (which ends it) closes the session instead.
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.s.handle_shutdown();
+    s.pump();
+    assert!(!s.closed);
+    s.cmd("EHLO again", "421 4.3.2");
+    assert!(s.closed);
+    // A session in the middle of an AUTH exchange is idle too.
+    let now = Instant::now();
+    let mut a = authed_session(now);
+    a.handle_input(b"AUTH LOGIN\r\n", now);
+    a.poll_transmit();
+    a.handle_shutdown();
+    assert!(a.is_closed());
+}

@@ -7,6 +7,10 @@ impl Session {
     pub(super) fn handle_helo(&mut self, name: String, extended: bool) {
         // RFC 5321 §4.1.4: a HELO/EHLO in the middle of a transaction resets it, like RSET.
         self.reset_transaction();
+        if self.shutting_down {
+            // Draining: a new greeting starts no new transaction.
+            return self.shutdown_now();
+        }
         let host = self.config.hostname.clone();
         let reply = if extended {
             let r = Reply::plain(250, host)

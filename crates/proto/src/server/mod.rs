@@ -357,7 +357,7 @@ impl Session {
             return;
         }
         self.shutting_down = true;
-        if self.tx.is_none() && self.pending.is_none() && matches!(self.mode, Mode::Command) {
+        if self.tx.is_none() && self.pending.is_none() && matches!(self.mode, Mode::Command | Mode::Auth(_)) {
             self.shutdown_now();
         }
     }
