@@ -400,7 +400,7 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// An exclusive lock held by the existence of a file (created with `create_new`, which is atomic
-/// on local file systems), so no `flock` and no unsafe code is needed.
+/// on local file systems), so neither `flock` nor any `unsafe` block is needed.
 struct LockFile {
     path: PathBuf,
 }
