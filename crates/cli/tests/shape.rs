@@ -227,7 +227,9 @@ fn functions(src: &str) -> Vec<(String, usize, usize)> {
                 None => break None,
                 Some(b'(' | b'[' | b'<') => depth += 1,
                 Some(b')' | b']') => depth -= 1,
-                Some(b'>') if code.get(j.wrapping_sub(1)) != Some(&b'-') && code.get(j.wrapping_sub(1)) != Some(&b'=') => {
+                Some(b'>')
+                    if code.get(j.wrapping_sub(1)) != Some(&b'-') && code.get(j.wrapping_sub(1)) != Some(&b'=') =>
+                {
                     depth -= 1
                 }
                 Some(b';') if depth <= 0 => break None,
@@ -313,8 +315,7 @@ fn expand_use(s: &str) -> Vec<Vec<String>> {
     fn go(prefix: &[String], s: &str, out: &mut Vec<Vec<String>>) {
         let s = s.trim();
         if let Some(open) = s.find('{') {
-            let head: Vec<String> =
-                s[..open].split("::").filter(|x| !x.is_empty()).map(str::to_string).collect();
+            let head: Vec<String> = s[..open].split("::").filter(|x| !x.is_empty()).map(str::to_string).collect();
             let inner = &s[open + 1..s.rfind('}').unwrap_or(s.len())];
             let mut p = prefix.to_vec();
             p.extend(head);
@@ -456,8 +457,11 @@ fn circles(edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Vec<
         if done.contains(*n) || !reachable[n].contains(*n) {
             continue;
         }
-        let scc: Vec<Vec<String>> =
-            nodes.iter().filter(|m| reachable[n].contains(**m) && reachable[**m].contains(*n)).map(|m| (*m).clone()).collect();
+        let scc: Vec<Vec<String>> = nodes
+            .iter()
+            .filter(|m| reachable[n].contains(**m) && reachable[**m].contains(*n))
+            .map(|m| (*m).clone())
+            .collect();
         done.extend(scc.iter().cloned());
         if scc.len() > 1 {
             out.push(scc);

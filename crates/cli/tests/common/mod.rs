@@ -68,12 +68,20 @@ pub struct Opts {
     pub hostname: Option<String>,
     /// Contents of a config file passed with `--config`.
     pub config: Option<String>,
+    /// Also listen with the submission (STARTTLS + AUTH) and submissions (implicit TLS) roles.
+    pub submission: bool,
 }
 
 impl Opts {
     /// The usual test setup: domain `example.test`, host name `mx.e2e.test`.
     pub fn example() -> Opts {
-        Opts { domains: vec!["example.test".into()], hostname: Some("mx.e2e.test".into()), config: None }
+        Opts { domains: vec!["example.test".into()], hostname: Some("mx.e2e.test".into()), ..Opts::default() }
+    }
+
+    /// Adds the submission and submissions listeners (each on its own free port).
+    pub fn with_submission(mut self) -> Opts {
+        self.submission = true;
+        self
     }
 
     pub fn with_config(mut self, toml: &str) -> Opts {
@@ -86,6 +94,9 @@ impl Opts {
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// The submission and submissions ports, with [`Opts::with_submission`].
+    pub submission_port: Option<u16>,
+    pub submissions_port: Option<u16>,
     pub data: PathBuf,
     pub log: PathBuf,
     opts: Opts,
@@ -154,6 +165,11 @@ impl Server {
         if let Some(h) = &opts.hostname {
             cmd.arg("--hostname").arg(h);
         }
+        let (submission_port, submissions_port) =
+            if opts.submission { (Some(free_port()), Some(free_port())) } else { (None, None) };
+        if let (Some(p), Some(q)) = (submission_port, submissions_port) {
+            cmd.arg("--submission").arg(format!("127.0.0.1:{p}")).arg("--submissions").arg(format!("127.0.0.1:{q}"));
+        }
         if let Some(text) = &opts.config {
             let path = parent.join(format!("config-{port}.toml"));
             std::fs::write(&path, text).unwrap();
@@ -166,7 +182,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(log_file);
         let child = cmd.spawn().expect("spawn mailroom serve");
-        let mut s = Server { child: Some(child), port, data, log, opts, _dir: None };
+        let mut s = Server { child: Some(child), port, submission_port, submissions_port, data, log, opts, _dir: None };
         s.wait_listening()?;
         Ok(s)
     }

@@ -5,11 +5,9 @@
 //! STARTTLS, which loses its slot after `command_timeout` (exhaustion.rs
 //! `client_never_reads_replies_loses_its_slot`).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn pipelined_starttls_to_a_client_that_never_reads_loses_its_slot() {

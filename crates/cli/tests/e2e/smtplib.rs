@@ -2,9 +2,7 @@
 //! default domain, several recipients with one unknown, Python's `mailbox.Maildir` reading the result,
 //! and `mailroom mailbox list|show`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Writes MESSAGE to a file next to the data dir and sends it with tests/e2e/smtp_send.py.
 fn smtplib_send(server: &Server, from: &str, to: &[&str], message: &str) -> Vec<String> {

@@ -1,10 +1,8 @@
 //! `mailroom send` and `mailroom sendmail` against a foreign server, Python's aiosmtpd: what arrives
 //! must parse back to what was sent, and refusals must be reported per recipient.
 
-mod send_support;
-
+use crate::send_support::*;
 use mail_parser::{MessageParser, MimeHeaders};
-use send_support::*;
 
 #[test]
 fn non_ascii_subject_and_3_mib_attachment_arrive_intact() {

@@ -2,9 +2,7 @@
 //! The message streams from the client in 64 KiB writes; after the 250 the server's VmHWM (peak
 //! resident set, /proc/<pid>/status) is read. Run with `--nocapture` to see the figure.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::Instant;
 
 const USER: &str = "big@example.test";

@@ -1,9 +1,7 @@
 //! End-to-end over raw TCP: pipelining, BDAT against DATA, relay refusal, size limits and hostile
 //! input (over-long lines, SMTP smuggling).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const A: &str = "a@example.test";
 const B: &str = "b@example.test";

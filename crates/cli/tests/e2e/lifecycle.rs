@@ -2,9 +2,7 @@
 //! while the server runs, SIGTERM with idle and busy sessions, the connection cap, the command and
 //! data timeouts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant};
 
 /// One short session asking whether RCPT TO:<addr> is accepted now; returns the RCPT reply.

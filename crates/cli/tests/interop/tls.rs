@@ -1,79 +1,38 @@
 //! TLS, AUTH and submission with real clients: Python's smtplib and ssl, and swaks (Debian package).
 //! One server with smtp, submission and submissions listeners and its self-signed certificate.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    ports: [u16; 3],
-    data: PathBuf,
-    _dir: tempfile::TempDir,
+use crate::common::{free_port, user_add, user_add_password, Opts, Server};
+
+/// One server with smtp, submission and submissions listeners and its self-signed certificate; alice has
+/// a password, bob does not.
+fn start() -> Tls {
+    let opts = Opts { hostname: Some("localhost".into()), ..Opts::example() }
+        .with_submission()
+        .with_config("[auth]\nfailure_delay = \"100ms\"\n");
+    let server = Server::start_prepared(opts, |data| {
+        user_add_password(data, "alice@example.test", "sekret");
+        user_add(data, "bob@example.test");
+    });
+    Tls { server }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+struct Tls {
+    server: Server,
+}
+
+impl Tls {
+    fn ports(&self) -> [u16; 3] {
+        let s = &self.server;
+        [s.port, s.submission_port.expect("submission"), s.submissions_port.expect("submissions")]
     }
-}
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn mailroom(data: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = mailroom(&data, &["user", "add", "alice@example.test", "--password-stdin"], "sekret\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(mailroom(&data, &["user", "add", "bob@example.test"], "").status.success());
-    let ports = [free_port(), free_port(), free_port()];
-    let cfg = dir.path().join("mailroom.toml");
-    std::fs::write(&cfg, "[auth]\nfailure_delay = \"100ms\"\n").unwrap();
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mailroom"))
-        .args(["serve", "--domain", "example.test", "--hostname", "localhost", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
-        .args(["--submission", &format!("127.0.0.1:{}", ports[1])])
-        .args(["--submissions", &format!("127.0.0.1:{}", ports[2])])
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let s = Server { child, ports, data, _dir: dir };
-    let end = Instant::now() + Duration::from_secs(20);
-    for p in ports {
-        while TcpStream::connect(("127.0.0.1", p)).is_err() {
-            assert!(Instant::now() < end, "server did not start listening on {p}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    s
-}
-
-impl Server {
     fn cafile(&self) -> PathBuf {
-        self.data.join("tls/cert.pem")
+        self.server.data.join("tls/cert.pem")
     }
 
     fn python(&self, case: &str) -> String {
@@ -81,7 +40,7 @@ impl Server {
         let out = Command::new("python3")
             .arg(script)
             .arg(case)
-            .args(self.ports.map(|p| p.to_string()))
+            .args(self.ports().map(|p| p.to_string()))
             .arg(self.cafile())
             .output()
             .expect("python3");
@@ -91,7 +50,7 @@ impl Server {
     }
 
     fn bob_subjects(&self) -> Vec<String> {
-        let dir = self.data.join("mailboxes/example.test/bob/new");
+        let dir = self.server.data.join("mailboxes/example.test/bob/new");
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .map(|d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect())
             .unwrap_or_default();
@@ -109,7 +68,7 @@ fn smtplib_starttls_login_on_submission_and_the_refusals() {
     assert!(msgs[0].contains("Subject: via submission"));
     assert!(msgs[0].contains("with ESMTPSA"), "RFC 3848 keyword for TLS + AUTH: {}", msgs[0]);
     // No password and no AUTH blob in the server's log, for the right and the wrong password alike.
-    let log = std::fs::read_to_string(s._dir.path().join("server.log")).unwrap();
+    let log = s.server.log_text();
     assert!(log.contains("authenticated") && log.contains("authentication failed"), "{log}");
     for secret in ["sekret", "wrong", "AGFsaWNlQGV4YW1wbGUudGVzdABzZWtyZXQ=", "c2VrcmV0", "d3Jvbmc="] {
         assert!(!log.contains(secret), "{secret} in the log");
@@ -143,7 +102,7 @@ fn commands_injected_behind_starttls_are_never_answered() {
 fn swaks_tls_auth_plain_delivers() {
     let s = start();
     let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{}", s.ports[1])])
+        .args(["--server", &format!("127.0.0.1:{}", s.ports()[1])])
         .args(["--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "sekret"])
         .args(["--from", "alice@example.test", "--to", "bob@example.test", "--header", "Subject: via swaks"])
         .args(["--tls-verify", "--tls-ca-path"])
@@ -163,7 +122,7 @@ fn swaks_tls_auth_plain_delivers() {
 fn swaks_tls_on_the_smtp_port_without_auth_delivers_with_esmtps() {
     let s = start();
     let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{}", s.ports[0])])
+        .args(["--server", &format!("127.0.0.1:{}", s.ports()[0])])
         .args(["--tls", "--from", "x@elsewhere.example", "--to", "bob@example.test", "--timeout", "20"])
         .output()
         .expect("swaks");
