@@ -5,8 +5,10 @@
 //! finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod config;
 mod connection;
+mod delivery;
 pub mod limits;
 pub mod policy;
 mod stream;
@@ -16,7 +18,7 @@ pub mod trace;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mailroom_proto::server::Session;
 use mailroom_proto::{Enhanced, Reply};
@@ -27,6 +29,13 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
+
+/// How long sessions still open when the shutdown grace period ends get to close.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How long a client refused at connect gets to take its 421.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (EMFILE and friends), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,7 @@ pub(crate) struct Shared {
     pub store: Store,
     pub policy: policy::Policy,
     pub tls: Arc<tls::TlsHandle>,
+    pub tls_handshake_timeout: Duration,
     pub auth: config::AuthSection,
     pub per_ip: Arc<limits::PerIp>,
     /// Password checks running at once: argon2 takes ~19 MiB and tens of ms each, so a burst of AUTH
@@ -63,6 +73,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Everything sessions share, from a validated config.
+    fn new(config: &Config, store: Store, tls: tls::TlsHandle) -> Result<Shared, ServerError> {
+        let per_ip = limits::PerIp::new(ip_limits(&config.limits)?);
+        let proto = proto_config(config);
+        let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
+        Ok(Shared {
+            smtp: Arc::new(proto),
+            submission: Arc::new(submission),
+            policy: policy::Policy::new(config.domains(), store.clone(), per_ip.clone()),
+            store,
+            tls: Arc::new(tls),
+            tls_handshake_timeout: config.limits.tls_handshake_timeout,
+            auth: config.auth.clone(),
+            per_ip,
+            auth_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        })
+    }
+
     pub fn proto(&self, role: Role) -> Arc<mailroom_proto::server::Config> {
         match role {
             Role::Smtp => self.smtp.clone(),
@@ -71,8 +99,47 @@ impl Shared {
     }
 }
 
+/// The session settings of an smtp listener (submission listeners add AUTH on top).
+fn proto_config(config: &Config) -> mailroom_proto::server::Config {
+    let l = &config.limits;
+    mailroom_proto::server::Config {
+        hostname: config.server.hostname.clone(),
+        max_message_size: l.max_message_size,
+        max_recipients: l.max_recipients,
+        max_errors: l.max_errors,
+        command_timeout: l.command_timeout,
+        data_timeout: l.data_timeout,
+        starttls: true,
+        auth: false,
+        auth_required: false,
+        allow_plaintext_auth: config.auth.allow_plaintext_auth,
+        max_auth_failures: l.max_auth_failures,
+        max_header_lines: l.max_header_lines,
+        max_header_size: l.max_header_size,
+        min_data_rate: l.min_data_rate,
+        error_delay: l.error_delay,
+    }
+}
+
+/// The per-address limits; an unparsable trusted network is an error, never silently dropped.
+fn ip_limits(l: &config::Limits) -> Result<limits::IpLimits, ServerError> {
+    let trusted_networks = l
+        .trusted_networks
+        .iter()
+        .map(|n| n.parse().map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(limits::IpLimits {
+        max_connections_per_ip: l.max_connections_per_ip,
+        max_connection_rate_per_ip: l.max_connection_rate_per_ip,
+        max_message_rate_per_ip: l.max_message_rate_per_ip,
+        trusted_networks,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("cannot open the data directory: {0}")]
@@ -89,67 +156,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and binds every listener (so a port clash is reported before anything runs).
+    /// Checks the config (the same checks as `mailroom check-config`), opens the store and binds every
+    /// listener (so a port clash is reported before anything runs).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
         let store = Store::open(&config.server.data_dir)?;
-        let mut listeners = Vec::new();
-        let roles = [
-            (&config.server.listen, Role::Smtp),
-            (&config.server.submission, Role::Submission),
-            (&config.server.submissions, Role::Submissions),
-        ];
-        for (addrs, role) in roles {
-            for addr in addrs {
-                listeners.push((TcpListener::bind(addr).await.map_err(|e| ServerError::Bind(*addr, e))?, role));
-            }
-        }
+        let listeners = bind_listeners(&config).await?;
         let tls = tls::TlsHandle::load_or_generate(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
             &config.server.data_dir,
             &config.server.hostname,
         )?;
-        let domains = config.domains();
-        let users = store.users();
-        for d in users.domains() {
-            if !domains.iter().any(|x| x == d) {
-                warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
-            }
-        }
-        let proto = mailroom_proto::server::Config {
-            hostname: config.server.hostname.clone(),
-            max_message_size: config.limits.max_message_size,
-            max_recipients: config.limits.max_recipients,
-            max_errors: config.limits.max_errors,
-            command_timeout: config.limits.command_timeout,
-            data_timeout: config.limits.data_timeout,
-            starttls: true,
-            auth: false,
-            auth_required: false,
-            allow_plaintext_auth: config.auth.allow_plaintext_auth,
-            max_auth_failures: config.limits.max_auth_failures,
-            max_header_lines: config.limits.max_header_lines,
-            max_header_size: config.limits.max_header_size,
-            min_data_rate: config.limits.min_data_rate,
-            error_delay: config.limits.error_delay,
-        };
-        let per_ip = limits::PerIp::new(limits::IpLimits {
-            max_connections_per_ip: config.limits.max_connections_per_ip,
-            max_connection_rate_per_ip: config.limits.max_connection_rate_per_ip,
-            max_message_rate_per_ip: config.limits.max_message_rate_per_ip,
-            trusted_networks: config.limits.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
-        });
-        let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
-        let shared = Arc::new(Shared {
-            smtp: Arc::new(proto),
-            submission: Arc::new(submission),
-            store,
-            policy: policy::Policy { domains },
-            tls: Arc::new(tls),
-            auth: config.auth.clone(),
-            per_ip,
-            auth_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        });
+        warn_unserved_domains(&config, &store);
+        let shared = Arc::new(Shared::new(&config, store, tls)?);
         Ok(Server { config, listeners, shared })
     }
 
@@ -171,7 +191,7 @@ impl Server {
         let mut accept_tasks = Vec::new();
         for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
-            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains, hostname = %self.shared.smtp.hostname, "listening");
+            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains(), hostname = %self.shared.smtp.hostname, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 role,
@@ -191,9 +211,36 @@ impl Server {
         if drained.is_err() {
             warn!("grace period over: closing the remaining sessions");
             let _ = phase_tx.send(Phase::Abort);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), slots.acquire_many(all)).await;
+            let _ = tokio::time::timeout(ABORT_WAIT, slots.acquire_many(all)).await;
         }
         info!("stopped");
+    }
+}
+
+/// Binds every listener of every role.
+async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, Role)>, ServerError> {
+    let mut listeners = Vec::new();
+    let roles = [
+        (&config.server.listen, Role::Smtp),
+        (&config.server.submission, Role::Submission),
+        (&config.server.submissions, Role::Submissions),
+    ];
+    for (addrs, role) in roles {
+        for addr in addrs {
+            listeners.push((TcpListener::bind(addr).await.map_err(|e| ServerError::Bind(*addr, e))?, role));
+        }
+    }
+    Ok(listeners)
+}
+
+/// Users whose domain is not served can never receive mail: say so at start-up.
+fn warn_unserved_domains(config: &Config, store: &Store) {
+    let domains = config.domains();
+    let users = store.users();
+    for d in users.domains() {
+        if !domains.iter().any(|x| x == d) {
+            warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
+        }
     }
 }
 
@@ -210,7 +257,7 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -253,7 +300,7 @@ fn refuse(mut stream: tokio::net::TcpStream, proto: Arc<mailroom_proto::server::
     tokio::spawn(async move {
         let mut s = Session::refuse(proto, Instant::now(), Reply::new(421, Enhanced(4, 7, 0), text));
         if let Some(out) = s.poll_transmit() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out)).await;
+            let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
         }
         let _ = stream.shutdown().await;
     });

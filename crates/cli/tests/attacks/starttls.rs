@@ -347,8 +347,7 @@ fn half_started_tls_handshakes_stall_until_the_handshake_timeout() {
 #[test]
 fn half_started_tls_handshakes_do_not_delay_sigterm() {
     let (mut server, tls_port) = server_with_implicit_tls("");
-    let _stalled: Vec<Smtp> =
-        (0..3).flat_map(|_| [half_starttls(server.port), half_implicit_tls(tls_port)]).collect();
+    let _stalled: Vec<Smtp> = (0..3).flat_map(|_| [half_starttls(server.port), half_implicit_tls(tls_port)]).collect();
     std::thread::sleep(Duration::from_millis(200));
     server.sigterm();
     let start = Instant::now();
