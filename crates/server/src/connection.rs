@@ -62,7 +62,7 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
             Err(e) => return info!(error = %e, "TLS handshake failed"),
         }
     }
-    let mut session = Session::new(config, Instant::now());
+    let mut session: Session<MailboxId> = Session::with_routes(config, Instant::now());
     session.set_tls(matches!(stream, Stream::Tls(_)));
     // Small while idle (thousands of idle sessions must stay cheap); grows when reads fill it.
     let mut buf = vec![0u8; INITIAL_READ_BUFFER];
@@ -70,7 +70,6 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
     // replies written in between, so that a burst of cheap commands (HELP is answered with 20 times its
     // size) can never queue more than a slice's worth of replies.
     let (mut fed, mut filled) = (0usize, 0usize);
-    let mut rcpts: Vec<MailboxId> = Vec::new();
     let mut receiving: Option<Receiving> = None;
     let mut messages = 0u64;
     // A session that starts during shutdown is told so at once.
@@ -82,7 +81,6 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
         while let Some(event) = session.poll_event() {
             match event {
                 Event::Mail { from, params } => {
-                    rcpts.clear();
                     if let Some(user) = session.authenticated().filter(|u| !policy::sender_allowed(u, &from)) {
                         info!(%from, user, "sender refused: not the authenticated user's address");
                         session.answer(Decision::Reply(Reply::new(
@@ -129,8 +127,7 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 Event::Rcpt { to } => match shared.policy.rcpt(&shared.store, &to, session.authenticated().is_some()) {
                     RcptVerdict::Local(mbox) => {
                         debug!(%to, mailbox = %mbox.address(), "rcpt accepted");
-                        rcpts.push(mbox);
-                        session.answer(Decision::Accept);
+                        session.answer(Decision::AcceptRcpt(mbox));
                     }
                     RcptVerdict::Refused(reply) => {
                         info!(%to, reply = %reply, "rcpt refused");
@@ -162,8 +159,9 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 Event::DataEnd => {
                     let reply = match receiving.take() {
                         Some(r) => {
-                            let from = session.transaction().map(|t| t.from.to_string()).unwrap_or_default();
-                            finish(r, &rcpts, &from).await
+                            let tx = session.transaction();
+                            let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
+                            finish(r, tx.map_or(&[], |t| t.routes()), &from).await
                         }
                         None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
                     };
@@ -179,7 +177,8 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                 Event::Close => {}
             }
         }
-        if let Some(delay) = session.poll_delay() {
+        let delayed = session.poll_delay();
+        if let Some(delay) = delayed {
             tokio::time::sleep(delay).await;
         }
         if let Some(out) = session.poll_transmit() {
@@ -199,6 +198,10 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
                     break;
                 }
             }
+        }
+        if delayed.is_some() {
+            // The delayed reply is out: the session goes on with the input it holds.
+            session.handle_delay_elapsed(Instant::now());
         }
         if session.is_closed() {
             // Bounded: under TLS this sends close_notify, which a client that never reads could block.
@@ -281,7 +284,7 @@ async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
 
 /// Checks a user name and password against the directory, off the async threads (argon2 is slow on
 /// purpose). A failure waits `failure_delay` before the 535 to slow guessing down. Never logs the password.
-async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
+async fn authenticate(shared: &Shared, creds: Credentials) -> Decision<MailboxId> {
     let users = shared.store.users();
     let username = creds.username.clone();
     // Held until the check is done (the blocking task cannot be cancelled anyway).
@@ -316,7 +319,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Opens the message file and writes the trace headers.
-fn begin(shared: &Shared, session: &Session, peer: SocketAddr) -> Result<Receiving, StoreError> {
+fn begin(shared: &Shared, session: &Session<MailboxId>, peer: SocketAddr) -> Result<Receiving, StoreError> {
     let mut incoming = shared.store.begin()?;
     let tx = session.transaction().expect("DATA has a transaction");
     let headers = trace_headers(&TraceInfo {
