@@ -8,7 +8,7 @@ use tracing::info;
 use crate::Shared;
 
 /// The answer to one AUTH exchange: Accept (235) or 535 5.7.8 after `[auth] failure_delay`.
-pub(crate) async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
+pub(crate) async fn authenticate<R>(shared: &Shared, creds: Credentials) -> Decision<R> {
     let users = shared.store.users();
     let (username, mechanism) = (creds.username.clone(), creds.mechanism);
     // Held until the check is done (the blocking task cannot be cancelled anyway).

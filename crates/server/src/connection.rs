@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime};
 use mailroom_proto::params::MailParams;
 use mailroom_proto::server::{AbortReason, Credentials, Decision, Event, Session};
 use mailroom_proto::{Enhanced, ForwardPath, Reply, ReversePath};
-use mailroom_store::MailboxId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -96,7 +95,8 @@ impl Input {
 
 /// A live client connection and its session.
 pub(crate) struct Connection {
-    session: Session,
+    /// The session keeps each accepted recipient with its route: the shell keeps no recipient list.
+    session: Session<Route>,
     stream: Stream,
     peer: SocketAddr,
     shared: Arc<Shared>,
@@ -104,7 +104,6 @@ pub(crate) struct Connection {
     input: Input,
     /// The message being received, between the session's DataStart and DataEnd/DataAborted.
     receiving: Option<Receiving>,
-    rcpts: Vec<MailboxId>,
     /// Messages stored in this session.
     messages: u64,
     /// Senders, recipients and messages refused in this session.
@@ -131,36 +130,31 @@ impl Connection {
                 }
             }
         }
-        let mut session = Session::new(shared.proto(role), Instant::now());
+        let mut session = Session::with_routes(shared.proto(role), Instant::now());
         session.set_tls(matches!(stream, Stream::Tls(_)));
         // A session that starts during shutdown is told so at once.
         if *phase.borrow() != Phase::Running {
             session.handle_shutdown();
         }
         let input = Input { buf: vec![0u8; INITIAL_READ_BUFFER], fed: 0, filled: 0 };
-        Some(Connection {
-            session,
-            stream,
-            peer,
-            shared,
-            phase,
-            input,
-            receiving: None,
-            rcpts: Vec::new(),
-            messages: 0,
-            refusals: 0,
-        })
+        Some(Connection { session, stream, peer, shared, phase, input, receiving: None, messages: 0, refusals: 0 })
     }
 
     /// Runs the session to its end: events, then replies, then more input or a wait.
     async fn run(mut self) {
         loop {
             self.handle_events().await;
-            if let Some(delay) = self.session.poll_delay() {
+            // The error tarpit: the delayed reply goes out after the delay, then the session goes on.
+            let delayed = self.session.poll_delay();
+            if let Some(delay) = delayed {
                 tokio::time::sleep(delay).await;
             }
             if !self.flush().await {
                 break;
+            }
+            if delayed.is_some() {
+                self.session.handle_delay_elapsed(Instant::now());
+                continue;
             }
             if self.session.is_closed() {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
@@ -206,7 +200,6 @@ impl Connection {
     }
 
     fn handle_mail(&mut self, from: &ReversePath, params: &MailParams) {
-        self.rcpts.clear();
         let decision = match self.shared.policy.check_sender(self.client(), from, Instant::now()) {
             Ok(()) => {
                 debug!(%from, size = ?params.size, "mail");
@@ -224,10 +217,9 @@ impl Connection {
 
     fn handle_rcpt(&mut self, to: &ForwardPath) {
         let decision = match self.shared.policy.route_rcpt(self.client(), to) {
-            Ok(Route::Local(mbox)) => {
-                debug!(%to, mailbox = %mbox.address(), "rcpt accepted");
-                self.rcpts.push(mbox);
-                Decision::Accept
+            Ok(route) => {
+                debug!(%to, ?route, "rcpt accepted");
+                Decision::AcceptRcpt(route)
             }
             Err(refusal) => {
                 if self.note_refusal() {
@@ -276,8 +268,11 @@ impl Connection {
     async fn handle_data_end(&mut self) {
         let reply = match self.receiving.take() {
             Some(r) => {
-                let from = self.session.transaction().map(|t| t.from.to_string()).unwrap_or_default();
-                r.finish(&self.rcpts, &from).await
+                let tx = self.session.transaction();
+                let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
+                let mailboxes: Vec<_> =
+                    tx.map_or(&[][..], |t| t.routes()).iter().map(Route::mailbox).cloned().collect();
+                r.finish(&mailboxes, &from).await
             }
             None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
         };

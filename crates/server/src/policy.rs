@@ -20,6 +20,15 @@ pub enum Route {
     Local(MailboxId),
 }
 
+impl Route {
+    /// The mailbox the message is stored in.
+    pub fn mailbox(&self) -> &MailboxId {
+        match self {
+            Route::Local(m) => m,
+        }
+    }
+}
+
 /// A refused sender or recipient: the reply for the client and a word for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
