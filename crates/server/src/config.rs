@@ -16,7 +16,8 @@
 //! command_timeout = "5m"
 //! data_timeout = "5m"
 //! ```
-//! (and more: see README.md's configuration reference.)
+//! (and more: see README.md's configuration reference.) Every duration and size is range-checked by
+//! [`Config::validate`] (see [`ranges`]), which `check-config`, `serve` and `Server::bind` all run.
 //! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
 
 use std::net::SocketAddr;
@@ -362,6 +363,16 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("1e400").is_err());
+    }
+
+    #[test]
+    fn defaults_are_in_range_and_out_of_range_values_name_their_key() {
+        Config::default().validate().expect("the defaults pass their own checks");
+        let huge: Config = toml::from_str("[limits]\ncommand_timeout = 9223372036854775807\n").unwrap();
+        let e = huge.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.command_timeout") && e.contains("out of range"), "{e}");
+        let zero: Config = toml::from_str("[limits]\ntls_handshake_timeout = 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("limits.tls_handshake_timeout"));
     }
 
     #[test]
