@@ -34,7 +34,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refusals (of a sender, a recipient or a message) a session logs one line each for. Past it they are
 /// only counted and summed up in the disconnect line: a client looping over unknown recipients would
 /// otherwise write a line per RCPT (issue 10: ~100 MB of log in seconds).
-pub(crate) const MAX_LOGGED_REFUSALS: u64 = 10;
+const MAX_LOGGED_REFUSALS: u64 = 10;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
