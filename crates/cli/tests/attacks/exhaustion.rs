@@ -460,6 +460,13 @@ fn durations_as_plain_integers_skip_the_range_check() {
     let out = check_config("[limits]\ncommand_timeout = 9223372036854775807\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("limits.command_timeout"), "the finding's value: {err}");
+    // `serve` runs the same check before it binds anything.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Opts::example().with_config("[limits]\ncommand_timeout = 9223372036854775807\n");
+    match Server::try_spawn(opts, dir.path().join("data"), free_port()) {
+        Ok(_) => panic!("serve started with command_timeout = 9223372036854775807"),
+        Err(log) => assert!(log.contains("limits.command_timeout"), "serve names the key: {log}"),
+    }
     // (section, key, largest accepted, refused beyond it, refused below the range)
     let cases: &[(&str, &str, &str, &str, Option<&str>)] = &[
         ("server", "shutdown_grace", "3600", "3601", None),
