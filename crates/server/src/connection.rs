@@ -301,6 +301,10 @@ impl Connection {
             Ok(tls) => {
                 self.stream = tls;
                 self.session.handle_tls_established(Instant::now());
+                // The handshake's watch may have taken the news of a shutdown that began meanwhile.
+                if *self.phase.borrow() != Phase::Running {
+                    self.session.handle_shutdown();
+                }
             }
             Err(e) => {
                 info!(error = %e, "STARTTLS handshake failed");

@@ -1,7 +1,8 @@
 //! mailroom-server: the tokio shell around the SMTP server session of mailroom-proto.
 //!
-//! Listeners, the per-connection driver, timeouts, the connection cap, policy (which recipients are
-//! ours) and the hand-off to the store. Graceful shutdown: stop accepting, let transactions under way
+//! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
+//! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
+//! to the store (`delivery`), AUTH (`auth`) and TLS (`tls`). Graceful shutdown: stop accepting, let transactions under way
 //! finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
