@@ -2,8 +2,8 @@
 //!
 //! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
-//! to the store (`delivery`), AUTH (`auth`) and TLS (`tls`). Graceful shutdown: stop accepting, let transactions under way
-//! finish within a grace period, 421 4.3.2 to idle sessions.
+//! to the store (`delivery`), AUTH (`auth`) and TLS (`tls`). Graceful shutdown: stop accepting, let
+//! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
 mod auth;
