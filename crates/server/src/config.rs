@@ -376,6 +376,14 @@ mod tests {
     }
 
     #[test]
+    fn no_domains_and_bad_trusted_networks_are_refused_by_name() {
+        let none: Config = toml::from_str("[server]\ndomains = []\n").unwrap();
+        assert!(none.validate().unwrap_err().to_string().contains("server.domains"));
+        let bad: Config = toml::from_str("[limits]\ntrusted_networks = [\"127.0.0.0/8\", \"10.0.0.0/33\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("limits.trusted_networks"));
+    }
+
+    #[test]
     fn file_overrides_defaults_and_rejects_unknown_keys() {
         let cfg: Config = toml::from_str(
             "[server]\ndomains = [\"Example.TEST\"]\n[limits]\nmax_message_size = 1048576\ncommand_timeout = \"2m\"\n[client]\nserver = \"x:25\"\n",

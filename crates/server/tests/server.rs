@@ -254,3 +254,38 @@ async fn half_client_hello_then_close_frees_the_slot_at_once() {
     }
     s.shutdown().await;
 }
+
+/// A ClientHello record offering nothing newer than TLS 1.0 (legacy_version 0x0301, no
+/// supported_versions extension), as an old client sends it.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![1, 0, 0, 0, 0x03, 0x01];
+    body.extend_from_slice(&[7; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x00, 0x2f]); // TLS_RSA_WITH_AES_128_CBC_SHA
+    body.extend_from_slice(&[1, 0]); // null compression
+    let n = body.len() - 4;
+    body[1..4].copy_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    record.extend_from_slice(&body);
+    record
+}
+
+/// A TLS 1.0 client after STARTTLS gets a protocol_version alert (not rustls's handshake_failure), also
+/// when its ClientHello arrives in two pieces (the server reads until the record is whole), and then the
+/// connection closes.
+#[tokio::test]
+async fn old_tls_client_gets_a_protocol_version_alert() {
+    use tokio::io::AsyncReadExt;
+    let s = start(|_| {}).await;
+    let mut c = greeted(s.addr).await;
+    c.cmd("STARTTLS", 220).await;
+    let hello = tls10_client_hello();
+    c.send(&hello[..20]).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.send(&hello[20..]).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, c.io.read_to_end(&mut got)).await.expect("closed in time").unwrap();
+    assert_eq!(got, [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46], "a fatal protocol_version alert, then EOF");
+    s.shutdown().await;
+}
