@@ -5,7 +5,7 @@ use mailroom_proto::server::{Credentials, Decision};
 use mailroom_proto::{Enhanced, Reply};
 use tracing::info;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// The answer to one AUTH exchange: Accept (235) or 535 5.7.8 after `[auth] failure_delay`.
 pub(crate) async fn authenticate<R>(shared: &Shared, creds: Credentials) -> Decision<R> {

@@ -19,9 +19,9 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::{storage_failure, Receiving};
 use crate::policy::{Client, Route};
+use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
 use crate::trace::TraceInfo;
-use crate::{Phase, Role, Shared};
 
 /// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
