@@ -66,13 +66,15 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
         let store = Store::open(&config.server.data_dir)?;
-        let listeners = bind_listeners(&config).await?;
+        // The certificate before the listeners: once a port accepts connections, TLS is ready (and a
+        // self-signed certificate is on disk for clients to trust).
         let tls = tls::TlsHandle::load_or_generate(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
             &config.server.data_dir,
             &config.server.hostname,
         )?;
+        let listeners = bind_listeners(&config).await?;
         warn_unserved_domains(&config, &store);
         let shared = Arc::new(Shared::new(&config, store, tls)?);
         Ok(Server { config, listeners, shared })
