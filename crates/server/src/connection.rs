@@ -200,8 +200,10 @@ async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>
             }
         }
         if delayed.is_some() {
-            // The delayed reply is out: the session goes on with the input it holds.
+            // The delayed reply is out: the session goes on with the input it holds (more events, replies
+            // and delays, handled from the top).
             session.handle_delay_elapsed(Instant::now());
+            continue;
         }
         if session.is_closed() {
             // Bounded: under TLS this sends close_notify, which a client that never reads could block.
