@@ -357,8 +357,21 @@ impl Driver {
         }
     }
 
-    /// Drains output and events, checking each.
+    /// Drains output and events, checking each; lets every error delay pass at once (the session goes on
+    /// with its buffered input after each).
     fn pump(&mut self) {
+        self.drain();
+        while self.s.poll_delay().is_some() {
+            assert!(self.s.is_delayed() || self.s.is_closed(), "a delay while the session holds nothing back");
+            assert!(self.s.poll_timeout().is_none(), "a timeout runs while the shell owes a delay");
+            self.s.handle_delay_elapsed(self.now);
+            self.drain();
+        }
+        assert!(!self.s.is_delayed(), "delayed, but no delay to wait for");
+        self.check_states();
+    }
+
+    fn drain(&mut self) {
         while let Some(out) = self.s.poll_transmit() {
             assert!(!self.closed_event, "output after Close: {:?}", lossy(&out));
             assert!(
@@ -429,6 +442,10 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// What the session says about itself matches the events seen.
+    fn check_states(&mut self) {
         if self.pending.is_some() {
             assert!(self.s.is_waiting(), "an event waits for an answer but is_waiting() is false");
             assert!(self.s.poll_timeout().is_none(), "a timeout runs while the shell owes an answer");

@@ -9,6 +9,7 @@
 //! | Open relay probes              | `attacks/open_relay.rs`       |
 //! | Hostile addresses & parameters | `attacks/hostile_input.rs`    |
 //! | Resource exhaustion & limits   | `attacks/exhaustion.rs`       |
+//! | Address harvesting             | `attacks/harvesting.rs`       |
 //!
 //! Every case asserts the exact reply (code and enhanced status code) and then
 //! [`support::assert_still_serves`]: a normal message to a known user still gets 250 and lands in its
@@ -36,3 +37,6 @@ mod hostile_input;
 
 #[path = "attacks/exhaustion.rs"]
 mod exhaustion;
+
+#[path = "attacks/harvesting.rs"]
+mod harvesting;

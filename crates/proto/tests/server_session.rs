@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailroom_proto::server::{AbortReason, Config, Decision, Event, Session};
+use mailroom_proto::server::{AbortReason, Config, Decision, Event, Session, DEFAULT_ERROR_DELAY};
 use mailroom_proto::{Enhanced, ForwardPath, Reply};
 
 /// An in-memory server: accepts recipients whose local part is in `users`, "stores" bodies in memory.
@@ -18,6 +18,8 @@ struct S {
     out: Vec<u8>,
     greeting: String,
     closed: bool,
+    /// Every delay the session asked for.
+    delays: Vec<Duration>,
 }
 
 impl S {
@@ -34,6 +36,7 @@ impl S {
             out: Vec::new(),
             greeting: String::new(),
             closed: false,
+            delays: Vec::new(),
         };
         s.pump();
         s.greeting = String::from_utf8_lossy(&std::mem::take(&mut s.out)).into_owned();
@@ -92,6 +95,12 @@ impl S {
             }
             if let Some(b) = self.s.poll_transmit() {
                 self.out.extend_from_slice(&b);
+            }
+            // The error tarpit: the time passes at once here.
+            if let Some(d) = self.s.poll_delay() {
+                self.delays.push(d);
+                self.s.handle_delay_elapsed(self.now);
+                continue;
             }
             if self.s.poll_event().is_none() {
                 break;
@@ -649,4 +658,114 @@ fn draining_sessions_start_no_new_transaction() {
     a.poll_transmit();
     a.handle_shutdown();
     assert!(a.is_closed());
+}
+
+/// Finding 1 ("refused recipients are free"): a RCPT the shell refuses is an error like any other, so a
+/// harvesting client meets `max_errors` and is closed with 421 4.7.0 instead of testing a whole dictionary.
+#[test]
+fn refused_recipients_count_as_errors_finding_1() {
+    let mut s = S::with(Config { hostname: "mx.test".into(), max_errors: 5, ..Config::default() });
+    s.cmd("EHLO c", "250");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x>", "250 2.1.5");
+    let out = s.send("RCPT TO:<nobody@x>\r\n".repeat(100).as_bytes());
+    assert_eq!(out.matches("550 5.1.1").count(), 5, "{out}");
+    assert!(out.ends_with("421 4.7.0 mx.test Too many errors, closing connection\r\n"), "{out}");
+    assert!(s.closed);
+}
+
+/// Finding 1, second half: past half of `max_errors` each error reply gets its own delay, also when the
+/// client pipelined them all in one write. The session stops after such a reply and asks for the delay.
+#[test]
+fn pipelined_errors_are_delayed_one_by_one_finding_1() {
+    let now = Instant::now();
+    let cfg = Config { max_errors: 20, error_delay: Duration::from_secs(1), ..Config::default() };
+    let mut s = Session::new(Arc::new(cfg), now);
+    s.poll_transmit();
+    s.handle_input(&b"XYZZY\r\n".repeat(25), now);
+    // Errors 1-10 are answered at once; the 11th is the first past half: it waits, and so does the rest.
+    let out = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert_eq!(out.matches("500 5.5.2").count(), 11, "{out}");
+    assert_eq!(s.poll_delay(), Some(Duration::from_secs(1)));
+    assert!(s.is_delayed() && !s.is_closed());
+    assert_eq!(s.poll_timeout(), None, "no idle timer while the shell owes the delay");
+    assert_eq!(s.poll_delay(), None, "asked once per reply");
+    // Input that arrives meanwhile waits too.
+    s.handle_input(b"NOOP\r\n", now);
+    assert!(s.poll_transmit().is_none());
+    // Each elapsed delay releases exactly one further error reply, with its own delay.
+    for i in 12..=19 {
+        s.handle_delay_elapsed(now);
+        let out = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+        assert_eq!(out, "500 5.5.2 Command unrecognized\r\n", "error {i}");
+        assert_eq!(s.poll_delay(), Some(Duration::from_secs(1)), "error {i}");
+    }
+    // The 20th error is delayed too, and closes the session.
+    s.handle_delay_elapsed(now);
+    let out = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert_eq!(out, "500 5.5.2 Command unrecognized\r\n421 4.7.0 localhost Too many errors, closing connection\r\n");
+    assert_eq!(s.poll_delay(), Some(Duration::from_secs(1)));
+    assert!(s.is_closed());
+    // A good command after the delay is not delayed.
+    let mut s = S::with(Config { max_errors: 4, ..Config::default() });
+    s.send(b"EHLO c\r\nX\r\nX\r\nX\r\nNOOP\r\n");
+    assert_eq!(s.delays, vec![DEFAULT_ERROR_DELAY], "only the third error (past half of 4) waits");
+}
+
+/// The shell's route for each accepted recipient stays with the transaction, and goes with it.
+#[test]
+fn routes_of_accepted_recipients_are_kept_with_the_transaction() {
+    let now = Instant::now();
+    let mut s: Session<u32> = Session::with_routes(Arc::new(Config::default()), now);
+    let answer = |s: &mut Session<u32>, input: &[u8]| {
+        s.handle_input(input, now);
+        while let Some(e) = s.poll_event() {
+            match e {
+                Event::Mail { .. } => s.answer(Decision::Accept),
+                Event::Rcpt { to: ForwardPath::Mailbox(a) } if a.local() == "nobody" => {
+                    s.answer(Decision::Reply(Reply::new(550, Enhanced(5, 1, 1), "No such user")))
+                }
+                Event::Rcpt { to } => s.answer(Decision::AcceptRcpt(to.to_string().len() as u32)),
+                _ => {}
+            }
+        }
+        String::from_utf8(s.poll_transmit().unwrap_or_default()).unwrap()
+    };
+    answer(&mut s, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\nRCPT TO:<nobody@y>\r\nRCPT TO:<Postmaster>\r\n");
+    let tx = s.transaction().unwrap();
+    assert_eq!(tx.routes(), &[5, 12]);
+    let pairs: Vec<_> = tx.recipients().map(|(to, r)| (to.to_string(), *r)).collect();
+    assert_eq!(pairs, vec![("<x@y>".to_string(), 5), ("<postmaster>".to_string(), 12)]);
+    // RSET ends the transaction, and its routes with it; a new MAIL starts with none.
+    answer(&mut s, b"RSET\r\nMAIL FROM:<a@b>\r\n");
+    assert!(s.transaction().unwrap().routes().is_empty());
+    answer(&mut s, b"RCPT TO:<z@y>\r\n");
+    assert_eq!(s.transaction().unwrap().routes(), &[5]);
+    // An acceptance without a route is the shell's bug: refused for now, never accepted unrouted.
+    s.handle_input(b"RCPT TO:<w@y>\r\n", now);
+    assert!(matches!(s.poll_event(), Some(Event::Rcpt { .. })));
+    s.answer(Decision::Accept);
+    let r = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
+    assert_eq!(r, "451 4.3.0 Recipient not routed, try again later\r\n");
+    assert_eq!(s.transaction().unwrap().routes(), &[5]);
+}
+
+/// A line longer than the SASL response limit in the middle of an AUTH exchange is refused with 500 and
+/// ends the exchange: the next line is a command again, not a response.
+#[test]
+fn overlong_line_in_auth_exchange_ends_it() {
+    let now = Instant::now();
+    let long = format!("{}\r\n", "A".repeat(13_000));
+    // Whole, and split so that the limit is crossed before the CRLF arrives.
+    for split in [long.len(), 12_300] {
+        let mut s = authed_session(now);
+        s.handle_input(b"AUTH LOGIN\r\n", now);
+        assert_eq!(s.poll_transmit().unwrap(), b"334 VXNlcm5hbWU6\r\n");
+        s.handle_input(&long.as_bytes()[..split], now);
+        s.handle_input(&long.as_bytes()[split..], now);
+        assert_eq!(s.poll_transmit().unwrap(), b"500 5.5.2 Line too long\r\n", "split at {split}");
+        s.handle_input(b"NOOP\r\n", now);
+        assert_eq!(s.poll_transmit().unwrap(), b"250 2.0.0 OK\r\n", "split at {split}");
+        assert!(s.poll_event().is_none());
+    }
 }

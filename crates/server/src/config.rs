@@ -16,7 +16,8 @@
 //! command_timeout = "5m"
 //! data_timeout = "5m"
 //! ```
-//! (and more: see README.md's configuration reference.)
+//! (and more: see README.md's configuration reference.) Every duration and size is range-checked by
+//! [`Config::validate`] (see [`ranges`]), which `check-config`, `serve` and `Server::bind` all run.
 //! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
 
 use std::net::SocketAddr;
@@ -99,7 +100,16 @@ pub struct Limits {
     /// How long each error reply waits once a session has made half of `max_errors`.
     #[serde(deserialize_with = "duration")]
     pub error_delay: Duration,
+    /// How long a TLS handshake (STARTTLS or implicit TLS) may take from the first byte we wait for to
+    /// the finished handshake. Short, and separate from `command_timeout`: a client that sends a few bytes
+    /// of a ClientHello and stalls must not hold a connection slot for minutes.
+    #[serde(deserialize_with = "duration")]
+    pub tls_handshake_timeout: Duration,
 }
+
+/// Default `tls_handshake_timeout`: a real handshake takes a few round trips (well under a second even
+/// across continents); 30 s leaves room for a slow or lossy link.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[tls]`: the certificate and key (PEM). Without them a self-signed pair is made in `<data-dir>/tls/`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -159,6 +169,7 @@ impl Default for Limits {
             max_header_lines: p::DEFAULT_MAX_HEADER_LINES,
             max_header_size: p::DEFAULT_MAX_HEADER_SIZE,
             error_delay: p::DEFAULT_ERROR_DELAY,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -192,31 +203,105 @@ impl Config {
         if self.server.hostname.is_empty() || self.server.hostname.bytes().any(|b| b <= b' ' || b >= 0x7f) {
             return bad(format!("server.hostname: {:?} is not a host name", self.server.hostname));
         }
-        let l = &self.limits;
-        if l.max_message_size == 0 {
-            return bad("limits.max_message_size must be above 0".into());
-        }
-        if l.max_recipients == 0 || l.max_connections == 0 || l.max_errors == 0 || l.max_auth_failures == 0 {
-            return bad(
-                "limits.max_recipients, max_connections, max_errors and max_auth_failures must be above 0".into()
-            );
-        }
-        for n in &l.trusted_networks {
+        for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
         }
-        if l.max_header_lines == 0 || l.max_header_size == 0 {
-            return bad("limits.max_header_lines and max_header_size must be above 0".into());
-        }
-        if l.command_timeout.is_zero() || l.data_timeout.is_zero() {
-            return bad("limits.command_timeout and data_timeout must be above 0".into());
-        }
+        self.check_ranges()
+    }
+
+    /// Every duration and size against its range (see [`ranges`]): a value outside could overflow the
+    /// clock arithmetic (`now + timeout`), hang a session or exhaust memory, so it never reaches a session.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        use ranges::*;
+        let (s, a, l) = (&self.server, &self.auth, &self.limits);
+        duration_in("server.shutdown_grace", s.shutdown_grace, Duration::ZERO, MAX_SHUTDOWN_GRACE)?;
+        duration_in("auth.failure_delay", a.failure_delay, Duration::ZERO, MAX_DELAY)?;
+        duration_in("limits.command_timeout", l.command_timeout, MIN_TIMEOUT, MAX_SESSION_TIMEOUT)?;
+        duration_in("limits.data_timeout", l.data_timeout, MIN_TIMEOUT, MAX_SESSION_TIMEOUT)?;
+        duration_in("limits.error_delay", l.error_delay, Duration::ZERO, MAX_DELAY)?;
+        duration_in("limits.tls_handshake_timeout", l.tls_handshake_timeout, MIN_TIMEOUT, MAX_HANDSHAKE_TIMEOUT)?;
+        number_in("limits.max_message_size", l.max_message_size, 1, MAX_MESSAGE_SIZE)?;
+        number_in("limits.max_recipients", l.max_recipients, 1, MAX_RECIPIENTS)?;
+        number_in("limits.max_connections", l.max_connections, 1, MAX_CONNECTIONS)?;
+        number_in("limits.max_errors", l.max_errors, 1, MAX_ERRORS)?;
+        number_in("limits.max_auth_failures", l.max_auth_failures, 1, MAX_AUTH_FAILURES)?;
+        number_in("limits.max_connections_per_ip", l.max_connections_per_ip, 0, MAX_CONNECTIONS)?;
+        number_in("limits.max_connection_rate_per_ip", l.max_connection_rate_per_ip, 0, MAX_RATE)?;
+        number_in("limits.max_message_rate_per_ip", l.max_message_rate_per_ip, 0, MAX_RATE)?;
+        number_in("limits.min_data_rate", l.min_data_rate, 0, MAX_MIN_DATA_RATE)?;
+        number_in("limits.max_header_lines", l.max_header_lines, 1, MAX_HEADER_LINES)?;
+        number_in("limits.max_header_size", l.max_header_size, 1, MAX_HEADER_SIZE)?;
         Ok(())
     }
 
     /// Served domains, lowercased.
     pub fn domains(&self) -> Vec<String> {
         self.server.domains.iter().map(|d| d.to_lowercase()).collect()
+    }
+}
+
+/// The accepted range of every duration and size in the config, each with why it is bounded there.
+/// Lower bounds of 1 are where 0 would mean "refuse everything"; keys where 0 means "off" start at 0.
+pub mod ranges {
+    use std::time::Duration;
+
+    use super::ConfigError;
+
+    /// Shortest `command_timeout`, `data_timeout` and `tls_handshake_timeout`: below a second a normal
+    /// client on a slow link would be cut off mid-command.
+    pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Longest `command_timeout` and `data_timeout`: RFC 5321 §4.5.3.2 asks for minutes (5 for commands,
+    /// 10 for the end of data); an hour is far beyond any real client, and keeps every deadline the session
+    /// computes (`now + timeout`) well inside what the clock can represent.
+    pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// Longest `tls_handshake_timeout`: a handshake is a few round trips; past 5 minutes a stalled one
+    /// only holds a slot.
+    pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Longest `error_delay` and `[auth] failure_delay`: a tarpit slows a client down; a delay longer
+    /// than a minute would only hold the session (and its slot) open for the attacker's benefit.
+    pub const MAX_DELAY: Duration = Duration::from_secs(60);
+    /// Longest `shutdown_grace`: a stop that waits longer than an hour is a hang to the service manager.
+    pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+    /// Largest `max_message_size` (4 GiB): the store streams messages to disk, but larger messages are
+    /// beyond what any other MTA will relay, and SIZE (RFC 1870) values beyond it are more likely typos.
+    pub const MAX_MESSAGE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
+    /// Largest `max_recipients`: RFC 5321 §4.5.3.1.8 asks for at least 100; each accepted recipient is
+    /// kept in memory for the transaction.
+    pub const MAX_RECIPIENTS: usize = 100_000;
+    /// Largest `max_connections` and `max_connections_per_ip`: each session holds a file descriptor and a
+    /// task; a million is past any descriptor limit a host is configured with.
+    pub const MAX_CONNECTIONS: usize = 1_000_000;
+    /// Largest `max_errors`: the counter exists to end abusive sessions.
+    pub const MAX_ERRORS: usize = 10_000;
+    /// Largest `max_auth_failures`: it bounds password guessing per session.
+    pub const MAX_AUTH_FAILURES: usize = 100;
+    /// Largest per-minute rate (`max_connection_rate_per_ip`, `max_message_rate_per_ip`): beyond
+    /// ~16,000 a second, a limit is no limit.
+    pub const MAX_RATE: u32 = 1_000_000;
+    /// Largest `min_data_rate` (1 GiB/s): beyond what a network link delivers, it would cut off everyone.
+    pub const MAX_MIN_DATA_RATE: u64 = 1024 * 1024 * 1024;
+    /// Largest `max_header_lines`.
+    pub const MAX_HEADER_LINES: usize = 1_000_000;
+    /// Largest `max_header_size` (64 MiB): the header section is scanned in memory-bounded steps, but a
+    /// header section that large is no mail.
+    pub const MAX_HEADER_SIZE: usize = 64 * 1024 * 1024;
+
+    pub(super) fn duration_in(key: &str, v: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+        if v < min || v > max {
+            return Err(ConfigError::Invalid(format!("{key} = {v:?} is out of range ({min:?} to {max:?})")));
+        }
+        Ok(())
+    }
+
+    pub(super) fn number_in<T>(key: &str, v: T, min: T, max: T) -> Result<(), ConfigError>
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        if v < min || v > max {
+            return Err(ConfigError::Invalid(format!("{key} = {v} is out of range ({min} to {max})")));
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +363,24 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("1e400").is_err());
+    }
+
+    #[test]
+    fn defaults_are_in_range_and_out_of_range_values_name_their_key() {
+        Config::default().validate().expect("the defaults pass their own checks");
+        let huge: Config = toml::from_str("[limits]\ncommand_timeout = 9223372036854775807\n").unwrap();
+        let e = huge.validate().unwrap_err().to_string();
+        assert!(e.contains("limits.command_timeout") && e.contains("out of range"), "{e}");
+        let zero: Config = toml::from_str("[limits]\ntls_handshake_timeout = 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("limits.tls_handshake_timeout"));
+    }
+
+    #[test]
+    fn no_domains_and_bad_trusted_networks_are_refused_by_name() {
+        let none: Config = toml::from_str("[server]\ndomains = []\n").unwrap();
+        assert!(none.validate().unwrap_err().to_string().contains("server.domains"));
+        let bad: Config = toml::from_str("[limits]\ntrusted_networks = [\"127.0.0.0/8\", \"10.0.0.0/33\"]\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("limits.trusted_networks"));
     }
 
     #[test]

@@ -1,25 +1,27 @@
-//! One client connection: moves bytes between the socket and the proto session, answers its events
-//! with the policy and the store, and keeps its timers. One tokio task per connection.
+//! One client connection: a [`Connection`] moves bytes between the socket and the proto session,
+//! carries out the session's events (the policy decides about senders and recipients, the store takes
+//! the message, the password check runs off the async threads) and keeps the session's timers. One tokio
+//! task per connection: [`Connection::run`] is a short loop, with one method per event.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use mailroom_proto::data::ToLf;
-use mailroom_proto::server::{Credentials, Decision, Event, Session};
-use mailroom_proto::{Enhanced, Reply};
-use mailroom_store::{Incoming, MailboxId, StoreError};
+use mailroom_proto::params::MailParams;
+use mailroom_proto::server::{AbortReason, Credentials, Decision, Event, Session};
+use mailroom_proto::{Enhanced, ForwardPath, Reply, ReversePath};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::policy::{self, RcptVerdict};
+use crate::delivery::{storage_failure, Receiving};
+use crate::policy::{Client, Route};
+use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
-use crate::tls::Hello;
-use crate::trace::{trace_headers, TraceInfo};
-use crate::{Phase, Role, Shared};
+use crate::trace::TraceInfo;
 
 /// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
@@ -27,16 +29,14 @@ const READ_BUFFER: usize = 64 * 1024;
 const FEED_SLICE: usize = 4 * 1024;
 /// Socket read buffer of a new session: enough for any command line.
 const INITIAL_READ_BUFFER: usize = 2 * 1024;
+/// How long closing may take: under TLS it sends close_notify, which a client that never reads could block.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refusals (of a sender, a recipient or a message) a session logs one line each for. Past it they are
+/// only counted and summed up in the disconnect line: a client looping over unknown recipients would
+/// otherwise write a line per RCPT (issue 10: ~100 MB of log in seconds).
+const MAX_LOGGED_REFUSALS: u64 = 10;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
-
-/// A message being received: the store's open file and where it goes.
-struct Receiving {
-    incoming: Incoming,
-    lf: ToLf,
-    scratch: Vec<u8>,
-    failed: Option<StoreError>,
-}
 
 /// Serves one connection; every log line of it carries the session id and the peer (a tracing span).
 pub(crate) async fn serve(
@@ -48,326 +48,359 @@ pub(crate) async fn serve(
 ) {
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
-    drive(tcp, peer, role, shared, phase).instrument(span).await
-}
-
-async fn drive(tcp: TcpStream, peer: SocketAddr, role: Role, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
-    info!(?role, "connect");
-    let config = shared.proto(role);
-    let mut stream = Stream::Plain(tcp);
-    if role == Role::Submissions {
-        // RFC 8314: TLS from the first byte, before the greeting.
-        match handshake(&mut stream, &shared, config.command_timeout).await {
-            Ok(()) => {}
-            Err(e) => return info!(error = %e, "TLS handshake failed"),
+    async move {
+        info!(?role, "connect");
+        if let Some(connection) = Connection::open(tcp, peer, role, shared, phase).await {
+            connection.run().await;
         }
     }
-    let mut session = Session::new(config, Instant::now());
-    session.set_tls(matches!(stream, Stream::Tls(_)));
-    // Small while idle (thousands of idle sessions must stay cheap); grows when reads fill it.
-    let mut buf = vec![0u8; INITIAL_READ_BUFFER];
-    // buf[fed..filled] was read but not yet given to the session: input is fed a slice at a time, with the
-    // replies written in between, so that a burst of cheap commands (HELP is answered with 20 times its
-    // size) can never queue more than a slice's worth of replies.
-    let (mut fed, mut filled) = (0usize, 0usize);
-    let mut rcpts: Vec<MailboxId> = Vec::new();
-    let mut receiving: Option<Receiving> = None;
-    let mut messages = 0u64;
-    // A session that starts during shutdown is told so at once.
-    if *phase.borrow() != Phase::Running {
-        session.handle_shutdown();
+    .instrument(span)
+    .await
+}
+
+/// Bytes read from the socket: `buf[fed..filled]` is not yet given to the session. Input is fed a slice
+/// at a time with the replies written in between, so that a burst of cheap commands (HELP is answered
+/// with 20 times its size) can never queue more than a slice's worth of replies.
+struct Input {
+    /// Small while idle (thousands of idle sessions must stay cheap); grows when reads fill it.
+    buf: Vec<u8>,
+    fed: usize,
+    filled: usize,
+}
+
+impl Input {
+    fn is_pending(&self) -> bool {
+        self.fed < self.filled
     }
 
-    loop {
-        while let Some(event) = session.poll_event() {
+    /// The next slice to feed, marked as fed.
+    fn next_slice(&mut self) -> &[u8] {
+        let start = self.fed;
+        self.fed = self.filled.min(start + FEED_SLICE);
+        &self.buf[start..self.fed]
+    }
+
+    /// Drops what was read and not fed (plaintext behind STARTTLS, CVE-2011-0411).
+    fn discard(&mut self) {
+        self.fed = self.filled;
+    }
+
+    fn handle_read(&mut self, n: usize) {
+        (self.fed, self.filled) = (0, n);
+        if n == self.buf.len() && self.buf.len() < READ_BUFFER {
+            self.buf.resize(READ_BUFFER, 0);
+        }
+    }
+}
+
+/// A live client connection and its session.
+pub(crate) struct Connection {
+    /// The session keeps each accepted recipient with its route: the shell keeps no recipient list.
+    session: Session<Route>,
+    stream: Stream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+    input: Input,
+    /// The message being received, between the session's DataStart and DataEnd/DataAborted.
+    receiving: Option<Receiving>,
+    /// Messages stored in this session.
+    messages: u64,
+    /// Senders, recipients and messages refused in this session.
+    refusals: u64,
+}
+
+impl Connection {
+    /// Sets up the session; on an implicit-TLS listener the handshake comes first (RFC 8314: TLS from
+    /// the first byte, before the greeting). None when that handshake fails.
+    async fn open(
+        tcp: TcpStream,
+        peer: SocketAddr,
+        role: Role,
+        shared: Arc<Shared>,
+        mut phase: watch::Receiver<Phase>,
+    ) -> Option<Connection> {
+        let mut stream = Stream::Plain(tcp);
+        if role == Role::Submissions {
+            match handshake(stream, &shared, &mut phase).await {
+                Ok(tls) => stream = tls,
+                Err(e) => {
+                    info!(error = %e, "TLS handshake failed");
+                    return None;
+                }
+            }
+        }
+        let mut session = Session::with_routes(shared.proto(role), Instant::now());
+        session.set_tls(matches!(stream, Stream::Tls(_)));
+        // A session that starts during shutdown is told so at once.
+        if *phase.borrow() != Phase::Running {
+            session.handle_shutdown();
+        }
+        let input = Input { buf: vec![0u8; INITIAL_READ_BUFFER], fed: 0, filled: 0 };
+        Some(Connection { session, stream, peer, shared, phase, input, receiving: None, messages: 0, refusals: 0 })
+    }
+
+    /// Runs the session to its end: events, then replies, then more input or a wait.
+    async fn run(mut self) {
+        loop {
+            self.handle_events().await;
+            // The error tarpit: the delayed reply goes out after the delay, then the session goes on.
+            let delayed = self.session.poll_delay();
+            if let Some(delay) = delayed {
+                tokio::time::sleep(delay).await;
+            }
+            if !self.flush().await {
+                break;
+            }
+            if delayed.is_some() {
+                self.session.handle_delay_elapsed(Instant::now());
+                continue;
+            }
+            if self.session.is_closed() {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+                break;
+            }
+            if self.session.is_waiting() {
+                // Every event is answered in handle_events; this cannot happen, but never spin.
+                warn!("session waiting with no event");
+                break;
+            }
+            if !self.feed() {
+                self.wait().await;
+            }
+        }
+        self.log_end();
+    }
+
+    /// Carries out every event the session has queued.
+    async fn handle_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
             match event {
-                Event::Mail { from, params } => {
-                    rcpts.clear();
-                    if let Some(user) = session.authenticated().filter(|u| !policy::sender_allowed(u, &from)) {
-                        info!(%from, user, "sender refused: not the authenticated user's address");
-                        session.answer(Decision::Reply(Reply::new(
-                            553,
-                            Enhanced(5, 7, 1),
-                            "Sender address not owned by the authenticated user",
-                        )));
-                        continue;
-                    }
-                    if !shared.per_ip.message(peer.ip(), Instant::now()) {
-                        info!(%from, "refused: message rate");
-                        session.answer(Decision::Reply(Reply::new(
-                            450,
-                            Enhanced(4, 7, 1),
-                            "Too much mail from your address, try again later",
-                        )));
-                        continue;
-                    }
-                    debug!(%from, size = ?params.size, "mail");
-                    session.answer(Decision::Accept);
-                }
-                Event::StartTls => {
-                    // Plaintext read behind STARTTLS must never reach the session (CVE-2011-0411).
-                    fed = filled;
-                    if let Some(out) = session.poll_transmit() {
-                        let limit = session.config().command_timeout;
-                        if !matches!(tokio::time::timeout(limit, stream.write_all(&out)).await, Ok(Ok(()))) {
-                            session.handle_eof();
-                            continue;
-                        }
-                    }
-                    match handshake(&mut stream, &shared, session.config().command_timeout).await {
-                        Ok(()) => session.handle_tls_established(Instant::now()),
-                        Err(e) => {
-                            info!(error = %e, "STARTTLS handshake failed");
-                            session.handle_eof();
-                        }
-                    }
-                }
-                Event::Auth(creds) => {
-                    let decision = authenticate(&shared, creds).await;
-                    session.answer(decision);
-                }
-                Event::Rcpt { to } => match shared.policy.rcpt(&shared.store, &to, session.authenticated().is_some()) {
-                    RcptVerdict::Local(mbox) => {
-                        debug!(%to, mailbox = %mbox.address(), "rcpt accepted");
-                        rcpts.push(mbox);
-                        session.answer(Decision::Accept);
-                    }
-                    RcptVerdict::Refused(reply) => {
-                        info!(%to, reply = %reply, "rcpt refused");
-                        session.answer(Decision::Reply(reply));
-                    }
-                },
-                Event::DataStart => {
-                    let decision = match begin(&shared, &session, peer) {
-                        Ok(r) => {
-                            receiving = Some(r);
-                            Decision::Accept
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "cannot open message file");
-                            Decision::Reply(storage_failure(&e))
-                        }
-                    };
-                    session.answer(decision);
-                }
-                Event::Data(chunk) => {
-                    if let Some(r) = receiving.as_mut().filter(|r| r.failed.is_none()) {
-                        r.scratch.clear();
-                        r.lf.convert(&chunk, &mut r.scratch);
-                        if let Err(e) = r.incoming.write(&r.scratch) {
-                            r.failed = Some(e);
-                        }
-                    }
-                }
-                Event::DataEnd => {
-                    let reply = match receiving.take() {
-                        Some(r) => {
-                            let from = session.transaction().map(|t| t.from.to_string()).unwrap_or_default();
-                            finish(r, &rcpts, &from).await
-                        }
-                        None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
-                    };
-                    if reply.code == 250 {
-                        messages += 1;
-                    }
-                    session.answer(Decision::Reply(reply));
-                }
-                Event::DataAborted(reason) => {
-                    receiving = None; // dropping the Incoming removes its file
-                    info!(?reason, "message refused");
-                }
+                Event::Mail { from, params } => self.handle_mail(&from, &params),
+                Event::Rcpt { to } => self.handle_rcpt(&to),
+                Event::DataStart => self.handle_data_start(),
+                Event::Data(chunk) => self.handle_data(&chunk),
+                Event::DataEnd => self.handle_data_end().await,
+                Event::DataAborted(reason) => self.handle_data_aborted(reason),
+                Event::StartTls => self.handle_starttls().await,
+                Event::Auth(creds) => self.handle_auth(creds).await,
                 Event::Close => {}
             }
         }
-        if let Some(delay) = session.poll_delay() {
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(out) = session.poll_transmit() {
-            // A client that never reads its replies fills the socket buffer; it gets command_timeout to
-            // drain it, not forever (it would hold a connection slot).
-            let limit = session.config().command_timeout;
-            match tokio::time::timeout(limit, stream.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    info!(error = %e, "write failed");
-                    session.handle_eof();
-                    break;
+    }
+
+    fn client(&self) -> Client<'_> {
+        Client { ip: self.peer.ip(), authenticated: self.session.authenticated() }
+    }
+
+    /// Counts a refusal; true while it should get a log line of its own.
+    fn note_refusal(&mut self) -> bool {
+        self.refusals += 1;
+        self.refusals <= MAX_LOGGED_REFUSALS
+    }
+
+    fn handle_mail(&mut self, from: &ReversePath, params: &MailParams) {
+        let decision = match self.shared.policy.check_sender(self.client(), from, Instant::now()) {
+            Ok(()) => {
+                debug!(%from, size = ?params.size, "mail");
+                Decision::Accept
+            }
+            Err(refusal) => {
+                if self.note_refusal() {
+                    info!(%from, reason = refusal.reason, "sender refused");
                 }
-                Err(_) => {
-                    info!("client does not read its replies: closing");
-                    session.handle_eof();
-                    break;
+                Decision::Reply(refusal.reply)
+            }
+        };
+        self.session.answer(decision);
+    }
+
+    fn handle_rcpt(&mut self, to: &ForwardPath) {
+        let decision = match self.shared.policy.route_rcpt(self.client(), to) {
+            Ok(route) => {
+                debug!(%to, ?route, "rcpt accepted");
+                Decision::AcceptRcpt(route)
+            }
+            Err(refusal) => {
+                if self.note_refusal() {
+                    info!(%to, reply = %refusal.reply, "rcpt refused");
+                }
+                Decision::Reply(refusal.reply)
+            }
+        };
+        self.session.answer(decision);
+    }
+
+    /// Opens the message file with its trace headers.
+    fn handle_data_start(&mut self) {
+        let s = &self.session;
+        let tx = s.transaction().expect("DataStart comes inside a transaction");
+        let trace = TraceInfo {
+            helo: s.helo().map_or("unknown", |h| h.name.as_str()),
+            peer: self.peer.ip(),
+            hostname: &s.config().hostname,
+            protocol: s.protocol(),
+            id: "",
+            from: &tx.from,
+            rcpts: &tx.rcpts,
+            now: SystemTime::now(),
+        };
+        let decision = match Receiving::begin(&self.shared.store, trace) {
+            Ok(r) => {
+                self.receiving = Some(r);
+                Decision::Accept
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot open message file");
+                Decision::Reply(storage_failure(&e))
+            }
+        };
+        self.session.answer(decision);
+    }
+
+    fn handle_data(&mut self, chunk: &[u8]) {
+        if let Some(r) = self.receiving.as_mut() {
+            r.handle_data(chunk);
+        }
+    }
+
+    /// Makes the message durable for every accepted recipient; the reply is the store's verdict.
+    async fn handle_data_end(&mut self) {
+        let reply = match self.receiving.take() {
+            Some(r) => {
+                let tx = self.session.transaction();
+                let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
+                let mailboxes: Vec<_> =
+                    tx.map_or(&[][..], |t| t.routes()).iter().map(Route::mailbox).cloned().collect();
+                r.finish(&mailboxes, &from).await
+            }
+            None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
+        };
+        if reply.code == 250 {
+            self.messages += 1;
+        }
+        self.session.answer(Decision::Reply(reply));
+    }
+
+    fn handle_data_aborted(&mut self, reason: AbortReason) {
+        self.receiving = None; // dropping the Incoming removes its file
+        if self.note_refusal() {
+            info!(?reason, "message refused");
+        }
+    }
+
+    /// Sends the 220, then does the handshake on the same socket. Plaintext read behind STARTTLS never
+    /// reaches the session (CVE-2011-0411).
+    async fn handle_starttls(&mut self) {
+        self.input.discard();
+        if !self.flush().await {
+            return;
+        }
+        let plain = std::mem::replace(&mut self.stream, Stream::Gone);
+        match handshake(plain, &self.shared, &mut self.phase).await {
+            Ok(tls) => {
+                self.stream = tls;
+                self.session.handle_tls_established(Instant::now());
+                // The handshake's watch may have taken the news of a shutdown that began meanwhile.
+                if *self.phase.borrow() != Phase::Running {
+                    self.session.handle_shutdown();
                 }
             }
+            Err(e) => {
+                info!(error = %e, "STARTTLS handshake failed");
+                self.session.handle_eof();
+            }
         }
-        if session.is_closed() {
-            // Bounded: under TLS this sends close_notify, which a client that never reads could block.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.shutdown()).await;
-            break;
+    }
+
+    async fn handle_auth(&mut self, creds: Credentials) {
+        let decision = crate::auth::authenticate(&self.shared, creds).await;
+        self.session.answer(decision);
+    }
+
+    /// Writes what the session has queued; false when the client is gone or does not read its replies
+    /// (the session is then closed). A client that never reads fills the socket buffer: it gets
+    /// `command_timeout` to drain it, not forever (it would hold a connection slot).
+    async fn flush(&mut self) -> bool {
+        let Some(out) = self.session.poll_transmit() else { return true };
+        let limit = self.session.config().command_timeout;
+        match tokio::time::timeout(limit, self.stream.write_all(&out)).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => info!(error = %e, "write failed"),
+            Err(_) => info!("client does not read its replies: closing"),
         }
-        if session.is_waiting() {
-            // Every pending event is answered synchronously above; this cannot happen, but never spin.
-            warn!("session waiting with no event");
-            break;
+        self.session.handle_eof();
+        false
+    }
+
+    /// Gives the session the next slice of input already read; false when there is none to give.
+    fn feed(&mut self) -> bool {
+        if !self.input.is_pending() || !self.session.wants_input() {
+            return false;
         }
-        if fed < filled && session.wants_input() {
-            let end = filled.min(fed + FEED_SLICE);
-            session.handle_input(&buf[fed..end], Instant::now());
-            fed = end;
-            continue;
-        }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-        let phase_now = *phase.borrow();
+        let slice = self.input.next_slice();
+        self.session.handle_input(slice, Instant::now());
+        true
+    }
+
+    /// Waits for input, the session's deadline or a change of the server's phase.
+    async fn wait(&mut self) {
+        let deadline = self.session.poll_timeout().map(tokio::time::Instant::from_std);
+        let can_read = self.session.wants_input() && !self.input.is_pending();
+        let phase_now = *self.phase.borrow();
         tokio::select! {
-            r = stream.read(&mut buf), if session.wants_input() && fed == filled => match r {
-                Ok(0) | Err(_) => { session.handle_eof(); }
-                Ok(n) => {
-                    (fed, filled) = (0, n);
-                    if n == buf.len() && buf.len() < READ_BUFFER {
-                        buf.resize(READ_BUFFER, 0);
-                    }
-                }
+            r = self.stream.read(&mut self.input.buf), if can_read => match r {
+                Ok(0) | Err(_) => self.session.handle_eof(),
+                Ok(n) => self.input.handle_read(n),
             },
-            _ = sleep_until(deadline) => {
+            () = sleep_until(deadline) => {
                 info!("timeout");
-                session.handle_timeout(Instant::now());
+                self.session.handle_timeout(Instant::now());
             }
-            changed = phase.changed(), if phase_now != Phase::Abort => {
-                match (changed, *phase.borrow()) {
-                    (Ok(()), Phase::Draining) => session.handle_shutdown(),
-                    _ => session.handle_shutdown_deadline(),
+            changed = self.phase.changed(), if phase_now != Phase::Abort => {
+                match (changed, *self.phase.borrow()) {
+                    (Ok(()), Phase::Draining) => self.session.handle_shutdown(),
+                    _ => self.session.handle_shutdown_deadline(),
                 }
             }
         }
     }
-    info!(messages, "disconnect");
+
+    fn log_end(&self) {
+        let unlogged = self.refusals.saturating_sub(MAX_LOGGED_REFUSALS);
+        if unlogged > 0 {
+            info!(messages = self.messages, refused = self.refusals, unlogged, "disconnect");
+        } else {
+            info!(messages = self.messages, refused = self.refusals, "disconnect");
+        }
+    }
 }
 
-/// Replaces the plaintext stream with a TLS one (implicit TLS, or after STARTTLS's 220).
-async fn handshake(stream: &mut Stream, shared: &Shared, timeout: std::time::Duration) -> std::io::Result<()> {
-    let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Gone) else {
-        return Err(std::io::Error::other("already under TLS"));
+/// The TLS handshake on a plaintext stream (implicit TLS, or after STARTTLS's 220). Bounded by
+/// `tls_handshake_timeout`, and given up at once when shutdown begins: a handshake is not a transaction
+/// under way, and a stalled one must not hold up the stop.
+async fn handshake(stream: Stream, shared: &Shared, phase: &mut watch::Receiver<Phase>) -> io::Result<Stream> {
+    let Stream::Plain(tcp) = stream else {
+        return Err(io::Error::other("already under TLS"));
     };
-    let tls = tokio::time::timeout(timeout, async {
-        refuse_old_tls(&tcp).await?;
-        shared.tls.acceptor().accept(tcp).await
-    })
-    .await
-    .map_err(|_| std::io::Error::other("handshake timed out"))??;
+    let accept = tokio::time::timeout(shared.tls_handshake_timeout, crate::tls::accept(tcp, shared.tls.acceptor()));
+    let tls = tokio::select! {
+        r = accept => r.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??,
+        () = shutdown_begins(phase) => return Err(io::Error::other("server shutting down")),
+    };
     let (_, conn) = tls.get_ref();
     info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
-    *stream = Stream::Tls(Box::new(tls));
-    Ok(())
+    Ok(Stream::Tls(Box::new(tls)))
 }
 
-/// Looks at the ClientHello before rustls does: a client offering nothing newer than TLS 1.1 gets a
-/// protocol_version alert (rustls would answer handshake_failure, which tells the client less).
-async fn refuse_old_tls(tcp: &TcpStream) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 5 + 16 * 1024];
-    loop {
-        let n = tcp.peek(&mut buf).await?;
-        match crate::tls::inspect_client_hello(&buf[..n]) {
-            Hello::Incomplete if n > 0 && n < buf.len() => {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await
-            }
-            Hello::TooOld => {
-                let _ = tcp.try_write(&crate::tls::PROTOCOL_VERSION_ALERT);
-                return Err(std::io::Error::other("client offers only TLS 1.1 or older"));
-            }
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// Checks a user name and password against the directory, off the async threads (argon2 is slow on
-/// purpose). A failure waits `failure_delay` before the 535 to slow guessing down. Never logs the password.
-async fn authenticate(shared: &Shared, creds: Credentials) -> Decision {
-    let users = shared.store.users();
-    let username = creds.username.clone();
-    // Held until the check is done (the blocking task cannot be cancelled anyway).
-    let slot = shared.auth_slots.acquire().await;
-    let ok =
-        tokio::task::spawn_blocking(move || match users.get(&creds.username).and_then(|u| u.password_hash.clone()) {
-            Some(hash) => mailroom_store::password::verify_password(&hash, creds.password.expose()),
-            None => {
-                mailroom_store::password::dummy_verify(creds.password.expose());
-                false
-            }
-        })
-        .await
-        .unwrap_or(false);
-    // Free the slot before any failure delay: a guesser must not hold up other users' logins.
-    drop(slot);
-    if ok {
-        info!(user = %username, mechanism = ?creds.mechanism, "authenticated");
-        Decision::Accept
-    } else {
-        info!(user = %username, "authentication failed");
-        tokio::time::sleep(shared.auth.failure_delay).await;
-        Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
-    }
+/// Resolves once the server stops running (at once if it already has).
+async fn shutdown_begins(phase: &mut watch::Receiver<Phase>) {
+    let _ = phase.wait_for(|p| *p != Phase::Running).await;
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Opens the message file and writes the trace headers.
-fn begin(shared: &Shared, session: &Session, peer: SocketAddr) -> Result<Receiving, StoreError> {
-    let mut incoming = shared.store.begin()?;
-    let tx = session.transaction().expect("DATA has a transaction");
-    let headers = trace_headers(&TraceInfo {
-        helo: session.helo().map_or("unknown", |h| h.name.as_str()),
-        peer: peer.ip(),
-        hostname: &session.config().hostname,
-        protocol: session.protocol(),
-        id: incoming.id(),
-        from: &tx.from,
-        rcpts: &tx.rcpts,
-        now: SystemTime::now(),
-    });
-    incoming.write(headers.as_bytes())?;
-    Ok(Receiving { incoming, lf: ToLf::default(), scratch: Vec::with_capacity(READ_BUFFER), failed: None })
-}
-
-/// Makes the message durable in every recipient's mailbox, then says 250; or 451/452 and nothing stored.
-/// Logs one line per stored message (sender, recipients, size), as the accepted MAIL and RCPT are
-/// logged at debug level only.
-async fn finish(mut r: Receiving, rcpts: &[MailboxId], from: &str) -> Reply {
-    if r.failed.is_none() {
-        r.scratch.clear();
-        r.lf.finish(&mut r.scratch);
-        if !r.scratch.is_empty() {
-            if let Err(e) = r.incoming.write(&r.scratch) {
-                r.failed = Some(e);
-            }
-        }
-    }
-    if let Some(e) = r.failed {
-        warn!(error = %e, "message write failed");
-        return storage_failure(&e);
-    }
-    match r.incoming.commit(rcpts).await {
-        Ok(d) => {
-            let to: Vec<String> = rcpts.iter().map(|m| m.address()).collect();
-            info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
-            Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id))
-        }
-        Err(e) => {
-            warn!(error = %e, "message commit failed");
-            storage_failure(&e)
-        }
-    }
-}
-
-/// 452 4.3.1 when the disk is full (RFC 3463: mail system full), else 451 4.3.0.
-fn storage_failure(e: &StoreError) -> Reply {
-    if e.is_no_space() {
-        Reply::new(452, Enhanced(4, 3, 1), "Insufficient system storage, try again later")
-    } else {
-        Reply::new(451, Enhanced(4, 3, 0), "Local error in processing, try again later")
     }
 }

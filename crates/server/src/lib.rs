@@ -1,14 +1,18 @@
 //! mailroom-server: the tokio shell around the SMTP server session of mailroom-proto.
 //!
-//! Listeners, the per-connection driver, timeouts, the connection cap, policy (which recipients are
-//! ours) and the hand-off to the store. Graceful shutdown: stop accepting, let transactions under way
-//! finish within a grace period, 421 4.3.2 to idle sessions.
+//! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
+//! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
+//! to the store (`delivery`), AUTH (`auth`) and TLS (`tls`). Graceful shutdown: stop accepting, let
+//! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod config;
 mod connection;
+mod delivery;
 pub mod limits;
 pub mod policy;
+mod shared;
 mod stream;
 pub mod tls;
 pub mod trace;
@@ -16,7 +20,7 @@ pub mod trace;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mailroom_proto::server::Session;
 use mailroom_proto::{Enhanced, Reply};
@@ -27,52 +31,20 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
+pub use shared::Role;
+use shared::{Phase, Shared};
 
-/// Where the server is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Running,
-    /// Shutdown asked: idle sessions close, transactions may finish.
-    Draining,
-    /// Grace period over: everything closes.
-    Abort,
-}
-
-/// What a listener is for (the smtp / submission / submissions roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Port-25 style: anyone may deliver to local users; STARTTLS offered; no AUTH, no relay.
-    Smtp,
-    /// Port-587 style (RFC 6409): STARTTLS, then AUTH required before MAIL.
-    Submission,
-    /// Port-465 style (RFC 8314): TLS from the first byte, AUTH required before MAIL.
-    Submissions,
-}
-
-pub(crate) struct Shared {
-    pub smtp: Arc<mailroom_proto::server::Config>,
-    pub submission: Arc<mailroom_proto::server::Config>,
-    pub store: Store,
-    pub policy: policy::Policy,
-    pub tls: Arc<tls::TlsHandle>,
-    pub auth: config::AuthSection,
-    pub per_ip: Arc<limits::PerIp>,
-    /// Password checks running at once: argon2 takes ~19 MiB and tens of ms each, so a burst of AUTH
-    /// attempts must queue rather than take memory and every core.
-    pub auth_slots: tokio::sync::Semaphore,
-}
-
-impl Shared {
-    pub fn proto(&self, role: Role) -> Arc<mailroom_proto::server::Config> {
-        match role {
-            Role::Smtp => self.smtp.clone(),
-            Role::Submission | Role::Submissions => self.submission.clone(),
-        }
-    }
-}
+/// How long sessions still open when the shutdown grace period ends get to close.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+/// How long a client refused at connect gets to take its 421.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (EMFILE and friends), instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("cannot open the data directory: {0}")]
@@ -89,67 +61,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store and binds every listener (so a port clash is reported before anything runs).
+    /// Checks the config (the same checks as `mailroom check-config`), opens the store and binds every
+    /// listener (so a port clash is reported before anything runs).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
         let store = Store::open(&config.server.data_dir)?;
-        let mut listeners = Vec::new();
-        let roles = [
-            (&config.server.listen, Role::Smtp),
-            (&config.server.submission, Role::Submission),
-            (&config.server.submissions, Role::Submissions),
-        ];
-        for (addrs, role) in roles {
-            for addr in addrs {
-                listeners.push((TcpListener::bind(addr).await.map_err(|e| ServerError::Bind(*addr, e))?, role));
-            }
-        }
+        // The certificate before the listeners: once a port accepts connections, TLS is ready (and a
+        // self-signed certificate is on disk for clients to trust).
         let tls = tls::TlsHandle::load_or_generate(
             config.tls.cert.as_deref(),
             config.tls.key.as_deref(),
             &config.server.data_dir,
             &config.server.hostname,
         )?;
-        let domains = config.domains();
-        let users = store.users();
-        for d in users.domains() {
-            if !domains.iter().any(|x| x == d) {
-                warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
-            }
-        }
-        let proto = mailroom_proto::server::Config {
-            hostname: config.server.hostname.clone(),
-            max_message_size: config.limits.max_message_size,
-            max_recipients: config.limits.max_recipients,
-            max_errors: config.limits.max_errors,
-            command_timeout: config.limits.command_timeout,
-            data_timeout: config.limits.data_timeout,
-            starttls: true,
-            auth: false,
-            auth_required: false,
-            allow_plaintext_auth: config.auth.allow_plaintext_auth,
-            max_auth_failures: config.limits.max_auth_failures,
-            max_header_lines: config.limits.max_header_lines,
-            max_header_size: config.limits.max_header_size,
-            min_data_rate: config.limits.min_data_rate,
-            error_delay: config.limits.error_delay,
-        };
-        let per_ip = limits::PerIp::new(limits::IpLimits {
-            max_connections_per_ip: config.limits.max_connections_per_ip,
-            max_connection_rate_per_ip: config.limits.max_connection_rate_per_ip,
-            max_message_rate_per_ip: config.limits.max_message_rate_per_ip,
-            trusted_networks: config.limits.trusted_networks.iter().filter_map(|n| n.parse().ok()).collect(),
-        });
-        let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
-        let shared = Arc::new(Shared {
-            smtp: Arc::new(proto),
-            submission: Arc::new(submission),
-            store,
-            policy: policy::Policy { domains },
-            tls: Arc::new(tls),
-            auth: config.auth.clone(),
-            per_ip,
-            auth_slots: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-        });
+        let listeners = bind_listeners(&config).await?;
+        warn_unserved_domains(&config, &store);
+        let shared = Arc::new(Shared::new(&config, store, tls)?);
         Ok(Server { config, listeners, shared })
     }
 
@@ -171,7 +98,7 @@ impl Server {
         let mut accept_tasks = Vec::new();
         for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
-            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains, hostname = %self.shared.smtp.hostname, "listening");
+            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains(), hostname = %self.shared.smtp.hostname, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 role,
@@ -191,9 +118,36 @@ impl Server {
         if drained.is_err() {
             warn!("grace period over: closing the remaining sessions");
             let _ = phase_tx.send(Phase::Abort);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), slots.acquire_many(all)).await;
+            let _ = tokio::time::timeout(ABORT_WAIT, slots.acquire_many(all)).await;
         }
         info!("stopped");
+    }
+}
+
+/// Binds every listener of every role.
+async fn bind_listeners(config: &Config) -> Result<Vec<(TcpListener, Role)>, ServerError> {
+    let mut listeners = Vec::new();
+    let roles = [
+        (&config.server.listen, Role::Smtp),
+        (&config.server.submission, Role::Submission),
+        (&config.server.submissions, Role::Submissions),
+    ];
+    for (addrs, role) in roles {
+        for addr in addrs {
+            listeners.push((TcpListener::bind(addr).await.map_err(|e| ServerError::Bind(*addr, e))?, role));
+        }
+    }
+    Ok(listeners)
+}
+
+/// Users whose domain is not served can never receive mail: say so at start-up.
+fn warn_unserved_domains(config: &Config, store: &Store) {
+    let domains = config.domains();
+    let users = store.users();
+    for d in users.domains() {
+        if !domains.iter().any(|x| x == d) {
+            warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
+        }
     }
 }
 
@@ -210,7 +164,7 @@ async fn accept_loop(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
@@ -253,7 +207,7 @@ fn refuse(mut stream: tokio::net::TcpStream, proto: Arc<mailroom_proto::server::
     tokio::spawn(async move {
         let mut s = Session::refuse(proto, Instant::now(), Reply::new(421, Enhanced(4, 7, 0), text));
         if let Some(out) = s.poll_transmit() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out)).await;
+            let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
         }
         let _ = stream.shutdown().await;
     });

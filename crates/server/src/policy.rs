@@ -1,62 +1,134 @@
-//! Who may receive mail here: served domains, the user directory, and postmaster@ (RFC 5321 §4.5.1).
-//! Relaying to other domains is refused; it comes later, for authenticated users only.
+//! Who may send and who may receive mail here: the one place where the server decides about a sender
+//! (bound to the authenticated user, the message rate per address) and routes a recipient (a served
+//! domain's user or postmaster@, RFC 5321 §4.5.1; anything else is relaying, refused for now). The
+//! connection driver asks and carries out the answer; it decides nothing itself.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use mailroom_proto::{Domain, Enhanced, ForwardPath, Reply, ReversePath};
 use mailroom_store::{MailboxId, Store};
 
-/// The answer to one RCPT.
-pub enum RcptVerdict {
+use crate::limits::PerIp;
+
+/// Where an accepted recipient's mail goes. The session keeps it with the recipient until the end of
+/// data. (Outbound delivery will add a queue here.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A mailbox in the store.
     Local(MailboxId),
-    Refused(Reply),
+}
+
+impl Route {
+    /// The mailbox the message is stored in.
+    pub fn mailbox(&self) -> &MailboxId {
+        match self {
+            Route::Local(m) => m,
+        }
+    }
+}
+
+/// A refused sender or recipient: the reply for the client and a word for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reply: Reply,
+    pub reason: &'static str,
+}
+
+/// What the policy knows about the client asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    pub ip: IpAddr,
+    /// The user name that authenticated in this session, if any.
+    pub authenticated: Option<&'a str>,
 }
 
 pub struct Policy {
     /// Served domains, lowercased; the first is the one bare `<postmaster>` goes to.
-    pub domains: Vec<String>,
+    domains: Vec<String>,
+    store: Store,
+    per_ip: Arc<PerIp>,
 }
 
 impl Policy {
+    /// `domains`: lowercased; the config check makes sure there is at least one.
+    pub fn new(domains: Vec<String>, store: Store, per_ip: Arc<PerIp>) -> Policy {
+        Policy { domains, store, per_ip }
+    }
+
+    pub fn domains(&self) -> &[String] {
+        &self.domains
+    }
+
     pub fn is_served(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d == domain)
     }
 
-    /// `authenticated`: the session logged in (its mail to other domains gets a clearer refusal).
-    pub fn rcpt(&self, store: &Store, to: &ForwardPath, authenticated: bool) -> RcptVerdict {
+    /// MAIL FROM: an authenticated user may send only as itself; then the message rate of the address.
+    pub fn check_sender(&self, client: Client<'_>, from: &ReversePath, now: Instant) -> Result<(), Refusal> {
+        if client.authenticated.is_some_and(|user| !sender_allowed(user, from)) {
+            return Err(Refusal {
+                reply: Reply::new(553, Enhanced(5, 7, 1), "Sender address not owned by the authenticated user"),
+                reason: "sender is not the authenticated user's address",
+            });
+        }
+        if !self.per_ip.message(client.ip, now) {
+            return Err(Refusal {
+                reply: Reply::new(450, Enhanced(4, 7, 1), "Too much mail from your address, try again later"),
+                reason: "message rate",
+            });
+        }
+        Ok(())
+    }
+
+    /// RCPT TO: where the recipient's mail goes, or why not.
+    pub fn route_rcpt(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
+        let authenticated = client.authenticated.is_some();
         let (local, domain) = match to {
-            ForwardPath::Postmaster => return self.postmaster(store, &self.domains[0]),
+            ForwardPath::Postmaster => match self.domains.first() {
+                Some(d) => return self.postmaster(d),
+                None => return Err(relay_denied(authenticated)),
+            },
             ForwardPath::Mailbox(a) => match a.domain() {
                 // Address literals are never ours to serve: refusing them closes the `user@[our IP]` relay probe.
-                Domain::Literal(_) => return RcptVerdict::Refused(relay_denied(authenticated)),
+                Domain::Literal(_) => return Err(relay_denied(authenticated)),
                 Domain::Name(d) => (a.local(), d.to_lowercase()),
             },
         };
         if !self.is_served(&domain) {
-            return RcptVerdict::Refused(relay_denied(authenticated));
+            return Err(relay_denied(authenticated));
         }
         if local.eq_ignore_ascii_case("postmaster") {
-            return self.postmaster(store, &domain);
+            return self.postmaster(&domain);
         }
-        match store.users().lookup(local, &domain) {
-            Some(id) => RcptVerdict::Local(id),
-            None => RcptVerdict::Refused(Reply::new(550, Enhanced(5, 1, 1), "No such user here")),
+        match self.store.users().lookup(local, &domain) {
+            Some(id) => Ok(Route::Local(id)),
+            None => {
+                Err(Refusal { reply: Reply::new(550, Enhanced(5, 1, 1), "No such user here"), reason: "no such user" })
+            }
         }
     }
 
-    fn postmaster(&self, store: &Store, domain: &str) -> RcptVerdict {
-        match store.postmaster(domain) {
-            Ok(id) => RcptVerdict::Local(id),
-            Err(_) => RcptVerdict::Refused(Reply::new(451, Enhanced(4, 3, 0), "Mailbox unavailable, try again later")),
+    fn postmaster(&self, domain: &str) -> Result<Route, Refusal> {
+        match self.store.postmaster(domain) {
+            Ok(id) => Ok(Route::Local(id)),
+            Err(_) => Err(Refusal {
+                reply: Reply::new(451, Enhanced(4, 3, 0), "Mailbox unavailable, try again later"),
+                reason: "postmaster mailbox unavailable",
+            }),
         }
     }
 }
 
-fn relay_denied(authenticated: bool) -> Reply {
-    if authenticated {
+fn relay_denied(authenticated: bool) -> Refusal {
+    let reply = if authenticated {
         // Outbound delivery is not built yet: say so rather than pretend the address is bad.
         Reply::new(550, Enhanced(5, 7, 1), "Relaying is not configured on this server")
     } else {
         Reply::new(550, Enhanced(5, 7, 1), "Relaying denied: this server does not serve that domain")
-    }
+    };
+    Refusal { reply, reason: "relaying denied" }
 }
 
 /// Sender binding: an authenticated user may send only as itself (RFC 6409 §6.1 lets a submission server

@@ -1,13 +1,23 @@
 //! TLS for the server (rustls with the ring provider; TLS 1.2 and 1.3 only): certificate loading, a
-//! self-signed certificate made with rcgen when none is configured, and reload on SIGHUP.
+//! self-signed certificate made with rcgen when none is configured, reload on SIGHUP, and the server
+//! side of the handshake ([`accept`]: the ClientHello is read and inspected first).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::info;
+
+use crate::stream::Rewound;
+
+/// The most of a ClientHello read before rustls takes over: one whole record (RFC 8446 §5.1: a record
+/// holds at most 2^14 octets) and its 5-octet header. A hello spread over more records is not inspected.
+const MAX_INSPECTED_HELLO: usize = 5 + 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -110,6 +120,33 @@ fn generate_self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> 
     write(key, certified.signing_key.serialize_pem(), 0o600)?;
     write(cert, certified.cert.pem(), 0o644)?;
     Ok(())
+}
+
+/// The server side of a TLS handshake on `tcp`. The first record is read (not peeked: waiting for more
+/// bytes is a wait for readiness, and EOF is seen at once) and inspected, so that a client offering only
+/// TLS 1.1 or older gets a protocol_version alert; then the bytes read are replayed to rustls. The caller
+/// bounds the whole with its handshake timeout.
+pub(crate) async fn accept(mut tcp: TcpStream, acceptor: TlsAcceptor) -> std::io::Result<TlsStream<Rewound>> {
+    let mut head = Vec::with_capacity(512);
+    loop {
+        match inspect_client_hello(&head) {
+            Hello::Incomplete if head.len() < MAX_INSPECTED_HELLO => {}
+            Hello::TooOld => {
+                let _ = tcp.write_all(&PROTOCOL_VERSION_ALERT).await;
+                return Err(std::io::Error::other("client offers only TLS 1.1 or older"));
+            }
+            _ => break,
+        }
+        let want = MAX_INSPECTED_HELLO - head.len();
+        let n = (&mut tcp).take(want as u64).read_buf(&mut head).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "client closed the connection during the TLS handshake",
+            ));
+        }
+    }
+    acceptor.accept(Rewound::new(head, tcp)).await
 }
 
 /// TLS 1.2 as it appears on the wire (RFC 5246 §6.2.1).

@@ -417,3 +417,109 @@ fn auth_brute_force() {
     assert_still_serves(&server);
     let _ = std::io::stderr().flush();
 }
+
+/// Issue 10, finding 1 (logging part): refused recipients flooded the log, one info line per refused RCPT
+/// (115–204 MB of log in 3 s from a few clients looping over unknown users). Per session only the first
+/// few refusals get a line of their own; the rest are counted and summed up in one line at disconnect.
+/// Error limits are set high here so that the log bound, not `max_errors`, is what is shown.
+#[test]
+fn refused_recipients_flood_the_log() {
+    let server = server_with("[limits]\nmax_errors = 10000\nerror_delay = \"0s\"\n");
+    let mut c = ehlo(&server);
+    expect_reply(&mut c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+    let n = 300;
+    let batch: String = (0..n).map(|i| format!("RCPT TO:<nobody{i}@example.test>\r\n")).collect();
+    c.send(batch.as_bytes());
+    for i in 0..n {
+        assert_reply(&c.read_reply(), 550, "5.1.1", &format!("unknown recipient {i}"));
+    }
+    c.expect("QUIT", 221);
+    let log = poll(WAIT, Duration::from_millis(20), || {
+        let text = server.log_text();
+        text.contains("disconnect").then_some(text)
+    })
+    .expect("the session's disconnect line");
+    let per_rcpt = log.lines().filter(|l| l.contains("nobody")).count();
+    let total = log.lines().count();
+    assert!(per_rcpt <= 10, "{per_rcpt} log lines name a refused recipient (of {n})\n{}", log_tail(&server));
+    assert!(total < 40, "{total} log lines for one session with {n} refusals\n{}", log_tail(&server));
+    assert!(
+        log.lines().any(|l| l.contains(&format!("refused={n}"))),
+        "a summary line counts all {n} refusals\n{}",
+        log_tail(&server)
+    );
+    assert_still_serves(&server);
+}
+
+/// Issue 10, finding 9: durations written as plain integers skipped the range check:
+/// `command_timeout = 9223372036854775807` passed `check-config`, then every connection panicked (and a
+/// huge `data_timeout` panicked at DATA, a huge `error_delay` hung the session). Every duration and size
+/// key has a range now: the largest accepted value passes, one step beyond is refused with the key named.
+#[test]
+fn durations_as_plain_integers_skip_the_range_check() {
+    let out = check_config("[limits]\ncommand_timeout = 9223372036854775807\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("limits.command_timeout"), "the finding's value: {err}");
+    // `serve` runs the same check before it binds anything.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Opts::example().with_config("[limits]\ncommand_timeout = 9223372036854775807\n");
+    match Server::try_spawn(opts, dir.path().join("data"), free_port()) {
+        Ok(_) => panic!("serve started with command_timeout = 9223372036854775807"),
+        Err(log) => assert!(log.contains("limits.command_timeout"), "serve names the key: {log}"),
+    }
+    // (section, key, largest accepted, refused beyond it, refused below the range)
+    let cases: &[(&str, &str, &str, &str, Option<&str>)] = &[
+        ("server", "shutdown_grace", "3600", "3601", None),
+        ("auth", "failure_delay", "60", "61", None),
+        ("limits", "command_timeout", "3600", "3601", Some("0")),
+        ("limits", "data_timeout", "3600", "3601", Some("0")),
+        ("limits", "error_delay", "60", "61", None),
+        ("limits", "tls_handshake_timeout", "300", "301", Some("0")),
+        ("limits", "max_message_size", "4294967296", "4294967297", Some("0")),
+        ("limits", "max_recipients", "100000", "100001", Some("0")),
+        ("limits", "max_connections", "1000000", "1000001", Some("0")),
+        ("limits", "max_errors", "10000", "10001", Some("0")),
+        ("limits", "max_auth_failures", "100", "101", Some("0")),
+        ("limits", "max_connections_per_ip", "1000000", "1000001", None),
+        ("limits", "max_connection_rate_per_ip", "1000000", "1000001", None),
+        ("limits", "max_message_rate_per_ip", "1000000", "1000001", None),
+        ("limits", "min_data_rate", "1073741824", "1073741825", None),
+        ("limits", "max_header_lines", "1000000", "1000001", Some("0")),
+        ("limits", "max_header_size", "67108864", "67108865", Some("0")),
+    ];
+    for (section, key, ok, too_big, too_small) in cases {
+        let name = format!("{section}.{key}");
+        let out = check_config(&format!("[{section}]\n{key} = {ok}\n"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name} = {ok} is the largest accepted value: {err}");
+        for bad in [Some(too_big), too_small.as_ref()].into_iter().flatten() {
+            let out = check_config(&format!("[{section}]\n{key} = {bad}\n"));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{name} = {bad} passed check-config");
+            assert!(err.contains(&name), "the error names {name}: {err}");
+        }
+    }
+}
+
+/// The other half of finding 9: no accepted value can make the server panic. Every duration and size at
+/// the top of its range, then a whole session with errors, a message and a refusal.
+#[test]
+fn largest_accepted_values_do_not_panic() {
+    let server = server_with(
+        "[server]\nshutdown_grace = 3600\n[auth]\nfailure_delay = 60\n[limits]\ncommand_timeout = 3600\n\
+         data_timeout = 3600\nerror_delay = 60\ntls_handshake_timeout = 300\nmax_message_size = 4294967296\n\
+         max_recipients = 100000\nmax_connections = 1000000\nmax_errors = 10000\nmax_auth_failures = 100\n\
+         max_connections_per_ip = 1000000\nmax_connection_rate_per_ip = 1000000\n\
+         max_message_rate_per_ip = 1000000\nmin_data_rate = 1073741824\nmax_header_lines = 1000000\n\
+         max_header_size = 67108864\n",
+    );
+    let mut c = ehlo(&server);
+    assert_reply(&c.cmd("XYZZY"), 500, "5.5.2", "a bad command");
+    expect_reply(&mut c, "MAIL FROM:<a@client.example>", 250, "2.1.0");
+    expect_reply(&mut c, "RCPT TO:<nobody@example.test>", 550, "5.1.1");
+    expect_reply(&mut c, &format!("RCPT TO:<{ALICE}>"), 250, "2.1.5");
+    assert_reply(&c.data(b"Subject: big limits\r\n\r\nhi\r\n"), 250, "2.0.0", "a message");
+    c.expect("QUIT", 221);
+    assert_still_serves(&server);
+    assert!(!server.log_text().contains("panicked"), "{}", log_tail(&server));
+}

@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -255,4 +255,124 @@ fn starttls_response_injection_against_mailroom_send() {
         !transcript.lines().any(|l| l.contains("S:") && l.contains("injected.example")),
         "the forged reply was read as one:\n{transcript}"
     );
+}
+
+/// The first bytes of a TLS ClientHello: a handshake record header (type 22, version 3.1) and one byte of
+/// its length. A real hello follows with hundreds more bytes; these clients never send them.
+const HALF_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02];
+
+/// Says STARTTLS without EHLO (allowed on an smtp listener), reads the 220 and sends half a ClientHello.
+fn half_starttls(port: u16) -> Smtp {
+    let mut c = Smtp::connect(port);
+    assert_eq!(c.read_reply().code, 220);
+    assert_reply(&c.cmd("STARTTLS"), 220, "2.0.0", "STARTTLS");
+    c.send(HALF_CLIENT_HELLO);
+    c
+}
+
+/// Half a ClientHello on the implicit-TLS port.
+fn half_implicit_tls(port: u16) -> Smtp {
+    let mut c = Smtp::connect(port);
+    c.send(HALF_CLIENT_HELLO);
+    c
+}
+
+/// Connects to the smtp listener until a greeting comes (the server notices the previous client's close
+/// asynchronously): the 220 within 1 s, or the last refusal.
+fn greeted_within_a_second(server: &Server) -> Result<(), Reply> {
+    let start = Instant::now();
+    loop {
+        let mut c = Smtp::connect(server.port);
+        let r = c.read_reply();
+        if r.code == 220 {
+            // Hand the slot back before the caller's next connection.
+            c.expect("QUIT", 221);
+            assert!(c.wait_eof());
+            std::thread::sleep(Duration::from_millis(100)); // the slot is freed just after the close
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(1) {
+            return Err(r);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 10, finding 2: half-started TLS handshakes held their slots. A client that says STARTTLS, writes
+/// a few bytes of a ClientHello and closes left its session polling the socket every 5 ms until
+/// `command_timeout` (5 minutes): 50 of them locked an address out. The handshake wait notices EOF now:
+/// with `max_connections_per_ip = 1` the address gets in again at once.
+#[test]
+fn half_started_tls_handshakes_hold_their_slots_after_starttls() {
+    let server = server_with(&limits("max_connections_per_ip = 1"));
+    let c = half_starttls(server.port);
+    c.shutdown_write();
+    drop(c);
+    if let Err(r) = greeted_within_a_second(&server) {
+        panic!("the closed half handshake still holds the address's slot: {r:?}\n{}", log_tail(&server));
+    }
+    assert_still_serves(&server);
+}
+
+/// Finding 2 on the implicit-TLS (submissions) port: half a ClientHello, then close. The per-address
+/// slot is shared by every listener, so the smtp listener shows whether it was freed.
+#[test]
+fn half_started_tls_handshakes_hold_their_slots_implicit_tls() {
+    let (server, tls_port) = server_with_implicit_tls("max_connections_per_ip = 1");
+    let c = half_implicit_tls(tls_port);
+    std::thread::sleep(Duration::from_millis(100));
+    c.shutdown_write();
+    drop(c);
+    if let Err(r) = greeted_within_a_second(&server) {
+        panic!("the closed half handshake still holds the address's slot: {r:?}\n{}", log_tail(&server));
+    }
+    assert_still_serves(&server);
+}
+
+/// Finding 2, a client that stalls instead of closing: the handshake has its own short timeout
+/// (`tls_handshake_timeout`), not `command_timeout` (5 minutes here). Both ways into TLS.
+#[test]
+fn half_started_tls_handshakes_stall_until_the_handshake_timeout() {
+    let (server, tls_port) = server_with_implicit_tls("tls_handshake_timeout = \"1s\"\ncommand_timeout = \"5m\"");
+    let start = Instant::now();
+    let mut stalled = [half_starttls(server.port), half_implicit_tls(tls_port)];
+    for (i, c) in stalled.iter_mut().enumerate() {
+        assert!(c.wait_eof(), "stalled handshake {i} was never dropped\n{}", log_tail(&server));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "dropped before the handshake timeout: {took:?}");
+        assert!(took < Duration::from_secs(3), "dropped after {took:?}, not at the 1 s handshake timeout");
+    }
+    assert_still_serves(&server);
+}
+
+/// Finding 2: SIGTERM waited for half-started handshakes (35 s for one: the whole shutdown grace, then
+/// more). Shutdown does not wait for a handshake: with stalled ones from both ways into TLS and the
+/// default 30 s grace, the server exits within 3 s, with status 0.
+#[test]
+fn half_started_tls_handshakes_do_not_delay_sigterm() {
+    let (mut server, tls_port) = server_with_implicit_tls("");
+    let _stalled: Vec<Smtp> = (0..3).flat_map(|_| [half_starttls(server.port), half_implicit_tls(tls_port)]).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    server.sigterm();
+    let start = Instant::now();
+    let status = server.wait_exit(Duration::from_secs(3));
+    let log = server.log_text();
+    let status = status.unwrap_or_else(|| panic!("still running 3 s after SIGTERM\n{log}"));
+    assert!(status.success(), "exit status {status}\n{log}");
+    eprintln!("exited {:?} after SIGTERM with 6 stalled handshakes", start.elapsed());
+}
+
+/// Finding 2: 1,000 stalled handshakes used ~21% of a core, each polling every 5 ms. The wait is for
+/// readiness now: 300 stalled handshakes cost (next to) no CPU over 2 s.
+#[test]
+fn half_started_tls_handshakes_do_not_poll() {
+    let server = server_with(&limits("max_connections_per_ip = 0"));
+    let _stalled: Vec<Smtp> = (0..300).map(|_| half_starttls(server.port)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(server.pid()) - before;
+    eprintln!("300 stalled handshakes: {used} CPU ticks in 2 s");
+    assert!(used <= 5, "the server used {used}0 ms of CPU in 2 s waiting on stalled handshakes");
+    assert_still_serves(&server);
 }

@@ -232,3 +232,34 @@ pub fn send_body(c: &mut Smtp, body: &[u8]) -> Reply {
     c.send(b".\r\n");
     c.read_reply()
 }
+
+/// A server as [`server_with`] plus a `submissions` (implicit TLS) listener; returns it and that port.
+pub fn server_with_implicit_tls(limits_extra: &str) -> (Server, u16) {
+    let port = free_port();
+    let cfg = format!("[server]\nsubmissions = [\"127.0.0.1:{port}\"]\n{}", limits(limits_extra));
+    (server_with(&cfg), port)
+}
+
+/// `mailroom check-config --config FILE` with this TOML.
+pub fn check_config(toml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailroom.toml");
+    std::fs::write(&path, toml).unwrap();
+    std::process::Command::new(bin())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mailroom check-config")
+}
+
+/// CPU time (user + system) PID has used so far, in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces): utime is the 14th
+    // field of the line, stime the 15th.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}

@@ -54,7 +54,7 @@ pub(super) enum Exchange {
     LoginPassword(String),
 }
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn is_auth_offered(&self) -> bool {
         self.config.auth && (self.tls || self.config.allow_plaintext_auth) && self.authenticated.is_none()
     }
@@ -162,19 +162,14 @@ impl Session {
         self.wait(Pending::Auth(username), Event::Auth(creds));
     }
 
-    pub(super) fn answer_auth(&mut self, user: String, decision: Decision) {
-        match decision {
-            Decision::Reply(r) if !r.is_positive() => {
-                self.reply(r);
-                self.count_auth_failure();
-            }
-            d => {
-                self.authenticated = Some(user);
-                self.reply(match d {
-                    Decision::Reply(r) => r,
-                    Decision::Accept => Reply::new(235, Enhanced(2, 7, 0), "Authentication successful"),
-                });
-            }
+    pub(super) fn answer_auth(&mut self, user: String, decision: Decision<R>) {
+        let reply = decision.into_reply(|| Reply::new(235, Enhanced(2, 7, 0), "Authentication successful"));
+        let ok = reply.is_positive();
+        self.reply(reply);
+        if ok {
+            self.authenticated = Some(user);
+        } else {
+            self.count_auth_failure();
         }
     }
 

@@ -7,7 +7,7 @@ use super::data::refusal;
 use super::{AbortReason, Decision, Event, Mode, Pending, Session};
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_bdat(&mut self, size: u64, last: bool) {
         let refuse = |code, e, text: &'static str| Some(Reply::new(code, e, text));
         let refusal = if self.helo.is_none() {
@@ -35,7 +35,7 @@ impl Session {
         }
     }
 
-    pub(super) fn answer_bdat_start(&mut self, size: u64, last: bool, decision: Decision) {
+    pub(super) fn answer_bdat_start(&mut self, size: u64, last: bool, decision: Decision<R>) {
         match decision {
             Decision::Reply(r) if !r.is_positive() => {
                 // The store could not take it: drop this chunk, refuse, and end the transaction.

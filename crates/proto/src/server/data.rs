@@ -4,7 +4,7 @@ use super::{AbortReason, Decision, Event, Mode, Pending, Session};
 use crate::data::DotDecoder;
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_data(&mut self) {
         let Some(tx) = &self.tx else {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "Need MAIL command"));
@@ -19,7 +19,7 @@ impl Session {
         self.wait(Pending::DataStart, Event::DataStart);
     }
 
-    pub(super) fn answer_data_start(&mut self, decision: Decision) {
+    pub(super) fn answer_data_start(&mut self, decision: Decision<R>) {
         match decision {
             Decision::Reply(r) if !r.is_positive() => self.reply(r),
             _ => {
@@ -89,12 +89,9 @@ impl Session {
         self.header_scan = Default::default();
     }
 
-    pub(super) fn answer_data_end(&mut self, decision: Decision) {
+    pub(super) fn answer_data_end(&mut self, decision: Decision<R>) {
         self.data_open = false;
-        self.reply(match decision {
-            Decision::Accept => Reply::new(250, Enhanced(2, 0, 0), "Message accepted"),
-            Decision::Reply(r) => r,
-        });
+        self.reply(decision.into_reply(|| Reply::new(250, Enhanced(2, 0, 0), "Message accepted")));
         self.reset_transaction();
         self.transaction_over();
     }

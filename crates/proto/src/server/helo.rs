@@ -3,7 +3,7 @@
 use super::Session;
 use crate::reply::Reply;
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_helo(&mut self, name: String, extended: bool) {
         // RFC 5321 §4.1.4: a HELO/EHLO in the middle of a transaction resets it, like RSET.
         self.reset_transaction();

@@ -5,7 +5,7 @@ use crate::address::ReversePath;
 use crate::params::MailParams;
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_mail(&mut self, from: ReversePath, params: MailParams) {
         if !self.need_helo() {
             return;
@@ -41,16 +41,11 @@ impl Session {
         self.wait(Pending::Mail { from: from.clone(), params: params.clone() }, Event::Mail { from, params });
     }
 
-    pub(super) fn answer_mail(&mut self, from: ReversePath, params: MailParams, decision: Decision) {
-        match decision {
-            Decision::Reply(r) if !r.is_positive() => self.reply(r),
-            d => {
-                self.tx = Some(Transaction { from, params, rcpts: Vec::new(), size: 0, chunking: false });
-                self.reply(match d {
-                    Decision::Reply(r) => r,
-                    Decision::Accept => Reply::new(250, Enhanced(2, 1, 0), "Sender OK"),
-                });
-            }
+    pub(super) fn answer_mail(&mut self, from: ReversePath, params: MailParams, decision: Decision<R>) {
+        let reply = decision.into_reply(|| Reply::new(250, Enhanced(2, 1, 0), "Sender OK"));
+        if reply.is_positive() {
+            self.tx = Some(Transaction::new(from, params));
         }
+        self.reply(reply);
     }
 }

@@ -3,7 +3,7 @@
 use super::Session;
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     /// RFC 5321 §4.1.1.9.
     pub(super) fn handle_noop(&mut self) {
         self.reply(Reply::new(250, Enhanced(2, 0, 0), "OK"));

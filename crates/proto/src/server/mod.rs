@@ -140,26 +140,67 @@ pub enum Event {
     Close,
 }
 
-/// The shell's answer to an event that waits for one.
+/// The shell's answer to an event that waits for one. `R` is the shell's routing result for a recipient
+/// (where the message goes), which the session keeps with the transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Accept with the session's standard reply.
+pub enum Decision<R = ()> {
+    /// Accept with the session's standard reply. For [`Event::Rcpt`] only in a session without routes
+    /// ([`Session::new`]); a session made with [`Session::with_routes`] needs [`Decision::AcceptRcpt`], and
+    /// answers a plain acceptance 451 4.3.0 so that no recipient is ever accepted without a route.
     Accept,
-    /// Reply with this: a 2xx/3xx accepts, a 4xx/5xx refuses.
+    /// Accept the recipient of [`Event::Rcpt`] (250 2.1.5) with the shell's route for it.
+    AcceptRcpt(R),
+    /// Reply with this: a 2xx/3xx accepts, a 4xx/5xx refuses. A positive reply to [`Event::Rcpt`] is an
+    /// acceptance without a route, like [`Decision::Accept`].
     Reply(Reply),
+}
+
+impl<R> Decision<R> {
+    /// The reply this decision sends: the given one, or `standard` for an acceptance. [`Decision::AcceptRcpt`]
+    /// answering another event than [`Event::Rcpt`] is an acceptance whose route is dropped.
+    pub(crate) fn into_reply(self, standard: impl FnOnce() -> Reply) -> Reply {
+        match self {
+            Decision::Reply(r) => r,
+            Decision::Accept | Decision::AcceptRcpt(_) => standard(),
+        }
+    }
 }
 
 /// The mail transaction under way (RFC 5321 §3.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transaction {
+pub struct Transaction<R = ()> {
     pub from: ReversePath,
     pub params: MailParams,
     /// Recipients the shell accepted, in order.
     pub rcpts: Vec<ForwardPath>,
+    /// The shell's route of each accepted recipient, in the order of `rcpts`.
+    routes: Vec<R>,
     /// Body octets seen so far (CRLF form, unstuffed).
     pub size: u64,
     /// BDAT chunks were used (DATA is then out of sequence).
     pub chunking: bool,
+}
+
+impl<R> Transaction<R> {
+    /// A transaction for this sender, with no recipient yet.
+    pub(crate) fn new(from: ReversePath, params: MailParams) -> Transaction<R> {
+        Transaction { from, params, rcpts: Vec::new(), routes: Vec::new(), size: 0, chunking: false }
+    }
+
+    /// The routes the shell gave with [`Decision::AcceptRcpt`], one per accepted recipient, in order.
+    pub fn routes(&self) -> &[R] {
+        &self.routes
+    }
+
+    /// Each accepted recipient with its route, in order.
+    pub fn recipients(&self) -> impl Iterator<Item = (&ForwardPath, &R)> {
+        self.rcpts.iter().zip(self.routes.iter())
+    }
+
+    pub(crate) fn push_recipient(&mut self, to: ForwardPath, route: R) {
+        self.rcpts.push(to);
+        self.routes.push(route);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,8 +238,11 @@ pub struct Helo {
     pub extended: bool,
 }
 
-/// One SMTP server session.
-pub struct Session {
+/// One SMTP server session. `R` is the shell's route for an accepted recipient (see [`Decision`]).
+pub struct Session<R = ()> {
+    /// The route of a recipient accepted with [`Decision::Accept`]: only sessions made with
+    /// [`Session::new`] (no routes, `R = ()`) have one.
+    unrouted: Option<fn() -> R>,
     config: Arc<Config>,
     input: Vec<u8>,
     pos: usize,
@@ -207,7 +251,7 @@ pub struct Session {
     mode: Mode,
     pending: Option<Pending>,
     helo: Option<Helo>,
-    tx: Option<Transaction>,
+    tx: Option<Transaction<R>>,
     /// The store holds an open message (DataStart accepted, no DataEnd/DataAborted yet).
     data_open: bool,
     bdat_check: LineEndingCheck,
@@ -223,6 +267,9 @@ pub struct Session {
     header_scan: crate::data::HeaderScan,
     /// A delay the shell applies before sending what is queued (slows down clients that keep erring).
     delay: Option<Duration>,
+    /// An error reply past the tarpit threshold was queued: no further input is processed until the shell
+    /// calls [`Session::handle_delay_elapsed`], so each error reply of a pipelined batch waits on its own.
+    delayed: bool,
     shutting_down: bool,
     closed: bool,
     tls: bool,
@@ -230,10 +277,34 @@ pub struct Session {
     auth_failures: usize,
 }
 
-impl Session {
-    /// A new session; the 220 greeting is already queued for transmission.
+impl Session<()> {
+    /// A new session whose recipients need no route: [`Decision::Accept`] accepts a RCPT. The 220 greeting
+    /// is already queued for transmission.
     pub fn new(config: Arc<Config>, now: Instant) -> Session {
+        Session::build(config, now, Some(|| ()))
+    }
+
+    /// A session refused at connect (too many connections): the reply, then close.
+    pub fn refuse(config: Arc<Config>, now: Instant, reply: Reply) -> Session {
+        let mut s = Session::new(config, now);
+        s.output.clear();
+        s.reply(reply);
+        s.close();
+        s
+    }
+}
+
+impl<R> Session<R> {
+    /// A new session whose shell routes every recipient: it answers [`Event::Rcpt`] with
+    /// [`Decision::AcceptRcpt`], and the routes come back with [`Transaction::routes`]. The 220 greeting is
+    /// already queued for transmission.
+    pub fn with_routes(config: Arc<Config>, now: Instant) -> Session<R> {
+        Session::build(config, now, None)
+    }
+
+    fn build(config: Arc<Config>, now: Instant, unrouted: Option<fn() -> R>) -> Session<R> {
         let mut s = Session {
+            unrouted,
             input: Vec::with_capacity(1024),
             pos: 0,
             output: Vec::with_capacity(512),
@@ -253,6 +324,7 @@ impl Session {
             data_octets: 0,
             header_scan: Default::default(),
             delay: None,
+            delayed: false,
             shutting_down: false,
             closed: false,
             tls: false,
@@ -262,15 +334,6 @@ impl Session {
         };
         let greeting = Reply::plain(220, format!("{} ESMTP mailroom", s.config.hostname));
         s.reply(greeting);
-        s
-    }
-
-    /// A session refused at connect (too many connections): the reply, then close.
-    pub fn refuse(config: Arc<Config>, now: Instant, reply: Reply) -> Session {
-        let mut s = Session::new(config, now);
-        s.output.clear();
-        s.reply(reply);
-        s.close();
         s
     }
 
@@ -297,12 +360,13 @@ impl Session {
     /// True while the shell should read more from the client. False when closed, or when a decision is
     /// pending and enough input already waits (back-pressure instead of an unbounded buffer).
     pub fn wants_input(&self) -> bool {
-        !self.closed && (self.pending.is_none() || self.input.len() - self.pos < MAX_BUFFERED_INPUT)
+        let idle = self.pending.is_none() && !self.delayed;
+        !self.closed && (idle || self.input.len() - self.pos < MAX_BUFFERED_INPUT)
     }
 
-    /// When the session times out unless input arrives; `None` while the shell owes an answer.
+    /// When the session times out unless input arrives; `None` while the shell owes an answer or a delay.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed || self.pending.is_some() {
+        if self.closed || self.pending.is_some() || self.delayed {
             None
         } else {
             match (self.deadline, self.rate_deadline()) {
@@ -324,14 +388,27 @@ impl Session {
     }
 
     /// A delay to apply before sending what [`Session::poll_transmit`] holds (clients past half of
-    /// `max_errors` get each error reply late, as Postfix does).
+    /// `max_errors` get each error reply late, as Postfix does). Given once per delayed error reply: the
+    /// session then processes no further input until [`Session::handle_delay_elapsed`].
     pub fn poll_delay(&mut self) -> Option<Duration> {
         self.delay.take()
     }
 
+    /// The delay of [`Session::poll_delay`] has passed (and what was queued before it was sent): go on
+    /// with the buffered input, which may bring further events, replies and delays.
+    pub fn handle_delay_elapsed(&mut self, now: Instant) {
+        if !self.delayed || self.closed {
+            return;
+        }
+        self.delayed = false;
+        self.delay = None;
+        self.now = now;
+        self.process();
+    }
+
     /// The clock passed the deadline: 421 4.4.2 and close (RFC 5321 §4.5.3.2).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed || self.pending.is_some() {
+        if self.closed || self.pending.is_some() || self.delayed {
             return;
         }
         if self.rate_deadline().is_some_and(|d| now >= d) {
@@ -403,7 +480,7 @@ impl Session {
     }
 
     /// Answers the pending event and resumes processing of buffered input.
-    pub fn answer(&mut self, decision: Decision) {
+    pub fn answer(&mut self, decision: Decision<R>) {
         let Some(pending) = self.pending.take() else {
             return;
         };
@@ -440,10 +517,14 @@ impl Session {
     pub fn is_waiting(&self) -> bool {
         self.pending.is_some()
     }
+    /// True while the session holds back further input until [`Session::handle_delay_elapsed`].
+    pub fn is_delayed(&self) -> bool {
+        self.delayed
+    }
     pub fn helo(&self) -> Option<&Helo> {
         self.helo.as_ref()
     }
-    pub fn transaction(&self) -> Option<&Transaction> {
+    pub fn transaction(&self) -> Option<&Transaction<R>> {
         self.tx.as_ref()
     }
     pub fn config(&self) -> &Config {
@@ -490,12 +571,15 @@ impl Session {
         r.write_to(&mut self.output);
     }
 
-    /// A reply to bad input: counts towards `max_errors`, and at the limit closes with 421 4.7.0.
+    /// A reply to bad input: counts towards `max_errors`, and at the limit closes with 421 4.7.0. Past half
+    /// of the limit the reply waits `error_delay`, and the session stops there until the shell says the
+    /// delay passed, so that every error reply of a pipelined batch is delayed on its own.
     fn error(&mut self, r: Reply) {
         self.reply(r);
         self.errors += 1;
         if self.errors > self.config.max_errors / 2 {
             self.delay = Some(self.config.error_delay);
+            self.delayed = true;
         }
         if self.errors >= self.config.max_errors {
             self.abort_data(AbortReason::Reset);
@@ -565,7 +649,7 @@ impl Session {
     }
 
     fn process_buffered(&mut self) {
-        while !self.closed && self.pending.is_none() {
+        while !self.closed && self.pending.is_none() && !self.delayed {
             let progressed = match self.mode {
                 Mode::Command | Mode::Auth(_) => self.process_line(),
                 Mode::Data { .. } => self.process_data(),
@@ -597,7 +681,7 @@ impl Session {
                 self.pos = self.input.len() - keep;
                 if !self.skipping_long_line {
                     self.skipping_long_line = true;
-                    self.error(Reply::new(500, Enhanced(5, 5, 2), "Line too long"));
+                    self.line_too_long();
                 }
             }
             return false;
@@ -605,6 +689,11 @@ impl Session {
         let line_start = self.pos;
         self.pos += end + 2;
         if std::mem::take(&mut self.skipping_long_line) {
+            return true;
+        }
+        if in_auth && end > max {
+            // The same refusal as when the CRLF comes in a later read.
+            self.line_too_long();
             return true;
         }
         if in_auth {
@@ -622,6 +711,16 @@ impl Session {
             Err(r) => self.error(r),
         }
         true
+    }
+
+    /// 500 for a line past its limit. In a SASL exchange it also ends the exchange (RFC 4954 §4 lets the
+    /// server fail it): the client gets the 500, and its next line is read as a command again, not as a
+    /// response.
+    fn line_too_long(&mut self) {
+        if matches!(self.mode, Mode::Auth(_)) {
+            self.mode = Mode::Command;
+        }
+        self.error(Reply::new(500, Enhanced(5, 5, 2), "Line too long"));
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -655,7 +754,7 @@ impl Session {
 }
 
 /// Shows the state, never the buffers: the input may hold an AUTH exchange (a password in base64).
-impl std::fmt::Debug for Session {
+impl<R> std::fmt::Debug for Session<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("helo", &self.helo)

@@ -5,7 +5,7 @@ use super::{Decision, Event, Pending, Session};
 use crate::address::ForwardPath;
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_rcpt(&mut self, to: ForwardPath) {
         let Some(tx) = &self.tx else {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "Need MAIL before RCPT"));
@@ -25,18 +25,30 @@ impl Session {
         self.wait(Pending::Rcpt { to: to.clone() }, Event::Rcpt { to });
     }
 
-    pub(super) fn answer_rcpt(&mut self, to: ForwardPath, decision: Decision) {
-        match decision {
-            Decision::Reply(r) if !r.is_positive() => self.reply(r),
-            d => {
-                if let Some(tx) = &mut self.tx {
-                    tx.rcpts.push(to);
-                }
-                self.reply(match d {
-                    Decision::Reply(r) => r,
-                    Decision::Accept => Reply::new(250, Enhanced(2, 1, 5), "Recipient OK"),
-                });
+    pub(super) fn answer_rcpt(&mut self, to: ForwardPath, decision: Decision<R>) {
+        let standard = || Reply::new(250, Enhanced(2, 1, 5), "Recipient OK");
+        let (route, reply) = match decision {
+            Decision::AcceptRcpt(route) => (route, standard()),
+            Decision::Reply(r) if !r.is_positive() => {
+                // A refused recipient is an error like a refused command: Postfix's smtpd counts every
+                // rejected command, 4xx and 5xx alike, towards smtpd_soft_error_limit (the tarpit) and
+                // smtpd_hard_error_limit (421 and close). Without that, guessing addresses costs nothing
+                // (harvesting: a million RCPTs answered on one connection). A temporary refusal counts too:
+                // it is still a recipient the client may not use now, and a harvester would pick the
+                // listener that answers 4xx. The session's own 452 for too many recipients is not counted,
+                // as in Postfix (smtpd_recipient_overshoot_limit): an honest client sends the rest later.
+                return self.error(r);
             }
+            d => match self.unrouted {
+                Some(unrouted) => (unrouted(), d.into_reply(standard)),
+                // Accepted without a route by a shell that routes: its bug. Refuse for now rather than
+                // accept a recipient no one knows where to deliver.
+                None => return self.reply(Reply::new(451, Enhanced(4, 3, 0), "Recipient not routed, try again later")),
+            },
+        };
+        if let Some(tx) = &mut self.tx {
+            tx.push_recipient(to, route);
         }
+        self.reply(reply);
     }
 }

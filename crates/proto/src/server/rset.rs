@@ -3,7 +3,7 @@
 use super::Session;
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_rset(&mut self) {
         self.reset_transaction();
         self.reply(Reply::new(250, Enhanced(2, 0, 0), "Reset OK"));

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{Event, Pending, Session};
 use crate::reply::{Enhanced, Reply};
 
-impl Session {
+impl<R> Session<R> {
     pub(super) fn handle_starttls(&mut self) {
         if self.tls {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "Already under TLS"));
