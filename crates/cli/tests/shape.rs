@@ -392,16 +392,26 @@ impl CrateModules {
     /// The file module that defines what `path` names: the longest module prefix, following `pub use`
     /// re-exports of that module one level at a time.
     fn resolve(&self, path: &[String], reexports: &BTreeMap<(Vec<String>, String), Vec<String>>) -> Vec<String> {
+        self.resolve_within(path, reexports, 8)
+    }
+
+    /// `hops` bounds the re-exports followed (a `use` of a name that is itself re-exported back).
+    fn resolve_within(
+        &self,
+        path: &[String],
+        reexports: &BTreeMap<(Vec<String>, String), Vec<String>>,
+        hops: usize,
+    ) -> Vec<String> {
         let mut n = path.len();
         while n > 0 && !self.code.contains_key(&path[..n]) {
             n -= 1;
         }
         let module = path[..n].to_vec();
         match path.get(n).and_then(|name| reexports.get(&(module.clone(), name.clone()))) {
-            Some(target) if target.as_slice() != path => {
+            Some(target) if target.as_slice() != path && hops > 0 => {
                 let mut next = target.clone();
                 next.extend(path[n + 1..].iter().cloned());
-                self.resolve(&next, reexports)
+                self.resolve_within(&next, reexports, hops - 1)
             }
             _ => module,
         }
