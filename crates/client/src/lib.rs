@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod header;
 mod message;
 mod stream;
 pub mod tls;

@@ -41,3 +41,25 @@ fn an_untrusted_certificate_is_permanent_only() {
     let e = Error::Certificate { server: "mx".into(), reason: "UnknownIssuer".into() };
     assert!(e.is_permanent() && !e.is_transient(), "{e}");
 }
+
+fn reply(wire: &[u8]) -> mailroom_proto::Reply {
+    mailroom_proto::client::parse_reply(wire).unwrap().unwrap().0
+}
+
+#[test]
+fn session_errors_are_sorted_by_whose_they_are() {
+    use mailroom_client::ErrorKind::*;
+    use mailroom_proto::client::{Error as P, Step};
+    let table: Vec<(P, mailroom_client::ErrorKind)> = vec![
+        (P::Rejected { step: Step::Rcpt, reply: reply(b"450 4.2.0 busy\r\n") }, Transient),
+        (P::Rejected { step: Step::Mail, reply: reply(b"550 5.7.1 no\r\n") }, Permanent),
+        (P::TooBig { size: 10, limit: 5 }, Permanent),
+        (P::NotReady("a transaction is open"), Local),
+        (P::InvalidCredentials("the password holds NUL, CR or LF"), Local),
+    ];
+    for (p, want) in table {
+        let e = Error::from(p);
+        assert_eq!(e.kind(), want, "{e}");
+        assert_eq!((e.is_transient(), e.is_permanent(), e.is_local()), (want == Transient, want == Permanent, want == Local));
+    }
+}
