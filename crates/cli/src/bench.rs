@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Read the AUTH password from the first line of stdin.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Allow AUTH without TLS, to a server on a loopback address only.
+    #[arg(long, requires = "user")]
+    pub allow_plaintext_auth: bool,
     /// Trust this CA / self-signed certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub cafile: Option<std::path::PathBuf>,
@@ -140,6 +143,7 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 credentials: args.user.clone().zip(password.clone()),
                 cafile: args.cafile.clone(),
                 insecure: args.insecure,
+                allow_plaintext_auth: args.allow_plaintext_auth,
                 per_connection: args.per_connection,
                 message: message.clone(),
                 envelope: envelope.clone(),
@@ -219,6 +223,7 @@ struct Worker {
     credentials: Option<(String, String)>,
     cafile: Option<std::path::PathBuf>,
     insecure: bool,
+    allow_plaintext_auth: bool,
     per_connection: u64,
     message: Arc<Vec<u8>>,
     envelope: Arc<Envelope>,
@@ -249,7 +254,7 @@ impl Worker {
                 Some(f) => builder.cafile(f.clone()),
                 None => builder,
             };
-            let builder = builder.insecure(self.insecure);
+            let builder = builder.insecure(self.insecure).allow_plaintext_auth(self.allow_plaintext_auth);
             let mut client = match builder.connect().await {
                 Ok(c) => c,
                 Err(e) => {
