@@ -143,9 +143,9 @@ pub fn error_hint(settings: Settings, e: &Error) -> Option<&'static str> {
         Error::PlaintextAuth { .. } => {
             Some("use --starttls or --tls; for a test server on this machine only, --allow-plaintext-auth")
         }
-        Error::AuthNotOffered(_) => Some(
-            "is it the submission port (587 or 465)? Many servers offer AUTH only there, and only after STARTTLS",
-        ),
+        Error::AuthNotOffered(_) => {
+            Some("is it the submission port (587 or 465)? Many servers offer AUTH only there, and only after STARTTLS")
+        }
         _ => None,
     }
 }

@@ -288,7 +288,9 @@ impl ClientConfig {
             b = b.cafile(ca.clone());
         }
         match (&self.user, &self.password) {
-            (Some(user), Some(PasswordSource::File(path))) => b = b.credentials(user.clone(), read_password_file(path)?),
+            (Some(user), Some(PasswordSource::File(path))) => {
+                b = b.credentials(user.clone(), read_password_file(path)?)
+            }
             (Some(user), Some(PasswordSource::Command(cmd))) => {
                 let cmd = cmd.clone();
                 b = b.credentials_with(user.clone(), Arc::new(move || run_password_command(&cmd)));

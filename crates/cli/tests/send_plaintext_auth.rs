@@ -56,8 +56,20 @@ fn passwords_in_plaintext_sendmail_with_the_default_tls_none_sends_no_auth() {
 fn passwords_in_plaintext_send_user_without_tls_sends_no_auth() {
     let rec = Recorder::start("AUTH PLAIN LOGIN");
     let args = [
-        "send", "--server", &rec.addr, "--from", "alice@example.test", "--to", "bob@example.test", "--body", "x",
-        "--user", "alice@example.test", "--password-stdin", "--timeout", "10s",
+        "send",
+        "--server",
+        &rec.addr,
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@example.test",
+        "--body",
+        "x",
+        "--user",
+        "alice@example.test",
+        "--password-stdin",
+        "--timeout",
+        "10s",
     ];
     let out = run_with(&args, format!("{PASSWORD}\n").as_bytes(), &[], LIMIT);
     let seen = rec.finish();
@@ -71,8 +83,21 @@ fn passwords_in_plaintext_send_user_without_tls_sends_no_auth() {
 fn passwords_in_plaintext_allowed_for_a_loopback_server_when_asked() {
     let rec = Recorder::start("AUTH PLAIN LOGIN");
     let args = [
-        "send", "--server", &rec.addr, "--from", "alice@example.test", "--to", "bob@example.test", "--body", "x",
-        "--user", "alice@example.test", "--password-stdin", "--allow-plaintext-auth", "--timeout", "10s",
+        "send",
+        "--server",
+        &rec.addr,
+        "--from",
+        "alice@example.test",
+        "--to",
+        "bob@example.test",
+        "--body",
+        "x",
+        "--user",
+        "alice@example.test",
+        "--password-stdin",
+        "--allow-plaintext-auth",
+        "--timeout",
+        "10s",
     ];
     let out = run_with(&args, format!("{PASSWORD}\n").as_bytes(), &[], LIMIT);
     let t = text(&out);

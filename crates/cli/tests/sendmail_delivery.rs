@@ -109,8 +109,7 @@ fn sendmail_t(message: &[u8]) -> (Option<i32>, String, Vec<String>, Vec<String>)
 
 #[test]
 fn bcc_in_obsolete_syntax_with_a_space_before_the_colon_is_taken_and_removed() {
-    let (code, err, rcpts, msgs) =
-        sendmail_t(b"To: bob@example.test\nBcc : carol@example.test\nSubject: s\n\nbody\n");
+    let (code, err, rcpts, msgs) = sendmail_t(b"To: bob@example.test\nBcc : carol@example.test\nSubject: s\n\nbody\n");
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(rcpts, ["RCPT TO:<bob@example.test>", "RCPT TO:<carol@example.test>"]);
     let m = &msgs[0];

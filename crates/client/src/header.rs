@@ -166,7 +166,9 @@ mod tests {
         assert_eq!(field_name(b"Bcc : carol@example.org\n"), Some((&b"Bcc"[..], 4)));
         assert_eq!(field_name(b"Bcc\t:x"), Some((&b"Bcc"[..], 4)));
         assert_eq!(field_name(b"X-A.B_c~!: y"), Some((&b"X-A.B_c~!"[..], 9)));
-        for not in [&b": no name"[..], b" Subject: x", b"Sub ject: x", b"Subject x", b"Subject", b"From a@b Mon 1 12:00:00"] {
+        for not in
+            [&b": no name"[..], b" Subject: x", b"Sub ject: x", b"Subject x", b"Subject", b"From a@b Mon 1 12:00:00"]
+        {
             assert_eq!(field_name(not), None, "{:?}", String::from_utf8_lossy(not));
         }
         assert_eq!(field_name("Süb: x".as_bytes()), None, "8-bit octets are not ftext");

@@ -60,6 +60,9 @@ fn session_errors_are_sorted_by_whose_they_are() {
     for (p, want) in table {
         let e = Error::from(p);
         assert_eq!(e.kind(), want, "{e}");
-        assert_eq!((e.is_transient(), e.is_permanent(), e.is_local()), (want == Transient, want == Permanent, want == Local));
+        assert_eq!(
+            (e.is_transient(), e.is_permanent(), e.is_local()),
+            (want == Transient, want == Permanent, want == Local)
+        );
     }
 }

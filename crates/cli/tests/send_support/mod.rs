@@ -216,10 +216,9 @@ pub struct Recorded {
 impl Recorded {
     /// True when an AUTH command or anything carrying `password` (in base64, alone or in PLAIN) arrived.
     pub fn saw_auth(&self, password: &str) -> bool {
-        let b64 = |s: &[u8]| mailroom_proto::base64::encode(s);
-        let login = b64(password.as_bytes());
+        let login = mailroom_proto::base64::encode(password.as_bytes());
         self.lines.iter().any(|l| {
-            let plain = l.split_whitespace().nth(2).and_then(|b| mailroom_proto::base64::decode(b));
+            let plain = l.split_whitespace().nth(2).and_then(mailroom_proto::base64::decode);
             l.to_ascii_uppercase().starts_with("AUTH")
                 || l.contains(&login)
                 || plain.is_some_and(|p| p.ends_with(password.as_bytes()))
