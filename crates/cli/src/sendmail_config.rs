@@ -24,7 +24,7 @@
 //! (argument injection into a sendmail call, as in CVE-2016-10033) runs nothing before a server asks.
 //!
 //! When this process runs with more privilege than its caller (set-user-id or set-group-id: the real
-//! and effective ids differ), `--config`, `$MAILROOM_CONFIG` and the caller's own file are ignored with
+//! and effective ids differ, and the caller is not root), `--config`, `$MAILROOM_CONFIG` and the caller's own file are ignored with
 //! a warning and the defaults apply, as Postfix and Exim ignore a caller's config file then.
 
 use std::io::{BufRead, Read};
@@ -107,10 +107,11 @@ fn parse_status(text: &str) -> Option<Ids> {
     Some(Ids { ruid, euid, rgid, egid })
 }
 
-/// True when the process runs with more privilege than its caller (set-user-id or set-group-id), or
-/// when that cannot be told (no /proc): then a config file the caller names is not to be trusted.
+/// True when the process runs with more privilege than its caller (set-user-id or set-group-id, and
+/// the caller is not root, who may read anything anyway), or when that cannot be told (no /proc): then
+/// a config file the caller names is not to be trusted.
 pub fn is_elevated(ids: Option<Ids>) -> bool {
-    ids.is_none_or(|i| i.ruid != i.euid || i.rgid != i.egid)
+    ids.is_none_or(|i| i.ruid != 0 && (i.ruid != i.euid || i.rgid != i.egid))
 }
 
 /// Which file to read: `--config`, else `$MAILROOM_CONFIG`, else the user's file when it exists; none
@@ -352,6 +353,7 @@ mod tests {
         assert!(is_elevated(ids(1000, 0, 100, 100)), "set-user-id root");
         assert!(is_elevated(ids(1000, 1000, 100, 8)), "set-group-id");
         assert!(is_elevated(None), "unknown: do not trust the caller's file");
+        assert!(!is_elevated(ids(0, 8, 0, 8)), "root calling a set-user-id binary is not elevated by it");
         let path = Path::new("/tmp/attacker-wrote-this.toml");
         assert_eq!(locate(Some(path), false), Some((path.to_path_buf(), true)));
         assert_eq!(locate(Some(path), true), None);
