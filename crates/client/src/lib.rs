@@ -8,7 +8,11 @@
 //! TLS ([`Tls`], see [`tls`] for whom it trusts): implicit from the first byte, or STARTTLS right
 //! after EHLO, which never falls back to plain text: a server that does not offer it is an error
 //! ([`Error::StartTlsNotOffered`]). With [`ClientBuilder::credentials`] the client authenticates (RFC 4954,
-//! PLAIN or LOGIN) once TLS is up, before [`ClientBuilder::connect`] returns.
+//! PLAIN or LOGIN) once TLS is up, before [`ClientBuilder::connect`] returns; never without TLS unless
+//! [`ClientBuilder::allow_plaintext_auth`] is set and the server is on a loopback address, and never to a
+//! server that did not offer AUTH. Errors say whose problem they are ([`ErrorKind`]).
+//!
+//! [`header`] splits a message's header section as RFC 5322 reads it, for `mailroom sendmail`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mailroom_client::Error> {
@@ -99,7 +103,8 @@ pub struct ClientBuilder {
 }
 
 /// Fetches the AUTH password when the server asks for AUTH (a password file, a password command);
-/// `Err` says why it could not.
+/// `Err` says why it could not. It is called on the connecting task, once per connection, and may block
+/// briefly (a command that prints a password).
 pub type PasswordSource = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// The password of [`ClientBuilder::credentials`] or [`ClientBuilder::credentials_with`].
@@ -225,7 +230,11 @@ impl ClientBuilder {
             return Err(Error::PlaintextAuth { server: self.server.clone(), reason: PLAINTEXT_NOT_ALLOWED });
         }
         let tcp = self.open_tcp(&host, port).await?;
-        let plaintext_auth_ok = self.allow_plaintext_auth && tcp.peer_addr().is_ok_and(|a| is_loopback(a.ip()));
+        let plaintext_auth = match (self.allow_plaintext_auth, tcp.peer_addr()) {
+            (false, _) => Err(PLAINTEXT_NOT_ALLOWED),
+            (true, Ok(peer)) if is_loopback(peer.ip()) => Ok(()),
+            (true, _) => Err(PLAINTEXT_NOT_LOOPBACK),
+        };
         let helo = self.helo_name.clone().unwrap_or_else(default_helo_name);
         let mut session = Session::new(helo);
         if self.tls == Tls::Implicit {
@@ -240,7 +249,7 @@ impl ClientBuilder {
             deadline: None,
             buf: vec![0; 16 * 1024],
             greeting: None,
-            plaintext_auth_ok,
+            plaintext_auth,
         };
         if let (Tls::Implicit, Some((connector, name))) = (self.tls, &tls) {
             client.handshake(connector, name.clone()).await?;
@@ -298,8 +307,8 @@ pub struct Client {
     deadline: Option<Instant>,
     buf: Vec<u8>,
     greeting: Option<Reply>,
-    /// Plaintext AUTH was allowed and the peer is on a loopback address.
-    plaintext_auth_ok: bool,
+    /// `Ok` when plaintext AUTH was allowed and the peer is on a loopback address; else why not.
+    plaintext_auth: Result<(), &'static str>,
 }
 
 impl fmt::Debug for Client {
@@ -371,8 +380,8 @@ impl Client {
 
     /// May credentials be sent on this connection, to this server?
     fn check_auth_allowed(&self) -> Result<(), Error> {
-        if !self.is_tls() && !self.plaintext_auth_ok {
-            return Err(Error::PlaintextAuth { server: self.server.clone(), reason: PLAINTEXT_NOT_LOOPBACK });
+        if let (false, Err(reason)) = (self.is_tls(), self.plaintext_auth) {
+            return Err(Error::PlaintextAuth { server: self.server.clone(), reason });
         }
         if self.capabilities().auth.is_empty() {
             return Err(Error::AuthNotOffered(self.server.clone()));
