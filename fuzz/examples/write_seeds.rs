@@ -1,5 +1,5 @@
-//! Writes the seed corpora into `fuzz/seeds/<target>/`, from the cases of proto's test tables and the
-//! attack catalogue of issue 5 (smuggling look-alikes, hostile addresses and parameters, long lines).
+//! Writes the seed corpora into `fuzz/seeds/<target>/`, from the cases of proto's test tables, the
+//! sendmail messages of issue 10 (`header`) and the attack catalogue of issue 5 (smuggling look-alikes, hostile addresses and parameters, long lines).
 //!
 //! Run from `fuzz/`: `cargo run --example write_seeds`. The seeds are committed; re-run after changing
 //! this file. Each seed is named after what it holds; libFuzzer itself keeps what it finds under
@@ -208,7 +208,29 @@ fn sessions() -> Vec<(&'static str, Vec<u8>)> {
     v
 }
 
+/// Messages as programs pipe them to sendmail: issue 10's obsolete-syntax Bcc (`Bcc :`, `Bcc<TAB>:`),
+/// mbox `From ` lines (git format-patch), continuation lines first, folded fields, no empty line, CR only.
+const MESSAGES: &[&[u8]] = &[
+    b"To: bob@example.test\nBcc : carol@example.test\nSubject: s\n\nbody\n",
+    b"To: bob@example.test\r\nBcc\t:\r\n carol@example.test\r\nSubject: s\r\n\r\nbody\r\n",
+    b"From 0123abcd Mon Sep 17 00:00:00 2001\nFrom: Me <me@example.test>\nSubject: [PATCH] fix\n\n---\ndiff\n",
+    b"From : me@example.test\nTo: a@x\n\nbody",
+    b" Bcc: carol@example.test\nTo: bob@example.test\n\nbody\n",
+    b"From x Mon\n\tfolded\n\n",
+    b"Subject: no empty line\nthis is the body\nBcc: not a header\n",
+    b"Subject: no line end",
+    b"X-A.B_c~!: odd but valid\nSub ject: not a field\n",
+    b"Subject: a\rb\r\n\r\n",
+    b"\n\nonly a body",
+    b"",
+    b"To: a@x,\n  b@y,\n\tc@z\nCc:\n\n",
+    b"Resent-Bcc: x@y\nBCC:z@w\nbcc    :   v@u\n\n",
+];
+
 fn main() {
+    for (i, m) in MESSAGES.iter().enumerate() {
+        write("header", &format!("table_{i:03}"), m);
+    }
     for (i, line) in COMMANDS.iter().enumerate() {
         write("command", &format!("table_{i:03}"), line);
     }

@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Read the AUTH password from the first line of stdin.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Allow AUTH without TLS, to a server on a loopback address only.
+    #[arg(long, requires = "user")]
+    pub allow_plaintext_auth: bool,
     /// Trust this CA / self-signed certificate (PEM).
     #[arg(long, value_name = "FILE")]
     pub cafile: Option<std::path::PathBuf>,
@@ -85,7 +88,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
+/// What the flags ask for, checked.
+struct Plan {
+    timeout: Duration,
+    tls: Tls,
+    password: Option<String>,
+    message: Arc<Vec<u8>>,
+    envelope: Arc<Envelope>,
+}
+
+fn plan(args: &BenchArgs) -> anyhow::Result<Plan> {
     let timeout = mailroom_server::config::parse_duration(&args.timeout).map_err(anyhow::Error::msg)?;
     let from = ReversePath::Mailbox(Address::parse(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?);
     let to_list = if args.to.is_empty() { vec!["postmaster@localhost".to_owned()] } else { args.to.clone() };
@@ -114,20 +126,26 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Tls::None
     };
     let message = Arc::new(make_message(&args.from, &to_list[0], args.size));
-    let envelope = Arc::new(Envelope::new(from, to));
+    Ok(Plan { timeout, tls, password, message, envelope: Arc::new(Envelope::new(from, to)) })
+}
+
+fn progress_bar(args: &BenchArgs) -> indicatif::ProgressBar {
+    if args.quiet || args.json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(args.messages);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
+fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan(&args)?;
     let remaining = Arc::new(AtomicU64::new(args.messages));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let bar = if args.quiet || args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new(args.messages);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    };
-
+    let bar = progress_bar(&args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let started = Instant::now();
     rt.block_on(async {
@@ -135,14 +153,15 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
         for _ in 0..args.connections {
             let ctx = Worker {
                 server: args.server.clone(),
-                tls,
-                timeout,
-                credentials: args.user.clone().zip(password.clone()),
+                tls: plan.tls,
+                timeout: plan.timeout,
+                credentials: args.user.clone().zip(plan.password.clone()),
                 cafile: args.cafile.clone(),
                 insecure: args.insecure,
+                allow_plaintext_auth: args.allow_plaintext_auth,
                 per_connection: args.per_connection,
-                message: message.clone(),
-                envelope: envelope.clone(),
+                message: plan.message.clone(),
+                envelope: plan.envelope.clone(),
                 remaining: remaining.clone(),
                 tally: tally.clone(),
                 bar: bar.clone(),
@@ -155,8 +174,12 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+    let t = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(report(&args, t, elapsed, plan.message.len()))
+}
 
-    let mut t = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
+/// Prints the results (as text or JSON); exit 0 without errors, else 75.
+fn report(args: &BenchArgs, mut t: Tally, elapsed: Duration, size: usize) -> ExitCode {
     t.latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if t.latencies.is_empty() {
@@ -167,14 +190,14 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = t.delivered as f64 / secs;
-    let mbps = t.delivered as f64 * message.len() as f64 / secs / 1e6;
+    let mbps = t.delivered as f64 * size as f64 / secs / 1e6;
     let errors: u64 = t.errors.values().sum();
     if args.json {
         let v = serde_json::json!({
             "server": args.server,
             "connections": args.connections,
             "messages": args.messages,
-            "size": message.len(),
+            "size": size,
             "recipients": args.recipients,
             "delivered": t.delivered,
             "errors": errors,
@@ -187,12 +210,8 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{v}");
     } else {
         println!(
-            "{} messages of {} octets to {} recipient(s) over {} session(s) in {:.2} s",
-            t.delivered,
-            message.len(),
-            args.recipients,
-            args.connections,
-            secs
+            "{} messages of {size} octets to {} recipient(s) over {} session(s) in {secs:.2} s",
+            t.delivered, args.recipients, args.connections
         );
         println!("{rate:.1} messages/s, {mbps:.2} MB/s");
         println!(
@@ -209,7 +228,11 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(75) })
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(75)
+    }
 }
 
 struct Worker {
@@ -219,6 +242,7 @@ struct Worker {
     credentials: Option<(String, String)>,
     cafile: Option<std::path::PathBuf>,
     insecure: bool,
+    allow_plaintext_auth: bool,
     per_connection: u64,
     message: Arc<Vec<u8>>,
     envelope: Arc<Envelope>,
@@ -249,7 +273,7 @@ impl Worker {
                 Some(f) => builder.cafile(f.clone()),
                 None => builder,
             };
-            let builder = builder.insecure(self.insecure);
+            let builder = builder.insecure(self.insecure).allow_plaintext_auth(self.allow_plaintext_auth);
             let mut client = match builder.connect().await {
                 Ok(c) => c,
                 Err(e) => {

@@ -13,8 +13,9 @@ use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo, Tl
 use mailroom_proto::client::{Error as ProtoError, Step};
 use mailroom_proto::{Address, ForwardPath, ReversePath};
 
+use super::args::SendArgs;
+use super::draft::Draft;
 use super::util::*;
-use super::{tls_builder, Draft, SendArgs};
 
 const PROG: &str = "mailroom send";
 
@@ -79,14 +80,25 @@ fn gave_up() -> ExitCode {
     ExitCode::from(EX_TEMPFAIL)
 }
 
-fn fail(e: &Error) -> ExitCode {
+fn fail_with(e: &Error) -> ExitCode {
     eprintln!("{PROG}: {e}");
-    ExitCode::from(exit_for_error(e))
+    ExitCode::from(exit_for_error(e, Settings::Flags))
 }
 
 fn looks_like_server(s: &str) -> bool {
     s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }
+
+/// How a step of the session ended early.
+enum End {
+    /// Say QUIT, then exit with this code.
+    Quit(ExitCode),
+    /// The session is unusable: exit with this code at once.
+    Now(ExitCode),
+}
+
+/// A mailbox with its display name.
+type Mailbox = (Option<String>, Address);
 
 pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
     let mut p = Prompter::new();
@@ -103,79 +115,105 @@ pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
         },
         None => None,
     };
+    let mut client = match connect(&mut p, args, timeout, tls, &credentials).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match transaction(&mut p, &mut client, args).await {
+        Ok(code) | Err(End::Quit(code)) => quit_after(client, code).await,
+        Err(End::Now(code)) => code,
+    }
+}
 
-    // The server and the HELO name, then the connection (asked again if it fails).
+/// The server and the HELO name, then the connection (asked again if it fails).
+async fn connect(
+    p: &mut Prompter,
+    args: &SendArgs,
+    timeout: Duration,
+    tls: Tls,
+    credentials: &Option<(String, String)>,
+) -> Result<Client, ExitCode> {
     let mut server = args.server.clone();
-    let mut client = loop {
+    loop {
         let srv = match server.take() {
             Some(s) => {
                 println!("Server: {s}");
                 s
             }
-            None => match p.ask_or("SMTP server (host:port)", DEFAULT_SERVER) {
-                Some(s) => s,
-                None => return gave_up(),
-            },
+            None => p.ask_or("SMTP server (host:port)", DEFAULT_SERVER).ok_or_else(gave_up)?,
         };
         let helo = match &args.helo {
             Some(h) => h.clone(),
-            None => {
-                let default = default_helo_name();
-                let mut answer = match p.ask_or("Your host name for HELO", &default) {
-                    Some(h) => h,
-                    None => return gave_up(),
-                };
-                // A script that also answers the server question (given as a flag) is one line ahead.
-                if args.server.is_some() && answer == srv && looks_like_server(&answer) {
-                    answer = match p.ask_or("Your host name for HELO", &default) {
-                        Some(h) => h,
-                        None => return gave_up(),
-                    };
-                }
-                answer
-            }
+            None => ask_helo(p, args, &srv).ok_or_else(gave_up)?,
         };
         println!("Connecting to {srv} ...");
         let mut builder =
-            tls_builder(args, srv.clone(), tls).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
-        if let Some((user, pw)) = &credentials {
+            args.builder(srv.clone(), tls).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
+        if let Some((user, pw)) = credentials {
             builder = builder.credentials(user.clone(), pw.clone());
         }
         match builder.connect().await {
-            Ok(c) => break c,
+            Ok(c) => return Ok(c),
             Err(e) => {
                 println!("Could not open a session: {e}");
-                if let Some(hint) = error_hint(PROG, &e) {
+                if let Some(hint) = error_hint(Settings::Flags, &e) {
                     println!("{hint}");
                 }
-                // Asking for another server does not help with these.
+                // Asking for another server does not help with our own settings, a refused AUTH or TLS.
                 let auth_refused = matches!(&e, Error::Protocol(ProtoError::Rejected { step: Step::Auth, .. }));
-                if auth_refused
-                    || matches!(e, Error::Certificate { .. } | Error::StartTlsNotOffered(_) | Error::TlsConfig(_))
-                {
-                    return fail(&e);
+                let tls_failed = matches!(e, Error::Certificate { .. } | Error::StartTlsNotOffered(_));
+                let bad_server = matches!(e, Error::BadServer(_));
+                let another_may_help = bad_server || e.is_transient() || e.reply().is_some();
+                if auth_refused || tls_failed || (e.is_local() && !bad_server) || !another_may_help {
+                    return Err(fail_with(&e));
                 }
-                if matches!(e, Error::BadServer(_)) || e.is_transient() || e.reply().is_some() {
-                    println!("Try another server, or end the input to give up.");
-                    continue;
-                }
-                return fail(&e);
+                println!("Try another server, or end the input to give up.");
             }
         }
-    };
+    }
+}
 
-    // The sender, until the server takes one.
+/// The HELO name, when `--helo` did not give it.
+fn ask_helo(p: &mut Prompter, args: &SendArgs, server: &str) -> Option<String> {
+    let default = default_helo_name();
+    let answer = p.ask_or("Your host name for HELO", &default)?;
+    // A script that also answers the server question (given as a flag) is one line ahead.
+    if args.server.is_some() && answer == server && looks_like_server(&answer) {
+        return p.ask_or("Your host name for HELO", &default);
+    }
+    Some(answer)
+}
+
+/// Sender, recipients, subject, body, then DATA; the exit code when the session may be quit.
+async fn transaction(p: &mut Prompter, client: &mut Client, args: &SendArgs) -> Result<ExitCode, End> {
+    let from = ask_sender(p, client, args).await?;
+    let accepted = ask_recipients(p, client, args).await?;
+    let (subject, body) = ask_content(p, args).ok_or_else(|| End::Quit(gave_up()))?;
+    let draft = Draft {
+        from: from.clone(),
+        to: accepted.clone(),
+        cc: vec![],
+        subject: Some(subject),
+        body,
+        attachments: vec![],
+    };
+    let message = draft.build().map_err(|e| {
+        eprintln!("{PROG}: building the message: {e}");
+        End::Now(ExitCode::from(EX_SOFTWARE))
+    })?;
+    send_data(p, client, &from.1, &accepted, &message).await
+}
+
+/// The sender, until the server takes one.
+async fn ask_sender(p: &mut Prompter, client: &mut Client, args: &SendArgs) -> Result<Mailbox, End> {
     let mut from_flag = args.from.clone();
-    let from = loop {
+    loop {
         let answer = match from_flag.take() {
             Some(f) => {
                 println!("Sender: {f}");
                 f
             }
-            None => match p.ask("Sender address (MAIL FROM): ") {
-                Some(a) => a,
-                None => return quit_after(client, gave_up()).await,
-            },
+            None => p.ask("Sender address (MAIL FROM): ").ok_or_else(|| End::Quit(gave_up()))?,
         };
         let (name, addr) = match parse_mailbox(&answer) {
             Ok(x) => x,
@@ -185,14 +223,16 @@ pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
             }
         };
         match client.mail(&ReversePath::Mailbox(addr.clone()), &MessageInfo::unknown(None)).await {
-            Ok(r) if r.is_positive() => break (name, addr),
+            Ok(r) if r.is_positive() => return Ok((name, addr)),
             Ok(_) => println!("The server refused this sender; enter another."),
-            Err(e) => return fail(&e),
+            Err(e) => return Err(End::Now(fail_with(&e))),
         }
-    };
+    }
+}
 
-    // The recipients, one per line; refused ones are reported and others may follow.
-    let mut accepted: Vec<(Option<String>, Address)> = Vec::new();
+/// The recipients, one per line; refused ones are reported and others may follow.
+async fn ask_recipients(p: &mut Prompter, client: &mut Client, args: &SendArgs) -> Result<Vec<Mailbox>, End> {
+    let mut accepted: Vec<Mailbox> = Vec::new();
     let mut flagged: Vec<String> = args.to.iter().flat_map(|s| split_list(s)).collect();
     flagged.reverse();
     let from_flags = !flagged.is_empty();
@@ -205,11 +245,11 @@ pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
                 println!("Recipient: {t}");
                 t
             }
-            None if from_flags && !accepted.is_empty() => break,
+            None if from_flags && !accepted.is_empty() => return Ok(accepted),
             None => match p.ask("Recipient: ") {
                 Some(a) => a,
-                None if !accepted.is_empty() => break,
-                None => return quit_after(client, gave_up()).await,
+                None if !accepted.is_empty() => return Ok(accepted),
+                None => return Err(End::Quit(gave_up())),
             },
         };
         if answer.trim().is_empty() {
@@ -217,7 +257,7 @@ pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
                 println!("No recipient has been accepted yet; enter one (end the input to give up).");
                 continue;
             }
-            break;
+            return Ok(accepted);
         }
         let rcpt = match parse_mailbox(&answer) {
             Ok(x) => x,
@@ -229,79 +269,64 @@ pub async fn run(args: &SendArgs, timeout: Duration, tls: Tls) -> ExitCode {
         match client.rcpt(&ForwardPath::Mailbox(rcpt.1.clone())).await {
             Ok(r) if r.is_positive() => accepted.push(rcpt),
             Ok(_) => println!("The server refused this recipient; enter another, or an empty line to go on."),
-            Err(e) => return fail(&e),
+            Err(e) => return Err(End::Now(fail_with(&e))),
         }
     }
+}
 
-    // Subject and body.
+/// Subject and body (the body ends at a line holding a single `.`, or at the end of input).
+fn ask_content(p: &mut Prompter, args: &SendArgs) -> Option<(String, String)> {
     let subject = match &args.subject {
         Some(s) => s.clone(),
-        None => match p.ask("Subject: ") {
-            Some(s) => s,
-            None => return quit_after(client, gave_up()).await,
-        },
+        None => p.ask("Subject: ")?,
     };
-    let body = match &args.body {
-        Some(b) => b.clone(),
-        None => {
-            println!("Message body; end it with a line holding a single \".\".");
-            let mut body = String::new();
-            loop {
-                match p.ask("") {
-                    Some(l) if l == "." => break,
-                    Some(l) => {
-                        body.push_str(&l);
-                        body.push('\n');
-                    }
-                    // The end of input ends the body too.
-                    None => break,
-                }
-            }
-            body
+    if let Some(b) = &args.body {
+        return Some((subject, b.clone()));
+    }
+    println!("Message body; end it with a line holding a single \".\".");
+    let mut body = String::new();
+    while let Some(l) = p.ask("") {
+        if l == "." {
+            break;
         }
-    };
-    let draft = Draft {
-        from: from.clone(),
-        to: accepted.clone(),
-        cc: vec![],
-        subject: Some(subject),
-        body,
-        attachments: vec![],
-    };
-    let message = match draft.build() {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{PROG}: building the message: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
+        body.push_str(&l);
+        body.push('\n');
+    }
+    Some((subject, body))
+}
 
-    // DATA, with a retry when the server refuses it for now.
+/// DATA, with a retry when the server refuses it for now.
+async fn send_data(
+    p: &mut Prompter,
+    client: &mut Client,
+    from: &Address,
+    accepted: &[Mailbox],
+    message: &[u8],
+) -> Result<ExitCode, End> {
     loop {
-        match client.data(Message::from_bytes(&message)).await {
+        match client.data(Message::from_bytes(message)).await {
             Ok(r) if r.is_positive() => {
                 println!("Message accepted for {} recipient(s).", accepted.len());
-                return quit_after(client, ExitCode::SUCCESS).await;
+                return Ok(ExitCode::SUCCESS);
             }
             Ok(r) => {
                 println!("The server refused the message: {r}");
                 let again = r.is_transient()
                     && matches!(p.ask("Try again? [y/N]: ").as_deref().map(str::trim), Some("y" | "Y" | "yes"));
                 if !again {
-                    let code = if r.is_transient() { EX_TEMPFAIL } else { EX_UNAVAILABLE };
-                    return quit_after(client, ExitCode::from(code)).await;
+                    return Ok(ExitCode::from(if r.is_transient() { EX_TEMPFAIL } else { EX_UNAVAILABLE }));
                 }
                 // A refused DATA leaves the transaction open on most servers; start it again to be sure.
-                if let Err(e) = retry_transaction(&mut client, &from.1, &accepted).await {
-                    return fail(&e);
+                if let Err(e) = retry_transaction(client, from, accepted).await {
+                    return Err(End::Now(fail_with(&e)));
                 }
             }
-            Err(e) => return fail(&e),
+            Err(e) => return Err(End::Now(fail_with(&e))),
         }
     }
 }
 
-async fn retry_transaction(client: &mut Client, from: &Address, to: &[(Option<String>, Address)]) -> Result<(), Error> {
+async fn retry_transaction(client: &mut Client, from: &Address, to: &[Mailbox]) -> Result<(), Error> {
     client.rset().await?;
     client.mail(&ReversePath::Mailbox(from.clone()), &MessageInfo::unknown(None)).await?;
     for (_, a) in to {

@@ -1,5 +1,7 @@
 //! What `mailroom send` and `mailroom sendmail` share: sysexits codes, address and duration parsing,
-//! Message-IDs, the transcript printer, and turning a send's result into an exit code and messages.
+//! Message-IDs, the transcript printer, one connect-send-quit, and turning its result into an exit code
+//! and messages: transient errors are 75, permanent ones 69, and local ones (our settings or input) 64
+//! when they came from flags and 78 when they came from a config file.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,7 +9,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mailroom_client::{Direction, Error, Outcome, Transcript};
+use mailroom_client::{ClientBuilder, Direction, Envelope, Error, ErrorKind, Message, Outcome, Transcript};
+use mailroom_proto::client::Error as ProtoError;
 use mailroom_proto::{Address, Domain};
 
 /// sysexits.h: the exit codes that sendmail's callers (cron, git send-email, PHP) understand.
@@ -97,31 +100,87 @@ pub fn stdout_transcript() -> Transcript {
     })
 }
 
-/// sysexits code for a failed connection or session. An untrusted certificate and a server without
-/// STARTTLS (when it was asked for) are permanent: 69. Unusable TLS settings are a configuration error: 78.
-pub fn exit_for_error(e: &Error) -> u8 {
-    match e {
-        Error::BadServer(_) => EX_USAGE,
-        Error::Message(_) => EX_NOINPUT,
-        Error::Unsupported(_) => EX_UNAVAILABLE,
-        Error::TlsConfig(_) => EX_CONFIG,
-        e if e.is_transient() => EX_TEMPFAIL,
-        _ => EX_UNAVAILABLE,
+/// Where the settings of a send came from: a local error is bad usage (64) with flags, a configuration
+/// error (78) with a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settings {
+    Flags,
+    ConfigFile,
+}
+
+/// sysexits code for a failed connection or session, by the error's kind: transient 75 (a 4xx, a
+/// timeout, a refused or lost connection), permanent 69 (a 5xx, an untrusted certificate, a server
+/// without STARTTLS or AUTH when they were needed), local 64 or 78 (see [`Settings`]); unusable TLS
+/// settings or password are always 78, an unreadable message 66.
+pub fn exit_for_error(e: &Error, settings: Settings) -> u8 {
+    match e.kind() {
+        ErrorKind::Transient => EX_TEMPFAIL,
+        ErrorKind::Permanent => EX_UNAVAILABLE,
+        ErrorKind::Local => match e {
+            Error::Message(_) => EX_NOINPUT,
+            Error::TlsConfig(_) | Error::Password(_) => EX_CONFIG,
+            Error::Protocol(ProtoError::NotReady(_)) => EX_SOFTWARE,
+            _ if settings == Settings::ConfigFile => EX_CONFIG,
+            _ => EX_USAGE,
+        },
     }
 }
 
 /// What to do about an error, when the error alone does not say it.
-pub fn error_hint(prog: &str, e: &Error) -> Option<&'static str> {
-    let sendmail = prog == "sendmail";
+pub fn error_hint(settings: Settings, e: &Error) -> Option<&'static str> {
+    let file = settings == Settings::ConfigFile;
     match e {
-        Error::Certificate { .. } if sendmail => {
+        Error::Certificate { .. } if file => {
             Some("set cafile = \"FILE\" in [client] to trust a private CA or self-signed certificate")
         }
         Error::Certificate { .. } => {
             Some("use --cafile FILE to trust a private CA or self-signed certificate (or --insecure to skip the check)")
         }
+        Error::PlaintextAuth { .. } if file => Some(
+            "set tls = \"starttls\" or \"tls\" in [client]; for a test server on this machine only, \
+             allow_plaintext_auth = true",
+        ),
+        Error::PlaintextAuth { .. } => {
+            Some("use --starttls or --tls; for a test server on this machine only, --allow-plaintext-auth")
+        }
+        Error::AuthNotOffered(_) => {
+            Some("is it the submission port (587 or 465)? Many servers offer AUTH only there, and only after STARTTLS")
+        }
         _ => None,
     }
+}
+
+/// Prints an error with its hint and gives its exit code.
+pub fn fail(prog: &str, settings: Settings, e: &Error) -> ExitCode {
+    eprintln!("{prog}: {e}");
+    if let Some(hint) = error_hint(settings, e) {
+        eprintln!("{prog}: {hint}");
+    }
+    ExitCode::from(exit_for_error(e, settings))
+}
+
+/// Connects, sends, quits; reports refused recipients and errors on stderr and gives the exit code.
+pub async fn send_one(
+    prog: &str,
+    settings: Settings,
+    builder: ClientBuilder,
+    envelope: Envelope,
+    message: &[u8],
+) -> ExitCode {
+    let mut client = match builder.connect().await {
+        Ok(c) => c,
+        Err(e) => return fail(prog, settings, &e),
+    };
+    let outcome = match client.send(&envelope, Message::from_bytes(message)).await {
+        Ok(o) => o,
+        Err(e) => return fail(prog, settings, &e),
+    };
+    let code = report_outcome(prog, &outcome);
+    // The message is settled; a server that fumbles QUIT changes nothing for it.
+    if let Err(e) = client.quit().await {
+        eprintln!("{prog}: after sending: {e}");
+    }
+    code
 }
 
 /// The loud warning for a session whose certificate is not checked.
@@ -215,6 +274,25 @@ mod tests {
         assert_eq!((n, a.to_string()), (None, "b@x".into()));
         assert!(parse_mailbox("nobody").is_err());
         assert_eq!(split_list("a@x, \"B, b\" <b@y>,c@z"), vec!["a@x", "\"B, b\" <b@y>", "c@z"]);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_kind_of_error() {
+        use std::io;
+        let refused = Error::Connect { server: "s".into(), source: io::Error::from(io::ErrorKind::ConnectionRefused) };
+        let cert = Error::Certificate { server: "s".into(), reason: "r".into() };
+        let plain = Error::PlaintextAuth { server: "s".into(), reason: "r" };
+        let bad_ca = Error::TlsConfig("CA file".into());
+        for settings in [Settings::Flags, Settings::ConfigFile] {
+            assert_eq!(exit_for_error(&refused, settings), EX_TEMPFAIL);
+            assert_eq!(exit_for_error(&cert, settings), EX_UNAVAILABLE);
+            assert_eq!(exit_for_error(&Error::AuthNotOffered("s".into()), settings), EX_UNAVAILABLE);
+            assert_eq!(exit_for_error(&bad_ca, settings), EX_CONFIG);
+            assert_eq!(exit_for_error(&Error::Password("failed".into()), settings), EX_CONFIG);
+        }
+        assert_eq!(exit_for_error(&plain, Settings::Flags), EX_USAGE);
+        assert_eq!(exit_for_error(&plain, Settings::ConfigFile), EX_CONFIG);
+        assert_eq!(exit_for_error(&Error::BadServer("x".into()), Settings::ConfigFile), EX_CONFIG);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Reads a message on stdin and relays it to the server of the `[client]` section of the config
 //! (`--config FILE`, else `$MAILROOM_CONFIG`, else `~/.config/mailroom/mailroom.toml`), or to
 //! 127.0.0.1:2525, with the TLS and AUTH settings of that section (see [`config`]). Config problems,
-//! a password file others may read among them, are exit 78 before the message is read. Recipients come from the arguments and, with `-t`, from To/Cc/Bcc; Bcc headers never
-//! leave. Date, Message-ID and From are added when missing. Flags are sendmail's, parsed by hand
+//! a password file others may read among them, are exit 78 before the message is read; a password
+//! command runs only when a server offers AUTH. Recipients come from the arguments and, with `-t`, from
+//! To/Cc/Bcc, also in RFC 5322's obsolete syntax (`Bcc :`); Bcc headers never leave. A leading mbox
+//! `From ` line is skipped; a message that starts with a continuation line is exit 65. Date, Message-ID and From are added when missing. Flags are sendmail's, parsed by hand
 //! (getopt style: `-ti`, `-f addr`, `-faddr`); the `-o` options and the flags sendmail accepts but that
 //! mean nothing here are ignored as sendmail ignores what it does not know.
 
@@ -132,16 +134,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let cfg = match config::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{PROG}: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    // The password (file or command) is fetched now: a bad one stops us before the message is taken.
-    let builder = match cfg.builder() {
-        Ok(b) => b,
+    let elevated = config::is_elevated(config::process_ids());
+    if elevated {
+        eprintln!("{PROG}: {}", config::IGNORED_WHEN_ELEVATED);
+    }
+    // Config problems (a password file others may read among them) stop us before the message is taken.
+    // A password command is not run here: only once a server offers AUTH.
+    let (cfg, builder) = match config::load(args.config.as_deref(), elevated).and_then(|c| Ok((c.builder()?, c))) {
+        Ok((b, c)) => (c, b),
         Err(e) => {
             eprintln!("{PROG}: {e}");
             return ExitCode::from(EX_CONFIG);
@@ -158,56 +158,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if !args.ignore_dots {
         message::cut_at_lone_dot(&mut input);
     }
-    let parsed = message::Incoming::parse(&input);
-
-    // The envelope sender: -f, else the From header, else the user at this host.
-    let from = match args.from.as_deref().map(str::trim) {
-        Some("<>") | Some("") => ReversePath::Null,
-        Some(f) => match parse_mailbox(f) {
-            Ok((_, a)) => ReversePath::Mailbox(a),
-            Err(e) => {
-                eprintln!("{PROG}: -f: {e}");
-                return ExitCode::from(EX_USAGE);
-            }
-        },
-        None => match parsed.from.as_deref().map(parse_mailbox) {
-            Some(Ok((_, a))) => ReversePath::Mailbox(a),
-            _ => match default_sender(cfg.from.as_deref()) {
-                Ok(a) => ReversePath::Mailbox(a),
-                Err(e) => {
-                    eprintln!("{PROG}: {e}");
-                    return ExitCode::from(EX_USAGE);
-                }
-            },
-        },
+    let (message, envelope) = match prepare(&args, &cfg, &input) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-
-    let mut recipients: Vec<Address> = Vec::new();
-    let mut listed: Vec<String> = args.recipients.iter().flat_map(|r| split_list(r)).collect();
-    if args.extract {
-        listed.extend(parsed.recipients.iter().cloned());
-    }
-    for r in listed {
-        match parse_mailbox(&r) {
-            Ok((_, a)) => {
-                if !recipients.contains(&a) {
-                    recipients.push(a)
-                }
-            }
-            Err(e) => {
-                eprintln!("{PROG}: {e}");
-                return ExitCode::from(EX_DATAERR);
-            }
-        }
-    }
-    if recipients.is_empty() {
-        eprintln!("{PROG}: no recipients (give them as arguments, or use -t)");
-        return ExitCode::from(EX_USAGE);
-    }
-
-    let message = parsed.finish(&from, args.full_name.as_deref());
-    let envelope = Envelope::new(from, recipients.into_iter().map(ForwardPath::Mailbox).collect());
-
     let builder = if args.verbose { builder.transcript(stdout_transcript()) } else { builder };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -216,7 +170,43 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EX_SOFTWARE);
         }
     };
-    rt.block_on(crate::send::send_one_as(PROG, builder, envelope, &message))
+    rt.block_on(send_one(PROG, Settings::ConfigFile, builder, envelope, &message))
+}
+
+/// Prints `msg` and gives `code`, for the `Err` of the steps below.
+fn stop(msg: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("{PROG}: {msg}");
+    ExitCode::from(code)
+}
+
+/// The message to send and its envelope, from the input, the flags and the config.
+fn prepare(args: &Args, cfg: &config::ClientConfig, input: &[u8]) -> Result<(Vec<u8>, Envelope), ExitCode> {
+    let parsed = message::Incoming::parse(input).map_err(|e| stop(e, EX_DATAERR))?;
+    // The envelope sender: -f, else the From header, else the config's or the user at this host.
+    let from = match args.from.as_deref().map(str::trim) {
+        Some("<>") | Some("") => ReversePath::Null,
+        Some(f) => ReversePath::Mailbox(parse_mailbox(f).map_err(|e| stop(format!("-f: {e}"), EX_USAGE))?.1),
+        None => match parsed.from.as_deref().map(parse_mailbox) {
+            Some(Ok((_, a))) => ReversePath::Mailbox(a),
+            _ => ReversePath::Mailbox(default_sender(cfg.from.as_deref()).map_err(|e| stop(e, EX_USAGE))?),
+        },
+    };
+    let mut recipients: Vec<Address> = Vec::new();
+    let mut listed: Vec<String> = args.recipients.iter().flat_map(|r| split_list(r)).collect();
+    if args.extract {
+        listed.extend(parsed.recipients.iter().cloned());
+    }
+    for r in listed {
+        let (_, a) = parse_mailbox(&r).map_err(|e| stop(e, EX_DATAERR))?;
+        if !recipients.contains(&a) {
+            recipients.push(a);
+        }
+    }
+    if recipients.is_empty() {
+        return Err(stop("no recipients (give them as arguments, or use -t)", EX_USAGE));
+    }
+    let message = parsed.finish(&from, args.full_name.as_deref());
+    Ok((message, Envelope::new(from, recipients.into_iter().map(ForwardPath::Mailbox).collect())))
 }
 
 /// `$USER@host` as sendmail does, with the config's `from` first when set.

@@ -10,18 +10,28 @@
 //! user = "alice@example.org"        # SMTP AUTH user, with one of:
 //! password_file = "~/.mailroom-pw"  #   first line of a file readable only by its owner (mode 600)
 //! password_command = "pass mail"    #   first line of what `sh -c COMMAND` prints
+//! allow_plaintext_auth = false      # true: AUTH without TLS, to a server on a loopback address only
 //! helo = "laptop.example.org"       # name for EHLO, default this host's name
 //! from = "alice@example.org"        # envelope sender when neither -f nor a From header gives one
 //! timeout = "60s"                   # bound on each step
 //! ```
 //!
 //! Relative paths are taken from the config file's folder, and `~/` from $HOME. A password file that its
-//! group or others may read is refused: the password is the key to the mailbox.
+//! group or others may read is refused: the password is the key to the mailbox. `user` without TLS is
+//! refused unless `allow_plaintext_auth` is set, and the client then sends it only to a loopback server.
+//! The password command runs only when a server has offered AUTH over a connection the password may
+//! go on, never when the config is read: a config file that someone slipped in with `--config`
+//! (argument injection into a sendmail call, as in CVE-2016-10033) runs nothing before a server asks.
+//!
+//! When this process runs with more privilege than its caller (set-user-id or set-group-id: the real
+//! and effective ids differ, and the caller is not root), `--config`, `$MAILROOM_CONFIG` and the caller's own file are ignored with
+//! a warning and the defaults apply, as Postfix and Exim ignore a caller's config file then.
 
 use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mailroom_client::{Client, ClientBuilder, Tls};
@@ -48,6 +58,7 @@ struct Section {
     password_command: Option<String>,
     cafile: Option<PathBuf>,
     insecure: Option<bool>,
+    allow_plaintext_auth: Option<bool>,
 }
 
 /// Where the AUTH password comes from.
@@ -69,10 +80,46 @@ pub struct ClientConfig {
     pub password: Option<PasswordSource>,
     pub cafile: Option<PathBuf>,
     pub insecure: bool,
+    pub allow_plaintext_auth: bool,
 }
 
-/// Which file to read: `--config`, else `$MAILROOM_CONFIG`, else the user's file when it exists.
-fn locate(explicit: Option<&Path>) -> Option<(PathBuf, bool)> {
+/// The real and effective user and group ids of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub ruid: u32,
+    pub euid: u32,
+    pub rgid: u32,
+    pub egid: u32,
+}
+
+/// Reads the ids from the `Uid:` and `Gid:` lines of /proc/self/status (real, effective, saved, fs).
+pub fn process_ids() -> Option<Ids> {
+    parse_status(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn parse_status(text: &str) -> Option<Ids> {
+    let pair = |key: &str| -> Option<(u32, u32)> {
+        let line = text.lines().find_map(|l| l.strip_prefix(key))?;
+        let mut ids = line.split_whitespace().map(str::parse::<u32>);
+        Some((ids.next()?.ok()?, ids.next()?.ok()?))
+    };
+    let ((ruid, euid), (rgid, egid)) = (pair("Uid:")?, pair("Gid:")?);
+    Some(Ids { ruid, euid, rgid, egid })
+}
+
+/// True when the process runs with more privilege than its caller (set-user-id or set-group-id, and
+/// the caller is not root, who may read anything anyway), or when that cannot be told (no /proc): then
+/// a config file the caller names is not to be trusted.
+pub fn is_elevated(ids: Option<Ids>) -> bool {
+    ids.is_none_or(|i| i.ruid != 0 && (i.ruid != i.euid || i.rgid != i.egid))
+}
+
+/// Which file to read: `--config`, else `$MAILROOM_CONFIG`, else the user's file when it exists; none
+/// when `elevated` (see the module documentation), since all three are the caller's choice.
+fn locate(explicit: Option<&Path>, elevated: bool) -> Option<(PathBuf, bool)> {
+    if elevated {
+        return None;
+    }
     if let Some(p) = explicit {
         return Some((p.to_path_buf(), true));
     }
@@ -86,9 +133,14 @@ fn locate(explicit: Option<&Path>) -> Option<(PathBuf, bool)> {
     Some((base.join("mailroom").join("mailroom.toml"), false))
 }
 
+/// The warning when a config file is ignored because the process is elevated.
+pub const IGNORED_WHEN_ELEVATED: &str = "warning: running with more privilege than the caller (set-user-id or \
+     set-group-id): ignoring --config, $MAILROOM_CONFIG and the caller's config file; using the defaults";
+
 /// Loads the config. A file named by flag or environment must exist; the user's default file may not.
-pub fn load(explicit: Option<&Path>) -> Result<ClientConfig, String> {
-    let text = match locate(explicit) {
+/// `elevated`: see [`is_elevated`]; then no file is read.
+pub fn load(explicit: Option<&Path>, elevated: bool) -> Result<ClientConfig, String> {
+    let text = match locate(explicit, elevated) {
         Some((path, required)) => match std::fs::read_to_string(&path) {
             Ok(t) => Some((path, t)),
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
@@ -152,6 +204,12 @@ pub fn parse_in(text: &str, base: Option<&Path>) -> Result<ClientConfig, String>
     if insecure && c.cafile.is_some() {
         return Err("[client] give cafile or insecure = true, not both".into());
     }
+    let allow_plaintext_auth = c.allow_plaintext_auth.unwrap_or(false);
+    if tls == Tls::None && c.user.is_some() && !allow_plaintext_auth {
+        return Err("[client] user without tls = \"starttls\" or \"tls\": not sending the password without TLS \
+                    (allow_plaintext_auth = true allows it, for a server on a loopback address only)"
+            .into());
+    }
     Ok(ClientConfig {
         server: c.server.unwrap_or_else(|| DEFAULT_SERVER.to_string()),
         tls,
@@ -162,6 +220,7 @@ pub fn parse_in(text: &str, base: Option<&Path>) -> Result<ClientConfig, String>
         password,
         cafile: c.cafile.map(|p| resolve(&p, base)),
         insecure,
+        allow_plaintext_auth,
     })
 }
 
@@ -217,18 +276,27 @@ pub fn run_password_command(cmd: &str) -> Result<String, String> {
 }
 
 impl ClientConfig {
-    /// A client builder for these settings, with the password fetched; or why that failed.
+    /// A client builder for these settings; or why it cannot be had. A password file is read now (a
+    /// bad one stops us before the message is taken); a password command is only run once a server
+    /// has offered AUTH.
     pub fn builder(&self) -> Result<ClientBuilder, String> {
-        let mut b = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls).insecure(self.insecure);
+        let mut b = Client::builder(self.server.clone())
+            .timeout(self.timeout)
+            .tls(self.tls)
+            .insecure(self.insecure)
+            .allow_plaintext_auth(self.allow_plaintext_auth);
         if let Some(ca) = &self.cafile {
             b = b.cafile(ca.clone());
         }
-        if let (Some(user), Some(source)) = (&self.user, &self.password) {
-            let password = match source {
-                PasswordSource::File(path) => read_password_file(path)?,
-                PasswordSource::Command(cmd) => run_password_command(cmd)?,
-            };
-            b = b.credentials(user.clone(), password);
+        match (&self.user, &self.password) {
+            (Some(user), Some(PasswordSource::File(path))) => {
+                b = b.credentials(user.clone(), read_password_file(path)?)
+            }
+            (Some(user), Some(PasswordSource::Command(cmd))) => {
+                let cmd = cmd.clone();
+                b = b.credentials_with(user.clone(), Arc::new(move || run_password_command(&cmd)));
+            }
+            _ => {}
         }
         if let Some(h) = &self.helo {
             b = b.helo_name(h.clone());
@@ -248,6 +316,9 @@ mod tests {
         let c = parse("[server]\ndomains = [\"x\"]\n[limits]\nmax_message_size = 10\n[client]\nserver = \"mx:587\"\ntls = \"starttls\"\nuser = \"u\"\npassword_command = \"echo pw\"\n")
             .unwrap();
         assert_eq!((c.server.as_str(), c.tls, c.user.as_deref()), ("mx:587", Tls::StartTls, Some("u")));
+        assert!(!c.allow_plaintext_auth);
+        let c = parse("[client]\nuser = \"u\"\npassword_command = \"echo pw\"\nallow_plaintext_auth = true\n").unwrap();
+        assert!(c.allow_plaintext_auth && c.tls == Tls::None);
         assert!(parse("[client]\nsever = \"typo\"\n").is_err());
         assert!(parse("[client]\ntls = \"maybe\"\n").is_err());
     }
@@ -263,6 +334,7 @@ mod tests {
         assert_eq!(c.cafile.as_deref(), Some(Path::new("/etc/mailroom/ca.pem")));
         assert_eq!(c.password, Some(PasswordSource::File("/etc/mailroom/pw".into())));
         for bad in [
+            "user = \"a\"\npassword_file = \"/x\"\n",
             "user = \"a\"\n",
             "password_file = \"/x\"\n",
             "user = \"a\"\npassword_file = \"/x\"\npassword_command = \"echo\"\n",
@@ -272,6 +344,31 @@ mod tests {
         ] {
             assert!(parse(&format!("[client]\n{bad}")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn config_flag_is_ignored_when_privileged() {
+        let ids = |ruid, euid, rgid, egid| Some(Ids { ruid, euid, rgid, egid });
+        assert!(!is_elevated(ids(1000, 1000, 100, 100)));
+        assert!(is_elevated(ids(1000, 0, 100, 100)), "set-user-id root");
+        assert!(is_elevated(ids(1000, 1000, 100, 8)), "set-group-id");
+        assert!(is_elevated(None), "unknown: do not trust the caller's file");
+        assert!(!is_elevated(ids(0, 8, 0, 8)), "root calling a set-user-id binary is not elevated by it");
+        let path = Path::new("/tmp/attacker-wrote-this.toml");
+        assert_eq!(locate(Some(path), false), Some((path.to_path_buf(), true)));
+        assert_eq!(locate(Some(path), true), None);
+        // The named file is not even opened: an elevated load gives the defaults.
+        assert_eq!(load(Some(Path::new("/nonexistent/x.toml")), true).unwrap(), parse("").unwrap());
+        assert!(load(Some(Path::new("/nonexistent/x.toml")), false).is_err());
+    }
+
+    #[test]
+    fn proc_status_ids() {
+        let text = "Name:\tmailroom\nUid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        assert_eq!(parse_status(text), Some(Ids { ruid: 1000, euid: 0, rgid: 100, egid: 100 }));
+        assert_eq!(parse_status("Uid:\tx\n"), None);
+        let me = process_ids().expect("/proc/self/status");
+        assert_eq!(me.ruid, me.euid, "the test itself runs unprivileged");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The message as `mailroom sendmail` receives it on stdin: find the header section, read the recipients
-//! for `-t`, drop Bcc, and add the From, Date and Message-ID that RFC 5322 §3.6 requires when missing.
+//! The message as `mailroom sendmail` receives it on stdin: find the header section (the splitting is
+//! [`mailroom_client::header`]'s, so the fuzz target covers it), read the recipients for `-t`, drop
+//! Bcc, and add the From, Date and Message-ID that RFC 5322 §3.6 requires when missing.
 //! The body is left as it came; line ends become CRLF on the way out (the client session does that).
 
 use mail_builder::headers::address::Address as MbAddress;
 use mail_builder::headers::Header;
+use mailroom_client::header::{self, Field, HeaderError};
 use mailroom_proto::ReversePath;
 
 use crate::send::util::{id_domain, make_message_id};
@@ -29,6 +31,7 @@ pub struct Incoming {
     fields: Vec<Vec<u8>>,
     /// The blank line and the body; or the body alone when the header ended at a non-header line.
     rest: Vec<u8>,
+    /// The header section ended at a line that is not a field: the empty line must be added.
     needs_separator: bool,
     has_from: bool,
     has_date: bool,
@@ -39,16 +42,12 @@ pub struct Incoming {
     pub recipients: Vec<String>,
 }
 
-/// `field-name = 1*ftext` (RFC 5322 §3.6.8), printable ASCII but the colon.
-fn field_name(line: &[u8]) -> Option<&[u8]> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let name = &line[..colon];
-    (!name.is_empty() && name.iter().all(|&b| (33..=126).contains(&b))).then_some(name)
-}
-
-fn addresses(name: &str, field: &[u8]) -> Vec<String> {
-    // Parse the one field as a tiny message, so mail-parser unfolds it and handles groups and encoded names.
-    let mut mini = field.to_vec();
+/// The addresses of one field, parsed by mail-parser as a tiny message of that field alone (so it
+/// unfolds it and handles groups and encoded names). The name is written as `name:` whatever white space
+/// stood before the colon (RFC 5322 §4.5.3), so the obsolete syntax parses like the current one.
+fn addresses(name: &str, field: &Field<'_>) -> Vec<String> {
+    let mut mini = format!("{name}:").into_bytes();
+    mini.extend_from_slice(field.value());
     if !mini.ends_with(b"\n") {
         mini.extend_from_slice(b"\r\n");
     }
@@ -65,63 +64,48 @@ fn addresses(name: &str, field: &[u8]) -> Vec<String> {
 }
 
 impl Incoming {
-    pub fn parse(input: &[u8]) -> Incoming {
-        let mut fields: Vec<Vec<u8>> = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        let mut pos = 0;
-        let mut needs_separator = false;
-        while pos < input.len() {
-            let end = input[pos..].iter().position(|&b| b == b'\n').map(|p| pos + p + 1).unwrap_or(input.len());
-            let line = &input[pos..end];
-            if line == b"\n" || line == b"\r\n" {
-                break;
-            }
-            if matches!(line[0], b' ' | b'\t') && !fields.is_empty() {
-                fields.last_mut().expect("not empty").extend_from_slice(line);
-            } else if let Some(name) = field_name(line) {
-                names.push(String::from_utf8_lossy(name).to_ascii_lowercase());
-                fields.push(line.to_vec());
-            } else {
-                // Not a header line: the header section ended without its blank line.
-                needs_separator = true;
-                break;
-            }
-            pos = end;
-        }
-        let rest = input[pos..].to_vec();
+    /// Splits the message at the end of its header section ([`mailroom_client::header`]: obsolete field
+    /// syntax understood, a leading mbox `From ` line skipped), takes the recipients and drops Bcc.
+    /// A message that starts with a continuation line is an error.
+    pub fn parse(input: &[u8]) -> Result<Incoming, HeaderError> {
+        let section = header::split(input)?;
         let mut out = Incoming {
             fields: Vec::new(),
-            rest,
-            needs_separator,
+            rest: input[section.body_start..].to_vec(),
+            needs_separator: !section.ended_by_empty_line && section.body_start < input.len(),
             has_from: false,
             has_date: false,
             has_message_id: false,
             from: None,
             recipients: Vec::new(),
         };
-        for (name, mut field) in names.into_iter().zip(fields) {
+        for field in &section.fields {
+            let name = String::from_utf8_lossy(field.name).to_ascii_lowercase();
             match name.as_str() {
-                "to" | "cc" => out.recipients.extend(addresses(&name, &field)),
+                "to" | "cc" => out.recipients.extend(addresses(&name, field)),
                 // RFC 5322 §3.6.3: Bcc recipients get the message, never the header.
                 "bcc" => {
-                    out.recipients.extend(addresses(&name, &field));
+                    out.recipients.extend(addresses(&name, field));
                     continue;
                 }
                 "resent-bcc" => continue,
                 "from" => {
                     out.has_from = true;
-                    out.from = addresses("from", &field).into_iter().next();
+                    out.from = addresses("from", field).into_iter().next();
                 }
                 "date" => out.has_date = true,
                 "message-id" => out.has_message_id = true,
                 _ => {}
             }
-            if !field.ends_with(b"\n") {
-                field.extend_from_slice(b"\r\n");
+            // Written back in the current syntax: the name, then the colon right after it.
+            let mut kept = field.name.to_vec();
+            kept.extend_from_slice(&field.raw[field.colon..]);
+            if !kept.ends_with(b"\n") {
+                kept.extend_from_slice(b"\r\n");
             }
-            out.fields.push(field);
+            out.fields.push(kept);
         }
-        out
+        Ok(out)
     }
 
     /// The message to send: the kept fields, the missing ones added, then the body.
@@ -169,7 +153,7 @@ mod tests {
     #[test]
     fn extracts_recipients_and_drops_bcc() {
         let m = b"To: a@x, \"B\" <b@y>\nCc: c@z\nBcc: d@w,\n  e@v\nSubject: s\n\nbody\nBcc: not a header\n";
-        let inc = Incoming::parse(m);
+        let inc = Incoming::parse(m).unwrap();
         assert_eq!(inc.recipients, vec!["a@x", "b@y", "c@z", "d@w", "e@v"]);
         let out = String::from_utf8(inc.finish(&sender(), None)).unwrap();
         assert!(!out.contains("e@v"), "{out}");
@@ -181,18 +165,28 @@ mod tests {
     #[test]
     fn keeps_what_is_there() {
         let m = b"From: Me <me@example.org>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n";
-        let inc = Incoming::parse(m);
+        let inc = Incoming::parse(m).unwrap();
         assert_eq!(inc.from.as_deref(), Some("me@example.org"));
         assert_eq!(inc.finish(&sender(), None), m.to_vec());
     }
 
     #[test]
     fn body_without_header() {
-        let inc = Incoming::parse(b"just text\n");
+        let inc = Incoming::parse(b"just text\n").unwrap();
         let out = String::from_utf8(inc.finish(&sender(), Some("Jöran"))).unwrap();
         assert!(out.starts_with("From: "), "{out}");
         assert!(out.contains("=?"), "non-ASCII names are encoded: {out}");
         assert!(out.ends_with("\r\n\r\njust text\n"), "{out}");
+    }
+
+    #[test]
+    fn obsolete_syntax_is_written_back_in_the_current_one() {
+        let inc = Incoming::parse(b"From 1 Mon\nSubject : s\nBcc\t: c@x\nTo : a@x\n\nbody\n").unwrap();
+        assert_eq!(inc.recipients, vec!["c@x", "a@x"]);
+        let out = String::from_utf8(inc.finish(&sender(), None)).unwrap();
+        assert!(out.starts_with("Subject: s\nTo: a@x\n"), "{out}");
+        assert!(!out.contains("c@x") && out.ends_with("\n\nbody\n"), "{out}");
+        assert!(Incoming::parse(b"\tSubject: s\n\nbody\n").is_err());
     }
 
     #[test]

@@ -232,10 +232,10 @@ fn the_self_signed_cert_is_refused_without_cafile_and_taken_with_insecure() {
 }
 
 #[test]
-fn auth_in_plain_text_is_refused_by_the_server_and_reported() {
+fn auth_in_plain_text_is_refused_before_connecting() {
     let s = start();
-    // The submission port without STARTTLS: the server keeps AUTH for TLS (538), the client says what
-    // happened and never sent the password.
+    // The submission port without STARTTLS: credentials would go in the clear, so the client refuses
+    // before it connects (usage error 64) and says how to fix it; the server sees nothing.
     let out = send(
         &s.addr(1),
         "plain auth",
@@ -243,10 +243,41 @@ fn auth_in_plain_text_is_refused_by_the_server_and_reported() {
         &format!("{PASSWORD}\n"),
     );
     let t = text(&out);
-    assert_eq!(out.status.code(), Some(69), "{t}");
-    assert!(t.contains("538 5.7.11"), "{t}");
-    assert!(t.contains("warning: --user without --starttls"), "{t}");
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("without TLS") && t.contains("--starttls"), "{t}");
+    assert!(!t.contains("C: EHLO"), "nothing was sent: {t}");
     assert_eq!(leaks(&t), None, "{t}");
+    assert!(s.bob().is_empty());
+}
+
+#[test]
+fn password_command_is_not_run_when_the_server_offers_no_auth() {
+    let s = start();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let cfg = dir.path().join("mailroom.toml");
+    // The smtp listener: STARTTLS, and no AUTH before or after it.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[client]\nserver = \"{}\"\ntls = \"starttls\"\ncafile = \"{}\"\nuser = \"alice@example.test\"\n\
+             password_command = \"touch '{}'; echo pw\"\n",
+            s.addr(0),
+            s.cafile_str(),
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let out = run_with(
+        &["sendmail", "--config", cfg.to_str().unwrap(), "bob@example.test"],
+        b"Subject: s\n\nhi\n",
+        &[],
+        LIMIT,
+    );
+    let t = text(&out);
+    assert!(!marker.exists(), "password_command ran though the server offers no AUTH: {t}");
+    assert_eq!(out.status.code(), Some(69), "{t}");
+    assert!(t.contains("does not offer AUTH"), "{t}");
     assert!(s.bob().is_empty());
 }
 

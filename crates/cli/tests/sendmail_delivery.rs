@@ -92,3 +92,56 @@ fn failures_have_sysexits_codes() {
     let out = run(&["sendmail", "--config", bad.to_str().unwrap(), "a@x"], b"Subject: s\n\nb\n");
     assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Issue 10, finding 5 ("sendmail -t leaks Bcc written in obsolete syntax"): runs `sendmail -t` against a
+/// recording server and returns the exit status, stderr, the RCPT lines and the messages it got.
+fn sendmail_t(message: &[u8]) -> (Option<i32>, String, Vec<String>, Vec<String>) {
+    let rec = Recorder::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mailroom.toml");
+    std::fs::write(&cfg, format!("[client]\nserver = \"{}\"\ntimeout = \"10s\"\n", rec.addr)).unwrap();
+    let out = run(&["sendmail", "--config", cfg.to_str().unwrap(), "-t"], message);
+    let seen = rec.finish();
+    let rcpts = seen.lines.iter().filter(|l| l.starts_with("RCPT TO:")).cloned().collect();
+    let msgs = seen.messages.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), rcpts, msgs)
+}
+
+#[test]
+fn bcc_in_obsolete_syntax_with_a_space_before_the_colon_is_taken_and_removed() {
+    let (code, err, rcpts, msgs) = sendmail_t(b"To: bob@example.test\nBcc : carol@example.test\nSubject: s\n\nbody\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(rcpts, ["RCPT TO:<bob@example.test>", "RCPT TO:<carol@example.test>"]);
+    let m = &msgs[0];
+    assert!(!m.to_ascii_lowercase().contains("bcc") && !m.contains("carol"), "Bcc leaked:\n{m}");
+    let (head, body) = m.split_once("\r\n\r\n").expect("a header section");
+    assert!(head.contains("Subject: s") && body == "body\r\n", "Subject stays in the header:\n{m}");
+}
+
+#[test]
+fn bcc_in_obsolete_syntax_with_a_tab_before_the_colon_is_taken_and_removed() {
+    let (code, err, rcpts, msgs) =
+        sendmail_t(b"To: bob@example.test\nBcc\t:\n carol@example.test\nSubject: s\n\nbody\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(rcpts, ["RCPT TO:<bob@example.test>", "RCPT TO:<carol@example.test>"]);
+    assert!(!msgs[0].to_ascii_lowercase().contains("bcc") && !msgs[0].contains("carol"), "{}", msgs[0]);
+}
+
+#[test]
+fn bcc_in_obsolete_syntax_an_mbox_from_line_is_skipped() {
+    let patch = b"From 0123abcd Mon Sep 17 00:00:00 2001\nFrom: Me <me@example.test>\nTo: bob@example.test\n\
+                  Subject: [PATCH] fix\n\n---\ndiff\n";
+    let (code, err, rcpts, msgs) = sendmail_t(patch);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(rcpts, ["RCPT TO:<bob@example.test>"]);
+    assert!(msgs[0].starts_with("From: Me <me@example.test>\r\n"), "{}", msgs[0]);
+    assert!(!msgs[0].contains("0123abcd") && msgs[0].contains("Subject: [PATCH] fix"), "{}", msgs[0]);
+}
+
+#[test]
+fn bcc_in_obsolete_syntax_a_first_continuation_line_is_an_error() {
+    let (code, err, rcpts, _) = sendmail_t(b" Bcc: carol@example.test\nTo: bob@example.test\n\nbody\n");
+    assert_eq!(code, Some(65), "EX_DATAERR: {err}");
+    assert!(err.contains("continuation"), "{err}");
+    assert!(rcpts.is_empty());
+}

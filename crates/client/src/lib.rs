@@ -8,7 +8,11 @@
 //! TLS ([`Tls`], see [`tls`] for whom it trusts): implicit from the first byte, or STARTTLS right
 //! after EHLO, which never falls back to plain text: a server that does not offer it is an error
 //! ([`Error::StartTlsNotOffered`]). With [`ClientBuilder::credentials`] the client authenticates (RFC 4954,
-//! PLAIN or LOGIN) once TLS is up, before [`ClientBuilder::connect`] returns.
+//! PLAIN or LOGIN) once TLS is up, before [`ClientBuilder::connect`] returns; never without TLS unless
+//! [`ClientBuilder::allow_plaintext_auth`] is set and the server is on a loopback address, and never to a
+//! server that did not offer AUTH. Errors say whose problem they are ([`ErrorKind`]).
+//!
+//! [`header`] splits a message's header section as RFC 5322 reads it, for `mailroom sendmail`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mailroom_client::Error> {
@@ -27,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod header;
 mod message;
 mod stream;
 pub mod tls;
@@ -43,7 +48,7 @@ pub use mailroom_proto::client::{Capabilities, Envelope, Mechanism, MessageInfo,
 use mailroom_proto::client::{Error as ProtoError, Event, Session, Step};
 use mailroom_proto::{ForwardPath, Reply, ReversePath};
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use message::Message;
 use message::Source;
 use stream::Stream;
@@ -92,9 +97,36 @@ pub struct ClientBuilder {
     command_timeout: Duration,
     tls: Tls,
     tls_options: TlsOptions,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<(String, Password)>,
+    allow_plaintext_auth: bool,
     transcript: Option<Transcript>,
 }
+
+/// Fetches the AUTH password when the server asks for AUTH (a password file, a password command);
+/// `Err` says why it could not. It is called on the connecting task, once per connection, and may block
+/// briefly (a command that prints a password).
+pub type PasswordSource = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// The password of [`ClientBuilder::credentials`] or [`ClientBuilder::credentials_with`].
+#[derive(Clone)]
+enum Password {
+    Given(Secret),
+    Later(PasswordSource),
+}
+
+impl Password {
+    fn get(&self) -> Result<Secret, Error> {
+        match self {
+            Password::Given(s) => Ok(s.clone()),
+            Password::Later(source) => source().map(Secret::new).map_err(Error::Password),
+        }
+    }
+}
+
+/// Why plaintext AUTH was refused, for [`Error::PlaintextAuth`].
+const PLAINTEXT_NOT_ALLOWED: &str =
+    "use STARTTLS or implicit TLS (plaintext AUTH can be allowed, for a server on a loopback address only)";
+const PLAINTEXT_NOT_LOOPBACK: &str = "plaintext AUTH is allowed only to a server on a loopback address";
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -106,6 +138,7 @@ impl fmt::Debug for ClientBuilder {
             .field("tls", &self.tls)
             .field("tls_options", &self.tls_options)
             .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("allow_plaintext_auth", &self.allow_plaintext_auth)
             .finish()
     }
 }
@@ -155,15 +188,34 @@ impl ClientBuilder {
         self
     }
     /// Authenticates as `user` (AUTH PLAIN or LOGIN, whichever the server offers; PLAIN first) after TLS is
-    /// up. Without TLS the attempt is still made and the server's refusal (538) reported; the password itself
-    /// only leaves when the server offered AUTH or said 334.
+    /// up. Without TLS [`ClientBuilder::connect`] fails before connecting ([`Error::PlaintextAuth`]) unless
+    /// [`ClientBuilder::allow_plaintext_auth`] is set; a server that does not offer AUTH gets none
+    /// ([`Error::AuthNotOffered`]).
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.credentials = Some((user.into(), Secret::new(password.into())));
+        self.credentials = Some((user.into(), Password::Given(Secret::new(password.into()))));
+        self
+    }
+    /// Like [`ClientBuilder::credentials`], with the password fetched by `source` only when the server
+    /// has offered AUTH over a connection it may be sent on (so a password command never runs for a server
+    /// that asks for none).
+    pub fn credentials_with(mut self, user: impl Into<String>, source: PasswordSource) -> Self {
+        self.credentials = Some((user.into(), Password::Later(source)));
+        self
+    }
+    /// Allows AUTH without TLS, to a server on a loopback address (127.0.0.0/8, ::1) only: a test or
+    /// development server on this machine, where nobody else is on the path. Off by default.
+    pub fn allow_plaintext_auth(mut self, yes: bool) -> Self {
+        self.allow_plaintext_auth = yes;
         self
     }
 
     /// Connects, reads the greeting and says EHLO (or HELO); with TLS asked for, makes it (and says EHLO
     /// again after STARTTLS); with credentials, authenticates.
+    ///
+    /// Credentials never leave without TLS unless [`ClientBuilder::allow_plaintext_auth`] was set and the
+    /// server is on a loopback address ([`Error::PlaintextAuth`], found before connecting when it can
+    /// be), and never go to a server that did not offer AUTH ([`Error::AuthNotOffered`]). A password from
+    /// [`ClientBuilder::credentials_with`] is fetched only once both checks have passed.
     pub async fn connect(self) -> Result<Client, Error> {
         let (host, port) = split_server(&self.server)?;
         // Settings that cannot work fail before any byte is sent.
@@ -174,29 +226,15 @@ impl ClientBuilder {
                 Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
             }
         };
-        let deadline = Instant::now() + self.connect_timeout;
-        let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await {
-            Err(_) => return Err(self.connect_timed_out()),
-            Ok(Err(source)) => return Err(Error::Resolve { server: self.server.clone(), source }),
-            Ok(Ok(a)) => a.collect(),
-        };
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match timeout_at(deadline, TcpStream::connect(addr)).await {
-                Err(_) => return Err(self.connect_timed_out()),
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = Some(e),
-            }
+        if self.credentials.is_some() && self.tls == Tls::None && !self.allow_plaintext_auth {
+            return Err(Error::PlaintextAuth { server: self.server.clone(), reason: PLAINTEXT_NOT_ALLOWED });
         }
-        let Some(tcp) = tcp else {
-            let source = last.unwrap_or_else(|| std::io::Error::other("no address found"));
-            return Err(Error::Connect { server: self.server.clone(), source });
+        let tcp = self.open_tcp(&host, port).await?;
+        let plaintext_auth = match (self.allow_plaintext_auth, tcp.peer_addr()) {
+            (false, _) => Err(PLAINTEXT_NOT_ALLOWED),
+            (true, Ok(peer)) if is_loopback(peer.ip()) => Ok(()),
+            (true, _) => Err(PLAINTEXT_NOT_LOOPBACK),
         };
-        let _ = tcp.set_nodelay(true);
         let helo = self.helo_name.clone().unwrap_or_else(default_helo_name);
         let mut session = Session::new(helo);
         if self.tls == Tls::Implicit {
@@ -207,10 +245,11 @@ impl ClientBuilder {
             stream: Stream::Plain(tcp),
             session,
             command_timeout: self.command_timeout,
-            transcript: self.transcript,
+            transcript: self.transcript.clone(),
             deadline: None,
             buf: vec![0; 16 * 1024],
             greeting: None,
+            plaintext_auth,
         };
         if let (Tls::Implicit, Some((connector, name))) = (self.tls, &tls) {
             client.handshake(connector, name.clone()).await?;
@@ -218,32 +257,38 @@ impl ClientBuilder {
         client.arm();
         client.wait_ready().await?;
         if let (Tls::StartTls, Some((connector, name))) = (self.tls, &tls) {
-            if !client.capabilities().starttls {
-                let server = client.server.clone();
-                client.abandon().await;
-                return Err(Error::StartTlsNotOffered(server));
-            }
-            client.session.starttls()?;
-            client.arm();
-            loop {
-                // A refusal of STARTTLS, or bytes behind its 220, come back as errors here.
-                if let Event::StartTls = client.next_event().await? {
-                    break;
-                }
-            }
-            client.handshake(connector, name.clone()).await?;
-            // RFC 3207 §4.2: forget what the server said in the clear, and ask again.
-            client.session.handle_tls_established()?;
-            client.arm();
-            client.wait_ready().await?;
+            client.starttls(connector, name.clone()).await?;
         }
         if let Some((user, password)) = &self.credentials {
-            if let Err(e) = client.authenticate(user, password).await {
+            if let Err(e) = client.login(user, password).await {
                 client.abandon().await;
                 return Err(e);
             }
         }
         Ok(client)
+    }
+
+    /// Resolves the server and opens the TCP connection, all within the connect timeout.
+    async fn open_tcp(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+            Err(_) => return Err(self.connect_timed_out()),
+            Ok(Err(source)) => return Err(Error::Resolve { server: self.server.clone(), source }),
+            Ok(Ok(a)) => a.collect(),
+        };
+        let mut last = None;
+        for addr in addrs {
+            match timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(self.connect_timed_out()),
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Ok(tcp);
+                }
+                Ok(Err(e)) => last = Some(e),
+            }
+        }
+        let source = last.unwrap_or_else(|| std::io::Error::other("no address found"));
+        Err(Error::Connect { server: self.server.clone(), source })
     }
 
     fn connect_timed_out(&self) -> Error {
@@ -262,6 +307,8 @@ pub struct Client {
     deadline: Option<Instant>,
     buf: Vec<u8>,
     greeting: Option<Reply>,
+    /// `Ok` when plaintext AUTH was allowed and the peer is on a loopback address; else why not.
+    plaintext_auth: Result<(), &'static str>,
 }
 
 impl fmt::Debug for Client {
@@ -281,6 +328,7 @@ impl Client {
             tls: Tls::None,
             tls_options: TlsOptions::default(),
             credentials: None,
+            allow_plaintext_auth: false,
             transcript: None,
         }
     }
@@ -312,8 +360,11 @@ impl Client {
 
     /// AUTH as `user` (PLAIN, else LOGIN, from what the server offers). A refusal is
     /// `Error::Protocol(Rejected { step: Auth, reply })` with the server's reply (535, 538, 454 ...); the
-    /// connection stays usable for QUIT.
+    /// connection stays usable for QUIT. Nothing is sent, and [`Error::PlaintextAuth`] or
+    /// [`Error::AuthNotOffered`] returned, when the connection is not TLS (and plaintext AUTH was not
+    /// allowed for a loopback server) or the server did not offer AUTH.
     pub async fn authenticate(&mut self, user: &str, password: &Secret) -> Result<Mechanism, Error> {
+        self.check_auth_allowed()?;
         self.session.auth(user, password)?;
         self.arm();
         loop {
@@ -325,6 +376,51 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// May credentials be sent on this connection, to this server?
+    fn check_auth_allowed(&self) -> Result<(), Error> {
+        if let (false, Err(reason)) = (self.is_tls(), self.plaintext_auth) {
+            return Err(Error::PlaintextAuth { server: self.server.clone(), reason });
+        }
+        if self.capabilities().auth.is_empty() {
+            return Err(Error::AuthNotOffered(self.server.clone()));
+        }
+        Ok(())
+    }
+
+    /// The AUTH of [`ClientBuilder::connect`]: checks first, then fetches the password, then AUTH.
+    async fn login(&mut self, user: &str, password: &Password) -> Result<Mechanism, Error> {
+        self.check_auth_allowed()?;
+        let secret = password.get()?;
+        self.authenticate(user, &secret).await
+    }
+
+    /// STARTTLS right after EHLO (RFC 3207), the handshake, and EHLO again. A server that does not offer
+    /// it is left at once: there is no fallback to plain text.
+    async fn starttls(
+        &mut self,
+        connector: &tokio_rustls::TlsConnector,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> Result<(), Error> {
+        if !self.capabilities().starttls {
+            let server = self.server.clone();
+            self.quit_briefly().await;
+            return Err(Error::StartTlsNotOffered(server));
+        }
+        self.session.starttls()?;
+        self.arm();
+        loop {
+            // A refusal of STARTTLS, or bytes behind its 220, come back as errors here.
+            if let Event::StartTls = self.next_event().await? {
+                break;
+            }
+        }
+        self.handshake(connector, name).await?;
+        // RFC 3207 §4.2: forget what the server said in the clear, and ask again.
+        self.session.handle_tls_established()?;
+        self.arm();
+        self.wait_ready().await
     }
 
     /// Sends one message: MAIL, every RCPT and DATA (in one write under PIPELINING), then the message if
@@ -439,6 +535,11 @@ impl Client {
     /// Gives up on a connection that cannot be used: QUIT if the session still allows it, briefly, then
     /// close. Errors do not matter any more.
     async fn abandon(mut self) {
+        self.quit_briefly().await;
+    }
+
+    /// QUIT if the session still allows it, waiting at most [`ABANDON_TIMEOUT`], then close.
+    async fn quit_briefly(&mut self) {
         if self.session.quit().is_ok() {
             self.command_timeout = self.command_timeout.min(ABANDON_TIMEOUT);
             self.arm();
@@ -583,6 +684,14 @@ fn mask(line: &str) -> String {
     }
 }
 
+/// True for 127.0.0.0/8 and ::1, also written as an IPv4-mapped IPv6 address.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
 /// Splits `host:port`, `[v6]:port`, a bare `host` or a bare IPv6 address.
 fn split_server(s: &str) -> Result<(String, u16), Error> {
     let bad = || Error::BadServer(s.to_string());
@@ -630,6 +739,16 @@ mod tests {
         assert!(split_server("host:port").is_err());
         assert!(split_server(":25").is_err());
         assert!(split_server("").is_err());
+    }
+
+    #[test]
+    fn loopback_addresses() {
+        for ip in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.0.0.1", "192.0.2.1", "0.0.0.0", "::", "2001:db8::1", "::ffff:192.0.2.1"] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

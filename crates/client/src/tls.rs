@@ -20,7 +20,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Whom to trust, as the builder was told.
 #[derive(Clone, Default)]

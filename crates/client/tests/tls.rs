@@ -449,24 +449,142 @@ async fn a_wrong_password_gives_the_535_and_quits() {
     server.await.unwrap().unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn auth_without_tls_reports_the_servers_refusal_and_keeps_the_password() {
-    let (l, addr) = listen().await;
-    let server = spawn(async move {
-        let mut p = accept(l).await;
-        p.send(b"220 mx.test ESMTP\r\n").await;
-        p.expect("EHLO ").await;
-        p.send(b"250-mx.test\r\n250 STARTTLS\r\n").await;
-        p.expect("AUTH PLAIN").await;
-        p.send(b"538 5.7.11 Encryption required for requested authentication mechanism\r\n").await;
-        p.expect("QUIT").await;
-        p.send(b"221 bye\r\n").await;
-        p.seen
+/// Issue 10, finding 4 ("the client sends passwords in plaintext"): a server that answers anything,
+/// 334 to every AUTH and 235 to every response, keeping each line it gets in `seen`. `caps` is its EHLO
+/// reply after the greeting (and, with `acceptor`, after STARTTLS over TLS).
+fn greedy_server(
+    l: TcpListener,
+    caps: &'static [u8],
+    acceptor: Option<TlsAcceptor>,
+) -> (Arc<Mutex<Vec<String>>>, JoinHandle<Option<()>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    let task = spawn(async move {
+        match acceptor {
+            None => {
+                let mut p = accept(l).await;
+                p.send(b"220 mx.test ESMTP\r\n").await;
+                p.expect("EHLO ").await;
+                p.send(caps).await;
+                answer_everything(&mut p, &keep).await;
+            }
+            Some(acceptor) => {
+                let (mut p, plain) = plain_then_tls(l, acceptor).await.expect("handshake");
+                keep.lock().unwrap().extend(plain);
+                p.expect("EHLO ").await;
+                p.send(caps).await;
+                answer_everything(&mut p, &keep).await;
+            }
+        }
     });
-    let e = Client::builder(addr).timeout(TIMEOUT).credentials("alice@example.test", "pw").connect().await.unwrap_err();
-    assert_eq!(e.reply().map(|r| r.code), Some(538), "{e:?}");
-    let seen = server.await.unwrap().unwrap();
-    assert_eq!(seen[1], "AUTH PLAIN", "no initial response, so no password, in the clear: {seen:?}");
+    (seen, task)
+}
+
+async fn answer_everything<S: AsyncRead + AsyncWrite + Unpin>(p: &mut Peer<S>, seen: &Mutex<Vec<String>>) {
+    loop {
+        let l = p.line().await;
+        if l.is_empty() {
+            return;
+        }
+        seen.lock().unwrap().push(l.trim_end().to_string());
+        let up = l.to_ascii_uppercase();
+        let reply: &[u8] = if up.starts_with("AUTH") && l.split_whitespace().count() == 2 {
+            b"334 \r\n"
+        } else if up.starts_with("QUIT") {
+            b"221 bye\r\n"
+        } else if up.starts_with("DATA") {
+            b"354 go\r\n"
+        } else if up.starts_with("MAIL") || up.starts_with("RCPT") || up.starts_with("EHLO") || l == ".\r\n" {
+            b"250 ok\r\n"
+        } else {
+            // A SASL response, or message data.
+            b"235 2.7.0 ok\r\n"
+        };
+        if !up.starts_with("SUBJECT") {
+            p.send(reply).await;
+        }
+    }
+}
+
+/// True when a line the server saw is an AUTH command or carries the password (base64 of PLAIN or LOGIN).
+fn leaked(seen: &[String], user: &str, password: &str) -> bool {
+    let plain = base64::encode(format!("\0{user}\0{password}").as_bytes());
+    let login = base64::encode(password.as_bytes());
+    seen.iter().any(|l| l.to_ascii_uppercase().starts_with("AUTH") || l.contains(&plain) || l.contains(&login))
+}
+
+#[tokio::test]
+async fn passwords_in_plaintext_are_not_sent_without_tls() {
+    let (l, addr) = listen().await;
+    let (seen, server) = greedy_server(l, b"250-mx.test\r\n250 AUTH PLAIN LOGIN\r\n", None);
+    let result = Client::builder(addr).timeout(TIMEOUT).credentials("alice@example.test", "pw").connect().await;
+    server.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!leaked(&seen, "alice@example.test", "pw"), "AUTH went out in plain text: {seen:?}");
+    let e = result.expect_err("credentials without TLS");
+    assert!(matches!(e, Error::PlaintextAuth { .. }) && e.is_local(), "{e:?}");
+    assert!(e.to_string().contains("without TLS"), "{e}");
+}
+
+#[tokio::test]
+async fn passwords_in_plaintext_no_auth_to_a_server_that_did_not_advertise_it() {
+    let c = cert();
+    let (l, addr) = listen().await;
+    // TLS is up, but the EHLO over it offers no AUTH: the server would still say 334 to anything.
+    let (seen, server) = greedy_server(l, b"250-mx.test\r\n250 8BITMIME\r\n", Some(c.acceptor.clone()));
+    let result = Client::builder(addr)
+        .timeout(TIMEOUT)
+        .tls(Tls::StartTls)
+        .cafile(&c.pem)
+        .credentials("alice@example.test", "pw")
+        .connect()
+        .await;
+    let _ = tokio::time::timeout(TIMEOUT, server).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(!leaked(&seen, "alice@example.test", "pw"), "AUTH sent to a server that did not offer it: {seen:?}");
+    let e = result.expect_err("AUTH not offered");
+    assert!(matches!(e, Error::AuthNotOffered(_)) && e.is_permanent(), "{e:?}");
+}
+
+#[tokio::test]
+async fn passwords_in_plaintext_only_when_allowed_for_a_loopback_server() {
+    let (l, addr) = listen().await;
+    let (seen, server) = greedy_server(l, b"250-mx.test\r\n250 AUTH LOGIN\r\n", None);
+    let client = Client::builder(addr)
+        .timeout(TIMEOUT)
+        .allow_plaintext_auth(true)
+        .credentials("alice@example.test", "pw")
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.authenticated(), Some(Mechanism::Login));
+    client.quit().await.unwrap();
+    let _ = tokio::time::timeout(TIMEOUT, server).await;
+    assert!(seen.lock().unwrap().iter().any(|l| l == "AUTH LOGIN"), "{:?}", seen.lock().unwrap());
+}
+
+#[tokio::test]
+async fn password_command_is_asked_only_when_the_server_offers_auth() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for (caps, offered) in [(&b"250 mx.test\r\n"[..], false), (&b"250-mx.test\r\n250 AUTH PLAIN\r\n"[..], true)] {
+        let (l, addr) = listen().await;
+        let (_seen, server) = greedy_server(l, caps, None);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let source: mailroom_client::PasswordSource = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok("pw".to_string())
+        });
+        let result = Client::builder(addr)
+            .timeout(TIMEOUT)
+            .allow_plaintext_auth(true)
+            .credentials_with("alice@example.test", source)
+            .connect()
+            .await;
+        let _ = tokio::time::timeout(TIMEOUT, server).await;
+        assert_eq!(calls.load(Ordering::SeqCst), usize::from(offered), "offered: {offered}");
+        assert_eq!(result.is_ok(), offered, "{:?}", result.err());
+    }
 }
 
 #[tokio::test]

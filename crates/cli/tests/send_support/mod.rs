@@ -195,3 +195,110 @@ pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     v.truncate(len);
     v
 }
+
+/// A scripted SMTP server on 127.0.0.1 that keeps every line it is sent: EHLO gets `caps`, AUTH gets 334
+/// (or 235 with an initial response), any other line outside a message (a SASL response) 235, and
+/// messages are kept whole. It says 334 to AUTH even when `caps` offers none, as the hostile server of
+/// issue 10 (finding 4) does. Serves connections one after the other until [`Recorder::finish`].
+pub struct Recorder {
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Recorded>,
+}
+
+/// What a [`Recorder`] was sent: every command and response line, and each message's data.
+#[derive(Debug, Default, Clone)]
+pub struct Recorded {
+    pub lines: Vec<String>,
+    pub messages: Vec<Vec<u8>>,
+}
+
+impl Recorded {
+    /// True when an AUTH command or anything carrying `password` (in base64, alone or in PLAIN) arrived.
+    pub fn saw_auth(&self, password: &str) -> bool {
+        let login = mailroom_proto::base64::encode(password.as_bytes());
+        self.lines.iter().any(|l| {
+            let plain = l.split_whitespace().nth(2).and_then(mailroom_proto::base64::decode);
+            l.to_ascii_uppercase().starts_with("AUTH")
+                || l.contains(&login)
+                || plain.is_some_and(|p| p.ends_with(password.as_bytes()))
+                || mailroom_proto::base64::decode(l).is_some_and(|p| p.ends_with(password.as_bytes()))
+        })
+    }
+}
+
+impl Recorder {
+    pub fn start(caps: &'static str) -> Recorder {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut rec = Recorded::default();
+            let end = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::SeqCst) && Instant::now() < end {
+                match l.accept() {
+                    Ok((sock, _)) => serve_recorded(sock, caps, &mut rec),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            rec
+        });
+        Recorder { addr, stop, thread }
+    }
+
+    /// Stops serving (after the connection under way) and returns what arrived.
+    pub fn finish(self) -> Recorded {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+fn serve_recorded(sock: std::net::TcpStream, caps: &str, rec: &mut Recorded) {
+    let _ = sock.set_nonblocking(false);
+    let _ = sock.set_read_timeout(Some(WAIT));
+    let mut w = sock.try_clone().unwrap();
+    let mut r = BufReader::new(sock);
+    let _ = w.write_all(b"220 recorder.test ESMTP\r\n");
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        rec.lines.push(cmd.clone());
+        let up = cmd.to_ascii_uppercase();
+        let reply = if up.starts_with("EHLO") {
+            let mut ehlo = String::from("250-recorder.test\r\n");
+            for c in caps.split(',').filter(|c| !c.is_empty()) {
+                ehlo.push_str(&format!("250-{c}\r\n"));
+            }
+            ehlo.push_str("250 8BITMIME\r\n");
+            ehlo
+        } else if up.starts_with("AUTH") && cmd.split_whitespace().count() == 2 {
+            "334 \r\n".into()
+        } else if up == "QUIT" {
+            let _ = w.write_all(b"221 bye\r\n");
+            return;
+        } else if up == "DATA" {
+            let _ = w.write_all(b"354 go\r\n");
+            let mut msg = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 || l == b".\r\n" {
+                    break;
+                }
+                msg.extend_from_slice(&l);
+            }
+            rec.messages.push(msg);
+            "250 2.0.0 kept\r\n".into()
+        } else if ["HELO", "MAIL", "RCPT", "RSET", "NOOP"].iter().any(|c| up.starts_with(c)) {
+            "250 ok\r\n".into()
+        } else {
+            "235 2.7.0 ok\r\n".into()
+        };
+        let _ = w.write_all(reply.as_bytes());
+    }
+}
