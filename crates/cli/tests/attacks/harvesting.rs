@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::*;
 use crate::support::*;
 
 /// Finding 1 of the abuse review ("refused recipients are free"): one unauthenticated connection

@@ -19,7 +19,7 @@ mod rcpt;
 mod rset;
 mod starttls;
 
-pub use auth::{Credentials, Mechanism, Secret};
+pub use crate::sasl::{Mechanism, Secret};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use crate::command::{self, Command, MAX_LINE};
 use crate::data::{DotDecoder, LineEndingCheck};
 use crate::params::MailParams;
 use crate::reply::{Enhanced, Reply};
+use crate::sasl;
 
 /// Default for `[limits] max_message_size`: 25 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
@@ -140,6 +141,22 @@ pub enum Event {
     Close,
 }
 
+/// What a client presented with AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub mechanism: Mechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Where a server-side SASL exchange stands (the state of [`Mode::Auth`]).
+#[derive(Debug)]
+enum Exchange {
+    Plain,
+    LoginUser,
+    LoginPassword(String),
+}
+
 /// The shell's answer to an event that waits for one. `R` is the shell's routing result for a recipient
 /// (where the message goes), which the session keeps with the transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +246,7 @@ enum Mode {
         refusal: Option<Reply>,
     },
     /// In a SASL exchange: the next line is a base64 response, not a command.
-    Auth(auth::Exchange),
+    Auth(Exchange),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -672,7 +689,7 @@ impl<R> Session<R> {
     fn process_line(&mut self) -> bool {
         let buf = &self.input[self.pos..];
         let in_auth = matches!(self.mode, Mode::Auth(_));
-        let max = if in_auth { auth::MAX_RESPONSE_LINE } else { MAX_LINE };
+        let max = if in_auth { sasl::MAX_RESPONSE_LINE } else { MAX_LINE };
         let Some(end) = find_crlf(buf) else {
             if buf.len() > max {
                 // No CRLF within any allowed length: refuse once, then drop input until the next CRLF.
