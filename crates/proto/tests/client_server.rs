@@ -235,6 +235,9 @@ fn run(login: Login, c2s: Cut, s2c: Cut) -> (Record, Vec<Vec<u8>>, Vec<Vec<u8>>)
     (rec, up.writes, down.writes)
 }
 
+/// A recipient's result: the code after the data, or the refusal's code and enhanced code.
+type RcptResult = Result<u16, (u16, Option<Enhanced>)>;
+
 /// The baseline, checked for what it means: who got the message, what the server stored, how it went.
 fn baseline(login: Login, mechanism: Mechanism) -> (Record, Vec<u8>, Vec<u8>) {
     let (rec, up, down) = run(login, Cut::Whole, Cut::Whole);
@@ -243,7 +246,7 @@ fn baseline(login: Login, mechanism: Mechanism) -> (Record, Vec<u8>, Vec<u8>) {
     assert_eq!(rec.server_auth, vec![(mechanism, "alice@mx.test".to_string())]);
     let [outcome] = &rec.outcomes[..] else { panic!("one transaction: {:?}", rec.outcomes) };
     assert_eq!((outcome.mail.code, outcome.mail.enhanced), (250, Some(Enhanced(2, 1, 0))));
-    let results: Vec<(String, Result<u16, (u16, Option<Enhanced>)>)> = outcome
+    let results: Vec<(String, RcptResult)> = outcome
         .recipients
         .iter()
         .map(|r| (r.recipient.to_string(), r.result.as_ref().map(|m| m.code).map_err(|e| (e.code, e.enhanced))))

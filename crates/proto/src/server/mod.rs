@@ -4,7 +4,11 @@
 //! decisions the session cannot make alone (is this recipient ours? did the store take the message?)
 //! come out of [`Session::poll_event`]. While such a decision is pending the session parses nothing
 //! further: pipelined commands wait in the input buffer and are answered in order once
-//! [`Session::answer`] resumes it (RFC 2920 §3.1). Time is passed in; the shell owns the clock.
+//! [`Session::answer`] resumes it (RFC 2920 §3.1). Time is passed in; the shell owns the clock: after an
+//! error reply past half of `max_errors` the session stops as well, asks for the tarpit delay with
+//! [`Session::poll_delay`], and goes on with [`Session::handle_delay_elapsed`], so every error reply of a
+//! pipelined batch waits on its own. The shell's route of each accepted recipient ([`Decision::AcceptRcpt`])
+//! stays with the transaction ([`Transaction::routes`]), so the shell keeps no recipient list of its own.
 //!
 //! One command, one file: `helo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `rset.rs`, and the
 //! small ones in `misc.rs`.
@@ -36,7 +40,8 @@ use crate::sasl;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 /// RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per transaction.
 pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
-/// Errors (5xx replies to bad input) before the session is closed with 421 (Postfix's hard error limit).
+/// Errors (replies to bad input, and recipients the shell refuses) before the session is closed with 421
+/// (Postfix's smtpd_hard_error_limit).
 pub const DEFAULT_MAX_ERRORS: usize = 20;
 /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
