@@ -707,7 +707,7 @@ fn pipelined_errors_are_delayed_one_by_one_finding_1() {
     let out = String::from_utf8(s.poll_transmit().unwrap()).unwrap();
     assert_eq!(out, "500 5.5.2 Command unrecognized\r\n421 4.7.0 localhost Too many errors, closing connection\r\n");
     assert_eq!(s.poll_delay(), Some(Duration::from_secs(1)));
-    assert!(s.is_closed());
+    assert!(s.is_closed() && !s.is_delayed());
     // A good command after the delay is not delayed.
     let mut s = S::with(Config { max_errors: 4, ..Config::default() });
     s.send(b"EHLO c\r\nX\r\nX\r\nX\r\nNOOP\r\n");

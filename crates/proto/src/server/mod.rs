@@ -419,7 +419,7 @@ impl<R> Session<R> {
     /// The delay of [`Session::poll_delay`] has passed (and what was queued before it was sent): go on
     /// with the buffered input, which may bring further events, replies and delays.
     pub fn handle_delay_elapsed(&mut self, now: Instant) {
-        if !self.delayed || self.closed {
+        if !self.delayed {
             return;
         }
         self.delayed = false;
@@ -626,6 +626,8 @@ impl<R> Session<R> {
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
+            // Nothing more to hold back; a delay already asked for still applies to the last replies.
+            self.delayed = false;
             self.input.clear();
             self.pos = 0;
             self.emit(Event::Close);
