@@ -679,7 +679,9 @@ impl Client {
 fn mask(line: &str) -> String {
     let mut parts = line.splitn(3, ' ');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(cmd), Some(mech), Some(_)) if cmd.eq_ignore_ascii_case("AUTH") => format!("{cmd} {mech} ********"),
+        (Some(cmd), Some(mech), Some(_)) if cmd.eq_ignore_ascii_case(mailroom_proto::extension::keyword::AUTH) => {
+            format!("{cmd} {mech} ********")
+        }
         _ => line.to_string(),
     }
 }

@@ -3,7 +3,10 @@
 //! Verbs are case-insensitive. `MAIL FROM:` and `RCPT TO:` tolerate spaces after the colon, as deployed
 //! clients send them, but the path itself must be in angle brackets.
 
+use std::fmt;
+
 use crate::address::{parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath};
+use crate::extension::keyword;
 use crate::params::{parse_mail_params, MailParams};
 use crate::reply::{Enhanced, Reply};
 
@@ -43,6 +46,44 @@ pub enum Command {
     /// Known from older RFCs but not offered (TURN, ETRN, SEND, SOML, SAML): 502.
     NotImplemented,
 }
+
+impl Command {
+    /// Parses one command line (CRLF already removed); the same as [`parse`].
+    pub fn parse(line: &[u8]) -> Result<Command, Reply> {
+        parse(line)
+    }
+}
+
+/// The wire form of the command, without CRLF: what [`parse`] reads back as the same command. Commands that
+/// carry nothing we keep (VRFY, EXPN, HELP, NOOP arguments; the old verbs) are written bare.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Helo(name) => write!(f, "HELO {name}"),
+            Command::Ehlo(name) => write!(f, "EHLO {name}"),
+            Command::Mail { from, params } if *params == MailParams::default() => write!(f, "MAIL FROM:{from}"),
+            Command::Mail { from, params } => write!(f, "MAIL FROM:{from} {params}"),
+            Command::Rcpt { to } => write!(f, "RCPT TO:{to}"),
+            Command::Data => f.write_str("DATA"),
+            Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
+            Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
+            Command::Rset => f.write_str("RSET"),
+            Command::Noop => f.write_str("NOOP"),
+            Command::Quit => f.write_str("QUIT"),
+            Command::Vrfy => f.write_str("VRFY"),
+            Command::Expn => f.write_str("EXPN"),
+            Command::Help => f.write_str(keyword::HELP),
+            Command::StartTls => f.write_str(keyword::STARTTLS),
+            Command::Auth(args) if args.is_empty() => f.write_str(keyword::AUTH),
+            Command::Auth(args) => write!(f, "{} {args}", keyword::AUTH),
+            Command::NotImplemented => f.write_str(NOT_IMPLEMENTED[0]),
+        }
+    }
+}
+
+/// Verbs of older RFCs that we know but do not offer (RFC 5321 §4.1.5 retired SEND, SOML, SAML; TURN and
+/// ATRN need authentication we do not have; ETRN is a relay feature): 502.
+const NOT_IMPLEMENTED: [&str; 6] = ["TURN", "ETRN", "SEND", "SOML", "SAML", "ATRN"];
 
 fn syntax(text: &'static str) -> Reply {
     Reply::new(501, Enhanced(5, 5, 4), text)
@@ -136,13 +177,13 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         Ok(Command::Vrfy)
     } else if is("EXPN") {
         Ok(Command::Expn)
-    } else if is("HELP") {
+    } else if is(keyword::HELP) {
         Ok(Command::Help)
-    } else if is("STARTTLS") {
+    } else if is(keyword::STARTTLS) {
         no_args(Command::StartTls, "Syntax: STARTTLS")
-    } else if is("AUTH") {
+    } else if is(keyword::AUTH) {
         Ok(Command::Auth(rest.to_owned()))
-    } else if ["TURN", "ETRN", "SEND", "SOML", "SAML", "ATRN"].iter().any(|v| is(v)) {
+    } else if NOT_IMPLEMENTED.iter().any(|v| is(v)) {
         Ok(Command::NotImplemented)
     } else {
         Err(Reply::new(500, Enhanced(5, 5, 2), "Command unrecognized"))

@@ -9,9 +9,12 @@ pub mod base64;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod extension;
 pub mod params;
 pub mod reply;
+pub mod sasl;
 pub mod server;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
+pub use extension::Extension;
 pub use reply::{Enhanced, Reply};

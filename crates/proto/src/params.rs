@@ -1,7 +1,14 @@
 //! ESMTP parameters of MAIL FROM (RFC 5321 §4.1.2 `Mail-parameters`): SIZE (RFC 1870), BODY (RFC 6152),
 //! SMTPUTF8 (RFC 6531) and AUTH (RFC 4954 §5), with xtext decoding (RFC 3461 §4).
 
+use std::fmt;
+
+use crate::extension::keyword;
 use crate::reply::{Enhanced, Reply};
+
+/// RFC 6152 §2: the MAIL parameter that declares the body type, and its value for plain 7-bit text.
+const BODY: &str = "BODY";
+const SEVEN_BIT: &str = "7BIT";
 
 /// RFC 1870 §4: SIZE takes at most 20 digits; we refuse anything that does not fit a u64.
 pub const MAX_SIZE_DIGITS: usize = 20;
@@ -24,6 +31,31 @@ pub struct MailParams {
     pub auth: Option<Option<String>>,
 }
 
+/// The wire form: `SIZE=n BODY=.. SMTPUTF8 AUTH=xtext`, space-separated, in that order; empty when none is
+/// set. [`parse_mail_params`] reads it back as the same value.
+impl fmt::Display for MailParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut items: Vec<String> = Vec::new();
+        if let Some(n) = self.size {
+            items.push(format!("{}={n}", keyword::SIZE));
+        }
+        match self.body {
+            Some(Body::SevenBit) => items.push(format!("{BODY}={SEVEN_BIT}")),
+            Some(Body::EightBitMime) => items.push(format!("{BODY}={}", keyword::EIGHT_BIT_MIME)),
+            None => {}
+        }
+        if self.smtputf8 {
+            items.push(keyword::SMTPUTF8.to_owned());
+        }
+        match &self.auth {
+            Some(None) => items.push(format!("{}=<>", keyword::AUTH)),
+            Some(Some(a)) => items.push(format!("{}={}", keyword::AUTH, encode_xtext(a))),
+            None => {}
+        }
+        f.write_str(&items.join(" "))
+    }
+}
+
 fn bad(text: &'static str) -> Reply {
     Reply::new(501, Enhanced(5, 5, 4), text)
 }
@@ -40,7 +72,7 @@ pub fn parse_mail_params(rest: &str) -> Result<MailParams, Reply> {
             Some((k, v)) => (k, Some(v)),
             None => (item, None),
         };
-        if key.eq_ignore_ascii_case("SIZE") {
+        if key.eq_ignore_ascii_case(keyword::SIZE) {
             let v = value.ok_or_else(|| bad("SIZE needs a value"))?;
             if p.size.is_some() {
                 return Err(bad("Duplicate SIZE parameter"));
@@ -49,24 +81,24 @@ pub fn parse_mail_params(rest: &str) -> Result<MailParams, Reply> {
                 return Err(bad("Bad SIZE value"));
             }
             p.size = Some(v.parse().map_err(|_| bad("Bad SIZE value"))?);
-        } else if key.eq_ignore_ascii_case("BODY") {
+        } else if key.eq_ignore_ascii_case(BODY) {
             let v = value.ok_or_else(|| bad("BODY needs a value"))?;
             if p.body.is_some() {
                 return Err(bad("Duplicate BODY parameter"));
             }
-            p.body = Some(if v.eq_ignore_ascii_case("7BIT") {
+            p.body = Some(if v.eq_ignore_ascii_case(SEVEN_BIT) {
                 Body::SevenBit
-            } else if v.eq_ignore_ascii_case("8BITMIME") {
+            } else if v.eq_ignore_ascii_case(keyword::EIGHT_BIT_MIME) {
                 Body::EightBitMime
             } else {
                 return Err(Reply::new(555, Enhanced(5, 5, 4), "Unsupported BODY type"));
             });
-        } else if key.eq_ignore_ascii_case("SMTPUTF8") {
+        } else if key.eq_ignore_ascii_case(keyword::SMTPUTF8) {
             if value.is_some() {
                 return Err(bad("SMTPUTF8 takes no value"));
             }
             p.smtputf8 = true;
-        } else if key.eq_ignore_ascii_case("AUTH") {
+        } else if key.eq_ignore_ascii_case(keyword::AUTH) {
             let v = value.ok_or_else(|| bad("AUTH needs a value"))?;
             if p.auth.is_some() {
                 return Err(bad("Duplicate AUTH parameter"));
@@ -114,6 +146,19 @@ pub fn decode_xtext(s: &str) -> Option<String> {
         return None;
     }
     Some(s)
+}
+
+/// RFC 3461 §4 xtext: every octet outside `!`..`~`, and `+` and `=`, as `+XX`.
+pub fn encode_xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

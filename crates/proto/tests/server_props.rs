@@ -38,6 +38,11 @@ fn drive(input: &[u8], cuts: &[usize]) -> Vec<u8> {
             if let Some(b) = s.poll_transmit() {
                 out.extend_from_slice(&b);
             }
+            // The error tarpit: let each delay pass at once, so the rest of the input is read too.
+            if s.poll_delay().is_some() {
+                s.handle_delay_elapsed(now);
+                any = true;
+            }
             if !any {
                 break;
             }

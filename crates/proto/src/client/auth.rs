@@ -2,14 +2,15 @@
 //!
 //! This file owns the choice of mechanism and the responses of each; the session sends them and matches
 //! the replies. PLAIN is preferred: one round trip, and the same secret either way. The password lives in a
-//! [`Secret`], and every line that carries it is shown as [`HIDDEN`] in [`crate::client::Event::Sent`], so
+//! [`Secret`], and every line that carries it is shown as [`HIDDEN`] in the session's `Event::Sent`, so
 //! neither a transcript nor a `Debug` print of the session can reveal it.
 
 use std::fmt;
 
-use super::session::Error;
+use super::error::Error;
 use crate::base64;
-use crate::server::Secret;
+use crate::command::Command;
+use crate::sasl::{plain_response, Mechanism, Secret};
 
 /// What a transcript shows instead of a SASL response.
 pub const HIDDEN: &str = "********";
@@ -18,47 +19,21 @@ pub const HIDDEN: &str = "********";
 /// RFC 5321 §4.5.3.1.4 (512 octets with CRLF); a longer one must wait for the server's empty 334.
 pub const MAX_AUTH_LINE: usize = 512;
 
-/// The SASL mechanisms the client can speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mechanism {
-    /// RFC 4616.
-    Plain,
-    /// The de-facto LOGIN mechanism (draft-murchison-sasl-login): user name and password, each after a 334.
-    Login,
-}
-
-impl Mechanism {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Plain => "PLAIN",
-            Mechanism::Login => "LOGIN",
-        }
+/// The mechanism to use with a server offering `offered` (upper-cased names from EHLO): PLAIN when offered,
+/// else LOGIN ([`Mechanism::ALL`] is in order of preference). `Ok(None)` when the server offers no AUTH at
+/// all: the caller may still try, and the server's refusal (e.g. 538 5.7.11 without TLS) explains more than a
+/// guess here would.
+pub fn choose(offered: &[String]) -> Result<Option<Mechanism>, Error> {
+    if offered.is_empty() {
+        return Ok(None);
     }
-
-    /// The mechanism to use with a server offering `offered` (upper-cased names from EHLO): PLAIN when
-    /// offered, else LOGIN. `Ok(None)` when the server offers no AUTH at all: the caller may still try, and
-    /// the server's refusal (e.g. 538 5.7.11 without TLS) explains more than a guess here would.
-    pub fn choose(offered: &[String]) -> Result<Option<Mechanism>, Error> {
-        if offered.is_empty() {
-            return Ok(None);
-        }
-        let has = |m: &str| offered.iter().any(|o| o.eq_ignore_ascii_case(m));
-        if has("PLAIN") {
-            Ok(Some(Mechanism::Plain))
-        } else if has("LOGIN") {
-            Ok(Some(Mechanism::Login))
-        } else {
-            Err(Error::MissingExtension {
-                extension: "AUTH PLAIN or LOGIN",
-                reason: "a user name was given, and the server offers only other SASL mechanisms",
-            })
-        }
-    }
-}
-
-impl fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    let has = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
+    match Mechanism::ALL.into_iter().find(|&m| has(m)) {
+        Some(m) => Ok(Some(m)),
+        None => Err(Error::MissingExtension {
+            extension: "AUTH PLAIN or LOGIN",
+            reason: "a user name was given, and the server offers only other SASL mechanisms",
+        }),
     }
 }
 
@@ -99,25 +74,19 @@ impl Exchange {
         let mut responses = std::collections::VecDeque::new();
         let (line, shown, mechanism) = match mechanism.unwrap_or(Mechanism::Plain) {
             Mechanism::Plain => {
-                // RFC 4616 §2: message = [authzid] NUL authcid NUL passwd; no authzid, we act as ourselves.
-                let mut raw = Vec::with_capacity(user.len() + password.expose().len() + 2);
-                raw.push(0);
-                raw.extend_from_slice(user.as_bytes());
-                raw.push(0);
-                raw.extend_from_slice(password.expose().as_bytes());
-                let blob = base64::encode(&raw);
-                let with_initial = format!("AUTH PLAIN {blob}");
+                let blob = plain_response(user, password);
+                let with_initial = format!("{} {}", auth_command(Mechanism::Plain), blob.expose());
                 if mechanism.is_some() && with_initial.len() + 2 <= MAX_AUTH_LINE {
-                    (with_initial, format!("AUTH PLAIN {HIDDEN}"), Mechanism::Plain)
+                    (with_initial, format!("{} {HIDDEN}", auth_command(Mechanism::Plain)), Mechanism::Plain)
                 } else {
-                    responses.push_back(Secret::new(blob));
-                    ("AUTH PLAIN".to_string(), "AUTH PLAIN".to_string(), Mechanism::Plain)
+                    responses.push_back(blob);
+                    (auth_command(Mechanism::Plain), auth_command(Mechanism::Plain), Mechanism::Plain)
                 }
             }
             Mechanism::Login => {
                 responses.push_back(Secret::new(base64::encode(user.as_bytes())));
                 responses.push_back(Secret::new(base64::encode(password.expose().as_bytes())));
-                ("AUTH LOGIN".to_string(), "AUTH LOGIN".to_string(), Mechanism::Login)
+                (auth_command(Mechanism::Login), auth_command(Mechanism::Login), Mechanism::Login)
             }
         };
         Ok((Secret::new(line), shown, Exchange { mechanism, responses }))
@@ -127,6 +96,11 @@ impl Exchange {
     pub(super) fn next_response(&mut self) -> Option<Secret> {
         self.responses.pop_front()
     }
+}
+
+/// `AUTH <mechanism>` without an initial response, as [`Command`] writes it.
+fn auth_command(m: Mechanism) -> String {
+    Command::Auth(m.name().to_owned()).to_string()
 }
 
 #[cfg(test)]
@@ -140,10 +114,10 @@ mod tests {
     #[test]
     fn choice() {
         let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(Mechanism::choose(&v(&["LOGIN", "PLAIN"])).unwrap(), Some(Mechanism::Plain));
-        assert_eq!(Mechanism::choose(&v(&["CRAM-MD5", "LOGIN"])).unwrap(), Some(Mechanism::Login));
-        assert_eq!(Mechanism::choose(&[]).unwrap(), None);
-        assert!(Mechanism::choose(&v(&["CRAM-MD5", "XOAUTH2"])).is_err());
+        assert_eq!(choose(&v(&["LOGIN", "PLAIN"])).unwrap(), Some(Mechanism::Plain));
+        assert_eq!(choose(&v(&["CRAM-MD5", "LOGIN"])).unwrap(), Some(Mechanism::Login));
+        assert_eq!(choose(&[]).unwrap(), None);
+        assert!(choose(&v(&["CRAM-MD5", "XOAUTH2"])).is_err());
     }
 
     #[test]

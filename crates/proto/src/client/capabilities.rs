@@ -1,6 +1,7 @@
 //! What a server offers in its EHLO reply (RFC 5321 §4.1.1.1): one extension keyword per line after the
-//! first, with optional parameters.
+//! first, with optional parameters, read with [`Extension::parse`] (the type the server writes them with).
 
+use crate::extension::Extension;
 use crate::reply::Reply;
 
 /// The service extensions the client cares about. A server that answered HELO offers none.
@@ -36,35 +37,24 @@ impl Capabilities {
             ..Capabilities::default()
         };
         for line in reply.lines.iter().skip(1) {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            caps.extensions.push(line.to_owned());
-            let (keyword, params) = match line.find([' ', '=']) {
-                Some(i) => (&line[..i], line[i + 1..].trim()),
-                None => (line, ""),
-            };
-            match keyword.to_ascii_uppercase().as_str() {
-                "SIZE" => {
-                    let limit = params.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                    caps.size = Some(limit);
-                }
-                "PIPELINING" => caps.pipelining = true,
-                "8BITMIME" => caps.eight_bit_mime = true,
-                "SMTPUTF8" => caps.smtputf8 = true,
-                "CHUNKING" => caps.chunking = true,
-                "STARTTLS" => caps.starttls = true,
-                "ENHANCEDSTATUSCODES" => caps.enhanced_status_codes = true,
-                "AUTH" => {
-                    for m in params.split_whitespace() {
-                        let m = m.to_ascii_uppercase();
+            let Some(ext) = Extension::parse(line) else { continue };
+            caps.extensions.push(line.trim().to_owned());
+            match ext {
+                Extension::Size(limit) => caps.size = Some(limit.unwrap_or(0)),
+                Extension::Pipelining => caps.pipelining = true,
+                Extension::EightBitMime => caps.eight_bit_mime = true,
+                Extension::SmtpUtf8 => caps.smtputf8 = true,
+                Extension::Chunking => caps.chunking = true,
+                Extension::StartTls => caps.starttls = true,
+                Extension::EnhancedStatusCodes => caps.enhanced_status_codes = true,
+                Extension::Auth(mechs) => {
+                    for m in mechs {
                         if !caps.auth.contains(&m) {
                             caps.auth.push(m);
                         }
                     }
                 }
-                _ => {}
+                Extension::Help | Extension::Other(_) => {}
             }
         }
         caps

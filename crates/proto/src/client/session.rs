@@ -10,98 +10,19 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use super::auth::{Exchange, Mechanism};
+use super::auth::{self, Exchange};
 use super::capabilities::Capabilities;
 use super::data::DataEncoder;
 use super::envelope::{Envelope, MessageInfo};
-use super::reply::{ReplyError, ReplyParser, MAX_REPLY_LINE};
+use super::error::Error;
+use super::reply::{ReplyParser, MAX_REPLY_LINE};
+use super::step::Step;
 use crate::address::{ForwardPath, ReversePath};
+use crate::command::Command;
+use crate::extension::keyword;
+use crate::params::{Body, MailParams};
 use crate::reply::Reply;
-use crate::server::Secret;
-
-/// Which command (or the greeting) a reply answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Step {
-    Greeting,
-    Ehlo,
-    Helo,
-    StartTls,
-    /// AUTH and each SASL response after a 334 (RFC 4954 §4).
-    Auth,
-    Mail,
-    Rcpt,
-    Data,
-    /// The `.` that ends the message.
-    EndOfData,
-    Rset,
-    Noop,
-    Quit,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Step::Greeting => "the greeting",
-            Step::Ehlo => "EHLO",
-            Step::Helo => "HELO",
-            Step::StartTls => "STARTTLS",
-            Step::Auth => "AUTH",
-            Step::Mail => "MAIL FROM",
-            Step::Rcpt => "RCPT TO",
-            Step::Data => "DATA",
-            Step::EndOfData => "the end of data",
-            Step::Rset => "RSET",
-            Step::Noop => "NOOP",
-            Step::Quit => "QUIT",
-        })
-    }
-}
-
-/// Why the session cannot go on (or refused a call).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
-    #[error("malformed reply from the server: {0}")]
-    Malformed(#[from] ReplyError),
-    #[error("server refused {step}: {reply}")]
-    Rejected { step: Step, reply: Reply },
-    #[error("server sent a reply that does not fit {}: {reply}", step.map(|s| s.to_string()).unwrap_or_else(|| "any command sent".into()))]
-    Unexpected { step: Option<Step>, reply: Reply },
-    #[error("the message needs {extension} ({reason}), which the server does not offer")]
-    MissingExtension { extension: &'static str, reason: &'static str },
-    #[error("message of {size} octets is larger than the server's limit of {limit} (SIZE, RFC 1870)")]
-    TooBig { size: u64, limit: u64 },
-    #[error("not possible now: {0}")]
-    NotReady(&'static str),
-    #[error("cannot authenticate: {0}")]
-    InvalidCredentials(&'static str),
-}
-
-impl Error {
-    /// The server's reply behind the error, if there is one.
-    pub fn reply(&self) -> Option<&Reply> {
-        match self {
-            Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => Some(reply),
-            _ => None,
-        }
-    }
-
-    /// Worth trying again later: a 4xx, or a server that misbehaved in a way that may pass.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Malformed(_) => true,
-            Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => reply.code < 500,
-            Error::MissingExtension { .. }
-            | Error::TooBig { .. }
-            | Error::NotReady(_)
-            | Error::InvalidCredentials(_) => false,
-        }
-    }
-
-    /// Trying again will fail the same way.
-    pub fn is_permanent(&self) -> bool {
-        !self.is_transient()
-    }
-}
+use crate::sasl::{Mechanism, Secret};
 
 /// What the caller should know or do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,30 +284,33 @@ impl Session {
             data: None,
             message: None,
         });
-        self.enqueue(Step::Mail, mail_line(&envelope.from, &params), true);
+        self.enqueue(Step::Mail, Command::Mail { from: envelope.from.clone(), params }, true);
         if pipelined {
             for to in &envelope.to {
-                self.enqueue(Step::Rcpt, format!("RCPT TO:{to}"), true);
+                self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone() }, true);
             }
-            self.enqueue(Step::Data, "DATA".into(), true);
+            self.enqueue(Step::Data, Command::Data, true);
         }
         Ok(())
     }
 
     /// The MAIL FROM parameters this message needs from this server, or why the server cannot take it.
-    pub fn mail_params(&self, envelope: &Envelope, info: &MessageInfo) -> Result<Vec<String>, Error> {
+    pub fn mail_params(&self, envelope: &Envelope, info: &MessageInfo) -> Result<MailParams, Error> {
         let caps = &self.caps;
-        let mut params = Vec::new();
+        let mut params = MailParams::default();
         if let (Some(offered), Some(size)) = (caps.size, info.size) {
             if offered > 0 && size > offered {
                 return Err(Error::TooBig { size, limit: offered });
             }
-            params.push(format!("SIZE={size}"));
+            params.size = Some(size);
         }
         let mut smtputf8 = false;
         if envelope.needs_smtputf8() {
             if !caps.smtputf8 {
-                return Err(Error::MissingExtension { extension: "SMTPUTF8", reason: "an address is not ASCII" });
+                return Err(Error::MissingExtension {
+                    extension: keyword::SMTPUTF8,
+                    reason: "an address is not ASCII",
+                });
             }
             smtputf8 = true;
         }
@@ -395,55 +319,59 @@ impl Session {
             if caps.smtputf8 {
                 smtputf8 = true;
             } else if !caps.eight_bit_mime {
-                return Err(Error::MissingExtension { extension: "SMTPUTF8", reason: "the header is not ASCII" });
+                return Err(Error::MissingExtension {
+                    extension: keyword::SMTPUTF8,
+                    reason: "the header is not ASCII",
+                });
             }
         }
         match info.eight_bit {
             Some(true) if !caps.eight_bit_mime => {
-                return Err(Error::MissingExtension { extension: "8BITMIME", reason: "the message has 8-bit octets" })
+                return Err(Error::MissingExtension {
+                    extension: keyword::EIGHT_BIT_MIME,
+                    reason: "the message has 8-bit octets",
+                })
             }
-            Some(true) | None if caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
-            _ if info.utf8_headers && caps.eight_bit_mime => params.push("BODY=8BITMIME".into()),
+            Some(true) | None if caps.eight_bit_mime => params.body = Some(Body::EightBitMime),
+            _ if info.utf8_headers && caps.eight_bit_mime => params.body = Some(Body::EightBitMime),
             _ => {}
         }
-        if smtputf8 {
-            params.push("SMTPUTF8".into());
-        }
+        params.smtputf8 = smtputf8;
         Ok(params)
     }
 
     /// Step by step: `MAIL FROM:<from> params`. The reply comes as [`Event::Reply`].
-    pub fn mail(&mut self, from: &ReversePath, params: &[String]) -> Result<(), Error> {
+    pub fn mail(&mut self, from: &ReversePath, params: &MailParams) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Mail, mail_line(from, params), false);
+        self.enqueue(Step::Mail, Command::Mail { from: from.clone(), params: params.clone() }, false);
         Ok(())
     }
 
     /// Step by step: `RCPT TO:<to>`.
     pub fn rcpt(&mut self, to: &ForwardPath) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Rcpt, format!("RCPT TO:{to}"), false);
+        self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone() }, false);
         Ok(())
     }
 
     /// Step by step: `DATA`; a 354 brings [`Event::SendBody`].
     pub fn data(&mut self) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Data, "DATA".into(), false);
+        self.enqueue(Step::Data, Command::Data, false);
         Ok(())
     }
 
     /// Step by step: `RSET`.
     pub fn rset(&mut self) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Rset, "RSET".into(), false);
+        self.enqueue(Step::Rset, Command::Rset, false);
         Ok(())
     }
 
     /// `NOOP`.
     pub fn noop(&mut self) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Noop, "NOOP".into(), false);
+        self.enqueue(Step::Noop, Command::Noop, false);
         Ok(())
     }
 
@@ -455,9 +383,9 @@ impl Session {
             return Err(Error::NotReady("the connection is already TLS"));
         }
         if !self.caps.starttls {
-            return Err(Error::MissingExtension { extension: "STARTTLS", reason: "TLS was asked for" });
+            return Err(Error::MissingExtension { extension: keyword::STARTTLS, reason: "TLS was asked for" });
         }
-        self.enqueue(Step::StartTls, "STARTTLS".into(), false);
+        self.enqueue(Step::StartTls, Command::StartTls, false);
         Ok(())
     }
 
@@ -471,16 +399,16 @@ impl Session {
         self.parser = ReplyParser::new();
         self.tls = true;
         self.state = State::Handshake;
-        self.enqueue(Step::Ehlo, format!("EHLO {}", self.helo_name), false);
+        self.enqueue(Step::Ehlo, Command::Ehlo(self.helo_name.clone()), false);
         Ok(())
     }
 
     /// `AUTH` (RFC 4954) as `user`, with the mechanism picked from what the server offers: PLAIN, else
-    /// LOGIN ([`Mechanism::choose`]). Ends in [`Event::Authenticated`] or in an [`Event::Reply`] for
+    /// LOGIN ([`auth::choose`]). Ends in [`Event::Authenticated`] or in an [`Event::Reply`] for
     /// `Step::Auth` with the refusal (535, 538, 454 ...). Whether the stream is safe enough to send a
     /// password over is the caller's call ([`Session::is_tls`]).
     pub fn auth(&mut self, user: &str, password: &Secret) -> Result<Mechanism, Error> {
-        let mechanism = Mechanism::choose(&self.caps.auth)?;
+        let mechanism = auth::choose(&self.caps.auth)?;
         self.auth_with(mechanism, user, password)
     }
 
@@ -513,7 +441,7 @@ impl Session {
             _ => {}
         }
         self.state = State::Quitting;
-        self.enqueue(Step::Quit, "QUIT".into(), false);
+        self.enqueue(Step::Quit, Command::Quit, false);
         Ok(())
     }
 
@@ -562,7 +490,9 @@ impl Session {
         self.outbound.clear();
     }
 
-    fn enqueue(&mut self, step: Step, line: String, in_txn: bool) {
+    /// Queues a command; it leaves in its [`Command`] wire form.
+    fn enqueue(&mut self, step: Step, cmd: Command, in_txn: bool) {
+        let line = cmd.to_string();
         self.queue.push_back(Queued { step, shown: line.clone(), line: Secret::new(line), in_txn });
         self.release();
     }
@@ -656,7 +586,7 @@ impl Session {
                 if reply.code != 220 {
                     return Err(Error::Rejected { step, reply });
                 }
-                self.enqueue(Step::Ehlo, format!("EHLO {}", self.helo_name), false);
+                self.enqueue(Step::Ehlo, Command::Ehlo(self.helo_name.clone()), false);
             }
             Step::Ehlo => {
                 if reply.is_positive() {
@@ -665,7 +595,7 @@ impl Session {
                     self.events.push_back(Event::Ready);
                 } else if reply.is_permanent() {
                     // RFC 5321 §3.2: a server that does not know EHLO answers 500/502; try HELO.
-                    self.enqueue(Step::Helo, format!("HELO {}", self.helo_name), false);
+                    self.enqueue(Step::Helo, Command::Helo(self.helo_name.clone()), false);
                 } else {
                     return Err(Error::Rejected { step, reply });
                 }
@@ -746,9 +676,10 @@ impl Session {
                 txn.mail = Some(reply);
                 if !txn.pipelined {
                     if ok {
-                        let lines: Vec<String> = txn.rcpts.iter().map(|(to, _)| format!("RCPT TO:{to}")).collect();
-                        for l in lines {
-                            self.enqueue(Step::Rcpt, l, true);
+                        let rcpts: Vec<Command> =
+                            txn.rcpts.iter().map(|(to, _)| Command::Rcpt { to: to.clone() }).collect();
+                        for c in rcpts {
+                            self.enqueue(Step::Rcpt, c, true);
                         }
                     } else {
                         self.finish_txn();
@@ -763,10 +694,10 @@ impl Session {
                 if !txn.pipelined && txn.answered == txn.rcpts.len() {
                     let any = txn.rcpts.iter().any(|(_, r)| r.as_ref().is_some_and(Reply::is_positive));
                     if any {
-                        self.enqueue(Step::Data, "DATA".into(), true);
+                        self.enqueue(Step::Data, Command::Data, true);
                     } else {
                         // Nobody will take it: no DATA, just forget the transaction.
-                        self.enqueue(Step::Rset, "RSET".into(), true);
+                        self.enqueue(Step::Rset, Command::Rset, true);
                     }
                 }
             }
@@ -829,13 +760,4 @@ impl Session {
         }
         self.events.push_back(Event::Done(Outcome { mail, recipients, message: txn.message }));
     }
-}
-
-fn mail_line(from: &ReversePath, params: &[String]) -> String {
-    let mut line = format!("MAIL FROM:{from}");
-    for p in params {
-        line.push(' ');
-        line.push_str(p);
-    }
-    line
 }

@@ -4,55 +4,10 @@
 //! shell checks the credentials; failures are counted and, at `max_auth_failures`, the session closes with
 //! 421. Passwords travel in a [`Secret`] whose Debug output is redacted, so no log can print them.
 
-use std::fmt;
-
-use super::{Decision, Event, Mode, Pending, Session};
+use super::{Credentials, Decision, Event, Exchange, Mode, Pending, Session};
 use crate::base64;
 use crate::reply::{Enhanced, Reply};
-
-/// RFC 4954 §4: a SASL response line may be up to 12288 octets.
-pub const MAX_RESPONSE_LINE: usize = 12288;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    Plain,
-    Login,
-}
-
-/// A value that must never be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Secret {
-        Secret(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// What a client presented.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub mechanism: Mechanism,
-    pub username: String,
-    pub password: Secret,
-}
-
-/// Where a SASL exchange stands.
-#[derive(Debug)]
-pub(super) enum Exchange {
-    Plain,
-    LoginUser,
-    LoginPassword(String),
-}
+use crate::sasl::{self, Mechanism, Secret, LOGIN_PASSWORD_PROMPT, LOGIN_USER_PROMPT};
 
 impl<R> Session<R> {
     pub(super) fn is_auth_offered(&self) -> bool {
@@ -85,24 +40,17 @@ impl<R> Session<R> {
         if it.next().is_some() {
             return self.error(Reply::new(501, Enhanced(5, 5, 4), "Syntax: AUTH mechanism [initial-response]"));
         }
-        if mech.eq_ignore_ascii_case("PLAIN") {
-            match initial {
-                Some(resp) => self.auth_response(Exchange::Plain, resp.as_bytes()),
-                None => {
-                    self.mode = Mode::Auth(Exchange::Plain);
-                    self.reply(Reply::plain(334, ""));
-                }
+        let (exchange, prompt) = match Mechanism::from_name(mech) {
+            Some(Mechanism::Plain) => (Exchange::Plain, ""),
+            Some(Mechanism::Login) => (Exchange::LoginUser, LOGIN_USER_PROMPT),
+            None => return self.error(Reply::new(504, Enhanced(5, 5, 4), "Unrecognized authentication mechanism")),
+        };
+        match initial {
+            Some(resp) => self.auth_response(exchange, resp.as_bytes()),
+            None => {
+                self.mode = Mode::Auth(exchange);
+                self.reply(Reply::plain(334, prompt));
             }
-        } else if mech.eq_ignore_ascii_case("LOGIN") {
-            match initial {
-                Some(resp) => self.auth_response(Exchange::LoginUser, resp.as_bytes()),
-                None => {
-                    self.mode = Mode::Auth(Exchange::LoginUser);
-                    self.reply(Reply::plain(334, "VXNlcm5hbWU6")); // "Username:"
-                }
-            }
-        } else {
-            self.error(Reply::new(504, Enhanced(5, 5, 4), "Unrecognized authentication mechanism"))
         }
     }
 
@@ -124,41 +72,34 @@ impl<R> Session<R> {
         };
         match exchange {
             Exchange::Plain => {
-                // RFC 4616 §2: [authzid] NUL authcid NUL passwd
-                let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-                let [authz, user, pass] = parts[..] else {
-                    return self.error(Reply::new(501, Enhanced(5, 5, 2), "Malformed PLAIN response"));
-                };
-                let (Ok(authz), Ok(user), Ok(pass)) =
-                    (std::str::from_utf8(authz), std::str::from_utf8(user), std::str::from_utf8(pass))
-                else {
+                let Some((authz, user, pass)) = sasl::parse_plain(&decoded) else {
                     return self.error(Reply::new(501, Enhanced(5, 5, 2), "Malformed PLAIN response"));
                 };
                 if !authz.is_empty() && authz != user {
                     // Acting for someone else (authzid) is not supported.
                     return self.auth_failed();
                 }
-                self.ask_auth(Mechanism::Plain, user.to_owned(), pass.to_owned());
+                self.ask_auth(Mechanism::Plain, user.to_owned(), pass);
             }
             Exchange::LoginUser => match String::from_utf8(decoded) {
                 Ok(user) => {
                     self.mode = Mode::Auth(Exchange::LoginPassword(user));
-                    self.reply(Reply::plain(334, "UGFzc3dvcmQ6")); // "Password:"
+                    self.reply(Reply::plain(334, LOGIN_PASSWORD_PROMPT));
                 }
                 Err(_) => self.error(Reply::new(501, Enhanced(5, 5, 2), "Malformed LOGIN response")),
             },
             Exchange::LoginPassword(user) => match String::from_utf8(decoded) {
-                Ok(pass) => self.ask_auth(Mechanism::Login, user, pass),
+                Ok(pass) => self.ask_auth(Mechanism::Login, user, Secret::new(pass)),
                 Err(_) => self.error(Reply::new(501, Enhanced(5, 5, 2), "Malformed LOGIN response")),
             },
         }
     }
 
-    fn ask_auth(&mut self, mechanism: Mechanism, username: String, password: String) {
+    fn ask_auth(&mut self, mechanism: Mechanism, username: String, password: Secret) {
         if username.is_empty() || username.chars().any(char::is_control) {
             return self.auth_failed();
         }
-        let creds = Credentials { mechanism, username: username.clone(), password: Secret(password) };
+        let creds = Credentials { mechanism, username: username.clone(), password };
         self.wait(Pending::Auth(username), Event::Auth(creds));
     }
 

@@ -1,7 +1,9 @@
 //! HELO and EHLO (RFC 5321 §4.1.1.1): greet, reset any transaction, list the extensions we offer.
 
 use super::Session;
+use crate::extension::Extension;
 use crate::reply::Reply;
+use crate::sasl::Mechanism;
 
 impl<R> Session<R> {
     pub(super) fn handle_helo(&mut self, name: String, extended: bool) {
@@ -13,20 +15,31 @@ impl<R> Session<R> {
         }
         let host = self.config.hostname.clone();
         let reply = if extended {
-            let r = Reply::plain(250, host)
-                .line(format!("SIZE {}", self.config.max_message_size))
-                .line("PIPELINING")
-                .line("8BITMIME")
-                .line("SMTPUTF8")
-                .line("ENHANCEDSTATUSCODES")
-                .line("CHUNKING");
-            let r = if self.config.starttls && !self.tls { r.line("STARTTLS") } else { r };
-            let r = if self.is_auth_offered() { r.line("AUTH PLAIN LOGIN") } else { r };
-            r.line("HELP")
+            self.extensions().iter().fold(Reply::plain(250, host), |r, e| r.line(e.to_string()))
         } else {
             Reply::plain(250, host)
         };
         self.helo = Some(super::Helo { name, extended });
         self.reply(reply);
+    }
+
+    /// What this session offers now, in the order of the EHLO reply.
+    fn extensions(&self) -> Vec<Extension> {
+        let mut v = vec![
+            Extension::Size(Some(self.config.max_message_size)),
+            Extension::Pipelining,
+            Extension::EightBitMime,
+            Extension::SmtpUtf8,
+            Extension::EnhancedStatusCodes,
+            Extension::Chunking,
+        ];
+        if self.config.starttls && !self.tls {
+            v.push(Extension::StartTls);
+        }
+        if self.is_auth_offered() {
+            v.push(Extension::Auth(Mechanism::ALL.iter().map(|m| m.name().to_owned()).collect()));
+        }
+        v.push(Extension::Help);
+        v
     }
 }

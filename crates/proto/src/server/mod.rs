@@ -4,7 +4,11 @@
 //! decisions the session cannot make alone (is this recipient ours? did the store take the message?)
 //! come out of [`Session::poll_event`]. While such a decision is pending the session parses nothing
 //! further: pipelined commands wait in the input buffer and are answered in order once
-//! [`Session::answer`] resumes it (RFC 2920 §3.1). Time is passed in; the shell owns the clock.
+//! [`Session::answer`] resumes it (RFC 2920 §3.1). Time is passed in; the shell owns the clock: after an
+//! error reply past half of `max_errors` the session stops as well, asks for the tarpit delay with
+//! [`Session::poll_delay`], and goes on with [`Session::handle_delay_elapsed`], so every error reply of a
+//! pipelined batch waits on its own. The shell's route of each accepted recipient ([`Decision::AcceptRcpt`])
+//! stays with the transaction ([`Transaction::routes`]), so the shell keeps no recipient list of its own.
 //!
 //! One command, one file: `helo.rs`, `mail.rs`, `rcpt.rs`, `data.rs`, `bdat.rs`, `rset.rs`, and the
 //! small ones in `misc.rs`.
@@ -19,7 +23,7 @@ mod rcpt;
 mod rset;
 mod starttls;
 
-pub use auth::{Credentials, Mechanism, Secret};
+pub use crate::sasl::{Mechanism, Secret};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,12 +34,14 @@ use crate::command::{self, Command, MAX_LINE};
 use crate::data::{DotDecoder, LineEndingCheck};
 use crate::params::MailParams;
 use crate::reply::{Enhanced, Reply};
+use crate::sasl;
 
 /// Default for `[limits] max_message_size`: 25 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 /// RFC 5321 §4.5.3.1.8 asks for at least 100 recipients per transaction.
 pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
-/// Errors (5xx replies to bad input) before the session is closed with 421 (Postfix's hard error limit).
+/// Errors (replies to bad input, and recipients the shell refuses) before the session is closed with 421
+/// (Postfix's smtpd_hard_error_limit).
 pub const DEFAULT_MAX_ERRORS: usize = 20;
 /// RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -140,6 +146,22 @@ pub enum Event {
     Close,
 }
 
+/// What a client presented with AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub mechanism: Mechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// Where a server-side SASL exchange stands (the state of [`Mode::Auth`]).
+#[derive(Debug)]
+enum Exchange {
+    Plain,
+    LoginUser,
+    LoginPassword(String),
+}
+
 /// The shell's answer to an event that waits for one. `R` is the shell's routing result for a recipient
 /// (where the message goes), which the session keeps with the transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +251,7 @@ enum Mode {
         refusal: Option<Reply>,
     },
     /// In a SASL exchange: the next line is a base64 response, not a command.
-    Auth(auth::Exchange),
+    Auth(Exchange),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,7 +419,7 @@ impl<R> Session<R> {
     /// The delay of [`Session::poll_delay`] has passed (and what was queued before it was sent): go on
     /// with the buffered input, which may bring further events, replies and delays.
     pub fn handle_delay_elapsed(&mut self, now: Instant) {
-        if !self.delayed || self.closed {
+        if !self.delayed {
             return;
         }
         self.delayed = false;
@@ -604,6 +626,8 @@ impl<R> Session<R> {
     fn close(&mut self) {
         if !self.closed {
             self.closed = true;
+            // Nothing more to hold back; a delay already asked for still applies to the last replies.
+            self.delayed = false;
             self.input.clear();
             self.pos = 0;
             self.emit(Event::Close);
@@ -672,7 +696,7 @@ impl<R> Session<R> {
     fn process_line(&mut self) -> bool {
         let buf = &self.input[self.pos..];
         let in_auth = matches!(self.mode, Mode::Auth(_));
-        let max = if in_auth { auth::MAX_RESPONSE_LINE } else { MAX_LINE };
+        let max = if in_auth { sasl::MAX_RESPONSE_LINE } else { MAX_LINE };
         let Some(end) = find_crlf(buf) else {
             if buf.len() > max {
                 // No CRLF within any allowed length: refuse once, then drop input until the next CRLF.
