@@ -48,14 +48,17 @@ impl Store {
     /// each fsynced into its parent; completes or rolls back every multi-recipient commit a dead
     /// process left in an intent record, so each such message is in all of its mailboxes or in none;
     /// removes tmp files of dead processes (store-wide and in each Maildir's tmp/: never acknowledged,
-    /// so the sender still has them); loads the user directory (creating an empty one if there is
-    /// none); starts the committer.
+    /// so the sender still has them); loads the user directory (a new data directory gets an empty
+    /// one); starts the committer.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         unique::mark_process_opened();
         fsync::warn_if_unsafe();
         let mailboxes = data_dir.join("mailboxes");
         let tmp = data_dir.join("tmp");
         let intents = data_dir.join(INTENT_DIR);
+        // A data directory that never had mailboxes/ is new: it gets an empty users.toml. In one that
+        // has, a missing users.toml is suspicious (see `UsersCache::start`).
+        let is_new = !mailboxes.exists();
         fsync::create_dir_all_synced(data_dir).map_err(io_err("create", data_dir))?;
         for dir in [&mailboxes, &tmp, &intents] {
             fsync::create_dir_synced(dir).map_err(io_err("create", dir))?;
@@ -75,7 +78,7 @@ impl Store {
         unique::clean_tmp_dir(&tmp, names.hostname());
 
         let directory = UserDirectory::new(data_dir);
-        let users = UsersCache::start(directory.clone())?;
+        let users = UsersCache::start(directory.clone(), is_new)?;
         let log = IntentLog::create(&intents, &names.next()).map_err(io_err("create an intent record in", &intents))?;
         let sender = commit::start(committer, log).map_err(io_err("spawn syncers for", data_dir))?;
         Ok(Store {
@@ -133,6 +136,93 @@ impl Store {
 mod tests {
     use super::*;
     use crate::incoming::Commit;
+    use crate::intent::IntentEntry;
+    use std::fs;
+
+    /// A data directory as a process killed mid-batch leaves it: the message's data file in tmp/, an
+    /// intent record naming its mailboxes, and links in `linked` of them. Returns the final name.
+    fn crashed_mid_batch(data: &Path, mailboxes: &[MailboxId], linked: usize) -> String {
+        let store = Store::open(data).unwrap();
+        let host = store.inner.spool.names.hostname().to_string();
+        drop(store);
+        // pid 4194305 is above any pid_max: that process is surely gone.
+        let unique = format!("1700000000.M1P4194305Q7.{host}");
+        let final_name = format!("{unique},S=5");
+        fs::write(data.join("tmp").join(&unique), b"hello").unwrap();
+        for m in &mailboxes[..linked] {
+            let new = m.dir(&data.join("mailboxes")).join("new");
+            fs::create_dir_all(&new).unwrap();
+            fs::hard_link(data.join("tmp").join(&unique), new.join(&final_name)).unwrap();
+        }
+        let entry =
+            IntentEntry { tmp_name: unique.clone(), final_name: final_name.clone(), mailboxes: mailboxes.to_vec() };
+        let mut log = IntentLog::create(&data.join(INTENT_DIR), &format!("1700000000.M1P4194305Q0.{host}")).unwrap();
+        log.arm(&[entry]).unwrap();
+        std::mem::forget(log); // a crash: the record stays
+        final_name
+    }
+
+    fn boxes(n: usize) -> Vec<MailboxId> {
+        (0..n).map(|i| MailboxId::new_validated(format!("u{i}"), "example.test".into())).collect()
+    }
+
+    fn holds(data: &Path, m: &MailboxId, name: &str) -> bool {
+        m.dir(&data.join("mailboxes")).join("new").join(name).exists()
+    }
+
+    #[test]
+    fn open_completes_a_multi_recipient_commit_cut_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(5);
+        let name = crashed_mid_batch(dir.path(), &mboxes, 2);
+        let _store = Store::open(dir.path()).unwrap();
+        for m in &mboxes {
+            assert!(holds(dir.path(), m, &name), "{m} is missing the message");
+            assert_eq!(fs::read(m.dir(&dir.path().join("mailboxes")).join("new").join(&name)).unwrap(), b"hello");
+        }
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "the data file is gone");
+        let records: Vec<_> = fs::read_dir(dir.path().join(INTENT_DIR)).unwrap().flatten().collect();
+        assert_eq!(records.len(), 1, "only the new store's own record is left: {records:?}");
+    }
+
+    #[test]
+    fn open_rolls_back_a_commit_it_cannot_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(3);
+        let name = crashed_mid_batch(dir.path(), &mboxes, 1);
+        // The last mailbox cannot take it: its new is a file.
+        let broken = mboxes[2].dir(&dir.path().join("mailboxes"));
+        fs::create_dir_all(&broken).unwrap();
+        fs::write(broken.join("new"), b"not a directory").unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        for m in &mboxes[..2] {
+            assert!(!holds(dir.path(), m, &name), "{m} kept a partial delivery");
+        }
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn open_completes_from_a_link_when_the_data_file_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(3);
+        let name = crashed_mid_batch(dir.path(), &mboxes, 1);
+        for e in fs::read_dir(dir.path().join("tmp")).unwrap().flatten() {
+            fs::remove_file(e.path()).unwrap();
+        }
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(mboxes.iter().all(|m| holds(dir.path(), m, &name)));
+    }
+
+    #[test]
+    fn a_live_process_record_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = Store::open(dir.path()).unwrap();
+        let ours: Vec<_> = fs::read_dir(dir.path().join(INTENT_DIR)).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(ours.len(), 1);
+        let _other = Store::open(dir.path()).unwrap(); // e.g. `mailroom mailbox list` beside a server
+        assert!(ours[0].exists(), "a running store's intent record was taken");
+        drop(running);
+    }
 
     #[test]
     fn store_is_send_sync_clone() {

@@ -350,17 +350,24 @@ pub(crate) struct UsersCache {
 }
 
 impl UsersCache {
-    /// Loads the directory (a missing users.toml is created empty first) and starts the reload thread,
-    /// which ends once the cache is dropped. A file that does not parse is an error here: a server
-    /// should not start on a directory it cannot read. An empty file gives the "unavailable" snapshot.
-    pub(crate) fn start(directory: UserDirectory) -> Result<Arc<UsersCache>, UserError> {
-        directory.create_if_missing()?;
+    /// Loads the directory and starts the reload thread, which ends once the cache is dropped. In a
+    /// new data directory (`is_new`) a missing users.toml is first created empty; elsewhere a missing
+    /// or empty file gives the "unavailable" snapshot (RCPT to users: 451) until it is back. A file
+    /// that does not parse is an error: a server should not start on a directory it cannot read.
+    pub(crate) fn start(directory: UserDirectory, is_new: bool) -> Result<Arc<UsersCache>, UserError> {
+        if is_new {
+            directory.create_if_missing()?;
+        }
         // Stat before reading: if the file changes in between, the thread reloads it once more.
         let stamp = FileStamp::of(directory.path());
         let users = match directory.load_checked() {
             Ok(users) => users,
             Err(UserError::Unavailable { path }) => {
-                tracing::warn!(path = %path.display(), "user directory missing or empty; RCPT to users gets 451 until it is back");
+                tracing::warn!(
+                    path = %path.display(),
+                    "user directory missing or empty: RCPT to users gets 451 until it is back \
+                     (`mailroom user add` writes it)"
+                );
                 Users::unavailable(&path)
             }
             Err(e) => return Err(e),
