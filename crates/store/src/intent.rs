@@ -5,20 +5,21 @@
 //! twice. So before the batch leader makes any link of a batch that holds a message for more than one
 //! mailbox, it writes ONE record for the whole batch, naming for each such message its data file in
 //! `<data-dir>/tmp/`, its final name and its mailboxes, and makes the record durable (one fdatasync).
-//! After the batch is linked and its directories fsynced, the record is retired (truncated). Messages
+//! After the batch is linked and its directories fsynced, the record is retired (its header zeroed). Messages
 //! for a single mailbox need no record: one link is atomic.
 //!
-//! Each store has its own record file, `<data-dir>/intent/<unique name>`, created and fsynced into
-//! its directory once at open and rewritten in place for every batch, so the cost is one fdatasync per
-//! batch that needs it, none per message. At open, the record of every *dead* process
+//! Each store has its own record file, `<data-dir>/intent/<unique name>`, created (64 KiB of zeros),
+//! synced and fsynced into its directory once at open, and overwritten in place for every batch, so the
+//! cost is one fdatasync of already allocated blocks per batch that needs it, none per message. At open, the record of every *dead* process
 //! ([`crate::unique::is_dead_process_file`]) is read back and each message in it completed or rolled
 //! back by the committer, before the data directory's tmp/ is cleaned and before a server opens its
 //! listeners.
 //!
 //! Format (text, so that a human can read it): a header line `mailroom-intent 1 <body length>
 //! <FNV-1a 64 of the body, hex>`, then one line per message: `<tmp name> TAB <final name> (TAB
-//! <domain>/<local>)...`. A record whose length or checksum does not match was torn by the crash
-//! while being written, before any link of its batch was made: it is ignored.
+//! <domain>/<local>)...`; bytes after it are leftovers of longer records. A file starting with a zero
+//! byte holds no record. A record whose checksum does not match was torn by the crash while being
+//! written, before any link of its batch was made: it is ignored.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,6 +44,13 @@ pub(crate) struct IntentEntry {
     pub mailboxes: Vec<MailboxId>,
 }
 
+/// Bytes of zeros a record file starts with, written and synced once at open, so that a record that
+/// fits is an overwrite of allocated blocks: its fdatasync then has no size or allocation change to
+/// commit to the journal, only the data. (A bigger record grows the file once.)
+pub const INTENT_PREALLOCATE: usize = 64 * 1024;
+/// What [`IntentLog::retire`] overwrites at offset 0: enough to destroy the header line.
+const RETIRED: [u8; 32] = [0; 32];
+
 /// This store's record file.
 #[derive(Debug)]
 pub(crate) struct IntentLog {
@@ -53,31 +61,37 @@ pub(crate) struct IntentLog {
 }
 
 impl IntentLog {
-    /// Creates `<intent dir>/<name>` and fsyncs the directory, so later batches only fdatasync the file.
+    /// Creates `<intent dir>/<name>` filled with [`INTENT_PREALLOCATE`] zeros, syncs it and fsyncs the
+    /// directory, so later batches only overwrite and fdatasync the file.
     pub(crate) fn create(dir: &Path, name: &str) -> io::Result<IntentLog> {
         let path = dir.join(name);
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let log = IntentLog { path, file, is_armed: false };
+        log.file.write_all_at(&vec![0; INTENT_PREALLOCATE], 0)?;
+        log.file.sync_all()?;
         fsync::sync_dir(dir)?;
-        Ok(IntentLog { path, file, is_armed: false })
+        Ok(log)
     }
 
-    /// Writes the record of a batch and makes it durable. Only then may its links be made.
+    /// Writes the record of a batch over the previous one and makes it durable. Only then may its
+    /// links be made. The header's length field tells where the record ends; older bytes after it are
+    /// never read.
     pub(crate) fn arm(&mut self, entries: &[IntentEntry]) -> io::Result<()> {
         let record = encode(entries);
-        self.file.write_all_at(&record, 0)?;
-        self.file.set_len(record.len() as u64)?;
         self.is_armed = true;
+        self.file.write_all_at(&record, 0)?;
         fsync::sync_data(&self.file)
     }
 
-    /// The batch is done (linked and fsynced, or rolled back): an empty file means nothing to recover.
-    /// Not synced: replaying a finished batch is harmless (its data files are gone, its links exist).
+    /// The batch is done (linked and fsynced, or rolled back): zeros over the header mean nothing to
+    /// recover. Not synced: replaying a finished batch is harmless (its data files are gone, its links
+    /// exist).
     pub(crate) fn retire(&mut self) -> io::Result<()> {
         if !self.is_armed {
             return Ok(());
         }
         self.is_armed = false;
-        self.file.set_len(0)
+        self.file.write_all_at(&RETIRED, 0)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -116,18 +130,25 @@ fn encode(entries: &[IntentEntry]) -> Vec<u8> {
     out
 }
 
-/// The entries of a record; `None` if it is empty, torn or not ours. Every name is checked again as
+/// Whether a record file holds no record: empty, or retired (zeros where the header was).
+pub(crate) fn is_retired(bytes: &[u8]) -> bool {
+    bytes.first().is_none_or(|&b| b == 0)
+}
+
+/// The entries of a record; `None` if it is torn or not ours. Every name is checked again as
 /// if it came from outside (a file name without separators, a mailbox that passes validation), so a
 /// damaged record can never send a link somewhere else.
 pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<IntentEntry>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (header, body) = text.split_once('\n')?;
+    let newline = bytes.iter().take(128).position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..newline]).ok()?;
     let mut h = header.strip_prefix(MAGIC)?.split_whitespace();
     let len: usize = h.next()?.parse().ok()?;
     let sum = u64::from_str_radix(h.next()?, 16).ok()?;
-    if body.len() != len || fnv1a64(body.as_bytes()) != sum {
+    let body = bytes.get(newline + 1..)?.get(..len)?;
+    if fnv1a64(body) != sum {
         return None;
     }
+    let body = std::str::from_utf8(body).ok()?;
     let is_plain_name = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0']);
     let mut entries = Vec::new();
     for line in body.lines() {
@@ -158,7 +179,7 @@ pub(crate) fn abandoned(dir: &Path, hostname: &str) -> Vec<(PathBuf, Vec<IntentE
             continue;
         }
         let record = match fs::read(entry.path()) {
-            Ok(bytes) if bytes.is_empty() => Vec::new(),
+            Ok(bytes) if is_retired(&bytes) => Vec::new(),
             Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
                 tracing::warn!(path = %entry.path().display(), "ignoring a torn commit intent record (no link was made from it)");
                 Vec::new()
@@ -194,6 +215,9 @@ mod tests {
         let bytes = encode(&entries);
         assert_eq!(decode(&bytes), Some(entries));
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "torn");
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"older bytes after the record\n");
+        assert_eq!(decode(&longer), decode(&bytes), "what follows the record is not read");
         let mut flipped = bytes.clone();
         let last = flipped.len() - 3;
         flipped[last] ^= 1;
@@ -219,9 +243,11 @@ mod tests {
         log.arm(&long).unwrap();
         let short = vec![entry("1.M1P2Q9.h", &[("a", "example.test"), ("b", "example.test")])];
         log.arm(&short).unwrap();
-        assert_eq!(decode(&fs::read(log.path()).unwrap()), Some(short), "a shorter record replaces a longer one");
+        let on_disk = fs::read(log.path()).unwrap();
+        assert_eq!(decode(&on_disk), Some(short), "a shorter record replaces a longer one");
+        assert_eq!(on_disk.len(), INTENT_PREALLOCATE, "overwritten in place");
         log.retire().unwrap();
-        assert!(fs::read(log.path()).unwrap().is_empty());
+        assert!(is_retired(&fs::read(log.path()).unwrap()));
         let path = log.path().to_path_buf();
         drop(log);
         assert!(!path.exists());
