@@ -179,12 +179,12 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
 
 /// Recipients of every message in the multi-recipient crash test (the finding saw partial deliveries
 /// with 100; the requirement is at least 40).
-const MANY: usize = 50;
+const MANY: usize = 100;
 const MANY_THREADS: usize = 4;
-const MANY_KILLS: usize = 6;
+const MANY_KILLS: usize = 8;
 
 fn many_user(i: usize) -> String {
-    format!("m{i:02}@example.test")
+    format!("m{i:03}@example.test")
 }
 
 /// One session sending MANY-recipient messages until `stop` or an I/O error; 250'd markers to `acked`.
@@ -251,9 +251,9 @@ fn where_is_each_marker(server: &Server) -> HashMap<String, Vec<usize>> {
 }
 
 /// Finding 3, "a crash during a multi-recipient commit leaves the message in some mailboxes": SIGKILLs
-/// under load of 50-recipient messages, with a restart on the same data directory after each. Every
-/// message is in all 50 mailboxes or in none (a message that never got its 250 may be in all of them:
-/// a duplicate for the sender's retry, never a partial), and every 250'd message is in all 50.
+/// under load of 100-recipient messages, each aimed at a moment when a message is being linked, with a restart on the same data directory after each. Every
+/// message is in all 100 mailboxes or in none (a message that never got its 250 may be in all of them:
+/// a duplicate for the sender's retry, never a partial), and every 250'd message is in all 100.
 #[test]
 fn sigkill_mid_commit_leaves_each_message_in_all_or_none_of_its_mailboxes() {
     let users: Vec<String> = (0..MANY).map(many_user).collect();
@@ -282,8 +282,12 @@ fn sigkill_mid_commit_leaves_each_message_in_all_or_none_of_its_mailboxes() {
         .collect();
     let mut partial_after_kill = 0;
     for round in 0..MANY_KILLS {
-        // Different moments each round, so kills land in different phases of a batch.
-        std::thread::sleep(Duration::from_millis(400 + 137 * round as u64));
+        // Some load first, then aim: kill as soon as the first and the last mailbox disagree on how
+        // many messages they hold, i.e. while a message is being linked (or after 2 s regardless).
+        std::thread::sleep(Duration::from_millis(200 + 37 * round as u64));
+        let aim = Instant::now();
+        let count = |i: usize| std::fs::read_dir(server.maildir(&many_user(i)).join("new")).map_or(0, |d| d.count());
+        while count(0) == count(MANY - 1) && aim.elapsed() < Duration::from_secs(2) {}
         server.kill();
         let seen = where_is_each_marker(&server);
         partial_after_kill += seen.values().filter(|v| v.len() < MANY).count();
