@@ -656,23 +656,21 @@ fn parse_strace(text: &str) -> Vec<Traced> {
     out
 }
 
-/// Finding 11, "the data directory's own entries are never made durable": on a fresh data directory,
-/// every directory the server creates (the data directory itself, mailboxes/, tmp/, tls/, the domain
-/// and user Maildir directories and their tmp/new/cur) is fsynced into its parent before the first 250
-/// to end of data. Checked on the system calls, with strace(1).
-#[test]
-fn every_created_directory_is_fsynced_before_the_first_250() {
+/// What a first delivery on a fresh data directory did, from strace(1): every directory created before
+/// the first 250 to end of data, with whether its parent was fsynced after the mkdir and before that
+/// 250; and the server's log. `skip_dir_fsync` sets the test-only switch. None if strace is missing.
+fn trace_first_delivery(skip_dir_fsync: bool) -> Option<(PathBuf, Vec<(PathBuf, bool)>, String)> {
     if Command::new("strace").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
         cannot_check("strace is not installed");
-        return;
+        return None;
     }
     let outer = tempfile::tempdir().unwrap();
     let data = outer.path().join("fresh").join("data"); // not there yet: the server creates both
     let trace = outer.path().join("strace.out");
     let port = free_port();
-    let log = std::fs::File::create(outer.path().join("server.log")).unwrap();
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-s", "16", "-e", "trace=mkdir,mkdirat,open,openat,fsync,fdatasync,write,sendto", "-o"])
+    let log_path = outer.path().join("server.log");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-s", "16", "-e", "trace=mkdir,mkdirat,open,openat,fsync,fdatasync,write,sendto", "-o"])
         .arg(&trace)
         .arg(common::bin())
         .args(["serve", "--domain", "example.test", "--hostname", "mx.e2e.test", "--listen"])
@@ -680,12 +678,14 @@ fn every_created_directory_is_fsynced_before_the_first_250() {
         .arg("--data-dir")
         .arg(&data)
         .env("MAILROOM_LOG", "info")
-        .env_remove(common_skip_env())
+        .env_remove(SKIP_DIR_FSYNC_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn strace");
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    if skip_dir_fsync {
+        cmd.env(SKIP_DIR_FSYNC_ENV, "1");
+    }
+    let mut child = cmd.spawn().expect("spawn strace");
     let started = Instant::now();
     let mut c = loop {
         match Smtp::try_connect(port) {
@@ -725,6 +725,18 @@ fn every_created_directory_is_fsynced_before_the_first_250() {
             Traced::Acked => {}
         }
     }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    // Keep the temporary directory's paths meaningful for the caller's messages only.
+    Some((data, created, log))
+}
+
+/// Finding 11, "the data directory's own entries are never made durable": on a fresh data directory,
+/// every directory the server creates (the data directory itself, mailboxes/, tmp/, tls/, the domain
+/// and user Maildir directories and their tmp/new/cur) is fsynced into its parent before the first 250
+/// to end of data. Checked on the system calls, with strace(1).
+#[test]
+fn every_created_directory_is_fsynced_before_the_first_250() {
+    let Some((data, created, _)) = trace_first_delivery(false) else { return };
     let created_names: Vec<&PathBuf> = created.iter().map(|(d, _)| d).collect();
     for expected in [&data, &data.join("mailboxes"), &data.join("tmp"), &maildir(&data, "postmaster@example.test")] {
         assert!(created_names.contains(&expected), "{expected:?} was not created by the server: {created_names:?}");
@@ -733,7 +745,16 @@ fn every_created_directory_is_fsynced_before_the_first_250() {
     assert!(unsynced.is_empty(), "created but never fsynced into the parent before the 250: {unsynced:?}");
 }
 
-/// The test-only switch must not leak into the traced server from the test's own environment.
-fn common_skip_env() -> &'static str {
-    "MAILROOM_TEST_UNSAFE_SKIP_DIR_FSYNC"
+/// The test-only switch `MAILROOM_TEST_UNSAFE_SKIP_DIR_FSYNC=1` (for a power-cut test to prove it has
+/// teeth) really skips the directory fsyncs, and the server says so loudly in its log.
+#[test]
+fn the_unsafe_test_switch_skips_directory_fsyncs_and_says_so() {
+    let Some((_, created, log)) = trace_first_delivery(true) else { return };
+    assert!(!created.is_empty());
+    let synced: Vec<&PathBuf> = created.iter().filter(|(_, s)| *s).map(|(d, _)| d).collect();
+    assert!(synced.is_empty(), "fsynced although the switch is set: {synced:?}");
+    assert!(log.contains(SKIP_DIR_FSYNC_ENV) && log.contains("tests only"), "no warning in the log:\n{log}");
 }
+
+/// The store's test-only switch that skips directory fsyncs.
+const SKIP_DIR_FSYNC_ENV: &str = "MAILROOM_TEST_UNSAFE_SKIP_DIR_FSYNC";
