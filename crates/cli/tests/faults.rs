@@ -656,10 +656,13 @@ fn parse_strace(text: &str) -> Vec<Traced> {
     out
 }
 
+/// The data directory, each directory created with whether its parent was fsynced, the server's log.
+type FirstDelivery = (PathBuf, Vec<(PathBuf, bool)>, String);
+
 /// What a first delivery on a fresh data directory did, from strace(1): every directory created before
 /// the first 250 to end of data, with whether its parent was fsynced after the mkdir and before that
 /// 250; and the server's log. `skip_dir_fsync` sets the test-only switch. None if strace is missing.
-fn trace_first_delivery(skip_dir_fsync: bool) -> Option<(PathBuf, Vec<(PathBuf, bool)>, String)> {
+fn trace_first_delivery(skip_dir_fsync: bool) -> Option<FirstDelivery> {
     if Command::new("strace").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
         cannot_check("strace is not installed");
         return None;
@@ -726,7 +729,6 @@ fn trace_first_delivery(skip_dir_fsync: bool) -> Option<(PathBuf, Vec<(PathBuf, 
         }
     }
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    // Keep the temporary directory's paths meaningful for the caller's messages only.
     Some((data, created, log))
 }
 
