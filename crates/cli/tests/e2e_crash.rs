@@ -1,4 +1,4 @@
-//! Durability under SIGKILL (DESIGN.md "Durability"): a crash after 250 loses nothing, a crash before it
+//! Durability under SIGKILL: a crash after 250 loses nothing, a crash before it
 //! may duplicate, never lose, and no partial file ever shows up in new/.
 //!
 //! Eight client threads send messages in a loop over raw SMTP (std::net, no Python start-up cost),

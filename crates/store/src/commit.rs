@@ -1,4 +1,4 @@
-//! Making received messages durable in their mailboxes: the group commit (DESIGN.md "Durability").
+//! Making received messages durable in their mailboxes: the group commit.
 //!
 //! Two stages that overlap, so one batch's directory syncs run while the next messages' files sync:
 //! 1. a few syncer threads flush and fdatasync each message file as it arrives (fdatasyncs issued in
