@@ -69,3 +69,8 @@ pub fn create_dir_all_synced(dir: &Path) -> io::Result<()> {
 pub fn sync_data(file: &File) -> io::Result<()> {
     file.sync_data()
 }
+
+/// fsync: data and metadata of a file (a file that is about to be renamed or linked into place).
+pub fn sync_all(file: &File) -> io::Result<()> {
+    file.sync_all()
+}

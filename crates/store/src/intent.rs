@@ -68,7 +68,7 @@ impl IntentLog {
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         let log = IntentLog { path, file, is_armed: false };
         log.file.write_all_at(&vec![0; INTENT_PREALLOCATE], 0)?;
-        log.file.sync_all()?;
+        fsync::sync_all(&log.file)?;
         fsync::sync_dir(dir)?;
         Ok(log)
     }

@@ -304,7 +304,7 @@ impl UserDirectory {
                 .open(&tmp)
                 .map_err(io_err("create", &tmp))?;
             f.write_all(text.as_bytes()).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
+            crate::fsync::sync_all(&f).map_err(io_err("fsync", &tmp))?;
             fs::rename(&tmp, &self.path).map_err(io_err("rename", &tmp))?;
             sync_dir(&self.data_dir).map_err(io_err("fsync", &self.data_dir))
         })();
