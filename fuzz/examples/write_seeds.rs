@@ -332,4 +332,23 @@ fn main() {
         v.extend_from_slice(&encode_bdat_ops(&ops));
         write("bdat", name, &v);
     }
+
+    // idn_domain: U-labels, A-labels, mixed case, and near misses.
+    let domains: &[&str] = &[
+        "bücher.example",
+        "XN--BCHER-KVA.example",
+        "例子.测试",
+        "xn--fsqu00a.xn--0zwm56d",
+        "Example.TEST",
+        "straße.de",
+        "xn--zz.test",
+        "a..b",
+        "-a.test",
+        "a\u{200d}b.test",
+        "\u{ff41}.example",
+        "ß.ς.example",
+    ];
+    for (i, d) in domains.iter().enumerate() {
+        write("idn_domain", &format!("table_{i:03}"), d.as_bytes());
+    }
 }

@@ -145,7 +145,7 @@ fn warn_unserved_domains(config: &Config, store: &Store) {
     let domains = config.domains();
     let users = store.users();
     for d in users.domains() {
-        if !domains.iter().any(|x| x == d) {
+        if !domains.iter().any(|x| mailroom_store::domain::is_same_domain(x, d)) {
             warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
         }
     }

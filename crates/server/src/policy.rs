@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mailroom_proto::{Domain, Enhanced, ForwardPath, Reply, ReversePath};
-use mailroom_store::{MailboxId, Store};
+use mailroom_store::{canonical_domain, MailboxId, Store};
 
 use crate::limits::PerIp;
 
@@ -45,16 +45,20 @@ pub struct Client<'a> {
 }
 
 pub struct Policy {
-    /// Served domains, lowercased; the first is the one bare `<postmaster>` goes to.
+    /// Served domains as configured, lowercased; the first is the one bare `<postmaster>` goes to.
     domains: Vec<String>,
+    /// Their canonical forms (`mailroom_store::canonical_domain`: UTS #46 A-labels), in the same order, so
+    /// that `bücher.example` and `xn--bcher-kva.example` are one domain.
+    canonical: Vec<String>,
     store: Store,
     per_ip: Arc<PerIp>,
 }
 
 impl Policy {
-    /// `domains`: lowercased; the config check makes sure there is at least one.
+    /// `domains`: lowercased; the config check makes sure there is at least one and that each is valid.
     pub fn new(domains: Vec<String>, store: Store, per_ip: Arc<PerIp>) -> Policy {
-        Policy { domains, store, per_ip }
+        let canonical = domains.iter().map(|d| canonical_domain(d).unwrap_or_else(|_| d.clone())).collect();
+        Policy { domains, canonical, store, per_ip }
     }
 
     pub fn domains(&self) -> &[String] {
@@ -62,7 +66,13 @@ impl Policy {
     }
 
     pub fn is_served(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d == domain)
+        self.served(domain).is_some()
+    }
+
+    /// The served domain as configured that `domain` (in any form: U-label, A-label, any case) names.
+    fn served(&self, domain: &str) -> Option<&str> {
+        let canonical = canonical_domain(domain).ok()?;
+        self.canonical.iter().position(|c| *c == canonical).map(|i| self.domains[i].as_str())
     }
 
     /// MAIL FROM: an authenticated user may send only as itself; then the message rate of the address.
@@ -96,17 +106,22 @@ impl Policy {
                 Domain::Name(d) => (a.local(), d.to_lowercase()),
             },
         };
-        if !self.is_served(&domain) {
+        let Some(served) = self.served(&domain) else {
             return Err(relay_denied(authenticated));
-        }
+        };
         if local.eq_ignore_ascii_case("postmaster") {
-            return self.postmaster(&domain);
+            return self.postmaster(served);
         }
-        match self.store.users().lookup(local, &domain) {
-            Some(id) => Ok(Route::Local(id)),
-            None => {
+        match self.store.users().resolve(local, &domain) {
+            Ok(Some(id)) => Ok(Route::Local(id)),
+            Ok(None) => {
                 Err(Refusal { reply: Reply::new(550, Enhanced(5, 1, 1), "No such user here"), reason: "no such user" })
             }
+            // users.toml missing or empty since start-up: whether the user exists is unknown, so no 5xx.
+            Err(_) => Err(Refusal {
+                reply: Reply::new(451, Enhanced(4, 3, 0), "User directory unavailable, try again later"),
+                reason: "user directory unavailable",
+            }),
         }
     }
 

@@ -156,3 +156,107 @@ fn default_interval_reloads_within_two_seconds() {
     }
     assert!(start.elapsed() < Duration::from_millis(1500));
 }
+
+/// Issue 9: `Store::users()` is called at every RCPT and AUTH on the async worker threads, so it must
+/// never wait for users.toml to be read. Here the file becomes a FIFO, whose read blocks until someone
+/// writes it: a reload stuck on it must not hold up `users()` callers, who keep the last snapshot.
+#[test]
+fn users_lookups_never_wait_for_a_file_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = UserDirectory::new(dir.path());
+    users.add("alice@example.test", None).unwrap();
+    let store = Store::open(dir.path()).unwrap().with_reload_interval(Duration::from_millis(20));
+    assert!(store.users().lookup("alice", "example.test").is_some());
+
+    let fifo = dir.path().join("users.toml");
+    fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    std::thread::sleep(Duration::from_millis(100)); // a reload has noticed the change by now
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                let found = store.users().lookup("alice", "example.test").is_some();
+                tx.send(found).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let answer = rx.recv_timeout(Duration::from_secs(2));
+    // Release whatever is blocked on the FIFO (the reload, or before the fix the caller itself).
+    let writer = std::thread::spawn(move || {
+        let _ = fs::write(&fifo, "[[user]]\naddress = \"alice@example.test\"\n");
+    });
+    assert_eq!(answer, Ok(true), "users() waited for a blocked read of users.toml");
+    for _ in 0..9 {
+        assert!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), "the last snapshot is kept meanwhile");
+    }
+    caller.join().unwrap();
+    writer.join().unwrap();
+}
+
+/// Issue 10 finding 7: a user is found by its domain in either IDN form, and keeps the mailbox path the
+/// directory gives it.
+#[test]
+fn idn_users_are_found_in_either_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = UserDirectory::new(dir.path());
+    users.add("joerg@bücher.example", None).unwrap();
+    users.add("anna@xn--mnchen-3ya.example", None).unwrap();
+    // The same user in the other form is a duplicate.
+    assert!(users.add("joerg@xn--bcher-kva.example", None).is_err());
+    let snapshot = users.load().unwrap();
+    for domain in ["bücher.example", "xn--bcher-kva.example", "XN--BCHER-KVA.Example", "BÜCHER.example"] {
+        let id = snapshot.lookup("Joerg", domain).unwrap_or_else(|| panic!("joerg@{domain}"));
+        assert_eq!(id.domain(), "bücher.example", "the path keeps the directory's form");
+    }
+    for domain in ["münchen.example", "xn--mnchen-3ya.example"] {
+        assert_eq!(snapshot.lookup("anna", domain).unwrap().domain(), "xn--mnchen-3ya.example");
+    }
+    assert!(snapshot.get("joerg@xn--bcher-kva.example").is_some());
+    assert!(snapshot.lookup("joerg", "bucher.example").is_none());
+}
+
+/// Issue 10 finding 6 at the store: an empty or missing users.toml keeps the previous snapshot; a store
+/// that opens on an empty file has none and says so (`resolve` is `Unavailable`, not "no such user").
+#[test]
+fn empty_or_missing_users_file_keeps_the_previous_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = UserDirectory::new(dir.path());
+    users.add("alice@example.test", None).unwrap();
+    let store = Store::open(dir.path()).unwrap().with_reload_interval(Duration::from_millis(20));
+    fs::write(users.path(), "").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(store.users().resolve("alice", "example.test").unwrap().is_some(), "kept while empty");
+    fs::remove_file(users.path()).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(store.users().resolve("alice", "example.test").unwrap().is_some(), "kept while missing");
+    drop(store);
+
+    fs::write(users.path(), "\n").unwrap();
+    let store = Store::open(dir.path()).unwrap().with_reload_interval(Duration::from_millis(20));
+    assert!(matches!(store.users().resolve("alice", "example.test"), Err(UserError::Unavailable { .. })));
+    assert!(!store.users().is_available());
+    users.add("alice@example.test", None).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(store.users().resolve("alice", "example.test").unwrap().is_some(), "back once the file is");
+    assert!(store.users().resolve("bob", "example.test").unwrap().is_none());
+}
+
+/// A new data directory gets an empty users.toml (so "no users" is a real answer there), while a store
+/// whose data directory already has mailboxes/ does not invent one.
+#[test]
+fn a_new_data_directory_gets_an_empty_users_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(dir.path().join("users.toml").exists());
+    assert!(store.users().resolve("bob", "example.test").unwrap().is_none());
+    drop(store);
+    fs::remove_file(dir.path().join("users.toml")).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!dir.path().join("users.toml").exists());
+    assert!(!store.users().is_available());
+}

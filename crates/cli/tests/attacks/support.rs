@@ -139,7 +139,7 @@ pub fn assert_bob_untouched(server: &Server) {
 }
 
 /// Every path under the data directory is one the server is meant to make: `users.toml`, `tls/`,
-/// `tmp/` (empty once no session is receiving), and `mailboxes/<served domain>/<known user>/{tmp,new,cur}`
+/// `tmp/` (empty once no session is receiving), `intent/<unique name>`, and `mailboxes/<served domain>/<known user>/{tmp,new,cur}`
 /// holding Maildir unique names. Anything else means client input reached a file name.
 #[track_caller]
 pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
@@ -160,7 +160,9 @@ pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
             let is_dir = e.file_type().unwrap().is_dir();
             let ok = match parts.as_slice() {
                 ["users.toml"] => !is_dir,
-                ["tls"] | ["tmp"] | ["mailboxes"] => is_dir,
+                ["tls"] | ["tmp"] | ["mailboxes"] | ["intent"] => is_dir,
+                // The store's commit intent record: a unique name without a size.
+                ["intent", name] => !is_dir && is_unique_name(&format!("{name},S=0")),
                 ["tls", "cert.pem" | "key.pem"] => !is_dir,
                 ["mailboxes", dom] => is_dir && known.iter().any(|(_, d)| d == dom),
                 ["mailboxes", dom, local] => is_dir && known.iter().any(|(l, d)| d == dom && l == local),
