@@ -12,6 +12,7 @@
 //! On disk: `<data-dir>/mailboxes/<domain>/<local-part>/{tmp,new,cur}` is a standard Maildir.
 #![forbid(unsafe_code)]
 
+pub mod fsync;
 pub mod mailbox;
 pub mod maildir;
 pub mod password;

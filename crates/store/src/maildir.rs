@@ -34,7 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use crate::users::{sync_dir, validate_domain, UserDirectory, UserError, Users, USERS_FILE};
+use crate::fsync::{self, sync_dir};
+use crate::users::{validate_domain, UserDirectory, UserError, Users, USERS_FILE};
 
 /// Size of the write buffer in front of an incoming message file: large enough that a message
 /// costs few write(2) calls, small enough that nothing holds a whole message.
@@ -219,6 +220,7 @@ impl Store {
     /// crashed process (they were never acknowledged, so the sender still has them).
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         PROCESS_OPENED.get_or_init(SystemTime::now);
+        fsync::warn_if_unsafe();
         let mailboxes = data_dir.join("mailboxes");
         let tmp = data_dir.join("tmp");
         for dir in [data_dir, &mailboxes, &tmp] {

@@ -11,7 +11,7 @@
 //! file systems).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsync::sync_dir;
 use crate::maildir::MailboxId;
 
 /// RFC 5321 §4.5.3.1.1: the local part is at most 64 octets.
@@ -393,10 +394,6 @@ impl UserDirectory {
         }
         result
     }
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// An exclusive lock held by the existence of a file (created with `create_new`, which is atomic
