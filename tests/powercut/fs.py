@@ -83,11 +83,12 @@ class PowerCutFS(Operations):
             for name in os.listdir(path):
                 p = os.path.join(path, name)
                 st = os.lstat(p)
-                known = st.st_ino in self.id_of_ino
+                if st.st_ino in self.id_of_ino:
+                    # Another hard link to a file already read: the same object.
+                    entries[name] = self.id_of_ino[st.st_ino]
+                    continue
                 oid = self._track(st)
                 entries[name] = oid
-                if known:
-                    continue  # another hard link to a file already read
                 k = self.kind[oid]
                 if k == DIR:
                     stack.append((p, oid))
@@ -265,8 +266,12 @@ class PowerCutFS(Operations):
         return {k: getattr(sv, k) for k in keys} | {"f_namemax": sv.f_namemax}
 
     def create(self, path, mode, fi):
-        fi.fh = os.open(self._full(path), (fi.flags & ~os.O_APPEND) | os.O_CREAT, mode)
-        self._created(self._full(path))
+        full = self._full(path)
+        existed = os.path.lexists(full)
+        fi.fh = os.open(full, (fi.flags & ~os.O_APPEND) | os.O_CREAT, mode)
+        if not existed:
+            # Only a new inode gets a new id: an existing file keeps its durable data.
+            self._created(full)
         return 0
 
     def open(self, path, fi):
