@@ -40,7 +40,8 @@ pub enum UserCommand {
 
 pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
     let data_dir = dirs.resolve()?;
-    std::fs::create_dir_all(&data_dir)?;
+    // Fsynced into its parent: the data directory must survive a power cut like everything in it.
+    mailroom_store::fsync::create_dir_all_synced(&data_dir)?;
     let dir = UserDirectory::new(&data_dir);
     match cmd {
         UserCommand::Add { address, password_stdin } => {

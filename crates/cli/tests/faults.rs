@@ -2,8 +2,9 @@
 //! idle connections. The server answers 452 4.3.1 / 451 4.3.0 and leaves no partial file, loses nothing
 //! it acknowledged, and keeps serving everyone else.
 //!
-//! The disk-full cases mount a small tmpfs (tests run as root here and in CI). Where mounting is not
-//! permitted they print a notice and return; the unwritable-mailbox cases need no privilege.
+//! The disk-full cases mount a small tmpfs (tests run as root here and in CI). A test that cannot do its
+//! check (no privilege to mount, no `chattr`, no `strace`, RLIMIT_NOFILE too low) FAILS, unless
+//! `MAILROOM_SKIP_PRIVILEGED=1` is set (CI never sets it); then it prints a notice and returns.
 //! Run with `-- --nocapture` to see the figures (memory per idle connection, crash rounds).
 
 mod common;
@@ -24,6 +25,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::*;
 use support::*;
 
+/// Set to 1 to let tests that need root, a tmpfs mount, `chattr` or `strace` pass without running.
+const SKIP_PRIVILEGED_ENV: &str = "MAILROOM_SKIP_PRIVILEGED";
+
+/// A test cannot do its check here: a failure, unless the opt-out variable is set.
+fn cannot_check(what: &str) {
+    if std::env::var(SKIP_PRIVILEGED_ENV).is_ok_and(|v| v == "1") {
+        eprintln!("NOTICE: {what}; skipped because {SKIP_PRIVILEGED_ENV}=1");
+    } else {
+        panic!("{what} (set {SKIP_PRIVILEGED_ENV}=1 to skip this test where that is expected)");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Disk full
 
@@ -33,18 +46,19 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of SIZE (e.g. "2m") on DIR; None when mounting is not permitted here.
+    /// Mounts a tmpfs of SIZE (e.g. "2m") on DIR; None (after [`cannot_check`]) when mounting is not
+    /// permitted here.
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir).output();
         match out {
             Ok(o) if o.status.success() => Some(Tmpfs { dir: dir.to_owned() }),
             Ok(o) => {
-                eprintln!("NOTICE: cannot mount a tmpfs ({}); skipping", String::from_utf8_lossy(&o.stderr).trim());
+                cannot_check(&format!("cannot mount a tmpfs ({})", String::from_utf8_lossy(&o.stderr).trim()));
                 None
             }
             Err(e) => {
-                eprintln!("NOTICE: cannot run mount ({e}); skipping");
+                cannot_check(&format!("cannot run mount ({e})"));
                 None
             }
         }
@@ -207,8 +221,8 @@ fn unwritable_mailbox_new_is_a_file() {
     assert_still_serves(&server);
 }
 
-/// Bob's `new/` is immutable (`chattr +i`, which binds root too): 451 4.3.0, the same guarantees. Skipped
-/// where the filesystem has no immutable flag.
+/// Bob's `new/` is immutable (`chattr +i`, which binds root too): 451 4.3.0, the same guarantees. Fails
+/// where the filesystem has no immutable flag (unless `MAILROOM_SKIP_PRIVILEGED=1`).
 #[test]
 fn unwritable_mailbox_immutable_directory() {
     struct Immutable(PathBuf);
@@ -222,7 +236,7 @@ fn unwritable_mailbox_immutable_directory() {
     let new = server.maildir(BOB).join("new");
     let ok = Command::new("chattr").arg("+i").arg(&new).output().is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("NOTICE: chattr +i not available here; skipping");
+        cannot_check("chattr +i is not available here");
         return;
     }
     let _guard = Immutable(new.clone());
@@ -425,7 +439,7 @@ fn ensure_nofile(need: u64) -> bool {
 #[test]
 fn five_thousand_idle_connections() {
     if !ensure_nofile(IDLE as u64 + 1000) {
-        eprintln!("NOTICE: cannot raise RLIMIT_NOFILE to {} here; skipping", IDLE + 1000);
+        cannot_check(&format!("cannot raise RLIMIT_NOFILE to {} here", IDLE + 1000));
         return;
     }
     let server = server_with("[limits]\nmax_connections = 6000\nmax_connections_per_ip = 0\n");
@@ -466,4 +480,260 @@ fn five_thousand_idle_connections() {
     );
     assert!(per_conn < 64.0, "{per_conn:.1} KiB per idle connection");
     drop(idle);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The user directory mid-edit (issue 10, finding 6)
+
+/// How long a test waits for the server to have looked at users.toml again (its interval is 1 s).
+const RELOAD_WAIT: Duration = Duration::from_millis(2500);
+
+fn rcpt_reply(server: &Server, rcpt: &str) -> Reply {
+    let mut c = server.connect();
+    c.ehlo();
+    expect_reply(&mut c, "MAIL FROM:<sender@client.example>", 250, "2.1.0");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    c.expect("QUIT", 221);
+    r
+}
+
+/// Finding 6, "an empty users.toml mid-edit drops every user": an editor truncating the file, or
+/// renaming it away for a moment, must not turn mail for real users into a permanent 550 5.1.1. The
+/// server keeps the directory it had; with no directory at all it answers 451 4.3.0 (try later).
+#[test]
+fn empty_users_toml_mid_edit_drops_no_user() {
+    let server = Server::start_with_users(Opts::example(), &[ALICE]);
+    let users = server.data.join("users.toml");
+    let saved = std::fs::read(&users).unwrap();
+    assert_reply(&rcpt_reply(&server, ALICE), 250, "2.1.5", "alice before the edit");
+
+    std::fs::write(&users, b"").unwrap(); // an editor truncated it, not yet rewritten
+    std::thread::sleep(RELOAD_WAIT);
+    assert_reply(&rcpt_reply(&server, ALICE), 250, "2.1.5", "alice while users.toml is empty");
+    assert_reply(&rcpt_reply(&server, BOB), 550, "5.1.1", "an unknown user is still unknown");
+
+    std::fs::rename(&users, server.data.join("users.toml.away")).unwrap(); // renamed away for a moment
+    std::thread::sleep(RELOAD_WAIT);
+    assert_reply(&rcpt_reply(&server, ALICE), 250, "2.1.5", "alice while users.toml is missing");
+
+    std::fs::write(&users, &saved).unwrap();
+    user_add(&server.data, BOB);
+    std::thread::sleep(RELOAD_WAIT);
+    assert_reply(&rcpt_reply(&server, BOB), 250, "2.1.5", "bob, added after the edit");
+    assert!(server.log_text().contains("users.toml"), "the suspicious file is logged:\n{}", server.log_text());
+}
+
+/// Finding 6, the other half: a server that starts while users.toml is empty has no directory to keep,
+/// so it cannot know whether a user exists: 451 4.3.0, never 550. Once the file is back, 250.
+#[test]
+fn empty_users_toml_at_start_answers_451_not_550() {
+    let server = Server::start_prepared(Opts::example(), |data| std::fs::write(data.join("users.toml"), b"").unwrap());
+    assert_reply(&rcpt_reply(&server, ALICE), 451, "4.3.0", "no user directory yet");
+    assert_reply(&rcpt_reply(&server, "postmaster@example.test"), 250, "2.1.5", "postmaster needs no directory");
+    user_add(&server.data, ALICE);
+    std::thread::sleep(RELOAD_WAIT);
+    assert_reply(&rcpt_reply(&server, ALICE), 250, "2.1.5", "alice once the directory is back");
+    assert_reply(&rcpt_reply(&server, BOB), 550, "5.1.1", "an unknown user, now that there is a directory");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// IDN (issue 10, finding 7)
+
+/// Finding 7, "IDN": with `--domain bücher.example`, `RCPT TO:<joerg@xn--bcher-kva.example>` (the form a
+/// sender without SMTPUTF8 must use) reaches the user added as `joerg@bücher.example`, and the UTF-8
+/// form reaches a user added in the ASCII form; both land in the Maildir the directory names.
+#[test]
+fn idn_domain_in_ascii_form_is_not_refused_as_relay() {
+    let server = Server::start_with_users(
+        Opts { domains: vec!["bücher.example".into(), "xn--mnchen-3ya.example".into()], ..Opts::example() },
+        &["joerg@bücher.example", "anna@xn--mnchen-3ya.example"],
+    );
+    let mut c = server.connect();
+    c.ehlo();
+    expect_reply(&mut c, "MAIL FROM:<sender@client.example>", 250, "2.1.0");
+    expect_reply(&mut c, "RCPT TO:<joerg@xn--bcher-kva.example>", 250, "2.1.5");
+    expect_reply(&mut c, "RCPT TO:<joerg@XN--BCHER-KVA.example>", 250, "2.1.5");
+    expect_reply(&mut c, "RCPT TO:<postmaster@xn--bcher-kva.example>", 250, "2.1.5");
+    assert_reply(&c.data(b"Subject: ascii form\r\n\r\nhi\r\n"), 250, "2.0.0", "the message");
+    expect_reply(&mut c, "MAIL FROM:<sender@client.example> SMTPUTF8", 250, "2.1.0");
+    expect_reply(&mut c, "RCPT TO:<anna@münchen.example>", 250, "2.1.5");
+    expect_reply(&mut c, "RCPT TO:<joerg@bücher.example>", 250, "2.1.5");
+    assert_reply(&c.data(b"Subject: utf8 form\r\n\r\nhi\r\n"), 250, "2.0.0", "the message");
+    c.expect("QUIT", 221);
+    assert_eq!(count_subject(&server, "joerg@bücher.example", "ascii form"), 1, "one copy per mailbox");
+    assert_eq!(count_subject(&server, "joerg@bücher.example", "utf8 form"), 1);
+    assert_eq!(count_subject(&server, "anna@xn--mnchen-3ya.example", "utf8 form"), 1);
+    assert_eq!(count_subject(&server, "postmaster@bücher.example", "ascii form"), 1, "the served domain's form");
+    assert!(!server.data.join("mailboxes/xn--bcher-kva.example").exists(), "no second directory");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A partial copy in a mailbox's tmp/ (issue 10, finding 8)
+
+/// The host part of the unique names this machine's server makes (maildir(5) escapes as the store does).
+fn unique_host() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let raw = raw.trim();
+    let mut out = String::new();
+    for c in raw.chars() {
+        match c {
+            '/' => out.push_str("\\057"),
+            ':' => out.push_str("\\072"),
+            ',' => out.push_str("\\054"),
+            c if c.is_ascii_graphic() => out.push(c),
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        "localhost".into()
+    } else if out.starts_with('.') {
+        format!("localhost{out}")
+    } else {
+        out
+    }
+}
+
+/// Finding 8, "a partial copy stays in a mailbox's tmp/ after a crash": the copy staged in a
+/// recipient's own tmp/ (its Maildir is on another file system) by a process that died is removed at
+/// start-up, like the store-wide tmp/ cleanup does; a file of a live process and a foreign file stay.
+#[test]
+fn partial_copy_in_a_mailbox_tmp_is_removed_at_start_up() {
+    let host = unique_host();
+    let dead = format!("1700000000.M1P4194305Q3.{host}"); // above any pid_max: surely not running
+    let live = format!("1700000000.M1P1Q3.{host}"); // pid 1 always runs
+    let server = Server::start_prepared(Opts::example(), |data| {
+        user_add(data, ALICE);
+        let tmp = maildir(data, ALICE).join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        for name in [&dead, &live, &"a-mail-reader-file".to_string()] {
+            std::fs::write(tmp.join(name), b"Subject: partial\n\nhalf a mess").unwrap();
+        }
+    });
+    let left: Vec<String> =
+        mbox_tmp(&server, ALICE).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(!left.contains(&dead), "the dead process's partial copy is still in alice's tmp/: {left:?}");
+    assert!(left.contains(&live), "a live process's file was removed: {left:?}");
+    assert!(left.iter().any(|n| n == "a-mail-reader-file"), "a file that is not ours was removed: {left:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Directory entries made durable (issue 10, finding 11)
+
+/// One traced system call: `mkdir` of a path, an `open` of a path giving a descriptor, an fsync of a
+/// descriptor, or the 250 reply to end of data.
+#[derive(Debug)]
+enum Traced {
+    Mkdir(PathBuf),
+    Open(u32, PathBuf),
+    Fsync(u32),
+    Acked,
+}
+
+/// Parses `strace -f -o` output (lines `PID syscall(args) = result`) into the calls we check.
+fn parse_strace(text: &str) -> Vec<Traced> {
+    let quoted = |line: &str| -> Option<PathBuf> {
+        let start = line.find('"')? + 1;
+        let end = start + line[start..].find('"')?;
+        Some(PathBuf::from(&line[start..end]))
+    };
+    let result = |line: &str| -> Option<i64> { line.rsplit_once(" = ")?.1.split_whitespace().next()?.parse().ok() };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let call = line.split_once(' ').map_or(line, |(_, rest)| rest.trim_start());
+        if call.starts_with("mkdir") && result(line) == Some(0) {
+            out.extend(quoted(call).map(Traced::Mkdir));
+        } else if call.starts_with("open") {
+            if let (Some(p), Some(fd)) = (quoted(call), result(line).filter(|&fd| fd >= 0)) {
+                out.push(Traced::Open(fd as u32, p));
+            }
+        } else if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+            let fd = call.split_once('(').and_then(|(_, r)| r.split([')', ',']).next()?.parse().ok());
+            out.extend(fd.map(Traced::Fsync));
+        } else if (call.starts_with("write(") || call.starts_with("sendto(")) && call.contains("\"250 2.0.0") {
+            out.push(Traced::Acked);
+        }
+    }
+    out
+}
+
+/// Finding 11, "the data directory's own entries are never made durable": on a fresh data directory,
+/// every directory the server creates (the data directory itself, mailboxes/, tmp/, tls/, the domain
+/// and user Maildir directories and their tmp/new/cur) is fsynced into its parent before the first 250
+/// to end of data. Checked on the system calls, with strace(1).
+#[test]
+fn every_created_directory_is_fsynced_before_the_first_250() {
+    if Command::new("strace").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+        cannot_check("strace is not installed");
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let data = outer.path().join("fresh").join("data"); // not there yet: the server creates both
+    let trace = outer.path().join("strace.out");
+    let port = free_port();
+    let log = std::fs::File::create(outer.path().join("server.log")).unwrap();
+    let mut child = Command::new("strace")
+        .args(["-f", "-qq", "-s", "16", "-e", "trace=mkdir,mkdirat,open,openat,fsync,fdatasync,write,sendto", "-o"])
+        .arg(&trace)
+        .arg(common::bin())
+        .args(["serve", "--domain", "example.test", "--hostname", "mx.e2e.test", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&data)
+        .env("MAILROOM_LOG", "info")
+        .env_remove(common_skip_env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn strace");
+    let started = Instant::now();
+    let mut c = loop {
+        match Smtp::try_connect(port) {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < WAIT * 3 => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the traced server did not listen: {e}"),
+        }
+    };
+    assert_eq!(c.read_reply().code, 220);
+    c.ehlo();
+    expect_reply(&mut c, "MAIL FROM:<sender@client.example>", 250, "2.1.0");
+    expect_reply(&mut c, "RCPT TO:<postmaster@example.test>", 250, "2.1.5");
+    assert_reply(&c.data(b"Subject: first\r\n\r\nfirst\r\n"), 250, "2.0.0", "the first message");
+    c.expect("QUIT", 221);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let calls = parse_strace(&std::fs::read_to_string(&trace).unwrap());
+    let acked_at = calls.iter().position(|c| matches!(c, Traced::Acked)).expect("the 250 is in the trace");
+    let mut fds: HashMap<u32, PathBuf> = HashMap::new();
+    let mut created: Vec<(PathBuf, bool)> = Vec::new(); // (directory, parent fsynced since)
+    for call in &calls[..acked_at] {
+        match call {
+            Traced::Mkdir(p) => created.push((p.clone(), false)),
+            Traced::Open(fd, p) => {
+                fds.insert(*fd, p.clone());
+            }
+            Traced::Fsync(fd) => {
+                if let Some(p) = fds.get(fd) {
+                    for (dir, synced) in created.iter_mut() {
+                        if dir.parent() == Some(p.as_path()) {
+                            *synced = true;
+                        }
+                    }
+                }
+            }
+            Traced::Acked => {}
+        }
+    }
+    let created_names: Vec<&PathBuf> = created.iter().map(|(d, _)| d).collect();
+    for expected in [&data, &data.join("mailboxes"), &data.join("tmp"), &maildir(&data, "postmaster@example.test")] {
+        assert!(created_names.contains(&expected), "{expected:?} was not created by the server: {created_names:?}");
+    }
+    let unsynced: Vec<&PathBuf> = created.iter().filter(|(_, s)| !s).map(|(d, _)| d).collect();
+    assert!(unsynced.is_empty(), "created but never fsynced into the parent before the 250: {unsynced:?}");
+}
+
+/// The test-only switch must not leak into the traced server from the test's own environment.
+fn common_skip_env() -> &'static str {
+    "MAILROOM_TEST_UNSAFE_SKIP_DIR_FSYNC"
 }

@@ -112,7 +112,7 @@ impl Server {
         let domains = config.domains();
         let users = store.users();
         for d in users.domains() {
-            if !domains.iter().any(|x| x == d) {
+            if !domains.iter().any(|x| mailroom_store::domain::is_same_domain(x, d)) {
                 warn!(domain = d, "users exist for a domain this server does not serve; add it with --domain");
             }
         }
@@ -144,7 +144,7 @@ impl Server {
             smtp: Arc::new(proto),
             submission: Arc::new(submission),
             store,
-            policy: policy::Policy { domains },
+            policy: policy::Policy::new(domains),
             tls: Arc::new(tls),
             auth: config.auth.clone(),
             per_ip,

@@ -2,7 +2,7 @@
 //! Relaying to other domains is refused; it comes later, for authenticated users only.
 
 use mailroom_proto::{Domain, Enhanced, ForwardPath, Reply, ReversePath};
-use mailroom_store::{MailboxId, Store};
+use mailroom_store::{canonical_domain, MailboxId, Store};
 
 /// The answer to one RCPT.
 pub enum RcptVerdict {
@@ -13,11 +13,24 @@ pub enum RcptVerdict {
 pub struct Policy {
     /// Served domains, lowercased; the first is the one bare `<postmaster>` goes to.
     pub domains: Vec<String>,
+    /// Their canonical forms (`mailroom_store::canonical_domain`), in the same order.
+    canonical: Vec<String>,
 }
 
 impl Policy {
+    pub fn new(domains: Vec<String>) -> Policy {
+        let canonical = domains.iter().map(|d| canonical_domain(d).unwrap_or_else(|_| d.clone())).collect();
+        Policy { domains, canonical }
+    }
+
     pub fn is_served(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d == domain)
+        self.served(domain).is_some()
+    }
+
+    /// The served domain as configured that `domain` (in any form: U-label, A-label, any case) names.
+    fn served(&self, domain: &str) -> Option<&str> {
+        let canonical = canonical_domain(domain).ok()?;
+        self.canonical.iter().position(|c| *c == canonical).map(|i| self.domains[i].as_str())
     }
 
     /// `authenticated`: the session logged in (its mail to other domains gets a clearer refusal).
@@ -30,15 +43,19 @@ impl Policy {
                 Domain::Name(d) => (a.local(), d.to_lowercase()),
             },
         };
-        if !self.is_served(&domain) {
+        let Some(served) = self.served(&domain) else {
             return RcptVerdict::Refused(relay_denied(authenticated));
-        }
+        };
         if local.eq_ignore_ascii_case("postmaster") {
-            return self.postmaster(store, &domain);
+            return self.postmaster(store, served);
         }
-        match store.users().lookup(local, &domain) {
-            Some(id) => RcptVerdict::Local(id),
-            None => RcptVerdict::Refused(Reply::new(550, Enhanced(5, 1, 1), "No such user here")),
+        match store.users().resolve(local, &domain) {
+            Ok(Some(id)) => RcptVerdict::Local(id),
+            Ok(None) => RcptVerdict::Refused(Reply::new(550, Enhanced(5, 1, 1), "No such user here")),
+            // users.toml missing or empty since start-up: whether the user exists is unknown.
+            Err(_) => {
+                RcptVerdict::Refused(Reply::new(451, Enhanced(4, 3, 0), "User directory unavailable, try again later"))
+            }
         }
     }
 

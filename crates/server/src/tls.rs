@@ -94,7 +94,8 @@ fn generate_self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> 
     let mut names = vec![hostname.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.dedup();
     let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.to_owned(), e))?;
+    // Fsynced into its parent, like every directory mailroom creates (it must survive a power cut).
+    mailroom_store::fsync::create_dir_all_synced(dir).map_err(|e| TlsError::Write(dir.to_owned(), e))?;
     let write = |path: &Path, text: String, mode: u32| -> Result<(), TlsError> {
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new()

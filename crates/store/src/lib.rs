@@ -1,23 +1,39 @@
 //! mailroom-store: what must survive a crash.
 //!
-//! - [`users`]: the user directory (`<data-dir>/users.toml`) and address validation, so that only
-//!   addresses the directory holds ever become paths.
-//! - [`maildir`]: the [`Store`] and durable delivery: `begin` a message, stream `write`s into a file
-//!   under `<data-dir>/tmp/`, `commit` it to its recipients; the returned [`Commit`] future resolves
-//!   once the message is fsynced and linked into `new/` of every recipient Maildir and those
-//!   directories are fsynced (DESIGN.md "Durability"). Commits are group-committed by a dedicated
-//!   thread, so the store needs no async runtime.
+//! - [`store`]: the [`Store`] (opening a data directory durably, recovery at start-up).
+//! - [`incoming`]: `begin` a message, stream `write`s into a file under `<data-dir>/tmp/`, `commit`
+//!   it to its recipients; the returned [`Commit`] future resolves once the message is fsynced and
+//!   linked into `new/` of every recipient Maildir and those directories are fsynced.
+//! - [`commit`]: the group commit behind it (syncer threads, one batch leader), all-or-none across
+//!   recipients, with [`intent`] records that let start-up finish or undo a batch cut by a crash.
+//! - [`fsync`]: every fsync, and directories created durably.
+//! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
+//!   form of a domain (IDNA), used wherever domains are compared.
+//! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot.
 //! - [`mailbox`]: reading a Maildir back (`mailroom mailbox list/show`).
+//! - [`unique`]: Maildir unique names and the tmp/ cleanup of dead processes' files.
 //!
 //! On disk: `<data-dir>/mailboxes/<domain>/<local-part>/{tmp,new,cur}` is a standard Maildir.
 #![forbid(unsafe_code)]
 
+pub mod address;
+pub mod commit;
+pub mod domain;
+pub mod error;
 pub mod fsync;
+pub mod incoming;
+pub mod intent;
 pub mod mailbox;
-pub mod maildir;
 pub mod password;
+pub mod store;
+pub mod unique;
 pub mod users;
 
+pub use address::{validate_address, validate_domain, MailboxId};
+pub use commit::Delivered;
+pub use domain::canonical_domain;
+pub use error::{StoreError, UserError};
+pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
-pub use maildir::{Commit, Delivered, Incoming, MailboxId, Store, StoreError};
-pub use users::{validate_address, validate_domain, User, UserDirectory, UserError, Users};
+pub use store::Store;
+pub use users::{User, UserDirectory, Users};

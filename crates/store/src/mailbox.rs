@@ -11,8 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_parser::{HeaderName, MessageParser};
 
-use crate::maildir::{MailboxId, Store, StoreError};
-use crate::users::validate_address;
+use crate::address::{validate_address, MailboxId};
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// How much of a file is read to find its header: headers beyond 64 KiB are unusual enough that
 /// a summary may miss them.

@@ -1,34 +1,31 @@
 //! The user directory: who has a mailbox here.
 //!
 //! Owns `<data-dir>/users.toml` (reading, validating, atomically rewriting it under a lock file),
-//! address validation for anything that may become part of a path, and [`Users`], the immutable
-//! snapshot the server consults for RCPT.
+//! [`Users`], the immutable snapshot the server consults for RCPT and AUTH, and [`UsersCache`], which
+//! keeps the current snapshot and reloads it off the hot path.
 //!
-//! Case policy: the domain is case-insensitive (RFC 5321 §2.4, DNS). The local part *may* be
-//! case-sensitive by RFC 5321 §2.4, but a receiving host is free to treat it insensitively; like
-//! Postfix and Gmail in practice we match it case-insensitively and store it lowercase, so
-//! `Alice@` and `alice@` are one mailbox (and one directory on disk, even on case-sensitive
-//! file systems).
+//! Lookups match local parts case-insensitively (see [`crate::address`]) and domains by their
+//! canonical form ([`crate::domain::canonical_domain`]), so `bücher.example` and
+//! `xn--bcher-kva.example` are one domain; the mailbox path stays the form the directory holds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::address::MailboxId;
+use crate::domain::canonical_domain;
+use crate::error::{user_io_err as io_err, UserError};
 use crate::fsync::sync_dir;
-use crate::maildir::MailboxId;
 
-/// RFC 5321 §4.5.3.1.1: the local part is at most 64 octets.
-pub const MAX_LOCAL_PART: usize = 64;
-/// RFC 5321 §4.5.3.1.2: the domain is at most 255 octets.
-pub const MAX_DOMAIN: usize = 255;
-/// RFC 1035 §2.3.4: a DNS label is at most 63 octets (applied to ASCII labels; for IDN U-labels the
-/// limit belongs to the punycode A-label, which we do not compute here).
-pub const MAX_LABEL: usize = 63;
+pub use crate::address::{validate_address, validate_domain, MAX_DOMAIN, MAX_LABEL, MAX_LOCAL_PART};
 
 /// File name of the user directory inside the data directory.
 pub const USERS_FILE: &str = "users.toml";
@@ -36,42 +33,6 @@ pub const USERS_FILE: &str = "users.toml";
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// A lock file older than this was left by a crashed writer (a rewrite takes milliseconds).
 pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30);
-
-/// Errors of the user directory.
-#[derive(Debug, thiserror::Error)]
-pub enum UserError {
-    #[error("invalid address {address:?}: {reason}")]
-    InvalidAddress { address: String, reason: &'static str },
-    #[error("invalid domain {domain:?}: {reason}")]
-    InvalidDomain { domain: String, reason: &'static str },
-    #[error("user {0} already exists")]
-    Exists(String),
-    #[error("no such user: {0}")]
-    NotFound(String),
-    #[error("{path}: user {address} is listed twice (addresses are case-insensitive)")]
-    Duplicate { path: PathBuf, address: String },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("cannot serialize the user directory: {0}")]
-    Serialize(#[from] toml::ser::Error),
-    #[error("{path}: still locked after {waited:?} (remove the lock file if no `user` command is running)")]
-    Locked { path: PathBuf, waited: Duration },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UserError + 'a {
-    move |source| UserError::Io { op, path: path.to_path_buf(), source }
-}
 
 /// One user: an address with a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,113 +59,20 @@ impl User {
     }
 }
 
-/// Validates an address for the user directory and returns the normalized `(local, domain)`.
-///
-/// Stricter than RFC 5321 on purpose, because both parts become directory names under
-/// `mailboxes/`: the local part is a dot-atom (RFC 5322 §3.2.3 atext, plus UTF-8 as RFC 6531
-/// allows) of 1..=64 octets, and additionally refuses `/`, `\`, `..`, leading or trailing dots,
-/// control bytes and whitespace; quoted local parts are refused. The domain is 1..=255 octets of
-/// dot-separated labels (letters, digits, hyphen; UTF-8 letters for IDN), no label empty or
-/// starting/ending with a hyphen; address literals (`[1.2.3.4]`) are refused for users.
-///
-/// Both parts are lowercased (local part: see the module doc for why).
-pub fn validate_address(address: &str) -> Result<(String, String), UserError> {
-    let bad = |reason| UserError::InvalidAddress { address: address.to_string(), reason };
-    let mut parts = address.split('@');
-    let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
-        (Some(l), Some(d), None) => (l, d),
-        (_, None, _) => return Err(bad("no @")),
-        _ => return Err(bad("more than one @")),
-    };
-    let local = validate_local(local).map_err(bad)?;
-    let domain = validate_domain(domain).map_err(|e| match e {
-        UserError::InvalidDomain { reason, .. } => bad(reason),
-        other => other,
-    })?;
-    Ok((local, domain))
-}
-
-/// RFC 5322 §3.2.3 atext, minus `/` (a path separator; refused for our own safety).
-fn is_atext_ascii(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-=?^_`{|}~".contains(&b)
-}
-
-fn validate_local(local: &str) -> Result<String, &'static str> {
-    // Lowercase first, then check the result: that is the form that becomes a path.
-    let local = local.to_lowercase();
-    if local.is_empty() {
-        return Err("empty local part");
-    }
-    if local.len() > MAX_LOCAL_PART {
-        return Err("local part longer than 64 octets (RFC 5321 §4.5.3.1.1)");
-    }
-    if local.starts_with('.') || local.ends_with('.') {
-        return Err("local part starts or ends with a dot");
-    }
-    if local.contains("..") {
-        return Err("local part contains \"..\"");
-    }
-    for c in local.chars() {
-        if c == '/' || c == '\\' {
-            return Err("local part contains a path separator");
-        }
-        if c == '.' {
-            continue;
-        }
-        if c.is_ascii() {
-            if (c as u32) < 0x20 || c == '\x7f' {
-                return Err("local part contains a control character");
-            }
-            if c == ' ' {
-                return Err("local part contains whitespace");
-            }
-            if !is_atext_ascii(c as u8) {
-                return Err("local part contains a character outside dot-atom (quoted local parts are not accepted)");
-            }
-        } else if c.is_control() || c.is_whitespace() {
-            return Err("local part contains a control or whitespace character");
-        }
-    }
-    Ok(local)
-}
-
-/// Validates a domain the way [`validate_address`] does and returns it lowercased.
-pub fn validate_domain(domain: &str) -> Result<String, UserError> {
-    let bad = |reason| UserError::InvalidDomain { domain: domain.to_string(), reason };
-    if domain.starts_with('[') {
-        return Err(bad("address literals are not accepted for users"));
-    }
-    let lower = domain.to_lowercase();
-    if lower.is_empty() {
-        return Err(bad("empty domain"));
-    }
-    if lower.len() > MAX_DOMAIN {
-        return Err(bad("domain longer than 255 octets (RFC 5321 §4.5.3.1.2)"));
-    }
-    for label in lower.split('.') {
-        if label.is_empty() {
-            return Err(bad("empty label in domain"));
-        }
-        if label.is_ascii() && label.len() > MAX_LABEL {
-            return Err(bad("label longer than 63 octets (RFC 1035 §2.3.4)"));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(bad("label starts or ends with a hyphen"));
-        }
-        let ok = label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()));
-        if !ok {
-            return Err(bad("domain contains a character other than letters, digits, hyphen and dot"));
-        }
-    }
-    Ok(lower)
-}
-
 /// An immutable snapshot of the user directory.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
-    /// Keyed by normalized address; a BTreeMap so `list` is sorted and stable.
+    /// Keyed by `local@<canonical domain>`; a BTreeMap so `list` is sorted and stable.
     by_address: BTreeMap<String, User>,
     domains: BTreeSet<String>,
+    /// Set on the snapshot a store starts with when users.toml is missing or empty: there is no
+    /// directory, so no lookup may conclude that a user does not exist.
+    unavailable: Option<PathBuf>,
+}
+
+/// The lookup key of a user: lowercase local part, canonical domain.
+fn key(local: &str, domain: &str) -> Option<String> {
+    Some(format!("{}@{}", local.to_lowercase(), canonical_domain(domain).ok()?))
 }
 
 impl Users {
@@ -212,24 +80,46 @@ impl Users {
         let mut snapshot = Users::default();
         for user in users {
             snapshot.domains.insert(user.domain.clone());
-            if snapshot.by_address.contains_key(&user.address) {
+            // Validated users always have a canonical domain; the address is a fallback key.
+            let k = key(&user.local, &user.domain).unwrap_or_else(|| user.address.clone());
+            if snapshot.by_address.contains_key(&k) {
                 return Err(UserError::Duplicate { path: path.to_path_buf(), address: user.address });
             }
-            snapshot.by_address.insert(user.address.clone(), user);
+            snapshot.by_address.insert(k, user);
         }
         Ok(snapshot)
     }
 
-    /// The mailbox for `local@domain`, if that user exists (case-insensitive, see the module doc).
-    pub fn lookup(&self, local: &str, domain: &str) -> Option<MailboxId> {
-        let key = format!("{}@{}", local.to_lowercase(), domain.to_lowercase());
-        self.by_address.get(&key).map(User::mailbox)
+    /// The snapshot of "no directory": every lookup says so.
+    pub(crate) fn unavailable(path: &Path) -> Users {
+        Users { unavailable: Some(path.to_path_buf()), ..Users::default() }
     }
 
-    /// The user with this address (any case), if any.
+    /// The mailbox for `local@domain`, if that user exists (case-insensitive local part, domain in any
+    /// form, see the module doc). `None` also when the directory is unavailable: use
+    /// [`Users::resolve`] to tell the two apart.
+    pub fn lookup(&self, local: &str, domain: &str) -> Option<MailboxId> {
+        self.by_address.get(&key(local, domain)?).map(User::mailbox)
+    }
+
+    /// Like [`Users::lookup`], but `Err(UserError::Unavailable)` when there is no directory to look
+    /// in (users.toml missing or empty since start-up): the server answers 451 4.3.0, not 550 5.1.1.
+    pub fn resolve(&self, local: &str, domain: &str) -> Result<Option<MailboxId>, UserError> {
+        if let Some(path) = &self.unavailable {
+            return Err(UserError::Unavailable { path: path.clone() });
+        }
+        Ok(self.lookup(local, domain))
+    }
+
+    /// False when this snapshot stands for a missing or empty users.toml (see [`Users::resolve`]).
+    pub fn is_available(&self) -> bool {
+        self.unavailable.is_none()
+    }
+
+    /// The user with this address (any case, domain in any form), if any.
     pub fn get(&self, address: &str) -> Option<&User> {
         let (local, domain) = validate_address(address).ok()?;
-        self.by_address.get(&format!("{local}@{domain}"))
+        self.by_address.get(&key(&local, &domain)?)
     }
 
     /// Every domain that has at least one user, sorted.
@@ -296,6 +186,31 @@ impl UserDirectory {
         Users::from_users(&self.path, self.read()?)
     }
 
+    /// Like [`UserDirectory::load`], for a running server: a missing or empty (whitespace-only) file is
+    /// `Err(UserError::Unavailable)`, not "no users" (an editor mid-save, a rename). A file that holds
+    /// no users on purpose still has the header comment `user` commands write.
+    pub fn load_checked(&self) -> Result<Users, UserError> {
+        let unavailable = || UserError::Unavailable { path: self.path.clone() };
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(unavailable()),
+            Err(e) => return Err(io_err("read", &self.path)(e)),
+        };
+        if text.trim().is_empty() {
+            return Err(unavailable());
+        }
+        Users::from_users(&self.path, self.parse(&text)?)
+    }
+
+    /// Writes an empty directory (the header comment, no users) if there is no users.toml yet, so a
+    /// fresh data directory has a directory and a missing file later means something is wrong.
+    pub fn create_if_missing(&self) -> Result<(), UserError> {
+        if self.path.exists() {
+            return Ok(());
+        }
+        self.modify(|_| Ok(()))
+    }
+
     /// All users, sorted by address.
     pub fn list(&self) -> Result<Vec<User>, UserError> {
         Ok(self.load()?.iter().cloned().collect())
@@ -345,14 +260,18 @@ impl UserDirectory {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("read", &self.path)(e)),
         };
+        self.parse(&text)
+    }
+
+    fn parse(&self, text: &str) -> Result<Vec<User>, UserError> {
         let file: UsersFile =
-            toml::from_str(&text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
+            toml::from_str(text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
         file.users.into_iter().map(|e| User::parse(&e.address, e.password)).collect()
     }
 
     /// Read-modify-write under the lock file, so concurrent `user add`s do not lose each other.
     fn modify(&self, change: impl FnOnce(&mut Vec<User>) -> Result<(), UserError>) -> Result<(), UserError> {
-        fs::create_dir_all(&self.data_dir).map_err(io_err("create", &self.data_dir))?;
+        crate::fsync::create_dir_all_synced(&self.data_dir).map_err(io_err("create", &self.data_dir))?;
         let _lock = LockFile::acquire(self.data_dir.join(format!("{USERS_FILE}.lock")))?;
         let mut users = self.read()?;
         change(&mut users)?;
@@ -393,6 +312,118 @@ impl UserDirectory {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// How often the store looks at `users.toml` for changes by default.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// The reload thread wakes at least this often to notice a changed interval or a dropped store.
+const RELOAD_TICK: Duration = Duration::from_millis(100);
+
+/// What we compare to notice that `users.toml` changed (a rename gives a new inode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    mtime: (i64, i64),
+    len: u64,
+    ino: u64,
+    dev: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let m = fs::metadata(path).ok()?;
+        Some(FileStamp { mtime: (m.mtime(), m.mtime_nsec()), len: m.len(), ino: m.ino(), dev: m.dev() })
+    }
+}
+
+/// The current user snapshot of a running store, and the thread that reloads it.
+///
+/// Readers ([`UsersCache::current`], at every RCPT and AUTH, on the async worker threads) only take a
+/// short lock to clone an `Arc`; they never read or parse the file. A background thread stats
+/// `users.toml` once per interval and, when it changed, reads and parses it with no lock held, then
+/// swaps the new snapshot in. A reload that is slow or stuck (a FIFO, a hung network file system)
+/// delays only itself. A file that fails to parse, or is missing or empty, is logged and the previous
+/// snapshot kept.
+pub(crate) struct UsersCache {
+    current: Mutex<Arc<Users>>,
+    interval_ms: AtomicU64,
+}
+
+impl UsersCache {
+    /// Loads the directory (a missing users.toml is created empty first) and starts the reload thread,
+    /// which ends once the cache is dropped. A file that does not parse is an error here: a server
+    /// should not start on a directory it cannot read. An empty file gives the "unavailable" snapshot.
+    pub(crate) fn start(directory: UserDirectory) -> Result<Arc<UsersCache>, UserError> {
+        directory.create_if_missing()?;
+        // Stat before reading: if the file changes in between, the thread reloads it once more.
+        let stamp = FileStamp::of(directory.path());
+        let users = match directory.load_checked() {
+            Ok(users) => users,
+            Err(UserError::Unavailable { path }) => {
+                tracing::warn!(path = %path.display(), "user directory missing or empty; RCPT to users gets 451 until it is back");
+                Users::unavailable(&path)
+            }
+            Err(e) => return Err(e),
+        };
+        let cache = Arc::new(UsersCache {
+            current: Mutex::new(Arc::new(users)),
+            interval_ms: AtomicU64::new(DEFAULT_RELOAD_INTERVAL.as_millis() as u64),
+        });
+        let weak = Arc::downgrade(&cache);
+        std::thread::Builder::new()
+            .name("mailroom-users".into())
+            .spawn(move || reload_loop(&weak, &directory, stamp))
+            .map_err(io_err("spawn the reload thread for", Path::new(USERS_FILE)))?;
+        Ok(cache)
+    }
+
+    /// The current snapshot: a short lock and an `Arc` clone, never a file read.
+    pub(crate) fn current(&self) -> Arc<Users> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
+    }
+
+    fn swap(&self, users: Users) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(users);
+    }
+}
+
+/// The reload thread: stat once per interval, reload on change, swap. Holds the cache only weakly
+/// between checks, so dropping the store ends it.
+fn reload_loop(cache: &Weak<UsersCache>, directory: &UserDirectory, mut stamp: Option<FileStamp>) {
+    let mut checked = Instant::now();
+    loop {
+        let Some(interval) = cache.upgrade().map(|c| c.interval()) else { return };
+        std::thread::sleep(interval.min(RELOAD_TICK));
+        // Read again: the interval may have been changed while we slept.
+        let Some(interval) = cache.upgrade().map(|c| c.interval()) else { return };
+        if checked.elapsed() < interval {
+            continue;
+        }
+        checked = Instant::now();
+        let now = FileStamp::of(directory.path());
+        if now == stamp {
+            continue;
+        }
+        stamp = now;
+        // The read and parse happen here, with no lock held.
+        let loaded = directory.load_checked();
+        let Some(cache) = cache.upgrade() else { return };
+        match loaded {
+            Ok(users) => {
+                tracing::info!(users = users.len(), "reloaded {USERS_FILE}");
+                cache.swap(users);
+            }
+            Err(error) => tracing::warn!(%error, "keeping the previous user directory"),
+        }
     }
 }
 
@@ -446,81 +477,6 @@ impl Drop for LockFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn good_addresses() {
-        let table: &[(&str, &str, &str)] = &[
-            ("alice@example.test", "alice", "example.test"),
-            ("Alice@Example.TEST", "alice", "example.test"),
-            ("a.b@d", "a.b", "d"),
-            ("first+tag@sub.example-host.org", "first+tag", "sub.example-host.org"),
-            ("o'brien@d", "o'brien", "d"),
-            ("x!#$%&*=?^_`{|}~-@d", "x!#$%&*=?^_`{|}~-", "d"),
-            ("jörg@bücher.example", "jörg", "bücher.example"),
-            ("ÆRØ@DØMÆNE.test", "ærø", "dømæne.test"),
-            ("用户@例子.测试", "用户", "例子.测试"),
-            ("localhost@localhost", "localhost", "localhost"),
-        ];
-        for &(addr, local, domain) in table {
-            assert_eq!(validate_address(addr).unwrap(), (local.to_string(), domain.to_string()), "{addr}");
-        }
-        let max = format!("{}@d", "a".repeat(64));
-        assert!(validate_address(&max).is_ok());
-    }
-
-    #[test]
-    fn bad_addresses() {
-        let long_local = format!("{}@d", "a".repeat(65));
-        let long_domain = format!("a@{}", ["abcdefghi"; 26].join("."));
-        assert!(long_domain.len() - 2 > 255);
-        let long_label = format!("a@{}.test", "x".repeat(64));
-        let table: Vec<&str> = vec![
-            "",
-            "@",
-            "alice",
-            "alice@",
-            "@example.test",
-            "a@b@c",
-            "../x@d",
-            "..@d",
-            ".@d",
-            "a/b@d",
-            "a\\b@d",
-            ".a@d",
-            "a.@d",
-            "a..b@d",
-            "a\0b@d",
-            "a\x01b@d",
-            "a\x1fb@d",
-            "a\x7fb@d",
-            "a\nb@d",
-            "a b@d",
-            "a\tb@d",
-            "a\u{00a0}b@d",
-            "a\u{2028}b@d",
-            "\"quoted\"@d",
-            "a:b@d",
-            "a(b)@d",
-            "a,b@d",
-            "a@[1.2.3.4]",
-            "a@[IPv6:::1]",
-            "a@.d",
-            "a@d.",
-            "a@d..e",
-            "a@-d.test",
-            "a@d-.test",
-            "a@d_e.test",
-            "a@d/e",
-            "a@..",
-            "a@d e",
-            &long_local,
-            &long_domain,
-            &long_label,
-        ];
-        for addr in table {
-            assert!(validate_address(addr).is_err(), "{addr:?} should be refused");
-        }
-    }
 
     #[test]
     fn lookup_is_case_insensitive() {

@@ -156,3 +156,44 @@ fn default_interval_reloads_within_two_seconds() {
     }
     assert!(start.elapsed() < Duration::from_millis(1500));
 }
+
+/// Issue 9: `Store::users()` is called at every RCPT and AUTH on the async worker threads, so it must
+/// never wait for users.toml to be read. Here the file becomes a FIFO, whose read blocks until someone
+/// writes it: a reload stuck on it must not hold up `users()` callers, who keep the last snapshot.
+#[test]
+fn users_lookups_never_wait_for_a_file_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = UserDirectory::new(dir.path());
+    users.add("alice@example.test", None).unwrap();
+    let store = Store::open(dir.path()).unwrap().with_reload_interval(Duration::from_millis(20));
+    assert!(store.users().lookup("alice", "example.test").is_some());
+
+    let fifo = dir.path().join("users.toml");
+    fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    std::thread::sleep(Duration::from_millis(100)); // a reload has noticed the change by now
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                let found = store.users().lookup("alice", "example.test").is_some();
+                tx.send(found).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let answer = rx.recv_timeout(Duration::from_secs(2));
+    // Release whatever is blocked on the FIFO (the reload, or before the fix the caller itself).
+    let writer = std::thread::spawn(move || {
+        let _ = fs::write(&fifo, "[[user]]\naddress = \"alice@example.test\"\n");
+    });
+    assert_eq!(answer, Ok(true), "users() waited for a blocked read of users.toml");
+    for _ in 0..9 {
+        assert!(rx.recv_timeout(Duration::from_secs(2)).unwrap(), "the last snapshot is kept meanwhile");
+    }
+    caller.join().unwrap();
+    writer.join().unwrap();
+}

@@ -1,0 +1,114 @@
+//! The store's errors: [`StoreError`] for delivery and reading, [`UserError`] for the user directory
+//! and address validation. Here, not with their users, so that no module needs another only for its
+//! error type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Linux errno values we act on (std has no portable names for all of them).
+pub(crate) const ENOSPC: i32 = 28;
+pub(crate) const EDQUOT: i32 = 122;
+pub(crate) const EXDEV: i32 = 18;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Users(#[from] UserError),
+    #[error("no such mailbox: {0}")]
+    NoSuchMailbox(String),
+    #[error("no such message: {0}")]
+    NoSuchMessage(String),
+    #[error("message has no recipients")]
+    NoRecipients,
+    #[error("an earlier write to this message failed")]
+    WriteFailed,
+    #[error("the store's committer thread is gone")]
+    CommitterGone,
+}
+
+impl StoreError {
+    /// Out of disk space or quota (ENOSPC, EDQUOT): the server answers 452 4.3.1 rather than
+    /// 451 4.3.0 (RFC 3463 §3.4).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(ENOSPC | EDQUOT))
+                    || matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io { op, path: path.to_path_buf(), source }
+    }
+
+    /// A copy for each message that shares one failure (io::Error is not Clone).
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match self {
+            StoreError::Io { op, path, source } => StoreError::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            other => StoreError::Io { op: "commit", path: PathBuf::new(), source: io::Error::other(other.to_string()) },
+        }
+    }
+}
+
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::io(op, path, source)
+}
+
+/// Errors of the user directory.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress { address: String, reason: &'static str },
+    #[error("invalid domain {domain:?}: {reason}")]
+    InvalidDomain { domain: String, reason: &'static str },
+    #[error("user {0} already exists")]
+    Exists(String),
+    #[error("no such user: {0}")]
+    NotFound(String),
+    #[error("{path}: user {address} is listed twice (addresses are case-insensitive)")]
+    Duplicate { path: PathBuf, address: String },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot serialize the user directory: {0}")]
+    Serialize(#[from] toml::ser::Error),
+    #[error("{path}: still locked after {waited:?} (remove the lock file if no `user` command is running)")]
+    Locked { path: PathBuf, waited: Duration },
+    /// The directory file is missing or empty. That is what an editor saving it, or a rename, looks
+    /// like for a moment, so it is not taken as "no users": the server keeps the directory it had, and
+    /// with none it cannot say whether a user exists (451 4.3.0, not 550 5.1.1).
+    #[error("{path} is missing or empty: the user directory is unavailable")]
+    Unavailable { path: PathBuf },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub(crate) fn user_io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UserError + 'a {
+    move |source| UserError::Io { op, path: path.to_path_buf(), source }
+}

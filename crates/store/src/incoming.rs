@@ -1,0 +1,194 @@
+//! A message being received: [`Incoming`] streams it into a file under `<data-dir>/tmp/`, and
+//! [`Incoming::commit`] hands it to the committer ([`crate::commit`]) and returns the [`Commit`]
+//! future, which resolves once the message is durable in every recipient's mailbox (or failed and
+//! left nowhere).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use crate::address::MailboxId;
+use crate::commit::{Delivered, Job};
+use crate::error::{io_err, StoreError};
+use crate::unique::UniqueNames;
+
+/// Size of the write buffer in front of an incoming message file: large enough that a message
+/// costs few write(2) calls, small enough that nothing holds a whole message.
+pub const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Where messages are received: `<data-dir>/tmp/`, the names, and the way to the committer.
+pub(crate) struct Spool {
+    pub(crate) tmp: PathBuf,
+    pub(crate) names: Arc<UniqueNames>,
+    pub(crate) committer: mpsc::Sender<Job>,
+}
+
+impl Spool {
+    /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
+    pub(crate) fn begin(self: &Arc<Spool>) -> Result<Incoming, StoreError> {
+        let unique = self.names.next();
+        let path = self.tmp.join(&unique);
+        // create_new: a unique name is never reused, so nothing is ever overwritten.
+        let file =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err("create", &path))?;
+        Ok(Incoming {
+            spool: self.clone(),
+            unique,
+            path,
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            len: 0,
+            failed: false,
+        })
+    }
+}
+
+/// A message being received. Dropping it without [`Incoming::commit`] removes its file.
+pub struct Incoming {
+    spool: Arc<Spool>,
+    unique: String,
+    path: PathBuf,
+    /// None once handed to the committer.
+    file: Option<BufWriter<File>>,
+    len: u64,
+    failed: bool,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming").field("id", &self.unique).field("len", &self.len).finish()
+    }
+}
+
+impl Incoming {
+    /// Appends a chunk. Goes through a 64 KiB buffer; nothing else is kept in memory.
+    /// After an error the message can only be dropped (commit would fail).
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::WriteFailed);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(StoreError::WriteFailed);
+        };
+        match file.write_all(chunk) {
+            Ok(()) => {
+                self.len += chunk.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(StoreError::io("write", &self.path, e))
+            }
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The Maildir unique name this message will have.
+    pub fn id(&self) -> &str {
+        &self.unique
+    }
+
+    /// Makes the message durable in every recipient's mailbox (duplicates count once). The
+    /// returned future resolves after the data and the `new/` directories are fsynced; on `Err`
+    /// no copy is left anywhere. Dropping the future does not cancel the delivery.
+    pub fn commit(mut self, recipients: &[MailboxId]) -> Commit {
+        if self.failed {
+            return Commit::ready(Err(StoreError::WriteFailed));
+        }
+        let mut seen = HashSet::new();
+        let recipients: Vec<MailboxId> = recipients.iter().filter(|r| seen.insert(*r)).cloned().collect();
+        if recipients.is_empty() {
+            return Commit::ready(Err(StoreError::NoRecipients));
+        }
+        let Some(file) = self.file.take() else {
+            return Commit::ready(Err(StoreError::WriteFailed));
+        };
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            file: Some(file),
+            tmp_path: self.path.clone(),
+            unique: self.unique.clone(),
+            size: self.len,
+            recipients,
+            reply,
+        };
+        match self.spool.committer.send(job) {
+            Ok(()) => {
+                // The committer owns the tmp file now; our Drop must leave it alone.
+                self.path = PathBuf::new();
+                Commit { state: CommitState::Waiting(rx) }
+            }
+            // `self` still owns the path, so its Drop removes the file.
+            Err(_) => Commit::ready(Err(StoreError::CommitterGone)),
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            drop(self.file.take());
+            if let Err(error) = fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), %error, "cannot remove abandoned message");
+            }
+        }
+    }
+}
+
+/// Resolves when a commit is durable (or failed and cleaned up). Needs no particular runtime.
+pub struct Commit {
+    state: CommitState,
+}
+
+enum CommitState {
+    Ready(Option<Result<Delivered, StoreError>>),
+    Waiting(oneshot::Receiver<Result<Delivered, StoreError>>),
+}
+
+impl Commit {
+    fn ready(result: Result<Delivered, StoreError>) -> Commit {
+        Commit { state: CommitState::Ready(Some(result)) }
+    }
+
+    /// Blocks the calling thread until the commit resolves, for synchronous callers (the CLI).
+    /// Must not be called from inside an async runtime.
+    pub fn wait(self) -> Result<Delivered, StoreError> {
+        match self.state {
+            CommitState::Ready(result) => result.unwrap_or(Err(StoreError::CommitterGone)),
+            CommitState::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(StoreError::CommitterGone)),
+        }
+    }
+}
+
+impl Future for Commit {
+    type Output = Result<Delivered, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            CommitState::Ready(result) => Poll::Ready(result.take().unwrap_or(Err(StoreError::CommitterGone))),
+            CommitState::Waiting(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::CommitterGone))),
+        }
+    }
+}
+
+impl fmt::Debug for Commit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Commit")
+    }
+}

@@ -1,0 +1,229 @@
+//! The commit intent record: what makes a multi-recipient delivery all-or-none across a crash.
+//!
+//! Linking one message into N mailboxes is N system calls; a crash between them would leave the
+//! message in some mailboxes only, and the sender (who got no 250) retries, so those recipients get it
+//! twice. So before the batch leader makes any link of a batch that holds a message for more than one
+//! mailbox, it writes ONE record for the whole batch, naming for each such message its data file in
+//! `<data-dir>/tmp/`, its final name and its mailboxes, and makes the record durable (one fdatasync).
+//! After the batch is linked and its directories fsynced, the record is retired (truncated). Messages
+//! for a single mailbox need no record: one link is atomic.
+//!
+//! Each store has its own record file, `<data-dir>/intent/<unique name>`, created and fsynced into
+//! its directory once at open and rewritten in place for every batch, so the cost is one fdatasync per
+//! batch that needs it, none per message. At open, the record of every *dead* process
+//! ([`crate::unique::is_dead_process_file`]) is read back and each message in it completed or rolled
+//! back by the committer, before the data directory's tmp/ is cleaned and before a server opens its
+//! listeners.
+//!
+//! Format (text, so that a human can read it): a header line `mailroom-intent 1 <body length>
+//! <FNV-1a 64 of the body, hex>`, then one line per message: `<tmp name> TAB <final name> (TAB
+//! <domain>/<local>)...`. A record whose length or checksum does not match was torn by the crash
+//! while being written, before any link of its batch was made: it is ignored.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use crate::address::{validate_domain, validate_local, MailboxId};
+use crate::fsync;
+
+/// Name of the directory of intent records inside the data directory.
+pub const INTENT_DIR: &str = "intent";
+const MAGIC: &str = "mailroom-intent 1";
+
+/// One message of a batch: its data file, its final name, and every mailbox it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IntentEntry {
+    /// File name under `<data-dir>/tmp/`.
+    pub tmp_name: String,
+    /// `<unique>,S=<size>`, the name in each `new/`.
+    pub final_name: String,
+    pub mailboxes: Vec<MailboxId>,
+}
+
+/// This store's record file.
+#[derive(Debug)]
+pub(crate) struct IntentLog {
+    path: PathBuf,
+    file: File,
+    /// True while a record is in the file (not yet retired).
+    is_armed: bool,
+}
+
+impl IntentLog {
+    /// Creates `<intent dir>/<name>` and fsyncs the directory, so later batches only fdatasync the file.
+    pub(crate) fn create(dir: &Path, name: &str) -> io::Result<IntentLog> {
+        let path = dir.join(name);
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        fsync::sync_dir(dir)?;
+        Ok(IntentLog { path, file, is_armed: false })
+    }
+
+    /// Writes the record of a batch and makes it durable. Only then may its links be made.
+    pub(crate) fn arm(&mut self, entries: &[IntentEntry]) -> io::Result<()> {
+        let record = encode(entries);
+        self.file.write_all_at(&record, 0)?;
+        self.file.set_len(record.len() as u64)?;
+        self.is_armed = true;
+        fsync::sync_data(&self.file)
+    }
+
+    /// The batch is done (linked and fsynced, or rolled back): an empty file means nothing to recover.
+    /// Not synced: replaying a finished batch is harmless (its data files are gone, its links exist).
+    pub(crate) fn retire(&mut self) -> io::Result<()> {
+        if !self.is_armed {
+            return Ok(());
+        }
+        self.is_armed = false;
+        self.file.set_len(0)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for IntentLog {
+    /// The store is gone and every batch answered: nothing left to recover.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn encode(entries: &[IntentEntry]) -> Vec<u8> {
+    let mut body = String::new();
+    for e in entries {
+        body.push_str(&e.tmp_name);
+        body.push('\t');
+        body.push_str(&e.final_name);
+        for m in &e.mailboxes {
+            body.push('\t');
+            body.push_str(m.domain());
+            body.push('/');
+            body.push_str(m.local());
+        }
+        body.push('\n');
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let _ = writeln!(out, "{MAGIC} {} {:016x}", body.len(), fnv1a64(body.as_bytes()));
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// The entries of a record; `None` if it is empty, torn or not ours. Every name is checked again as
+/// if it came from outside (a file name without separators, a mailbox that passes validation), so a
+/// damaged record can never send a link somewhere else.
+pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<IntentEntry>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (header, body) = text.split_once('\n')?;
+    let mut h = header.strip_prefix(MAGIC)?.split_whitespace();
+    let len: usize = h.next()?.parse().ok()?;
+    let sum = u64::from_str_radix(h.next()?, 16).ok()?;
+    if body.len() != len || fnv1a64(body.as_bytes()) != sum {
+        return None;
+    }
+    let is_plain_name = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0']);
+    let mut entries = Vec::new();
+    for line in body.lines() {
+        let mut fields = line.split('\t');
+        let tmp_name = fields.next().filter(|s| is_plain_name(s))?.to_string();
+        let final_name = fields.next().filter(|s| is_plain_name(s))?.to_string();
+        let mut mailboxes = Vec::new();
+        for m in fields {
+            let (domain, local) = m.split_once('/')?;
+            let (domain, local) = (validate_domain(domain).ok()?, validate_local(local).ok()?);
+            mailboxes.push(MailboxId::new_validated(local, domain));
+        }
+        entries.push(IntentEntry { tmp_name, final_name, mailboxes });
+    }
+    Some(entries)
+}
+
+/// The records left by dead processes in `dir`, with their paths (to remove once recovered).
+pub(crate) fn abandoned(dir: &Path, hostname: &str) -> Vec<(PathBuf, Vec<IntentEntry>)> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+        let is_dead =
+            entry.file_name().to_str().is_some_and(|n| crate::unique::is_dead_process_file(n, mtime, hostname));
+        if !meta.is_file() || !is_dead {
+            continue;
+        }
+        let record = match fs::read(entry.path()) {
+            Ok(bytes) if bytes.is_empty() => Vec::new(),
+            Ok(bytes) => decode(&bytes).unwrap_or_else(|| {
+                tracing::warn!(path = %entry.path().display(), "ignoring a torn commit intent record (no link was made from it)");
+                Vec::new()
+            }),
+            Err(error) => {
+                tracing::warn!(path = %entry.path().display(), %error, "cannot read a commit intent record");
+                continue;
+            }
+        };
+        out.push((entry.path(), record));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tmp: &str, boxes: &[(&str, &str)]) -> IntentEntry {
+        IntentEntry {
+            tmp_name: tmp.into(),
+            final_name: format!("{tmp},S=12"),
+            mailboxes: boxes.iter().map(|(l, d)| MailboxId::new_validated(l.to_string(), d.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_torn_ones_are_refused() {
+        let entries = vec![
+            entry("1.M1P2Q3.h", &[("a", "example.test"), ("b", "bücher.example")]),
+            entry("1.M1P2Q4.h", &[("c", "example.test"), ("a", "example.test")]),
+        ];
+        let bytes = encode(&entries);
+        assert_eq!(decode(&bytes), Some(entries));
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "torn");
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 1;
+        assert_eq!(decode(&flipped), None, "checksum");
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(&encode(&[])), Some(vec![]));
+    }
+
+    #[test]
+    fn a_damaged_record_cannot_name_a_path_outside() {
+        for line in ["../x\tf\td/a", "t\t../f\td/a", "t\tf\t../a/b", "t\tf\td/../a", "t\tf\td/a/b", "t\tf\t/etc"] {
+            let body = format!("{line}\n");
+            let record = format!("{MAGIC} {} {:016x}\n{body}", body.len(), fnv1a64(body.as_bytes()));
+            assert_eq!(decode(record.as_bytes()), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn arm_and_retire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = IntentLog::create(dir.path(), "1.M1P2Q3.h").unwrap();
+        let long = vec![entry("1.M1P2Q3.h", &[("a", "example.test"), ("b", "example.test")]); 3];
+        log.arm(&long).unwrap();
+        let short = vec![entry("1.M1P2Q9.h", &[("a", "example.test"), ("b", "example.test")])];
+        log.arm(&short).unwrap();
+        assert_eq!(decode(&fs::read(log.path()).unwrap()), Some(short), "a shorter record replaces a longer one");
+        log.retire().unwrap();
+        assert!(fs::read(log.path()).unwrap().is_empty());
+        let path = log.path().to_path_buf();
+        drop(log);
+        assert!(!path.exists());
+    }
+}

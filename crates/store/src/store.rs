@@ -1,0 +1,145 @@
+//! The [`Store`]: one data directory, opened durably and made consistent before anything is served.
+//!
+//! [`Store::open`] creates `<data-dir>/{mailboxes,tmp,intent}/` (each fsynced into its parent, the
+//! data directory included), completes or rolls back the commits a crashed process left half done
+//! ([`crate::intent`]), removes what dead processes left in tmp/ directories, loads the user
+//! directory and starts the committer. Only then does the server open its listeners.
+//!
+//! On disk: `<data-dir>/mailboxes/<domain>/<local>/{tmp,new,cur}` is a standard Maildir.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::address::{validate_domain, MailboxId};
+use crate::commit::{self, Committer};
+use crate::error::{io_err, StoreError};
+use crate::fsync;
+use crate::incoming::{Incoming, Spool};
+use crate::intent::{self, IntentLog, INTENT_DIR};
+use crate::unique::{self, UniqueNames};
+use crate::users::{UserDirectory, Users, UsersCache};
+
+pub use crate::users::DEFAULT_RELOAD_INTERVAL;
+
+/// The mailroom store. Cheap to clone; all clones share one committer and one user cache.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    mailboxes: PathBuf,
+    directory: UserDirectory,
+    users: Arc<UsersCache>,
+    spool: Arc<Spool>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("data_dir", &self.inner.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`. In this order: creates its directories,
+    /// each fsynced into its parent; completes or rolls back every multi-recipient commit a dead
+    /// process left in an intent record, so each such message is in all of its mailboxes or in none;
+    /// removes tmp files of dead processes (store-wide and in each Maildir's tmp/: never acknowledged,
+    /// so the sender still has them); loads the user directory (creating an empty one if there is
+    /// none); starts the committer.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        unique::mark_process_opened();
+        fsync::warn_if_unsafe();
+        let mailboxes = data_dir.join("mailboxes");
+        let tmp = data_dir.join("tmp");
+        let intents = data_dir.join(INTENT_DIR);
+        fsync::create_dir_all_synced(data_dir).map_err(io_err("create", data_dir))?;
+        for dir in [&mailboxes, &tmp, &intents] {
+            fsync::create_dir_synced(dir).map_err(io_err("create", dir))?;
+        }
+        let names = Arc::new(UniqueNames::new());
+        let committer = Committer { mailboxes: mailboxes.clone(), tmp: tmp.clone() };
+
+        // Copies staged in a Maildir's tmp/ are never needed to recover: clean them first. The
+        // store-wide tmp/ holds the data files that recovery links from: clean it after.
+        unique::clean_mailbox_tmps(&mailboxes, names.hostname());
+        for (path, entries) in intent::abandoned(&intents, names.hostname()) {
+            committer.recover(&entries);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a recovered intent record");
+            }
+        }
+        unique::clean_tmp_dir(&tmp, names.hostname());
+
+        let directory = UserDirectory::new(data_dir);
+        let users = UsersCache::start(directory.clone())?;
+        let log = IntentLog::create(&intents, &names.next()).map_err(io_err("create an intent record in", &intents))?;
+        let sender = commit::start(committer, log).map_err(io_err("spawn syncers for", data_dir))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                mailboxes,
+                directory,
+                users,
+                spool: Arc::new(Spool { tmp, names, committer: sender }),
+            }),
+        })
+    }
+
+    /// Changes how often the store checks `users.toml` for changes (tests use a short interval).
+    pub fn with_reload_interval(self, interval: Duration) -> Store {
+        self.inner.users.set_interval(interval);
+        self
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub(crate) fn mailboxes_dir(&self) -> &Path {
+        &self.inner.mailboxes
+    }
+
+    /// The user directory behind this store (for writes; reads should use [`Store::users`]).
+    pub fn directory(&self) -> &UserDirectory {
+        &self.inner.directory
+    }
+
+    /// The current user snapshot. Never reads the file: a background thread stats `users.toml`
+    /// once per reload interval (1 s by default) and swaps in a new snapshot when it changed, so
+    /// `mailroom user add` reaches a running server within ~1-2 s. A file that fails to parse, or is
+    /// missing or empty (an editor mid-save), is logged and the previous snapshot kept.
+    pub fn users(&self) -> Arc<Users> {
+        self.inner.users.current()
+    }
+
+    /// The postmaster mailbox of `domain` (RFC 5321 §4.5.1). The domain is validated like a user's;
+    /// whether it is served is the server's decision. Pass the served domain as configured, so that
+    /// every form of it reaches one Maildir.
+    pub fn postmaster(&self, domain: &str) -> Result<MailboxId, StoreError> {
+        Ok(MailboxId::new_validated("postmaster".into(), validate_domain(domain)?))
+    }
+
+    /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
+    pub fn begin(&self) -> Result<Incoming, StoreError> {
+        self.inner.spool.begin()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incoming::Commit;
+
+    #[test]
+    fn store_is_send_sync_clone() {
+        fn check<T: Send + Sync + Clone>() {}
+        fn send<T: Send + Unpin>() {}
+        check::<Store>();
+        send::<Commit>();
+        send::<Incoming>();
+    }
+}
