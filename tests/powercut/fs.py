@@ -252,7 +252,10 @@ class PowerCutFS(Operations):
         os.chown(self._full(path), uid, gid, follow_symlinks=False)
 
     def utimens(self, path, times=None):
-        os.utime(self._full(path), ns=times, follow_symlinks=False)
+        if times is None:
+            os.utime(self._full(path), follow_symlinks=False)
+        else:
+            os.utime(self._full(path), ns=times, follow_symlinks=False)
 
     def truncate(self, path, length, fh=None):
         if fh:
