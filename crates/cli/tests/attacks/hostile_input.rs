@@ -111,7 +111,7 @@ fn shell_metacharacters_in_rcpt() {
 }
 
 /// Path traversal in the local part: Maildir paths are built from the user directory only, never from
-/// what a client sent (DESIGN.md), so `..` can name no file. Unquoted `..` is not even a dot-string.
+/// what a client sent (docs/architecture.md, "The store and durability"), so `..` can name no file. Unquoted `..` is not even a dot-string.
 #[test]
 fn path_traversal_in_local_part() {
     hostile(
