@@ -435,6 +435,8 @@ struct Acked {
 struct Load {
     port: AtomicU16,
     stop: AtomicBool,
+    /// Senders hold off while the disk is looked at after a restart.
+    paused: AtomicBool,
     seq: AtomicU64,
     /// Every body sent, by token (acknowledged or not), as CRLF text.
     sent: Mutex<HashMap<String, Vec<u8>>>,
@@ -508,6 +510,10 @@ struct Verdict {
     lost: Vec<String>,
     /// Files in some new/ that are not a complete copy of a message sent (or not the acknowledged one).
     damaged: Vec<String>,
+    /// Messages (acknowledged or not) found in some but not all of their recipients' new/. Right after a
+    /// cut that may be (a commit was under way); once the server has started again, its recovery must have
+    /// made each message all-or-none across its recipients.
+    partial: Vec<String>,
     /// Files looked at in all new/ directories.
     files: usize,
     /// The data directory's own entries, for the failure message.
@@ -558,6 +564,7 @@ fn check_disk(data: &Path, load: &Load) -> Verdict {
     let sent = load.sent.lock().unwrap();
     // Every file in every new/: its size matches S= and it is exactly a message that was sent.
     let mut present: HashMap<(String, String), PathBuf> = HashMap::new();
+    let mut found_in: HashMap<String, Vec<String>> = HashMap::new();
     let mailboxes = data.join("mailboxes");
     for dom in std::fs::read_dir(&mailboxes).into_iter().flatten().flatten() {
         for mbox in std::fs::read_dir(dom.path()).into_iter().flatten().flatten() {
@@ -573,8 +580,22 @@ fn check_disk(data: &Path, load: &Load) -> Verdict {
                     continue;
                 }
                 let id = name.split(",S=").next().unwrap_or_default().to_owned();
+                if let Some(token) = body.and_then(token_of) {
+                    found_in.entry(token).or_default().push(address.clone());
+                }
                 present.insert((address.clone(), id), f);
             }
+        }
+    }
+    for (token, mut at) in found_in {
+        // The token is P<thread>N<n>, and message n goes to the recipients message_for(n) gives.
+        let n: Option<u64> = token.split_once('N').and_then(|(_, n)| n.parse().ok());
+        let Some(n) = n else { continue };
+        let mut want: Vec<String> = message_for(n, &token).0.iter().map(|r| r.to_string()).collect();
+        at.sort();
+        want.sort();
+        if at != want {
+            v.partial.push(format!("{token} in {at:?}, sent to {want:?}"));
         }
     }
     for a in load.acked.lock().unwrap().iter() {
@@ -645,6 +666,10 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
             let load = load.clone();
             std::thread::spawn(move || {
                 while !load.stop.load(Ordering::Relaxed) {
+                    if load.paused.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
                     if session(&load, t).is_err() {
                         load.reconnects.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(20));
@@ -666,7 +691,16 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
     let mut acked_per_cut = Vec::new();
     let mut files = 0;
     for cut in 0..cuts {
+        // The server's start-up recovery runs before it listens: with the senders held off, every message
+        // must then be in all of its mailboxes or none.
+        load.paused.store(true, Ordering::Relaxed);
         let mut server = start_server(&bench, &load, cut, skip_dir_fsync);
+        let recovered = check_disk(&disk, &load);
+        load.paused.store(false, Ordering::Relaxed);
+        if !recovered.partial.is_empty() {
+            failure = Some((cut, recovered));
+            break;
+        }
         let before = load.acked.lock().unwrap().len();
         // The first cut within the first half second of load; then anywhere up to 1.5 s.
         let delay = if cut == 0 { 50 + rng.below(450) } else { 100 + rng.below(1400) };
@@ -692,11 +726,15 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
     // last check (a 250 already on its way at the cut) are checked too.
     if failure.is_none() {
         let fs = bench.mount();
-        start_server(&bench, &load, cuts, skip_dir_fsync).kill();
+        let mut last = start_server(&bench, &load, cuts, skip_dir_fsync);
+        let recovered = check_disk(&disk, &load);
+        last.kill();
         fs.cut();
         let verdict = check_disk(&disk, &load);
         files = verdict.files;
-        if !verdict.is_clean() {
+        if !recovered.partial.is_empty() {
+            failure = Some((cuts - 1, recovered));
+        } else if !verdict.is_clean() {
             failure = Some((cuts - 1, verdict));
         }
     }
@@ -739,11 +777,13 @@ fn show(v: &Verdict) -> String {
     let head = |list: &[String]| list.iter().take(5).cloned().collect::<Vec<_>>().join("\n  ");
     format!(
         "{} acknowledged deliveries lost, e.g.\n  {}\n{} damaged files in new/, e.g.\n  {}\n\
-         the data directory holds {:?}",
+         {} messages in only some of their mailboxes, e.g.\n  {}\nthe data directory holds {:?}",
         v.lost.len(),
         head(&v.lost),
         v.damaged.len(),
         head(&v.damaged),
+        v.partial.len(),
+        head(&v.partial),
         v.top
     )
 }
