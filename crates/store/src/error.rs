@@ -112,3 +112,20 @@ pub enum UserError {
 pub(crate) fn user_io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> UserError + 'a {
     move |source| UserError::Io { op, path: path.to_path_buf(), source }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_space_is_recognized() {
+        let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(ENOSPC));
+        assert!(e.is_no_space());
+        assert!(e.duplicate().is_no_space());
+        let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(EDQUOT));
+        assert!(e.is_no_space());
+        let e = StoreError::io("write", Path::new("x"), io::Error::from_raw_os_error(13));
+        assert!(!e.is_no_space());
+        assert!(!StoreError::NoRecipients.is_no_space());
+    }
+}
