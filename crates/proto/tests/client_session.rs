@@ -406,6 +406,17 @@ fn transient_and_permanent() {
     assert!(e.is_permanent() && e.reply().unwrap().code == 554);
     let e = converse(&env, b"", &[b"22 x\r\n"], &whole).unwrap_err();
     assert!(e.is_transient() && e.reply().is_none());
+    assert!(!e.is_permanent(), "a malformed reply may pass: not permanent");
+}
+
+/// A local error (a call the session cannot take now) is neither transient nor permanent: no server said
+/// anything about the message, so a queue must neither retry it as a 4xx nor bounce it as a 5xx.
+#[test]
+fn local_errors_are_neither_transient_nor_permanent() {
+    let mut s = Session::new("client.example");
+    let e = s.data().expect_err("DATA before the greeting is a local error");
+    assert!(e.is_local(), "{e:?}");
+    assert!(!e.is_transient() && !e.is_permanent(), "{e:?}");
 }
 
 /// The reply parser on its own: a table, each input also fed one byte at a time.

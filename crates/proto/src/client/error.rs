@@ -44,8 +44,19 @@ impl Error {
         }
     }
 
-    /// Trying again will fail the same way.
+    /// Trying again will fail the same way: the server refused for good (5xx), or the message cannot go to
+    /// this server as it is (too big, needs an extension it lacks).
     pub fn is_permanent(&self) -> bool {
-        !self.is_transient()
+        match self {
+            Error::Rejected { reply, .. } | Error::Unexpected { reply, .. } => reply.code >= 500,
+            Error::MissingExtension { .. } | Error::TooBig { .. } => true,
+            Error::Malformed(_) | Error::NotReady(_) | Error::InvalidCredentials(_) => false,
+        }
+    }
+
+    /// The caller's own mistake (a call out of order, credentials that cannot be encoded): neither
+    /// transient nor permanent, since no server said anything about the message.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Error::NotReady(_) | Error::InvalidCredentials(_))
     }
 }
