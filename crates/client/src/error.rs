@@ -118,14 +118,14 @@ impl Error {
     }
 }
 
-/// The session's errors, sorted here rather than by `is_transient` of proto's error, which calls every
-/// error that is not transient permanent: a call out of order (`NotReady`) or credentials that cannot be
-/// encoded (`InvalidCredentials`) are ours, not the server's.
+/// The session's errors, sorted by proto's own classification: a call out of order (`NotReady`) or
+/// credentials that cannot be encoded (`InvalidCredentials`) are ours, not the server's.
 fn protocol_kind(e: &ProtoError) -> ErrorKind {
-    match e {
-        ProtoError::NotReady(_) | ProtoError::InvalidCredentials(_) => ErrorKind::Local,
-        ProtoError::MissingExtension { .. } | ProtoError::TooBig { .. } => ErrorKind::Permanent,
-        e if e.is_transient() => ErrorKind::Transient,
-        _ => ErrorKind::Permanent,
+    if e.is_local() {
+        ErrorKind::Local
+    } else if e.is_transient() {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
     }
 }
