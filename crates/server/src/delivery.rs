@@ -4,12 +4,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use mailroom_proto::data::{HeaderScan, ToLf};
+use mailroom_proto::params::{self, RcptParams};
 use mailroom_proto::server::Transaction;
-use mailroom_proto::{Enhanced, Reply};
-use mailroom_queue::{Envelope, Queue};
+use mailroom_proto::{Enhanced, ForwardPath, Reply, ReversePath};
+use mailroom_queue::{Envelope, Queue, Recipient};
 use mailroom_store::{Incoming, MailboxId, Store, StoreError};
 use tracing::{info, warn};
 
@@ -112,8 +113,8 @@ impl Receiving {
                     info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
                     return Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id));
                 };
-                to.extend(o.envelope.rcpt.iter().map(|r| r.address.clone()));
-                info!(id = %d.id, from, to = %to.join(","), size = d.size, queued = o.envelope.rcpt.len(), "message queued");
+                to.extend(o.envelope.rcpts.iter().map(|r| r.address.clone()));
+                info!(id = %d.id, from, to = %to.join(","), size = d.size, queued = o.envelope.rcpts.len(), "message queued");
                 o.queue.add_committed(o.envelope);
                 if let Some(outbound) = o.outbound {
                     outbound.wake();
@@ -148,34 +149,55 @@ impl Receiving {
     }
 }
 
-/// The envelope of the transaction's remote recipients (None when all are local): sender, recipients,
-/// who handed it over and when. The id and size are filled in by [`Receiving::finish`].
+/// The envelope of the transaction's remote recipients (None when all are local): sender, recipients
+/// with their RFC 3461 parameters, who handed it over and when. The id and size are filled in by
+/// [`Receiving::finish`].
 pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemTime) -> Option<Envelope> {
-    let remote: Vec<String> = tx
+    let rcpts: Vec<Recipient> = tx
         .routes()
         .iter()
-        .filter_map(Route::remote)
-        .filter_map(|to| match to {
-            mailroom_proto::ForwardPath::Mailbox(a) => Some(a.to_string()),
+        .zip(tx.rcpt_params())
+        .filter_map(|(route, params)| match route.remote()? {
+            ForwardPath::Mailbox(a) => Some(recipient(a.to_string(), params)),
             // The policy routes postmaster locally; never remote.
-            mailroom_proto::ForwardPath::Postmaster => None,
+            ForwardPath::Postmaster => None,
         })
         .collect();
-    if remote.is_empty() {
+    if rcpts.is_empty() {
         return None;
     }
     let from = match &tx.from {
-        mailroom_proto::ReversePath::Null => String::new(),
-        mailroom_proto::ReversePath::Mailbox(a) => a.to_string(),
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
     };
-    let arrival = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut env = Envelope::new(String::new(), from, arrival, 0);
+    let mut env = Envelope::new(String::new(), from, now, 0, &[]);
+    env.rcpts = rcpts;
+    env.ret = tx.params.ret.map(|r| match r {
+        params::Ret::Full => mailroom_queue::Ret::Full,
+        params::Ret::Hdrs => mailroom_queue::Ret::Hdrs,
+    });
+    env.envid.clone_from(&tx.params.envid);
     env.auth = origin.auth.map(str::to_owned);
     env.client = Some(origin.client.to_string());
-    for address in remote {
-        env.rcpt.push(mailroom_queue::Recipient::new(address, arrival));
-    }
     Some(env)
+}
+
+/// A queue recipient with its NOTIFY (absent: the default) and ORCPT (kept in its wire form,
+/// `type;xtext`, which the relay passes on as is and decodes for a DSN).
+fn recipient(address: String, params: &RcptParams) -> Recipient {
+    use mailroom_queue::Notify as N;
+    let mut r = Recipient::new(address);
+    r.orcpt = params.orcpt.as_ref().map(ToString::to_string);
+    r.notify = params.notify.map(|n| {
+        if n.is_never() {
+            return vec![N::Never];
+        }
+        [(n.success, N::Success), (n.failure, N::Failure), (n.delay, N::Delay)]
+            .into_iter()
+            .filter_map(|(on, kind)| on.then_some(kind))
+            .collect()
+    });
+    r
 }
 
 /// 452 4.3.1 when the disk is full (RFC 3463: mail system full), else 451 4.3.0.

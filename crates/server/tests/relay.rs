@@ -350,3 +350,36 @@ async fn too_many_received_headers_get_554_and_nothing_is_stored() {
     assert_eq!(r.wakes(), 1);
     r.shutdown().await;
 }
+
+/// The envelope carries what the relay and its DSNs need: RET and ENVID from MAIL, NOTIFY and ORCPT per
+/// recipient (RFC 3461), the size of the queued file and the arrival time.
+#[tokio::test]
+async fn envelope_carries_dsn_parameters_size_and_arrival() {
+    let r = start(|_| {}, relay()).await;
+    let mut c = submission(&r).await;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    c.cmd(&format!("MAIL FROM:<{ALICE}> RET=HDRS ENVID=QQ+2Bx"), 250).await;
+    c.cmd("RCPT TO:<bob@remote.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@remote.example", 250).await;
+    c.cmd("RCPT TO:<carol@remote.example> NOTIFY=NEVER", 250).await;
+    c.cmd("RCPT TO:<dave@remote.example>", 250).await;
+    let (code, text) = c.data("Subject: dsn\r\n\r\nparams\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    let id = queued_id(&text);
+    let env = read(&r.queue_dir("env").join(&id));
+    let msg_len = std::fs::metadata(r.queue_dir("msg").join(&id)).unwrap().len();
+    assert!(env.contains("ret = \"hdrs\""), "{env}");
+    assert!(env.contains("envid = \"QQ+x\""), "ENVID is stored xtext-decoded:\n{env}");
+    assert!(env.contains(&format!("size = {msg_len}\n")), "size is the queued file's ({msg_len}):\n{env}");
+    assert!(env.contains("orcpt = \"rfc822;Bob@remote.example\""), "{env}");
+    assert!(env.contains("notify = [\"success\", \"failure\"]"), "{env}");
+    assert!(env.contains("notify = [\"never\"]"), "{env}");
+    assert_eq!(env.matches("notify =").count(), 2, "no NOTIFY: the default, absent:\n{env}");
+    let arrival: u64 = env
+        .lines()
+        .find_map(|l| l.strip_prefix("arrival = "))
+        .unwrap_or_else(|| panic!("no arrival:\n{env}"))
+        .parse()
+        .unwrap();
+    assert!(arrival >= before && arrival <= before + 60, "arrival {arrival}, test began at {before}");
+    r.shutdown().await;
+}
