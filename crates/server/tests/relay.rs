@@ -296,6 +296,9 @@ async fn relay_networks_may_relay_without_auth_and_others_may_not() {
     let text = outside.cmd("RCPT TO:<bob@remote.example>", 550).await;
     assert!(text.contains("5.7.1"), "{text}");
     assert_eq!(r.queue_files("env"), vec![id]);
+    // Sessions in a transaction would hold the shutdown for its grace period.
+    inside.cmd("QUIT", 221).await;
+    outside.cmd("QUIT", 221).await;
     r.shutdown().await;
 }
 
@@ -306,9 +309,12 @@ async fn without_a_relay_even_authenticated_users_and_relay_networks_are_refused
     c.cmd(&format!("MAIL FROM:<{ALICE}>"), 250).await;
     let text = c.cmd("RCPT TO:<bob@remote.example>", 550).await;
     assert!(text.contains("5.7.1 Relaying is not configured"), "{text}");
+    c.cmd("QUIT", 221).await;
     let mut c = connect(r.smtp).await;
     c.cmd("MAIL FROM:<cron@example.test>", 250).await;
     c.cmd("RCPT TO:<bob@remote.example>", 550).await;
+    c.cmd("QUIT", 221).await;
+    assert!(r.queue_files("env").is_empty());
     r.shutdown().await;
 }
 
@@ -339,7 +345,8 @@ async fn too_many_received_headers_get_554_and_nothing_is_stored() {
         c.cmd("RCPT TO:<bob@remote.example>", 250).await;
         c.cmd(&format!("RCPT TO:<{ALICE}>"), 250).await;
         let received: String = (0..hops).map(|i| format!("Received: from hop{i}\r\n\tby x; date\r\n")).collect();
-        let (got, text) = c.data(&format!("{received}Subject: hops\r\n\r\nReceived: body lines do not count\r\n")).await;
+        let (got, text) =
+            c.data(&format!("{received}Subject: hops\r\n\r\nReceived: body lines do not count\r\n")).await;
         assert_eq!(got, code, "{hops} Received fields: {text}");
         if code == 554 {
             assert!(text.contains("5.4.6"), "{text}");
