@@ -78,6 +78,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
         let server = Server::bind(cfg.clone()).await?;
+        // Marks this process as the one serving the queue (`mailroom queue` then leaves the entries to
+        // it); held until the end of `run`, removed on drop.
+        let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
+            .with_context(|| format!("marking {} as served", data_dir.display()))?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
