@@ -225,6 +225,13 @@ impl ClientBuilder {
                 let config = self.tls_options.client_config()?;
                 Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
             }
+            Tls::Opportunistic => {
+                let config = match &self.tls_options.config {
+                    Some(c) => c.clone(),
+                    None => tls::opportunistic_config()?,
+                };
+                Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
+            }
         };
         if self.credentials.is_some() && self.tls == Tls::None && !self.allow_plaintext_auth {
             return Err(Error::PlaintextAuth { server: self.server.clone(), reason: PLAINTEXT_NOT_ALLOWED });
@@ -256,8 +263,14 @@ impl ClientBuilder {
         }
         client.arm();
         client.wait_ready().await?;
-        if let (Tls::StartTls, Some((connector, name))) = (self.tls, &tls) {
-            client.starttls(connector, name.clone()).await?;
+        match (self.tls, &tls) {
+            (Tls::StartTls, Some((connector, name))) => client.starttls(connector, name.clone()).await?,
+            (Tls::Opportunistic, Some((connector, name))) if client.capabilities().starttls => {
+                if let Err(e) = client.starttls(connector, name.clone()).await {
+                    return Err(Error::OpportunisticTls { server: self.server.clone(), source: Box::new(e) });
+                }
+            }
+            _ => {}
         }
         if let Some((user, password)) = &self.credentials {
             if let Err(e) = client.login(user, password).await {
@@ -341,6 +354,12 @@ impl Client {
     /// What the server offered after EHLO.
     pub fn capabilities(&self) -> &Capabilities {
         self.session.capabilities()
+    }
+
+    /// True between transactions: the connection can take another [`Client::send`] (after a
+    /// [`Client::rset`], as a relay reusing a connection does).
+    pub fn is_ready(&self) -> bool {
+        self.session.is_ready()
     }
 
     /// The server's greeting.
