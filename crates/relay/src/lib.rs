@@ -1,1 +1,3 @@
-pub fn x(){}
+//! mailroom-relay
+#![forbid(unsafe_code)]
+pub mod dns;
