@@ -100,6 +100,8 @@ pub struct ClientBuilder {
     credentials: Option<(String, Password)>,
     allow_plaintext_auth: bool,
     transcript: Option<Transcript>,
+    /// Where to connect instead of resolving the server's host (which stays the name TLS checks).
+    address: Option<std::net::SocketAddr>,
 }
 
 /// Fetches the AUTH password when the server asks for AUTH (a password file, a password command);
@@ -139,6 +141,7 @@ impl fmt::Debug for ClientBuilder {
             .field("tls_options", &self.tls_options)
             .field("user", &self.credentials.as_ref().map(|c| &c.0))
             .field("allow_plaintext_auth", &self.allow_plaintext_auth)
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -200,6 +203,13 @@ impl ClientBuilder {
     /// that asks for none).
     pub fn credentials_with(mut self, user: impl Into<String>, source: PasswordSource) -> Self {
         self.credentials = Some((user.into(), Password::Later(source)));
+        self
+    }
+    /// Connects to `addr` instead of looking the server's host up: a relay that has chosen the MX host's
+    /// address itself. The host of the server address is still the name the certificate is checked
+    /// against (and sent as SNI), and the name errors carry.
+    pub fn address(mut self, addr: std::net::SocketAddr) -> Self {
+        self.address = Some(addr);
         self
     }
     /// Allows AUTH without TLS, to a server on a loopback address (127.0.0.0/8, ::1) only: a test or
@@ -284,10 +294,16 @@ impl ClientBuilder {
     /// Resolves the server and opens the TCP connection, all within the connect timeout.
     async fn open_tcp(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let deadline = Instant::now() + self.connect_timeout;
-        let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+        let lookup = async {
+            match self.address {
+                Some(addr) => Ok(vec![addr]),
+                None => tokio::net::lookup_host((host, port)).await.map(|a| a.collect()),
+            }
+        };
+        let addrs: Vec<_> = match timeout_at(deadline, lookup).await {
             Err(_) => return Err(self.connect_timed_out()),
             Ok(Err(source)) => return Err(Error::Resolve { server: self.server.clone(), source }),
-            Ok(Ok(a)) => a.collect(),
+            Ok(Ok(a)) => a,
         };
         let mut last = None;
         for addr in addrs {
@@ -343,6 +359,7 @@ impl Client {
             credentials: None,
             allow_plaintext_auth: false,
             transcript: None,
+            address: None,
         }
     }
 

@@ -661,3 +661,44 @@ async fn opportunistic_handshake_failure_is_reported() {
     assert!(e.is_transient(), "{e:?}");
     server.await.unwrap();
 }
+
+/// `address` connects where it is told, without resolving the server's name (which need not resolve), and
+/// that name is still the one the certificate is checked against.
+#[tokio::test]
+async fn address_overrides_the_lookup_but_not_the_tls_name() {
+    let c = cert();
+    let (l, addr) = listen().await;
+    let acceptor = c.acceptor.clone();
+    let server = spawn(async move {
+        let (mut p, _plain) = plain_then_tls(l, acceptor).await.expect("handshake");
+        p.expect("EHLO ").await;
+        p.send(b"250 mx.test\r\n").await;
+        p.expect("QUIT").await;
+        p.send(b"221 bye\r\n").await;
+    });
+    let client = Client::builder("localhost:1")
+        .address(addr.parse().unwrap())
+        .timeout(TIMEOUT)
+        .tls(Tls::StartTls)
+        .cafile(&c.pem)
+        .connect()
+        .await
+        .unwrap();
+    assert!(client.is_tls());
+    client.quit().await.unwrap();
+    server.await.unwrap().unwrap();
+    // The same address under a name the certificate does not hold: refused.
+    let (l, addr) = listen().await;
+    let acceptor = c.acceptor.clone();
+    let server = spawn(async move { plain_then_tls(l, acceptor).await.map(|_| ()) });
+    let e = Client::builder("wrong.invalid:1")
+        .address(addr.parse().unwrap())
+        .timeout(TIMEOUT)
+        .tls(Tls::StartTls)
+        .cafile(&c.pem)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Certificate { .. }), "{e:?}");
+    let _ = server.await;
+}
