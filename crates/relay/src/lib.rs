@@ -1,3 +1,7 @@
-//! mailroom-relay
+//! mailroom-relay: outbound delivery.
 #![forbid(unsafe_code)]
+pub mod connect;
+pub mod deliver;
 pub mod dns;
+pub mod message;
+pub mod settings;
