@@ -177,7 +177,7 @@ impl Connection {
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Mail { from, params } => self.handle_mail(&from, &params),
-                Event::Rcpt { to } => self.handle_rcpt(&to),
+                Event::Rcpt { to, .. } => self.handle_rcpt(&to),
                 Event::DataStart => self.handle_data_start(),
                 Event::Data(chunk) => self.handle_data(&chunk),
                 Event::DataEnd => self.handle_data_end().await,

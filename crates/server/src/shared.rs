@@ -91,6 +91,7 @@ fn proto_config(config: &Config) -> mailroom_proto::server::Config {
         max_header_size: l.max_header_size,
         min_data_rate: l.min_data_rate,
         error_delay: l.error_delay,
+        dsn: true,
     }
 }
 
