@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use mailroom_client::{Client, Envelope, Message};
+use mailroom_proto::params::{RcptParams, Ret};
 use mailroom_proto::{Address, Domain, ForwardPath, Reply, ReversePath};
 
 use crate::dns::to_a_label;
@@ -16,9 +17,21 @@ pub struct Job {
     /// The queue id, in every log line.
     pub id: String,
     pub from: ReversePath,
-    /// The recipients with their index in the queue entry.
-    pub rcpts: Vec<(usize, ForwardPath)>,
+    /// RFC 3461 RET and ENVID, passed on to a server that offers DSN.
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+    pub rcpts: Vec<JobRcpt>,
     pub message: Arc<Outgoing>,
+}
+
+/// One recipient of a [`Job`].
+#[derive(Debug, Clone)]
+pub struct JobRcpt {
+    /// Its index in the queue entry.
+    pub index: usize,
+    pub to: ForwardPath,
+    /// NOTIFY and ORCPT, passed on to a server that offers DSN.
+    pub params: RcptParams,
 }
 
 /// What happened to a recipient in one attempt.
@@ -43,6 +56,9 @@ pub struct RcptResult {
     pub status: String,
     /// The host that gave the reply, if any host did.
     pub remote_mta: Option<String>,
+    /// The next hop offered DSN and got the recipient's DSN parameters: a success notification is now its
+    /// business; without it, a NOTIFY=SUCCESS recipient is owed a "relayed" DSN (RFC 3461 §4.1).
+    pub dsn_passed: bool,
 }
 
 /// The connection a job is sent over, with what the log line says of it.
@@ -84,8 +100,8 @@ pub async fn send_job(conn: &mut Conn, job: &Job) -> Result<Vec<RcptResult>, Bro
         return Ok(results);
     }
     let from = wire_reverse(&job.from);
-    let mut pending: Vec<(usize, ForwardPath)> =
-        job.rcpts.iter().map(|(i, to)| (*i, wire_forward(to))).collect();
+    let mut pending: Vec<JobRcpt> =
+        job.rcpts.iter().map(|r| JobRcpt { to: wire_forward(&r.to), ..r.clone() }).collect();
     let mut done = Vec::new();
     for _ in 0..MAX_TRANSACTIONS_PER_JOB {
         if pending.is_empty() {
@@ -100,28 +116,33 @@ pub async fn send_job(conn: &mut Conn, job: &Job) -> Result<Vec<RcptResult>, Bro
             }
         }
         conn.uses += 1;
-        let envelope = Envelope::new(from.clone(), pending.iter().map(|(_, to)| to.clone()).collect());
+        let envelope = Envelope::new(from.clone(), pending.iter().map(|r| r.to.clone()).collect())
+            .with_dsn(job.ret, job.envid.clone())
+            .with_rcpt_params(pending.iter().map(|r| r.params.clone()).collect());
+        let dsn_passed = conn.client.capabilities().dsn;
         let outcome = match conn.client.send(&envelope, Message::from_bytes(&job.message.bytes)).await {
             Ok(o) => o,
             Err(error) => return Err(Broken { done, error }),
         };
         let any_accepted = outcome.recipients.iter().any(|r| r.result.is_ok());
         let mut next = Vec::new();
-        for ((index, to), r) in pending.into_iter().zip(outcome.recipients) {
+        for (rcpt, r) in pending.into_iter().zip(outcome.recipients) {
             match r.result {
-                Ok(reply) => done.push(result(index, Verdict::Sent, &reply, &host)),
+                Ok(reply) => {
+                    done.push(RcptResult { dsn_passed, ..result(rcpt.index, Verdict::Sent, &reply, &host) })
+                }
                 // Too many recipients: they go again in the next transaction, if this one got anywhere.
-                Err(reply) if reply.code == TOO_MANY_RECIPIENTS && any_accepted => next.push((index, to)),
+                Err(reply) if reply.code == TOO_MANY_RECIPIENTS && any_accepted => next.push(rcpt),
                 Err(reply) => {
                     let verdict = if reply.code >= 500 { Verdict::Bounced } else { Verdict::Deferred };
-                    done.push(result(index, verdict, &reply, &host));
+                    done.push(result(rcpt.index, verdict, &reply, &host));
                 }
             }
         }
         pending = next;
     }
-    for (index, _) in pending {
-        done.push(local(index, Verdict::Deferred, "4.5.3", "too many recipients; retrying later", Some(&host)));
+    for rcpt in pending {
+        done.push(local(rcpt.index, Verdict::Deferred, "4.5.3", "too many recipients; retrying later", Some(&host)));
     }
     Ok(done)
 }
@@ -132,7 +153,7 @@ fn precheck(conn: &Conn, job: &Job) -> Option<Vec<RcptResult>> {
     let caps = conn.client.capabilities();
     let host = conn.host.as_str();
     let bounce_all = |status: &str, text: String| {
-        Some(job.rcpts.iter().map(|(i, _)| local(*i, Verdict::Bounced, status, &text, Some(host))).collect())
+        Some(job.rcpts.iter().map(|r| local(r.index, Verdict::Bounced, status, &text, Some(host))).collect())
     };
     let size = mailroom_proto::client::MessageInfo::scan(&job.message.bytes).size.unwrap_or(0);
     if let Some(limit) = caps.size_limit() {
@@ -145,7 +166,7 @@ fn precheck(conn: &Conn, job: &Job) -> Option<Vec<RcptResult>> {
     }
     if !caps.smtputf8 {
         let addresses_utf8 = !is_ascii_on_wire_reverse(&job.from)
-            || job.rcpts.iter().any(|(_, to)| !is_ascii_on_wire_forward(to));
+            || job.rcpts.iter().any(|r| !is_ascii_on_wire_forward(&r.to));
         if addresses_utf8 {
             return bounce_all(
                 "5.6.7",
@@ -176,7 +197,14 @@ fn result(index: usize, verdict: Verdict, reply: &Reply, host: &str) -> RcptResu
         // RFC 3463 §3: without an enhanced code, the class of the basic one with "other".
         None => format!("{}.0.0", reply.code / 100),
     };
-    RcptResult { index, verdict, reply: reply.to_string(), status, remote_mta: Some(host.to_string()) }
+    RcptResult {
+        index,
+        verdict,
+        reply: reply.to_string(),
+        status,
+        remote_mta: Some(host.to_string()),
+        dsn_passed: false,
+    }
 }
 
 /// A result in our own words.
@@ -187,6 +215,7 @@ pub fn local(index: usize, verdict: Verdict, status: &str, text: &str, host: Opt
         reply: text.to_string(),
         status: status.to_string(),
         remote_mta: host.map(str::to_string),
+        dsn_passed: false,
     }
 }
 

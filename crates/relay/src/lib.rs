@@ -4,4 +4,5 @@ pub mod connect;
 pub mod deliver;
 pub mod dns;
 pub mod message;
+pub mod pool;
 pub mod settings;
