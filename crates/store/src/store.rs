@@ -16,7 +16,7 @@ use crate::address::{validate_domain, MailboxId};
 use crate::commit::{self, Committer};
 use crate::error::{io_err, StoreError};
 use crate::fsync;
-use crate::incoming::{Incoming, Spool};
+use crate::incoming::{Incoming, Intake};
 use crate::intent::{self, IntentLog, INTENT_DIR};
 use crate::unique::{self, UniqueNames};
 use crate::users::{UserDirectory, Users, UsersCache};
@@ -34,7 +34,7 @@ struct Inner {
     mailboxes: PathBuf,
     directory: UserDirectory,
     users: Arc<UsersCache>,
-    spool: Arc<Spool>,
+    intake: Arc<Intake>,
 }
 
 impl fmt::Debug for Store {
@@ -87,7 +87,7 @@ impl Store {
                 mailboxes,
                 directory,
                 users,
-                spool: Arc::new(Spool { tmp, names, committer: sender }),
+                intake: Arc::new(Intake { tmp, names, committer: sender }),
             }),
         })
     }
@@ -128,7 +128,7 @@ impl Store {
 
     /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
     pub fn begin(&self) -> Result<Incoming, StoreError> {
-        self.inner.spool.begin()
+        self.inner.intake.begin()
     }
 }
 
@@ -143,7 +143,7 @@ mod tests {
     /// intent record naming its mailboxes, and links in `linked` of them. Returns the final name.
     fn crashed_mid_batch(data: &Path, mailboxes: &[MailboxId], linked: usize) -> String {
         let store = Store::open(data).unwrap();
-        let host = store.inner.spool.names.hostname().to_string();
+        let host = store.inner.intake.names.hostname().to_string();
         drop(store);
         // pid 4194305 is above any pid_max: that process is surely gone.
         let unique = format!("1700000000.M1P4194305Q7.{host}");
@@ -154,8 +154,12 @@ mod tests {
             fs::create_dir_all(&new).unwrap();
             fs::hard_link(data.join("tmp").join(&unique), new.join(&final_name)).unwrap();
         }
-        let entry =
-            IntentEntry { tmp_name: unique.clone(), final_name: final_name.clone(), mailboxes: mailboxes.to_vec() };
+        let entry = IntentEntry {
+            tmp_name: unique.clone(),
+            final_name: final_name.clone(),
+            mailboxes: mailboxes.to_vec(),
+            spool: None,
+        };
         let mut log = IntentLog::create(&data.join(INTENT_DIR), &format!("1700000000.M1P4194305Q0.{host}")).unwrap();
         log.arm(&[entry]).unwrap();
         std::mem::forget(log); // a crash: the record stays
