@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 pub mod connect;
 pub mod deliver;
+pub mod dsn;
 pub mod dns;
 pub mod message;
 pub mod pool;
