@@ -5,5 +5,8 @@ pub mod deliver;
 pub mod dsn;
 pub mod dns;
 pub mod message;
+pub mod notify;
 pub mod pool;
+pub mod relay;
 pub mod settings;
+pub use relay::Relay;
