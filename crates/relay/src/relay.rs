@@ -270,6 +270,12 @@ impl Relay {
             log_attempt(&env, &rcpt.address, relay, now, &r);
             let (outcome, action) = self.outcome(&env, &r, now);
             if let Some(action) = action {
+                // The report says what the queue records (an expiry turns a 4xx into 5.4.7).
+                let (status, diagnostic) = match &outcome {
+                    Outcome::Bounced { status, reply, .. } => (status.clone(), reply.clone()),
+                    _ => (r.status.clone(), r.reply.clone()),
+                };
+                let r = RcptResult { status, reply: diagnostic, ..r.clone() };
                 reports.push(recipient_report(&env, &r, action, now, &self.settings));
                 if action == Action::Delayed {
                     warned.push(r.index);
