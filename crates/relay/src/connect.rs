@@ -108,9 +108,7 @@ impl Connector {
         let port = self.settings.port;
         match dest {
             Destination::Domain(d) => Ok((self.resolver.mx_hosts(d).await?, port)),
-            Destination::Literal(ip) => {
-                Ok((vec![Host { name: ip.to_string(), preference: 0, implicit: false }], port))
-            }
+            Destination::Literal(ip) => Ok((vec![Host { name: ip.to_string(), preference: 0, implicit: false }], port)),
             Destination::Relayhost => {
                 let Some(r) = &self.settings.relayhost else {
                     return Err(NoConnection::temporary("4.3.5", "no relayhost configured".into(), None));
@@ -127,7 +125,12 @@ impl Connector {
 
     /// One address: the TLS the destination calls for; opportunistic STARTTLS that fails is tried once
     /// more in plain text.
-    async fn connect_addr(&self, dest: &Destination, host: &str, addr: SocketAddr) -> Result<Client, mailroom_client::Error> {
+    async fn connect_addr(
+        &self,
+        dest: &Destination,
+        host: &str,
+        addr: SocketAddr,
+    ) -> Result<Client, mailroom_client::Error> {
         let builder = self.builder(dest, host, addr)?;
         let tls = builder_tls(&self.settings, dest);
         match builder.clone().tls(tls).connect().await {

@@ -128,9 +128,7 @@ pub async fn send_job(conn: &mut Conn, job: &Job) -> Result<Vec<RcptResult>, Bro
         let mut next = Vec::new();
         for (rcpt, r) in pending.into_iter().zip(outcome.recipients) {
             match r.result {
-                Ok(reply) => {
-                    done.push(RcptResult { dsn_passed, ..result(rcpt.index, Verdict::Sent, &reply, &host) })
-                }
+                Ok(reply) => done.push(RcptResult { dsn_passed, ..result(rcpt.index, Verdict::Sent, &reply, &host) }),
                 // Too many recipients: they go again in the next transaction, if this one got anywhere.
                 Err(reply) if reply.code == TOO_MANY_RECIPIENTS && any_accepted => next.push(rcpt),
                 Err(reply) => {
@@ -165,8 +163,8 @@ fn precheck(conn: &Conn, job: &Job) -> Option<Vec<RcptResult>> {
         }
     }
     if !caps.smtputf8 {
-        let addresses_utf8 = !is_ascii_on_wire_reverse(&job.from)
-            || job.rcpts.iter().any(|r| !is_ascii_on_wire_forward(&r.to));
+        let addresses_utf8 =
+            !is_ascii_on_wire_reverse(&job.from) || job.rcpts.iter().any(|r| !is_ascii_on_wire_forward(&r.to));
         if addresses_utf8 {
             return bounce_all(
                 "5.6.7",

@@ -2,8 +2,8 @@
 #![forbid(unsafe_code)]
 pub mod connect;
 pub mod deliver;
-pub mod dsn;
 pub mod dns;
+pub mod dsn;
 pub mod message;
 pub mod notify;
 pub mod pool;

@@ -192,7 +192,8 @@ impl Relay {
         };
         let hops = message.hops();
         if hops > self.settings.max_hops {
-            let text = format!("too many hops ({hops} Received headers, more than {}): mail loop", self.settings.max_hops);
+            let text =
+                format!("too many hops ({hops} Received headers, more than {}): mail loop", self.settings.max_hops);
             return Some(all("5.4.6", &text));
         }
         None
@@ -297,7 +298,13 @@ impl Relay {
                 date: now,
                 recipients: reports,
             };
-            let sent = crate::notify::send_report(&self.store, &self.queue, &self.settings.postmaster, &report, &message.bytes);
+            let sent = crate::notify::send_report(
+                &self.store,
+                &self.queue,
+                &self.settings.postmaster,
+                &report,
+                &message.bytes,
+            );
             if let Err(e) = sent.await {
                 // Without its report a bounce must not be final: try the recipient again later.
                 tracing::error!(id = %env.id, error = %e, "cannot deliver a delivery status notification");
@@ -340,8 +347,12 @@ impl Relay {
             Verdict::Deferred => {
                 let wait = mailroom_queue::next_retry(rcpt.attempts + 1, s.min_backoff, s.max_backoff);
                 let retry_at = now + wait;
-                let o =
-                    Outcome::Deferred { reply: r.reply.clone(), status: r.status.clone(), remote_mta: remote, retry_at };
+                let o = Outcome::Deferred {
+                    reply: r.reply.clone(),
+                    status: r.status.clone(),
+                    remote_mta: remote,
+                    retry_at,
+                };
                 let age = now.duration_since(env.arrival_time()).unwrap_or_default();
                 let warn = s.delay_warning.is_some_and(|d| age >= d)
                     && !rcpt.delay_warned

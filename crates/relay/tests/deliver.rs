@@ -78,7 +78,11 @@ async fn per_recipient_results_and_crlf_on_the_wire() {
     assert_eq!(out.len(), 1);
     assert_eq!(
         verdicts(&out[0]),
-        [(0, Verdict::Sent, "2.0.0".into()), (1, Verdict::Deferred, "4.3.0".into()), (2, Verdict::Bounced, "5.1.1".into())]
+        [
+            (0, Verdict::Sent, "2.0.0".into()),
+            (1, Verdict::Deferred, "4.3.0".into()),
+            (2, Verdict::Bounced, "5.1.1".into())
+        ]
     );
     let bounced = out[0].results.iter().find(|r| r.index == 2).unwrap();
     assert!(bounced.reply.contains("550 5.1.1 no such user"), "{}", bounced.reply);

@@ -132,10 +132,7 @@ async fn temporary_failure_is_retried_after_the_backoff() {
     let rx = receiver::start(RX, b).await;
     let s = setup(rx.port, |_| {}).await;
     let id = enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
-    let env = wait_for("the deferral", || {
-        s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)
-    })
-    .await;
+    let env = wait_for("the deferral", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)).await;
     assert_eq!(env.rcpts[0].status.as_deref(), Some("4.3.0"));
     assert!(env.rcpts[0].last_reply.as_deref().unwrap().contains("451 4.3.0 try later"));
     let deferred_at = Instant::now();

@@ -8,6 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// Chooses the reply to a RCPT for an address (`None`: the default).
+pub type RcptReply = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How the receiver behaves.
 #[derive(Clone)]
 pub struct Behaviour {
@@ -16,7 +19,7 @@ pub struct Behaviour {
     /// RCPTs accepted per transaction; the next get 452 4.5.3.
     pub max_rcpts: usize,
     /// The reply to a RCPT for this address, when not the default 250.
-    pub rcpt_reply: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub rcpt_reply: RcptReply,
     /// The reply after the data, when not the default 250.
     pub data_reply: Option<String>,
 }
