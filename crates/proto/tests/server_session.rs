@@ -783,7 +783,7 @@ fn dsn_parameters_reach_the_shell_and_stay_with_the_transaction() {
     s.cmd("RCPT TO:<bob@mx.test> NOTIFY=never", "250 2.1.5");
     s.cmd("RCPT TO:<nobody@mx.test> NOTIFY=FAILURE", "550");
     s.cmd("RCPT TO:<postmaster>", "250 2.1.5");
-    let want = vec![
+    let want = [
         RcptParams {
             notify: Some(Notify { success: true, failure: false, delay: true }),
             orcpt: Some(Orcpt { addr_type: AddrType::Rfc822, address: "Alice@old.test".into() }),
