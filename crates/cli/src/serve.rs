@@ -1,11 +1,17 @@
 //! `mailroom serve`: the SMTP server with its config file and flag overrides, and the relay (outbound
 //! delivery) running in the same process.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
-use mailroom_server::{Config, Server};
+use mailroom_relay::dns::Resolver;
+use mailroom_relay::settings::Settings;
+use mailroom_relay::Relay;
+use mailroom_server::{Config, Outbound, Server};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -114,29 +120,80 @@ const RELAY_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Starts the relay (the outbound delivery agent, crate `mailroom-relay`) in this process on the
 /// server's own queue and store, and attaches it to the server ([`Server::with_outbound`]), which then
 /// lets authenticated clients and `[delivery] relay_networks` send to other domains. The relay stops when
-/// `stop` turns true. Returns the server and the relay's task.
-///
-/// NOT WIRED YET: the relay crate is built on another branch. Until it is merged this function attaches
-/// nothing, so other domains stay refused with 550 5.7.1 exactly as before. The wiring, against the
-/// relay's API:
-/// ```text
-/// let resolver = Arc::new(mailroom_relay::dns::Resolver::new(&cfg.dns.servers)?);
-/// let relay = mailroom_relay::Relay::new(server.queue(), server.store(), relay_settings(cfg)?, resolver.clone());
-/// let outbound = Arc::new(RelayOutbound { resolver, waker: relay.waker() });
-/// let task = tokio::spawn(relay.run(async move { let _ = stop.wait_for(|s| *s).await; }));
-/// Ok((server.with_outbound(outbound), Some(task)))
-/// ```
-/// with `relay_settings` mapping `cfg.delivery` (and `cfg.server.hostname`) to the relay's settings and
-/// `RelayOutbound` implementing `mailroom_server::Outbound` (`null_mx` -> `resolver.null_mx(domain)`,
-/// `wake` -> `waker.notify_one()`).
+/// `stop` turns true. Returns the server and the relay's task (None, and no relaying, when no DNS
+/// resolver can be set up).
 fn start_relay(
     server: Server,
     cfg: &Config,
-    stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Server, Option<tokio::task::JoinHandle<()>>)> {
-    let _ = (cfg, stop);
-    tracing::warn!("outbound delivery is not available in this build: mail to other domains is refused");
-    Ok((server, None))
+    let resolver = match Resolver::new(&cfg.dns.servers) {
+        Ok(r) => r,
+        Err(e) => {
+            // Local delivery needs no DNS: serve it, and say loudly why nothing is relayed.
+            tracing::error!(error = %e, "no DNS resolver: outbound delivery is off, mail to other domains is refused");
+            return Ok((server, None));
+        }
+    };
+    let relay = Relay::new(server.queue(), server.store(), relay_settings(cfg)?, resolver.clone());
+    let outbound = Arc::new(RelayOutbound { resolver, waker: relay.waker() });
+    let task = tokio::spawn(relay.run(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }));
+    Ok((server.with_outbound(outbound), Some(task)))
+}
+
+/// `[delivery]` (already validated) as the relay's settings.
+fn relay_settings(cfg: &Config) -> anyhow::Result<Settings> {
+    use mailroom_relay::settings::{Relayhost, RelayhostTls, TlsPolicy};
+    use mailroom_server::config;
+    let d = &cfg.delivery;
+    let relayhost = d.relayhost()?.map(|r| Relayhost { host: r.host, port: r.port, mx_lookup: r.mx_lookup });
+    Ok(Settings {
+        hostname: cfg.server.hostname.clone(),
+        port: d.port,
+        tls: match d.tls {
+            config::TlsPolicy::Opportunistic => TlsPolicy::Opportunistic,
+            config::TlsPolicy::Required => TlsPolicy::Required,
+        },
+        relayhost,
+        relayhost_tls: match d.relayhost_tls {
+            config::RelayhostTls::None => RelayhostTls::None,
+            config::RelayhostTls::Starttls => RelayhostTls::StartTls,
+            config::RelayhostTls::Tls => RelayhostTls::Tls,
+        },
+        relayhost_cafile: d.relayhost_cafile.clone(),
+        relayhost_user: d.relayhost_user.clone(),
+        relayhost_password_file: d.relayhost_password_file.clone(),
+        min_backoff: d.min_backoff,
+        max_backoff: d.max_backoff,
+        max_queue_lifetime: d.max_queue_lifetime,
+        delay_warning: d.delay_warning,
+        max_connections_per_destination: d.max_connections_per_destination,
+        max_connections: d.max_connections,
+        max_hops: d.max_hops,
+        // Double bounces go to the postmaster of the first served domain.
+        postmaster: format!("postmaster@{}", cfg.domains().first().map_or("localhost", String::as_str)),
+        ..Settings::default()
+    })
+}
+
+/// The server's [`Outbound`] on top of the relay: null MX through the relay's resolver, wake-ups
+/// through its waker (the server does not depend on the relay crate; this is the bridge).
+struct RelayOutbound {
+    resolver: Resolver,
+    waker: Arc<tokio::sync::Notify>,
+}
+
+impl Outbound for RelayOutbound {
+    fn null_mx(&self, domain: &str) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let domain = domain.to_owned();
+        Box::pin(async move { self.resolver.null_mx(&domain).await })
+    }
+
+    fn wake(&self) {
+        self.waker.notify_one();
+    }
 }
 
 /// The files `[delivery]` names must be readable now, not at the first relayhost connection hours later:
