@@ -390,3 +390,17 @@ async fn envelope_carries_dsn_parameters_size_and_arrival() {
     assert!(arrival >= before && arrival <= before + 60, "arrival {arrival}, test began at {before}");
     r.shutdown().await;
 }
+
+/// An authenticated user may relay to domains, not to address literals (the relay looks up MX records
+/// of domains only): 550 5.7.1, and nothing queued.
+#[tokio::test]
+async fn address_literals_are_not_relayed_even_for_authenticated_users() {
+    let r = start(|_| {}, relay()).await;
+    let mut c = submission(&r).await;
+    c.cmd(&format!("MAIL FROM:<{ALICE}>"), 250).await;
+    let text = c.cmd("RCPT TO:<bob@[192.0.2.1]>", 550).await;
+    assert!(text.contains("5.7.1") && text.contains("address literals"), "{text}");
+    c.cmd("QUIT", 221).await;
+    assert!(r.queue_files("env").is_empty());
+    r.shutdown().await;
+}
