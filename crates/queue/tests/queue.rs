@@ -141,7 +141,7 @@ fn a_corrupt_envelope_is_moved_aside_and_the_rest_goes_on() {
 
     let queue = Queue::open(dir.path()).unwrap();
     let ids: Vec<String> = queue.list().unwrap().into_iter().map(|e| e.id).collect();
-    assert_eq!(ids, [good.id.clone()]);
+    assert_eq!(ids, vec![good.id.clone()]);
     let corrupt = dir.path().join("queue/corrupt");
     assert!(corrupt.join(format!("{}.env", bad.id)).exists());
     assert_eq!(fs::read(corrupt.join(format!("{}.msg", bad.id))).unwrap(), MESSAGE, "its message kept beside it");
