@@ -312,3 +312,40 @@ fn a_relayed_result_is_final() {
     assert_eq!(stored.rcpts[0].status.as_deref(), Some("2.0.0"), "no enhanced code in the reply: 2.0.0");
     assert_eq!(queue.due(from_unix(u64::from(u32::MAX)))[0].due, [1]);
 }
+
+#[test]
+fn concurrent_results_for_one_entry_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = open(dir.path());
+    let rcpts: Vec<String> = (0..8).map(|i| format!("r{i}@remote.example")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let env = enqueue(&store, &queue, &refs);
+    let claims: Vec<_> = (0..8).map(|i| queue.claim(&env.id, &[i]).unwrap()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let (q, stop2) = (queue.clone(), stop.clone());
+        // A scheduler and a `list` looking on while the results are written: no deadlock.
+        s.spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = (q.due(SystemTime::now()), q.next_due(), q.list().unwrap());
+            }
+        });
+        let writers: Vec<_> = claims
+            .into_iter()
+            .map(|c| {
+                let q = queue.clone();
+                s.spawn(move || {
+                    let i = c.rcpts()[0];
+                    q.record(c, vec![(i, deferred(60))]).unwrap()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let stored = on_disk(dir.path(), &env.id);
+    assert!(stored.rcpts.iter().all(|r| r.state == State::Deferred), "a result was lost: {stored:?}");
+    assert_eq!(stored.history.len(), 8);
+}
