@@ -287,6 +287,10 @@ impl Queue {
             return Ok(());
         };
         let mut env = lock(&slot);
+        if !self.is_current(&claim.id, &slot) {
+            tracing::info!(id = %claim.id, "result for an entry that was deleted meanwhile; ignored");
+            return Ok(());
+        }
         let mut next = env.clone();
         let now = SystemTime::now();
         for (i, outcome) in results {
@@ -318,6 +322,9 @@ impl Queue {
     pub fn mark_delay_warned(&self, claim: &Claim, rcpts: &[usize]) -> Result<(), QueueError> {
         let Some(slot) = lock(&self.inner.state).entries.get(&claim.id).cloned() else { return Ok(()) };
         let mut env = lock(&slot);
+        if !self.is_current(&claim.id, &slot) {
+            return Ok(());
+        }
         let mut next = env.clone();
         for &i in rcpts.iter().filter(|i| claim.rcpts.contains(i)) {
             if let Some(r) = next.rcpts.get_mut(i) {
@@ -408,11 +415,22 @@ impl Queue {
         if !is_valid_id(id) {
             return Err(QueueError::InvalidId(id.to_string()));
         }
-        let known = lock(&self.inner.state).entries.remove(id).is_some();
-        if !known && !self.dirs().env.join(id).exists() {
-            return Err(QueueError::NoSuchEntry(id.to_string()));
-        }
+        let slot = lock(&self.inner.state).entries.get(id).cloned();
+        let Some(slot) = slot else {
+            if !self.dirs().env.join(id).exists() {
+                return Err(QueueError::NoSuchEntry(id.to_string()));
+            }
+            return self.remove_files(id);
+        };
+        // Held while removing, so that a result being recorded cannot write the envelope back.
+        let _writing = lock(&slot);
+        lock(&self.inner.state).entries.remove(id);
         self.remove_files(id)
+    }
+
+    /// Whether `slot` (whose lock the caller holds) is still the entry `id`, not deleted meanwhile.
+    fn is_current(&self, id: &str, slot: &Arc<Mutex<Envelope>>) -> bool {
+        lock(&self.inner.state).entries.get(id).is_some_and(|s| Arc::ptr_eq(s, slot))
     }
 
     /// Reads every envelope again (entries already known keep their in-memory state), quarantining
