@@ -202,3 +202,187 @@ fn a_corrupt_entry_is_quarantined_and_the_rest_listed() {
     assert!(!text.contains(&a) && text.contains(&b), "{text}");
     assert!(dir.path().join("queue/corrupt").join(format!("{a}.env")).exists());
 }
+
+// ---- Power cut: queue entries acknowledged by the commit path survive it ----------------------------
+//
+// Uses the power-cut file system of the store's tests (`tests/powercut/fs.py`, FUSE): unmounting it
+// rebuilds the backing directory to what a strict POSIX file system would have made durable (file data
+// at its last fsync, a directory's names at its last fsync). Needs /dev/fuse, python3-fusepy and
+// fusermount3; fails without them unless MAILROOM_SKIP_POWERCUT=1.
+
+mod power {
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    const SKIP_ENV: &str = "MAILROOM_SKIP_POWERCUT";
+    const PYTHON: &str = "/usr/bin/python3";
+    /// Bound on mounting and on the power cut's rebuild.
+    const WAIT: Duration = Duration::from_secs(20);
+
+    pub fn is_available() -> bool {
+        let fusepy = Command::new(PYTHON).args(["-c", "import fusepy"]).stderr(Stdio::null()).status();
+        let ok = Path::new("/dev/fuse").exists() && fusepy.is_ok_and(|s| s.success()) && has_tool("fusermount3");
+        if !ok && std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+            eprintln!("power-cut test skipped ({SKIP_ENV}=1)");
+            return false;
+        }
+        assert!(ok, "needs /dev/fuse, python3-fusepy and fusermount3 ({SKIP_ENV}=1 skips)");
+        true
+    }
+
+    fn has_tool(t: &str) -> bool {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
+    }
+
+    /// One power-on period of `fs.py BACKING MNT`; [`Fs::cut`] unmounts it (the power cut).
+    pub struct Fs {
+        child: Option<Child>,
+        mnt: PathBuf,
+    }
+
+    impl Fs {
+        pub fn mount(backing: &Path, mnt: &Path) -> Fs {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/powercut/fs.py");
+            let mut child = Command::new(PYTHON)
+                .arg(script)
+                .arg(backing)
+                .arg(mnt)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn fs.py");
+            let stdout = child.stdout.take().unwrap();
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let fs = Fs { child: Some(child), mnt: mnt.to_path_buf() };
+            let start = Instant::now();
+            loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(line) if line.contains("powercut-fs: mounted") => return fs,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => panic!("fs.py exited before mounting"),
+                    _ => assert!(start.elapsed() < WAIT, "fs.py did not mount within {WAIT:?}"),
+                }
+            }
+        }
+
+        fn unmount(&self) -> bool {
+            Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        }
+
+        /// Unmounts (nothing may use the mount any more) and waits for the rebuild.
+        pub fn cut(mut self) {
+            let start = Instant::now();
+            while !self.unmount() {
+                assert!(start.elapsed() < WAIT, "cannot unmount {:?}", self.mnt);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut child = self.child.take().unwrap();
+            while child.try_wait().unwrap().is_none() {
+                assert!(start.elapsed() < WAIT, "fs.py did not finish the power cut");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    impl Drop for Fs {
+        fn drop(&mut self) {
+            let Some(mut child) = self.child.take() else { return };
+            let _ = self.unmount();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_queue_entries_survive_a_power_cut() {
+    if !power::is_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (disk, mnt) = (dir.path().join("disk"), dir.path().join("mnt"));
+    fs::create_dir(&disk).unwrap();
+    fs::create_dir(&mnt).unwrap();
+    let fs = power::Fs::mount(&disk, &mnt);
+    let data = mnt.join("data");
+    mailroom_store::fsync::create_dir_all_synced(&data).unwrap(); // the data directory itself must be durable
+    mailroom_store::UserDirectory::new(&data).add("alice@power.test", None).unwrap();
+    let (mut local, mut remote_only, mut deferred_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let finished = {
+        let store = Store::open(&data).unwrap();
+        let queue = Queue::open(&data).unwrap();
+        let alice = store.users().lookup("alice", "power.test").unwrap();
+        let mut commits = Vec::new();
+        for i in 0..16 {
+            let mut incoming = store.begin().unwrap();
+            incoming.write(MESSAGE).unwrap();
+            let env = Envelope::new(
+                incoming.id(),
+                "alice@power.test",
+                SystemTime::now(),
+                MESSAGE.len() as u64,
+                &["bob@remote.example"],
+            );
+            let locals = if i % 2 == 0 { vec![alice.clone()] } else { Vec::new() };
+            if i % 2 == 0 {
+                local.push(env.id.clone())
+            } else {
+                remote_only.push(env.id.clone())
+            }
+            commits.push((incoming.commit_with(&locals, Some(queue.spool_for(&env))), env));
+        }
+        for (commit, env) in commits {
+            commit.wait().unwrap(); // acknowledged from here on
+            queue.add_committed(env);
+        }
+        // A rewrite (deferred) and a removal (delivered) must be as durable as the enqueue.
+        for id in local.iter().take(3) {
+            let claim = queue.claim(id, &[0]).unwrap();
+            let retry_at = SystemTime::now() + Duration::from_secs(600);
+            let outcome =
+                Outcome::Deferred { reply: "451 later".into(), status: "4.0.0".into(), remote_mta: None, retry_at };
+            queue.record(claim, vec![(0, outcome)]).unwrap();
+            deferred_ids.push(id.clone());
+        }
+        let id = remote_only[0].clone();
+        let claim = queue.claim(&id, &[0]).unwrap();
+        queue.record(claim, vec![(0, Outcome::Delivered { reply: "250 ok".into(), remote_mta: "mx".into() })]).unwrap();
+        id
+    };
+    // Let the store's syncer threads close their files, then cut the power.
+    std::thread::sleep(Duration::from_millis(300));
+    fs.cut();
+
+    let data = disk.join("data");
+    let queue = Queue::open(&data).unwrap();
+    let listed: Vec<Envelope> = queue.list().unwrap();
+    for id in local.iter().chain(&remote_only).filter(|id| **id != finished) {
+        let env = listed.iter().find(|e| &e.id == id).unwrap_or_else(|| panic!("acknowledged entry {id} lost"));
+        let want =
+            if deferred_ids.contains(id) { mailroom_queue::State::Deferred } else { mailroom_queue::State::Pending };
+        assert_eq!(env.rcpts[0].state, want, "{id}: the recorded state was not durable");
+        assert_eq!(fs::read(queue.message_path(id)).unwrap(), MESSAGE, "{id}: message");
+    }
+    assert!(listed.iter().all(|e| e.id != finished), "a delivered entry came back after the power cut");
+    assert_eq!(fs::read_dir(data.join("queue/corrupt")).unwrap().count(), 0, "nothing partial");
+    let new = data.join("mailboxes/power.test/alice/new");
+    let in_mailbox: Vec<String> =
+        fs::read_dir(&new).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    for id in &local {
+        assert!(in_mailbox.iter().any(|n| n.starts_with(id.as_str())), "{id}: the local copy was lost");
+    }
+}
