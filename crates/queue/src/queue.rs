@@ -175,6 +175,9 @@ impl Queue {
     /// (their removal was cut by a crash) are removed, and so are stale leftovers (see
     /// [`STALE_AFTER`]).
     pub fn open(data_dir: &Path) -> Result<Queue, QueueError> {
+        fsync::create_dir_all_synced(data_dir).map_err(io_err("create", data_dir))?;
+        // Absolute and without `..`: the store writes these paths into its intent records.
+        let data_dir = fs::canonicalize(data_dir).map_err(io_err("resolve", data_dir))?;
         let root = data_dir.join(QUEUE_DIR);
         let dirs = Dirs {
             msg: root.join("msg"),

@@ -349,3 +349,16 @@ fn concurrent_results_for_one_entry_are_all_kept() {
     assert!(stored.rcpts.iter().all(|r| r.state == State::Deferred), "a result was lost: {stored:?}");
     assert_eq!(stored.history.len(), 8);
 }
+
+#[test]
+fn a_data_dir_given_with_dotdot_works() {
+    // e.g. `mailroom serve --data-dir ../data`: the spool's paths go into the store's intent records,
+    // which accept only resolved paths.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let data = dir.path().join("elsewhere/../data");
+    let (store, queue) = open(&data);
+    let env = enqueue(&store, &queue, &["bob@remote.example"]);
+    assert_eq!(fs::read(dir.path().join("data/queue/msg").join(&env.id)).unwrap(), MESSAGE);
+    assert_eq!(queue.list().unwrap().len(), 1);
+}
