@@ -4,6 +4,10 @@
 //! memory; the disk is written on every state change before the call returns. One process (the
 //! server) owns a queue directory's entries; other processes (`mailroom queue`) read it and leave
 //! requests ([`crate::request`]).
+//!
+//! Calls that change the disk ([`Queue::record`], [`Queue::mark_delay_warned`], [`Queue::delete`],
+//! [`Queue::open`], [`Queue::reload`]) block on fsync: from async code, run them on a blocking thread
+//! (`tokio::task::spawn_blocking`). The others only touch memory and are cheap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
