@@ -65,3 +65,31 @@ impl QueueBackend for Queue {
         Queue::message_path(self, id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_files_backend_works_behind_the_trait() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<Queue>();
+        let dir = tempfile::tempdir().unwrap();
+        let store = mailroom_store::Store::open(dir.path()).unwrap();
+        let backend: Arc<dyn QueueBackend> = Arc::new(Queue::open(dir.path()).unwrap());
+        let mut incoming = store.begin().unwrap();
+        incoming.write(b"Subject: x\n\nbody\n").unwrap();
+        let env = Envelope::new(incoming.id(), "a@example.org", SystemTime::now(), 17, &["b@remote.example"]);
+        incoming.commit_with(&[], backend.spool_for(&env)).wait().unwrap();
+        backend.add_committed(env.clone());
+        let due = backend.due(SystemTime::now());
+        assert_eq!(due.len(), 1);
+        let claim = backend.claim(&env.id, &due[0].due).unwrap();
+        assert!(backend.message_path(&env.id).exists());
+        let delivered = Outcome::Delivered { reply: "250 2.0.0 ok".into(), remote_mta: "mx".into() };
+        backend.record(claim, vec![(0, delivered)]).unwrap();
+        assert!(backend.due(SystemTime::now()).is_empty() && backend.next_due().is_none());
+        assert!(!backend.message_path(&env.id).exists(), "removed once final");
+    }
+}

@@ -200,7 +200,8 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// An envelope with pending recipients and no DSN parameters (set the fields for those).
+    /// An envelope with pending recipients (their `next_attempt` is the arrival) and no DSN
+    /// parameters (set the fields for those).
     pub fn new(
         id: impl Into<String>,
         from: impl Into<String>,
@@ -208,6 +209,8 @@ impl Envelope {
         size: u64,
         rcpts: &[&str],
     ) -> Envelope {
+        let rcpts =
+            rcpts.iter().map(|r| Recipient { next_attempt: unix_secs(arrival), ..Recipient::new(*r) }).collect();
         Envelope {
             id: id.into(),
             from: from.into(),
@@ -217,7 +220,7 @@ impl Envelope {
             envid: None,
             auth: None,
             client: None,
-            rcpts: rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+            rcpts,
             history: Vec::new(),
         }
     }

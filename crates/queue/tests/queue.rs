@@ -141,7 +141,7 @@ fn a_corrupt_envelope_is_moved_aside_and_the_rest_goes_on() {
 
     let queue = Queue::open(dir.path()).unwrap();
     let ids: Vec<String> = queue.list().unwrap().into_iter().map(|e| e.id).collect();
-    assert_eq!(ids, [good.id.clone()]);
+    assert_eq!(ids, vec![good.id.clone()]);
     let corrupt = dir.path().join("queue/corrupt");
     assert!(corrupt.join(format!("{}.env", bad.id)).exists());
     assert_eq!(fs::read(corrupt.join(format!("{}.msg", bad.id))).unwrap(), MESSAGE, "its message kept beside it");
@@ -311,4 +311,54 @@ fn a_relayed_result_is_final() {
     assert_eq!(stored.rcpts[0].state, State::Relayed);
     assert_eq!(stored.rcpts[0].status.as_deref(), Some("2.0.0"), "no enhanced code in the reply: 2.0.0");
     assert_eq!(queue.due(from_unix(u64::from(u32::MAX)))[0].due, [1]);
+}
+
+#[test]
+fn concurrent_results_for_one_entry_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = open(dir.path());
+    let rcpts: Vec<String> = (0..8).map(|i| format!("r{i}@remote.example")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let env = enqueue(&store, &queue, &refs);
+    let claims: Vec<_> = (0..8).map(|i| queue.claim(&env.id, &[i]).unwrap()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let (q, stop2) = (queue.clone(), stop.clone());
+        // A scheduler and a `list` looking on while the results are written: no deadlock.
+        s.spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = (q.due(SystemTime::now()), q.next_due(), q.list().unwrap());
+            }
+        });
+        let writers: Vec<_> = claims
+            .into_iter()
+            .map(|c| {
+                let q = queue.clone();
+                s.spawn(move || {
+                    let i = c.rcpts()[0];
+                    q.record(c, vec![(i, deferred(60))]).unwrap()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let stored = on_disk(dir.path(), &env.id);
+    assert!(stored.rcpts.iter().all(|r| r.state == State::Deferred), "a result was lost: {stored:?}");
+    assert_eq!(stored.history.len(), 8);
+}
+
+#[test]
+fn a_data_dir_given_with_dotdot_works() {
+    // e.g. `mailroom serve --data-dir ../data`: the spool's paths go into the store's intent records,
+    // which accept only resolved paths.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let data = dir.path().join("elsewhere/../data");
+    let (store, queue) = open(&data);
+    let env = enqueue(&store, &queue, &["bob@remote.example"]);
+    assert_eq!(fs::read(dir.path().join("data/queue/msg").join(&env.id)).unwrap(), MESSAGE);
+    assert_eq!(queue.list().unwrap().len(), 1);
 }

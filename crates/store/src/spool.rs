@@ -52,8 +52,11 @@ impl Spool {
             return invalid("the spool name is not a plain file name");
         }
         for dir in [&mut self.msg_dir, &mut self.sidecar_dir] {
-            if let Ok(abs) = std::path::absolute(&*dir) {
-                *dir = abs;
+            if !is_safe_dir(dir) {
+                // Relative or with `..` (e.g. `--data-dir ../data`): resolve it (the directories exist).
+                if let Ok(real) = std::fs::canonicalize(&*dir) {
+                    *dir = real;
+                }
             }
             if !is_safe_dir(dir) {
                 return invalid("a spool directory is not an absolute UTF-8 path without '..'");
@@ -90,9 +93,16 @@ mod tests {
         assert!(spool("../x", "/q/msg").validated().is_err());
         assert!(spool(".x", "/q/msg").validated().is_err());
         assert!(spool("a\tb", "/q/msg").validated().is_err());
-        assert!(spool("x", "/q/../msg").validated().is_err());
+        assert!(spool("x", "/nonexistent/../msg").validated().is_err(), "cannot be resolved");
         assert!(spool("x", "/q/m\tsg").validated().is_err());
-        let relative = spool("x", "queue/msg").validated().unwrap();
-        assert!(relative.msg_dir.is_absolute(), "made absolute: {relative:?}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("msg")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative: PathBuf =
+            cwd.components().map(|_| "..").collect::<PathBuf>().join(dir.path().strip_prefix("/").unwrap());
+        let resolved = spool("x", relative.join("msg").to_str().unwrap()).validated().unwrap();
+        assert_eq!(resolved.msg_dir, std::fs::canonicalize(dir.path().join("msg")).unwrap(), "resolved: {resolved:?}");
+        let with_dotdot = spool("x", dir.path().join("msg/../msg").to_str().unwrap()).validated().unwrap();
+        assert!(is_safe_dir(&with_dotdot.msg_dir), "{with_dotdot:?}");
     }
 }
