@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub rcpt_reply: RcptReply,
     /// The reply after the data, when not the default 250.
     pub data_reply: Option<String>,
+    /// Offers STARTTLS, answers it 220, then sends garbage instead of a TLS handshake and hangs up.
+    pub broken_starttls: bool,
 }
 
 impl Default for Behaviour {
@@ -31,6 +33,7 @@ impl Default for Behaviour {
             max_rcpts: 100,
             rcpt_reply: Arc::new(|_| None),
             data_reply: None,
+            broken_starttls: false,
         }
     }
 }
@@ -101,15 +104,22 @@ async fn session(sock: tokio::net::TcpStream, b: Behaviour, messages: Arc<Mutex<
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
+            let mut ext = b.extensions.clone();
+            if b.broken_starttls {
+                ext.push("STARTTLS".into());
+            }
             let mut s = String::from("250-rx.test\r\n");
-            for (i, e) in b.extensions.iter().enumerate() {
-                let sep = if i + 1 == b.extensions.len() { ' ' } else { '-' };
+            for (i, e) in ext.iter().enumerate() {
+                let sep = if i + 1 == ext.len() { ' ' } else { '-' };
                 s.push_str(&format!("250{sep}{e}\r\n"));
             }
-            if b.extensions.is_empty() {
+            if ext.is_empty() {
                 s = "250 rx.test\r\n".into();
             }
             s
+        } else if upper == "STARTTLS" && b.broken_starttls {
+            let _ = w.write_all(b"220 2.0.0 go ahead\r\nthis is no TLS record\r\n").await;
+            return;
         } else if upper.starts_with("MAIL FROM:") {
             from = Some(cmd[10..].to_string());
             rcpts.clear();
