@@ -213,7 +213,16 @@ async fn relayhost_in_brackets_takes_everything_without_dns() {
         s.relayhost = Some(Relayhost::parse(&format!("[{RX}]:{}", rx.port)).unwrap());
         s.relayhost_tls = RelayhostTls::None;
     });
-    let out = p.run(&Destination::Relayhost, vec![job("H1", &["bob@anywhere.invalid", "carol@else.invalid"], MSG)]).await;
+    let out =
+        p.run(&Destination::Relayhost, vec![job("H1", &["bob@anywhere.invalid", "carol@else.invalid"], MSG)]).await;
     assert!(out[0].results.iter().all(|r| r.verdict == Verdict::Sent), "{:?}", out[0].results);
     assert_eq!(rx.messages()[0].rcpts, ["bob@anywhere.invalid", "carol@else.invalid"]);
+}
+
+#[tokio::test]
+async fn eight_bit_content_without_8bitmime_bounces() {
+    let rx = receiver::start(RX, Behaviour { extensions: vec!["PIPELINING".into()], ..Behaviour::default() }).await;
+    let out = pool(rx.port).run(&dest(), vec![job("8B", &["bob@d.test"], "Subject: x\n\nbödy\n")]).await;
+    assert_eq!(verdicts(&out[0]), [(0, Verdict::Bounced, "5.6.3".into())]);
+    assert!(rx.messages().is_empty());
 }
