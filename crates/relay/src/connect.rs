@@ -170,7 +170,9 @@ impl Connector {
                         .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
                         .map_err(|e| format!("{}: {e}", file.display()))
                 });
-                b = b.credentials_with(user.clone(), source);
+                // Plaintext AUTH only ever to a smarthost on a loopback address (the client checks the
+                // peer); anywhere else AUTH needs TLS.
+                b = b.credentials_with(user.clone(), source).allow_plaintext_auth(true);
             }
         } else if s.tls == TlsPolicy::Required {
             // "Required" means encrypted, as Postfix's `encrypt` level: MX certificates are not checked

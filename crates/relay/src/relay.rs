@@ -347,7 +347,7 @@ impl Relay {
             }
             Verdict::Deferred => {
                 let wait = mailroom_queue::next_retry(rcpt.attempts + 1, s.min_backoff, s.max_backoff);
-                let retry_at = now + wait;
+                let retry_at = ceil_to_second(now + wait);
                 let o = Outcome::Deferred {
                     reply: r.reply.clone(),
                     status: r.status.clone(),
@@ -373,6 +373,13 @@ impl Relay {
     async fn load(&self, id: &str) -> std::io::Result<Arc<Outgoing>> {
         Outgoing::load(&self.queue.message_path(id)).await.map(Arc::new)
     }
+}
+
+/// The queue keeps retry times in whole seconds: rounding up keeps the backoff from being cut short.
+fn ceil_to_second(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 /// Turns bounces whose report could not be delivered into deferrals.
@@ -473,6 +480,14 @@ mod tests {
         );
         let r = local(0, Verdict::Deferred, "4.4.1", "connection refused", None);
         assert!(attempt_line("Q1", "b@x", None, Duration::ZERO, &r).contains("relay=none delay=0.0 status=deferred"));
+    }
+
+    #[test]
+    fn retry_times_round_up() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(100_900);
+        assert_eq!(ceil_to_second(t), SystemTime::UNIX_EPOCH + Duration::from_secs(101));
+        let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        assert_eq!(ceil_to_second(whole), whole);
     }
 
     #[test]

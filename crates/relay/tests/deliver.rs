@@ -226,3 +226,20 @@ async fn eight_bit_content_without_8bitmime_bounces() {
     assert_eq!(verdicts(&out[0]), [(0, Verdict::Bounced, "5.6.3".into())]);
     assert!(rx.messages().is_empty());
 }
+
+#[tokio::test]
+async fn relayhost_auth_with_the_password_file() {
+    let rx = receiver::start(RX, Behaviour { auth: true, ..Behaviour::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let p = pool_with(0, |s| {
+        s.relayhost = Some(Relayhost::parse(&format!("[{RX}]:{}", rx.port)).unwrap());
+        s.relayhost_tls = RelayhostTls::None;
+        s.relayhost_user = Some("relayuser".into());
+        s.relayhost_password_file = Some(pw.clone());
+    });
+    let out = p.run(&Destination::Relayhost, vec![job("A1", &["bob@anywhere.invalid"], MSG)]).await;
+    assert_eq!(out[0].results[0].verdict, Verdict::Sent, "{:?}", out[0].results);
+    assert_eq!(rx.auth.lock().unwrap().clone(), ["|relayuser|s3cret"]);
+}

@@ -271,3 +271,22 @@ async fn too_many_hops_bounce_without_an_attempt() {
     assert_eq!(rx.connections(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn flush_request_retries_a_deferred_recipient_at_once() {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let b = Behaviour {
+        rcpt_reply: Arc::new(move |_| (t.fetch_add(1, Ordering::SeqCst) == 0).then(|| "451 4.3.0 later".into())),
+        ..Behaviour::default()
+    };
+    let rx = receiver::start(RX, b).await;
+    let s = setup(rx.port, |st| st.min_backoff = Duration::from_secs(3600)).await;
+    let id = enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+    wait_for("the deferral", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)).await;
+    let t0 = Instant::now();
+    s.queue.request(&id, Request::Flush).unwrap();
+    wait_for("the flushed delivery", || (!rx.messages().is_empty()).then_some(())).await;
+    assert!(t0.elapsed() < Duration::from_millis(1500), "flushed after {:?}", t0.elapsed());
+    s.stop().await;
+}
