@@ -5,7 +5,7 @@
 //! server) owns a queue directory's entries; other processes (`mailroom queue`) read it and leave
 //! requests ([`crate::request`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -100,7 +100,9 @@ impl Drop for Claim {
     }
 }
 
-/// The outbound queue on `<data-dir>/queue/`. Cheap to clone (all clones share one state).
+/// The outbound queue on `<data-dir>/queue/`. Cheap to clone (all clones share one state): a process
+/// opens it once and hands clones to the server and the relay (two `open`s would be two independent
+/// views, each unaware of the other's claims).
 #[derive(Clone)]
 pub struct Queue {
     inner: Arc<Inner>,
@@ -133,7 +135,14 @@ struct Inner {
 #[derive(Default)]
 struct Memory {
     entries: BTreeMap<String, Arc<Mutex<Envelope>>>,
-    in_flight: HashSet<(String, usize)>,
+    /// Recipients in flight, by entry id.
+    in_flight: HashMap<String, HashSet<usize>>,
+}
+
+impl Memory {
+    fn is_in_flight(&self, id: &str, rcpt: usize) -> bool {
+        self.in_flight.get(id).is_some_and(|set| set.contains(&rcpt))
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,8 +152,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Release for Inner {
     fn release(&self, id: &str, rcpts: &[usize]) {
         let mut mem = lock(&self.state);
-        for &r in rcpts {
-            mem.in_flight.remove(&(id.to_string(), r));
+        if let Some(set) = mem.in_flight.get_mut(id) {
+            for r in rcpts {
+                set.remove(r);
+            }
+            if set.is_empty() {
+                mem.in_flight.remove(id);
+            }
         }
     }
 }
@@ -210,9 +224,8 @@ impl Queue {
         let mut out = Vec::new();
         for (id, slot) in &mem.entries {
             let Ok(env) = slot.try_lock() else { continue };
-            let due: Vec<usize> = (0..env.rcpts.len())
-                .filter(|&i| env.rcpts[i].is_due(now) && !mem.in_flight.contains(&(id.clone(), i)))
-                .collect();
+            let due: Vec<usize> =
+                (0..env.rcpts.len()).filter(|&i| env.rcpts[i].is_due(now) && !mem.is_in_flight(id, i)).collect();
             if !due.is_empty() {
                 out.push(Entry { envelope: env.clone(), due });
             }
@@ -230,7 +243,7 @@ impl Queue {
             // Busy: a result is being recorded, the scheduler looks again when it is.
             let Ok(env) = slot.try_lock() else { continue };
             for (i, r) in env.rcpts.iter().enumerate() {
-                if mem.in_flight.contains(&(id.clone(), i)) {
+                if mem.is_in_flight(id, i) {
                     continue;
                 }
                 if let Some(t) = r.due_at() {
@@ -251,15 +264,11 @@ impl Queue {
         let mut wanted: Vec<usize> = rcpts.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
-        let is_free = |i: &usize| {
-            env.rcpts.get(*i).is_some_and(|r| !r.state.is_final()) && !mem.in_flight.contains(&(id.to_string(), *i))
-        };
+        let is_free = |i: &usize| env.rcpts.get(*i).is_some_and(|r| !r.state.is_final()) && !mem.is_in_flight(id, *i);
         if wanted.is_empty() || !wanted.iter().all(is_free) {
             return None;
         }
-        for &i in &wanted {
-            mem.in_flight.insert((id.to_string(), i));
-        }
+        mem.in_flight.entry(id.to_string()).or_default().extend(wanted.iter().copied());
         drop(mem);
         let release: Arc<dyn Release> = self.inner.clone();
         Some(Claim::new(id.to_string(), wanted, env, release))
@@ -278,6 +287,10 @@ impl Queue {
             return Ok(());
         };
         let mut env = lock(&slot);
+        if !self.is_current(&claim.id, &slot) {
+            tracing::info!(id = %claim.id, "result for an entry that was deleted meanwhile; ignored");
+            return Ok(());
+        }
         let mut next = env.clone();
         let now = SystemTime::now();
         for (i, outcome) in results {
@@ -309,6 +322,9 @@ impl Queue {
     pub fn mark_delay_warned(&self, claim: &Claim, rcpts: &[usize]) -> Result<(), QueueError> {
         let Some(slot) = lock(&self.inner.state).entries.get(&claim.id).cloned() else { return Ok(()) };
         let mut env = lock(&slot);
+        if !self.is_current(&claim.id, &slot) {
+            return Ok(());
+        }
         let mut next = env.clone();
         for &i in rcpts.iter().filter(|i| claim.rcpts.contains(i)) {
             if let Some(r) = next.rcpts.get_mut(i) {
@@ -399,11 +415,22 @@ impl Queue {
         if !is_valid_id(id) {
             return Err(QueueError::InvalidId(id.to_string()));
         }
-        let known = lock(&self.inner.state).entries.remove(id).is_some();
-        if !known && !self.dirs().env.join(id).exists() {
-            return Err(QueueError::NoSuchEntry(id.to_string()));
-        }
+        let slot = lock(&self.inner.state).entries.get(id).cloned();
+        let Some(slot) = slot else {
+            if !self.dirs().env.join(id).exists() {
+                return Err(QueueError::NoSuchEntry(id.to_string()));
+            }
+            return self.remove_files(id);
+        };
+        // Held while removing, so that a result being recorded cannot write the envelope back.
+        let _writing = lock(&slot);
+        lock(&self.inner.state).entries.remove(id);
         self.remove_files(id)
+    }
+
+    /// Whether `slot` (whose lock the caller holds) is still the entry `id`, not deleted meanwhile.
+    fn is_current(&self, id: &str, slot: &Arc<Mutex<Envelope>>) -> bool {
+        lock(&self.inner.state).entries.get(id).is_some_and(|s| Arc::ptr_eq(s, slot))
     }
 
     /// Reads every envelope again (entries already known keep their in-memory state), quarantining
