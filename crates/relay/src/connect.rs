@@ -166,8 +166,9 @@ impl Connector {
             if let (Some(user), Some(file)) = (&s.relayhost_user, &s.relayhost_password_file) {
                 let file = file.clone();
                 let source: mailroom_client::PasswordSource = Arc::new(move || {
+                    // The first line is the password (as `check-config` checks it).
                     std::fs::read_to_string(&file)
-                        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+                        .map(|p| p.lines().next().unwrap_or("").to_string())
                         .map_err(|e| format!("{}: {e}", file.display()))
                 });
                 // Plaintext AUTH only ever to a smarthost on a loopback address (the client checks the
