@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::{Connector, Destination, NoConnection};
 use crate::deliver::{local, send_job, Conn, Job, RcptResult, Verdict};
@@ -63,33 +63,43 @@ impl Pool {
         }
     }
 
-    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs.
+    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs, and
+    /// returns all results at the end.
     pub async fn run(&self, dest: &Destination, jobs: Vec<Job>) -> Vec<JobResult> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.run_into(dest, jobs, tx).await;
+        let mut out = Vec::new();
+        while let Some(r) = rx.recv().await {
+            out.push(r);
+        }
+        out
+    }
+
+    /// Like [`Pool::run`], handing each job's result to `tx` as soon as it is in (so the scheduler
+    /// records it at once, not when the whole group is done).
+    pub async fn run_into(&self, dest: &Destination, jobs: Vec<Job>, tx: mpsc::UnboundedSender<JobResult>) {
         let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
         let workers = jobs.len().min(per_dest);
         let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
         let connected = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            let (pool, dest, queue, connected) = (self.clone(), dest.clone(), queue.clone(), connected.clone());
-            tasks.spawn(async move { pool.worker(&dest, &queue, &connected).await });
+            let (pool, dest, queue, connected, tx) =
+                (self.clone(), dest.clone(), queue.clone(), connected.clone(), tx.clone());
+            tasks.spawn(async move { pool.worker(&dest, &queue, &connected, &tx).await });
         }
-        let mut out = Vec::new();
         while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(results) => out.extend(results),
-                Err(e) => tracing::error!(error = %e, "delivery worker failed"),
+            if let Err(e) = r {
+                tracing::error!(error = %e, "delivery worker failed");
             }
         }
         // Jobs handed back by a worker that could not connect while another could, after that other
         // one had finished: one more pass.
         while !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-            out.extend(self.worker(dest, &queue, &AtomicUsize::new(0)).await);
+            self.worker(dest, &queue, &AtomicUsize::new(0), &tx).await;
         }
-        out
     }
 
-    /// Takes jobs until none are left, each over the connection it holds (or a new or idle one).
     /// `connected` counts the workers of this run holding a connection: a worker that cannot connect
     /// while another can (a server that limits connections per client) hands its job back and stops.
     async fn worker(
@@ -97,8 +107,8 @@ impl Pool {
         dest: &Destination,
         queue: &Mutex<VecDeque<Arc<Job>>>,
         connected: &AtomicUsize,
-    ) -> Vec<JobResult> {
-        let mut out = Vec::new();
+        out: &mpsc::UnboundedSender<JobResult>,
+    ) {
         let mut held: Option<Held> = None;
         let _guard = Connected(connected, std::cell::Cell::new(false));
         while let Some(job) = pop(queue) {
@@ -113,15 +123,15 @@ impl Pool {
                         }
                         Err(_) if connected.load(Ordering::SeqCst) > 0 && !_guard.1.get() => {
                             queue.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
-                            return out;
+                            return;
                         }
                         Err(nc) => {
                             // Nobody is reachable: this job and every one still waiting get the same answer.
-                            out.push(unreachable(job.clone(), &nc));
+                            let _ = out.send(unreachable(job.clone(), &nc));
                             while let Some(j) = pop(queue) {
-                                out.push(unreachable(j, &nc));
+                                let _ = out.send(unreachable(j, &nc));
                             }
-                            return out;
+                            return;
                         }
                     },
                 };
@@ -130,7 +140,7 @@ impl Pool {
                 let relay = Some(h.conn.relay());
                 match send_job(&mut h.conn, &job).await {
                     Ok(results) => {
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         if h.conn.uses < MAX_TRANSACTIONS_PER_CONNECTION && h.conn.client.is_ready() {
                             held = Some(h);
                         } else {
@@ -151,7 +161,7 @@ impl Pool {
                                 results.push(local(r.index, Verdict::Deferred, "4.4.2", &text, Some(&h.conn.host)));
                             }
                         }
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         break;
                     }
                 }
@@ -160,7 +170,6 @@ impl Pool {
         if let Some(h) = held {
             self.checkin(dest, h);
         }
-        out
     }
 
     /// An idle connection to `dest`, or a new one within the limits.
