@@ -290,3 +290,17 @@ async fn flush_request_retries_a_deferred_recipient_at_once() {
     assert!(t0.elapsed() < Duration::from_millis(1500), "flushed after {:?}", t0.elapsed());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn messages_queued_one_by_one_share_connections() {
+    let rx = receiver::start(RX, Behaviour::default()).await;
+    let s = setup(rx.port, |_| {}).await;
+    for _ in 0..30 {
+        enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+    }
+    wait_for("all 30 messages", || (rx.messages().len() == 30).then_some(())).await;
+    let n = rx.connections();
+    eprintln!("30 messages queued one by one used {n} connection(s)");
+    assert!(n <= 10, "30 messages used {n} connections");
+    s.stop().await;
+}
