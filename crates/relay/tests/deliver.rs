@@ -243,3 +243,17 @@ async fn relayhost_auth_with_the_password_file() {
     assert_eq!(out[0].results[0].verdict, Verdict::Sent, "{:?}", out[0].results);
     assert_eq!(rx.auth.lock().unwrap().clone(), ["|relayuser|s3cret"]);
 }
+
+#[tokio::test]
+async fn starttls_is_used_with_a_certificate_nobody_can_verify() {
+    for policy in [TlsPolicy::Opportunistic, TlsPolicy::Required] {
+        let b = Behaviour { tls: Some(receiver::self_signed_acceptor()), ..Behaviour::default() };
+        let rx = receiver::start(RX, b).await;
+        let p = pool_with(rx.port, |s| s.tls = policy);
+        let out = p.run(&dest(), vec![job("T2", &["bob@d.test"], MSG), job("T3", &["carol@d.test"], MSG)]).await;
+        assert!(out.iter().all(|r| r.results[0].verdict == Verdict::Sent), "{policy:?}: {out:?}");
+        let msgs = rx.messages();
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs.iter().all(|m| m.tls), "{policy:?}: sent in plain text");
+    }
+}
