@@ -153,7 +153,7 @@ async fn permanent_failure_bounces_to_the_local_sender() {
     let s = setup(rx.port, |_| {}).await;
     let id = enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
     let dsn = wait_for("the DSN", || mails(&s.store, "alice@example.org").pop()).await;
-    assert!(dsn.starts_with("Return-Path: <>\n"), "{dsn}");
+    assert!(dsn.starts_with("Return-Path: <>\nReceived: by relay.test (mailroom) id "), "{dsn}");
     assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
     assert!(dsn.contains("Action: failed"), "{dsn}");
     assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
@@ -241,7 +241,9 @@ async fn remote_sender_gets_its_bounce_through_the_queue_with_a_null_sender() {
     enqueue(&s, &sender, &[&rcpt(&rx)], None).await;
     let m = wait_for("the bounce at carol's server", || rx.messages().pop()).await;
     assert_eq!(m.from, "<>");
-    assert_eq!(m.rcpts, [sender]);
+    assert_eq!(m.rcpts, [sender.clone()]);
+    assert!(m.data.starts_with("Received: by relay.test (mailroom) id "), "{}", m.data);
+    assert!(!m.data.contains("Return-Path"), "{}", m.data);
     assert!(m.data.contains("Action: failed") && m.data.contains("no bob"), "{}", m.data);
     wait_for("the queue to empty", || s.queue.list().unwrap().is_empty().then_some(())).await;
     s.stop().await;
