@@ -3,10 +3,11 @@
 //! idle connections kept a few seconds so the next message to the same destination reuses one (RSET).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::{Connector, Destination, NoConnection};
 use crate::deliver::{local, send_job, Conn, Job, RcptResult, Verdict};
@@ -62,44 +63,75 @@ impl Pool {
         }
     }
 
-    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs.
+    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs, and
+    /// returns all results at the end.
     pub async fn run(&self, dest: &Destination, jobs: Vec<Job>) -> Vec<JobResult> {
-        let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
-        let workers = jobs.len().min(per_dest);
-        let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers {
-            let (pool, dest, queue) = (self.clone(), dest.clone(), queue.clone());
-            tasks.spawn(async move { pool.worker(&dest, &queue).await });
-        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.run_into(dest, jobs, tx).await;
         let mut out = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(results) => out.extend(results),
-                Err(e) => tracing::error!(error = %e, "delivery worker failed"),
-            }
+        while let Some(r) = rx.recv().await {
+            out.push(r);
         }
         out
     }
 
-    /// Takes jobs until none are left, each over the connection it holds (or a new or idle one).
-    async fn worker(&self, dest: &Destination, queue: &Mutex<VecDeque<Arc<Job>>>) -> Vec<JobResult> {
-        let mut out = Vec::new();
+    /// Like [`Pool::run`], handing each job's result to `tx` as soon as it is in (so the scheduler
+    /// records it at once, not when the whole group is done).
+    pub async fn run_into(&self, dest: &Destination, jobs: Vec<Job>, tx: mpsc::UnboundedSender<JobResult>) {
+        let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
+        let workers = jobs.len().min(per_dest);
+        let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
+        let connected = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (pool, dest, queue, connected, tx) =
+                (self.clone(), dest.clone(), queue.clone(), connected.clone(), tx.clone());
+            tasks.spawn(async move { pool.worker(&dest, &queue, &connected, &tx).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "delivery worker failed");
+            }
+        }
+        // Jobs handed back by a worker that could not connect while another could, after that other
+        // one had finished: one more pass.
+        while !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            self.worker(dest, &queue, &AtomicUsize::new(0), &tx).await;
+        }
+    }
+
+    /// `connected` counts the workers of this run holding a connection: a worker that cannot connect
+    /// while another can (a server that limits connections per client) hands its job back and stops.
+    async fn worker(
+        &self,
+        dest: &Destination,
+        queue: &Mutex<VecDeque<Arc<Job>>>,
+        connected: &AtomicUsize,
+        out: &mpsc::UnboundedSender<JobResult>,
+    ) {
         let mut held: Option<Held> = None;
+        let _guard = Connected(connected, std::cell::Cell::new(false));
         while let Some(job) = pop(queue) {
             let mut retried = false;
             loop {
                 let h = match held.take() {
                     Some(h) => h,
                     None => match self.checkout(dest).await {
-                        Ok(h) => h,
+                        Ok(h) => {
+                            _guard.set();
+                            h
+                        }
+                        Err(_) if connected.load(Ordering::SeqCst) > 0 && !_guard.1.get() => {
+                            queue.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
+                            return;
+                        }
                         Err(nc) => {
                             // Nobody is reachable: this job and every one still waiting get the same answer.
-                            out.push(unreachable(job.clone(), &nc));
+                            let _ = out.send(unreachable(job.clone(), &nc));
                             while let Some(j) = pop(queue) {
-                                out.push(unreachable(j, &nc));
+                                let _ = out.send(unreachable(j, &nc));
                             }
-                            return out;
+                            return;
                         }
                     },
                 };
@@ -108,7 +140,7 @@ impl Pool {
                 let relay = Some(h.conn.relay());
                 match send_job(&mut h.conn, &job).await {
                     Ok(results) => {
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         if h.conn.uses < MAX_TRANSACTIONS_PER_CONNECTION && h.conn.client.is_ready() {
                             held = Some(h);
                         } else {
@@ -129,7 +161,7 @@ impl Pool {
                                 results.push(local(r.index, Verdict::Deferred, "4.4.2", &text, Some(&h.conn.host)));
                             }
                         }
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         break;
                     }
                 }
@@ -138,7 +170,6 @@ impl Pool {
         if let Some(h) = held {
             self.checkin(dest, h);
         }
-        out
     }
 
     /// An idle connection to `dest`, or a new one within the limits.
@@ -215,6 +246,25 @@ impl Pool {
         };
         for h in all {
             close(h).await;
+        }
+    }
+}
+
+/// Marks a worker as connected (once) in its run's count, and unmarks it when the worker ends.
+struct Connected<'a>(&'a AtomicUsize, std::cell::Cell<bool>);
+
+impl Connected<'_> {
+    fn set(&self) {
+        if !self.1.replace(true) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        if self.1.get() {
+            self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
