@@ -395,6 +395,12 @@ async fn envelope_carries_dsn_parameters_size_and_arrival() {
         .parse()
         .unwrap();
     assert!(arrival >= before && arrival <= before + 60, "arrival {arrival}, test began at {before}");
+    assert_eq!(
+        env.matches(&format!("next_attempt = {arrival}\n")).count(),
+        3,
+        "every recipient due at arrival:\n{env}"
+    );
+    assert_eq!(env.matches("state = \"pending\"").count(), 3, "{env}");
     r.shutdown().await;
 }
 
