@@ -332,10 +332,18 @@ impl Relay {
                 &report,
                 &message.bytes,
             );
-            if let Err(e) = sent.await {
-                // Without its report a bounce must not be final: try the recipient again later.
-                tracing::error!(id = %env.id, error = %e, "cannot deliver a delivery status notification");
-                defer_bounces(&mut outcomes, now + self.settings.min_backoff);
+            match sent.await {
+                Ok(_) => {}
+                // A double bounce that cannot reach the postmaster has nowhere else to go: retrying
+                // would loop for ever, so the failure is logged and the bounce stands.
+                Err(e) if env.from.is_empty() => {
+                    tracing::error!(id = %env.id, error = %e, "cannot deliver a double bounce to the postmaster; dropped")
+                }
+                Err(e) => {
+                    // Without its report a bounce must not be final: try the recipient again later.
+                    tracing::error!(id = %env.id, error = %e, "cannot deliver a delivery status notification");
+                    defer_bounces(&mut outcomes, now + self.settings.min_backoff);
+                }
             }
         }
         if !warned.is_empty() {

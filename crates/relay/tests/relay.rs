@@ -306,3 +306,18 @@ async fn messages_queued_one_by_one_share_connections() {
     assert!(n <= 10, "30 messages used {n} connections");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn delete_request_removes_the_entry_without_a_bounce() {
+    let port = std::net::TcpListener::bind((RX, 0)).unwrap().local_addr().unwrap().port();
+    let s = setup(port, |st| st.min_backoff = Duration::from_secs(3600)).await;
+    let id = enqueue(&s, "alice@example.org", &[&format!("bob@[{RX}]")], None).await;
+    wait_for("the deferral", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)).await;
+    let t0 = Instant::now();
+    s.queue.request(&id, Request::Delete).unwrap();
+    wait_for("the entry to go", || s.queue.get(&id).is_err().then_some(())).await;
+    assert!(t0.elapsed() < Duration::from_millis(1500), "deleted after {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(mails(&s.store, "alice@example.org").is_empty());
+    s.stop().await;
+}
