@@ -48,6 +48,8 @@ struct Inner {
     total: Arc<Semaphore>,
     per_dest: Mutex<HashMap<Destination, Arc<Semaphore>>>,
     idle: Mutex<HashMap<Destination, Vec<(Instant, Held)>>>,
+    /// Signalled when a connection goes idle, for a checkout waiting for room under `max_connections`.
+    checked_in: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -59,6 +61,7 @@ impl Pool {
                 total,
                 per_dest: Mutex::new(HashMap::new()),
                 idle: Mutex::new(HashMap::new()),
+                checked_in: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -172,28 +175,58 @@ impl Pool {
         }
     }
 
-    /// An idle connection to `dest`, or a new one within the limits.
+    /// An idle connection to `dest`, or a new one within the limits. Idle connections keep their
+    /// permits, so a checkout that waits for one is also woken when a connection goes idle: it may take
+    /// that one (same destination) or close it to make room (another destination), rather than wait
+    /// for it to expire.
     async fn checkout(&self, dest: &Destination) -> Result<Held, NoConnection> {
-        if let Some(h) = self.take_idle(dest) {
-            return Ok(h);
-        }
         let sem = self.dest_semaphore(dest);
-        let dest_permit = sem.acquire_owned().await.map_err(|_| closed())?;
-        if let Some(h) = self.take_idle(dest) {
-            return Ok(h);
-        }
-        let total = match self.inner.total.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // All connections in use: an idle one elsewhere makes room.
-                if let Some(h) = self.evict_one() {
-                    close(h).await;
-                }
-                self.inner.total.clone().acquire_owned().await.map_err(|_| closed())?
+        loop {
+            let checked_in = self.inner.checked_in.notified();
+            tokio::pin!(checked_in);
+            checked_in.as_mut().enable();
+            if let Some(h) = self.take_idle(dest) {
+                return Ok(h);
             }
-        };
-        let conn = self.inner.connector.connect(dest).await?;
-        Ok(Held { conn, _dest: dest_permit, _total: total })
+            let dest_permit = tokio::select! {
+                p = sem.clone().acquire_owned() => p.map_err(|_| closed())?,
+                _ = &mut checked_in => continue,
+            };
+            // `None`: a connection to `dest` went idle meanwhile; the next round takes it.
+            let Some(total) = self.total_permit(dest).await? else { continue };
+            let conn = self.inner.connector.connect(dest).await?;
+            return Ok(Held { conn, _dest: dest_permit, _total: total });
+        }
+    }
+
+    /// One of the `max_connections`: a free one, or the one of an idle connection to another
+    /// destination closed to make room, or the first that frees up; `None` when a connection to `dest`
+    /// itself went idle (to be reused instead).
+    async fn total_permit(&self, dest: &Destination) -> Result<Option<OwnedSemaphorePermit>, NoConnection> {
+        loop {
+            let checked_in = self.inner.checked_in.notified();
+            tokio::pin!(checked_in);
+            checked_in.as_mut().enable();
+            if let Ok(p) = self.inner.total.clone().try_acquire_owned() {
+                return Ok(Some(p));
+            }
+            if self.has_idle(dest) {
+                return Ok(None);
+            }
+            if let Some(h) = self.evict_one() {
+                close(h).await;
+                continue;
+            }
+            tokio::select! {
+                p = self.inner.total.clone().acquire_owned() => return p.map(Some).map_err(|_| closed()),
+                _ = checked_in => {}
+            }
+        }
+    }
+
+    fn has_idle(&self, dest: &Destination) -> bool {
+        let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get(dest).is_some_and(|l| !l.is_empty())
     }
 
     fn dest_semaphore(&self, dest: &Destination) -> Arc<Semaphore> {
@@ -217,6 +250,8 @@ impl Pool {
     fn checkin(&self, dest: &Destination, h: Held) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.entry(dest.clone()).or_default().push((Instant::now(), h));
+        drop(idle);
+        self.inner.checked_in.notify_waiters();
     }
 
     fn evict_one(&self) -> Option<Held> {
