@@ -257,3 +257,22 @@ async fn starttls_is_used_with_a_certificate_nobody_can_verify() {
         assert!(msgs.iter().all(|m| m.tls), "{policy:?}: sent in plain text");
     }
 }
+
+#[tokio::test]
+async fn total_connections_are_limited_across_destinations() {
+    let active = Arc::new(receiver::Active::default());
+    let b = Behaviour { active: Some(active.clone()), ..Behaviour::default() };
+    let rx_a = receiver::start(RX, b.clone()).await;
+    let rx_b = receiver::start_on("127.0.0.3", rx_a.port, b).await;
+    let p = pool_with(rx_a.port, |s| s.max_connections = 1);
+    let jobs = |n: &str| (0..4).map(|i| job(&format!("{n}{i}"), &["bob@d.test"], MSG)).collect::<Vec<_>>();
+    let (to_a, to_b) = (dest(), Destination::Literal("127.0.0.3".parse().unwrap()));
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(p.run(&to_a, jobs("A")), p.run(&to_b, jobs("B")))
+    })
+    .await
+    .expect("the two destinations waited for each other's idle connections");
+    assert!(ra.iter().chain(&rb).all(|r| r.results[0].verdict == Verdict::Sent));
+    assert_eq!((rx_a.messages().len(), rx_b.messages().len()), (4, 4));
+    assert_eq!(active.max.load(std::sync::atomic::Ordering::SeqCst), 1, "more than one connection at once");
+}

@@ -30,6 +30,40 @@ pub struct Behaviour {
     pub auth: bool,
     /// Offers STARTTLS with this certificate.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Open connections now and at most, shared between receivers to count across them. A
+    /// connection stops counting when QUIT arrives (before the 221, so the client cannot be faster).
+    pub active: Option<Arc<Active>>,
+}
+
+/// See [`Behaviour::active`].
+#[derive(Default)]
+pub struct Active {
+    pub now: AtomicUsize,
+    pub max: AtomicUsize,
+}
+
+/// One connection's share of [`Active`], given back once.
+struct Open(Option<Arc<Active>>);
+
+impl Open {
+    fn new(a: Option<Arc<Active>>) -> Open {
+        if let Some(a) = &a {
+            let n = a.now.fetch_add(1, Ordering::SeqCst) + 1;
+            a.max.fetch_max(n, Ordering::SeqCst);
+        }
+        Open(a)
+    }
+    fn close(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl Default for Behaviour {
@@ -43,6 +77,7 @@ impl Default for Behaviour {
             greeting: None,
             auth: false,
             tls: None,
+            active: None,
         }
     }
 }
@@ -101,7 +136,8 @@ pub async fn start_on(ip: &str, port: u16, behaviour: Behaviour) -> Receiver {
         loop {
             let Ok((sock, _)) = listener.accept().await else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(session(sock, behaviour.clone(), m.clone(), a.clone()));
+            let open = Open::new(behaviour.active.clone());
+            tokio::spawn(session(open, sock, behaviour.clone(), m.clone(), a.clone()));
         }
     });
     Receiver { port, connections, messages, auth, task }
@@ -112,6 +148,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 async fn session(
+    mut open: Open,
     sock: tokio::net::TcpStream,
     b: Behaviour,
     messages: Arc<Mutex<Vec<Received>>>,
@@ -214,6 +251,7 @@ async fn session(
         } else if upper == "NOOP" {
             "250 2.0.0 ok\r\n".into()
         } else if upper == "QUIT" {
+            open.close();
             let _ = r.get_mut().write_all(b"221 2.0.0 bye\r\n").await;
             return;
         } else {
