@@ -1,0 +1,163 @@
+//! Bounces and delivery status notifications (RFC 3464, RFC 3461): a 5xx, expiry and NXDOMAIN bounce to
+//! the local sender's Maildir; NOTIFY=NEVER suppresses the bounce; NOTIFY=SUCCESS gets a "relayed" DSN
+//! from a hop without DSN and is passed on to a hop with it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::common::{files_in, Server};
+use crate::support::{
+    mailroom, parse_dsn, send, submission, transaction, wait_mailbox, wait_queue_empty, Rig, ALICE, DELIVERY_WAIT,
+};
+
+/// The DSN files in Alice's Maildir, waiting for N; checks the trace (null reverse path) of each.
+fn dsns(server: &Server, n: usize) -> Vec<PathBuf> {
+    let files = wait_mailbox(server, ALICE, n, DELIVERY_WAIT);
+    for f in &files {
+        let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
+        assert!(text.starts_with("Return-Path: <>\n"), "a DSN has the null reverse path:\n{text}");
+    }
+    files
+}
+
+fn field(v: &serde_json::Value, name: &str) -> String {
+    let obj = v.as_object().unwrap();
+    obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str().unwrap().to_string()).unwrap_or_default()
+}
+
+/// Checks the shape every DSN shares and returns its first recipient block.
+fn check_report(dsn: &serde_json::Value) -> serde_json::Value {
+    assert_eq!(dsn["content_type"], "multipart/report", "{dsn:#}");
+    assert_eq!(dsn["report_type"], "delivery-status", "{dsn:#}");
+    assert_eq!(dsn["parts"][1], "message/delivery-status", "{dsn:#}");
+    let from = dsn["from"].as_str().unwrap();
+    assert!(from.to_ascii_uppercase().contains("MAILER-DAEMON@MX.E2E.TEST"), "From: {from}");
+    assert!(field(&dsn["per_message"], "Reporting-MTA").contains("mx.e2e.test"), "{dsn:#}");
+    assert!(!field(&dsn["per_message"], "Arrival-Date").is_empty(), "{dsn:#}");
+    assert!(!dsn["human"].as_str().unwrap().trim().is_empty(), "a human-readable part: {dsn:#}");
+    dsn["recipients"][0].clone()
+}
+
+#[test]
+fn permanent_failure_bounces_to_the_local_senders_maildir() {
+    let Some(rig) = Rig::new() else { return };
+    let _rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["refuse-me@one.test"], "bounce me");
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert!(field(&r, "Final-Recipient").ends_with("refuse-me@one.test"), "{dsn:#}");
+    assert!(field(&r, "Final-Recipient").to_ascii_lowercase().starts_with("rfc822;"), "{dsn:#}");
+    assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
+    assert_eq!(field(&r, "Status"), "5.1.1", "{dsn:#}");
+    let diag = field(&r, "Diagnostic-Code");
+    assert!(diag.to_ascii_lowercase().starts_with("smtp;") && diag.contains("550"), "{diag}");
+    assert!(diag.contains("no such user here"), "the remote reply: {diag}");
+    assert!(field(&r, "Remote-MTA").contains("mx1.mx.test"), "{dsn:#}");
+    assert!(dsn["original"].as_str().unwrap().contains("Subject: bounce me"), "the original headers: {dsn:#}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.new_files(ALICE).len(), 1, "one bounce");
+}
+
+#[test]
+fn nonexistent_domain_bounces_with_5_1_2() {
+    let Some(rig) = Rig::new() else { return };
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["someone@no-such-domain.test"], "nxdomain");
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
+    assert_eq!(field(&r, "Status"), "5.1.2", "{dsn:#}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn expiry_bounces_with_a_dsn() {
+    let Some(rig) = Rig::new() else { return };
+    // 450 to every attempt; the message expires after 3 s in the queue.
+    let _rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("max_queue_lifetime = \"3s\"", ""), &[]);
+    send(&server, &["later-1@one.test"], "expire me");
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    eprintln!("expiry DSN recipient block: {r:#}");
+    assert!(field(&r, "Final-Recipient").ends_with("later-1@one.test"), "{dsn:#}");
+    assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
+    let status = field(&r, "Status");
+    assert!(status.starts_with("4.") || status.starts_with("5."), "{status}");
+    assert!(field(&r, "Diagnostic-Code").contains("450"), "the last remote reply: {dsn:#}");
+    assert!(!field(&r, "Last-Attempt-Date").is_empty(), "{dsn:#}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn notify_never_gets_no_dsn() {
+    let Some(rig) = Rig::new() else { return };
+    let _rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    let a = transaction(&mut s, ALICE, "", &[("refuse-quiet@one.test", "NOTIFY=NEVER")], "never");
+    assert_eq!(a.rcpts[0].code, 250, "{a:?}");
+    a.id();
+    // The control: the same failure without NOTIFY=NEVER bounces.
+    let b = transaction(&mut s, ALICE, "", &[("refuse-loud@one.test", "")], "default notify");
+    b.id();
+    let files = dsns(&server, 1);
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    let files_now = files_in(&server.maildir(ALICE).join("new"));
+    assert_eq!(files_now.len(), 1, "only the control bounced: {files_now:?}");
+    let dsn = parse_dsn(&files[0]);
+    assert!(field(&check_report(&dsn), "Final-Recipient").ends_with("refuse-loud@one.test"), "{dsn:#}");
+}
+
+#[test]
+fn notify_success_to_a_hop_without_dsn_gets_a_relayed_dsn() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    let sent = transaction(&mut s, ALICE, "ENVID=track-1", &[("bob@one.test", "NOTIFY=SUCCESS,FAILURE")], "tell me");
+    assert_eq!(sent.rcpts[0].code, 250, "{sent:?}");
+    sent.id();
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].rcpts(), vec!["bob@one.test"]);
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert!(field(&r, "Final-Recipient").ends_with("bob@one.test"), "{dsn:#}");
+    assert_eq!(field(&r, "Action"), "relayed", "the next hop does not offer DSN: {dsn:#}");
+    assert!(field(&r, "Status").starts_with("2."), "{dsn:#}");
+    assert_eq!(field(&dsn["per_message"], "Original-Envelope-Id"), "track-1", "{dsn:#}");
+}
+
+#[test]
+fn dsn_parameters_are_passed_to_a_hop_with_dsn() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &["--dsn"]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    let sent = transaction(
+        &mut s,
+        ALICE,
+        "RET=HDRS ENVID=track-2",
+        &[("bob@one.test", "NOTIFY=SUCCESS ORCPT=rfc822;bob@one.test")],
+        "pass it on",
+    );
+    sent.id();
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    let mail: Vec<String> =
+        got[0].env["mail_options"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let rcpt = got[0].env["rcpt_options"][0].as_str().unwrap().to_string();
+    assert!(mail.iter().any(|o| o == "RET=HDRS"), "{mail:?}");
+    assert!(mail.iter().any(|o| o == "ENVID=TRACK-2"), "aiosmtpd upper-cases: {mail:?}");
+    assert!(rcpt.contains("NOTIFY=SUCCESS"), "{rcpt}");
+    assert!(rcpt.contains("ORCPT=RFC822;BOB@ONE.TEST"), "{rcpt}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(server.new_files(ALICE).is_empty(), "the hop with DSN reports success itself, mailroom does not");
+}

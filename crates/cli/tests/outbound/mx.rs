@@ -1,0 +1,121 @@
+//! Destinations per RFC 5321 §5.1 (MX preference, the next MX when one is down, implicit MX, null MX),
+//! retries after a 4xx, and connection reuse.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{mailroom, send, submission, transaction, wait_log, wait_queue_empty, Rig, ALICE, DELIVERY_WAIT};
+
+/// What every relayed copy must look like: mailroom's Received header on top, no Return-Path (that is
+/// written only at final delivery), CRLF line endings, the body intact.
+fn assert_relayed_copy(eml: &[u8], subject: &str) {
+    let text = String::from_utf8_lossy(eml);
+    assert!(text.starts_with("Received: "), "mailroom's Received header first:\n{text}");
+    let block: String = text.lines().take_while(|l| !l.starts_with("From:")).collect::<Vec<_>>().join("\n");
+    assert!(block.contains("by mx.e2e.test"), "Received by the sending host:\n{block}");
+    assert!(!text.contains("Return-Path:"), "no Return-Path on the wire:\n{text}");
+    assert!(text.contains(&format!("Subject: {subject}\r\n")), "{text}");
+    assert!(text.contains("Hello from the outbound test.\r\n"), "{text}");
+    assert!(!eml.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "bare LF on the wire:\n{text}");
+}
+
+#[test]
+fn lowest_preference_mx_gets_it() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2", "127.0.0.3"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let id = send(&server, &["bob@mx.test"], "mx preference");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].local(), "127.0.0.2", "MX 10 (mx1.mx.test, 127.0.0.2) before MX 20");
+    assert_eq!(got[0].rcpts(), vec!["bob@mx.test"]);
+    assert_eq!(got[0].env["mail_from"], ALICE);
+    assert_relayed_copy(&got[0].eml, "mx preference");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    // The Postfix-style line, with the queue id of the 250.
+    let log = wait_log(&server, "status=sent", DELIVERY_WAIT);
+    let line = log.lines().find(|l| l.contains("status=sent")).unwrap();
+    for want in [format!("id={id}"), "to=<bob@mx.test>".into(), "relay=mx1.mx.test[127.0.0.2]".into()] {
+        assert!(line.contains(&want), "{want} in {line}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.messages().len(), 1, "delivered once");
+}
+
+#[test]
+fn next_mx_when_the_first_is_down() {
+    let Some(rig) = Rig::new() else { return };
+    // Nothing listens on 127.0.0.2 (MX 10): connection refused, so the next MX (20, 127.0.0.3) gets it.
+    let rx = rig.receiver("rx", &["127.0.0.3"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["bob@mx.test"], "second mx");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].local(), "127.0.0.3");
+    assert_relayed_copy(&got[0].eml, "second mx");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn a_domain_with_only_an_a_record_is_delivered_to() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.4"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["carol@a-only.test"], "implicit mx");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].local(), "127.0.0.4");
+    assert_eq!(got[0].rcpts(), vec!["carol@a-only.test"]);
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn null_mx_domain_is_refused_at_rcpt() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    let sent = transaction(&mut s, ALICE, "", &[("nobody@nullmx.test", ""), ("bob@one.test", "")], "null mx");
+    assert!(sent.rcpts[0].is(556, "5.1.10"), "RFC 7505 null MX at RCPT: {:?}", sent.rcpts[0]);
+    assert_eq!(sent.rcpts[1].code, 250, "the other recipient is still taken: {:?}", sent.rcpts[1]);
+    assert_eq!(sent.data.as_ref().unwrap().code, 250);
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].rcpts(), vec!["bob@one.test"], "only the accepted recipient travels");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn temporary_failure_is_retried_then_delivered() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let start = Instant::now();
+    // The receiver answers 451 to the first two RCPTs of flaky2@, then 250.
+    let id = send(&server, &["flaky2@one.test"], "retry me");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    let took = start.elapsed();
+    assert_eq!(got[0].rcpts(), vec!["flaky2@one.test"]);
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    let log = server.log_text();
+    let deferred = log.lines().filter(|l| l.contains(&format!("id={id}")) && l.contains("status=deferred")).count();
+    assert!(deferred >= 2, "two deferred attempts logged:\n{log}");
+    assert!(log.contains("451 4.3.2"), "the remote's reply in the log:\n{log}");
+    // Backoff: 1 s, then 2 s (min_backoff 1s doubling, max_backoff 2s); not a hot loop.
+    assert!(took >= Duration::from_millis(2500), "retried after the backoff, took {took:?}");
+    eprintln!("4xx, 4xx, 2xx delivered after {took:?}");
+}
+
+#[test]
+fn fifty_messages_to_one_domain_reuse_connections() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("max_connections_per_destination = 4", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    for i in 0..50 {
+        let sent = transaction(&mut s, ALICE, "", &[(&format!("r{i}@one.test"), "")], &format!("reuse {i}"));
+        assert_eq!(sent.data.as_ref().unwrap().code, 250, "{sent:?}");
+    }
+    let got = rx.wait_messages(50, Duration::from_secs(60));
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    let conns = rx.connections();
+    eprintln!("50 messages arrived over {conns} connection(s)");
+    assert_eq!(got.len(), 50, "each message once");
+    assert!(conns <= 10, "connections reused: 50 messages used {conns} connections");
+}
