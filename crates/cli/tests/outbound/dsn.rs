@@ -22,7 +22,10 @@ fn dsns(server: &Server, n: usize) -> Vec<PathBuf> {
 
 fn field(v: &serde_json::Value, name: &str) -> String {
     let obj = v.as_object().unwrap();
-    obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str().unwrap().to_string()).unwrap_or_default()
+    obj.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 /// Checks the shape every DSN shares and returns its first recipient block.

@@ -83,7 +83,9 @@ fn postfix_both_ways() {
         let f = files_in(&postfix.maildir_new());
         (!f.is_empty()).then_some(f)
     })
-    .unwrap_or_else(|| panic!("nothing in Postfix's Maildir\nmailroom:\n{}\npostfix:\n{}", server.log_text(), postfix.log()));
+    .unwrap_or_else(|| {
+        panic!("nothing in Postfix's Maildir\nmailroom:\n{}\npostfix:\n{}", server.log_text(), postfix.log())
+    });
     let text = String::from_utf8_lossy(&std::fs::read(&files[0]).unwrap()).into_owned();
     assert!(text.contains("Subject: to postfix"), "{text}");
     assert!(text.contains("by mx.e2e.test"), "mailroom's Received header:\n{text}");

@@ -48,7 +48,8 @@ fn queue_list_show_flush_delete_bounce_and_mailq() {
     }
     assert!(list.contains("bob@one.test") && list.contains(ALICE), "{list}");
     assert!(list.contains("deferred"), "each recipient's state:\n{list}");
-    let json: serde_json::Value = serde_json::from_str(&queue(&server.data, &["list", "--json"])).expect("--json is JSON");
+    let json: serde_json::Value =
+        serde_json::from_str(&queue(&server.data, &["list", "--json"])).expect("--json is JSON");
     let text = json.to_string();
     assert_eq!(json.as_array().map(|a| a.len()), Some(3), "{json:#}");
     for id in &ids {

@@ -336,8 +336,7 @@ pub fn messages_in(out: &Path) -> Vec<Got> {
 /// backoff, DNS at DNS; `delivery` adds lines to `[delivery]`, `more` whole sections.
 /// `delivery` may set its own `min_backoff` and `max_backoff`.
 pub fn config(dns: &Dns, port: u16, delivery: &str, more: &str) -> String {
-    let backoff =
-        if delivery.contains("min_backoff") { "" } else { "min_backoff = \"1s\"\nmax_backoff = \"2s\"\n" };
+    let backoff = if delivery.contains("min_backoff") { "" } else { "min_backoff = \"1s\"\nmax_backoff = \"2s\"\n" };
     format!(
         "[auth]\nallow_plaintext_auth = true\nfailure_delay = \"100ms\"\n\n\
          [delivery]\nport = {port}\n{backoff}{delivery}\n\n\
@@ -349,7 +348,11 @@ pub fn config(dns: &Dns, port: u16, delivery: &str, more: &str) -> String {
 /// Waits until the log says ID was deferred.
 pub fn wait_deferred(server: &Server, id: &str) {
     poll(DELIVERY_WAIT, Duration::from_millis(50), || {
-        server.log_text().lines().any(|l| l.contains(&format!("id={id}")) && l.contains("status=deferred")).then_some(())
+        server
+            .log_text()
+            .lines()
+            .any(|l| l.contains(&format!("id={id}")) && l.contains("status=deferred"))
+            .then_some(())
     })
     .unwrap_or_else(|| panic!("{id} was never deferred:\n{}", server.log_text()));
 }
@@ -466,7 +469,11 @@ pub fn wait_mailbox(server: &Server, addr: &str, n: usize, limit: Duration) -> V
         (f.len() >= n).then_some(f)
     })
     .unwrap_or_else(|| {
-        panic!("{addr}: expected {n} message(s), found {:?}\nserver log:\n{}", server.new_files(addr), server.log_text())
+        panic!(
+            "{addr}: expected {n} message(s), found {:?}\nserver log:\n{}",
+            server.new_files(addr),
+            server.log_text()
+        )
     })
 }
 
@@ -485,10 +492,7 @@ pub fn parse_dsn(file: &Path) -> serde_json::Value {
 
 /// Files under `<data>/queue/env` (one per queued message).
 pub fn queued(server: &Server) -> Vec<PathBuf> {
-    files_in(&server.data.join("queue/env"))
-        .into_iter()
-        .filter(|p| p.extension().is_none_or(|e| e != "tmp"))
-        .collect()
+    files_in(&server.data.join("queue/env")).into_iter().filter(|p| p.extension().is_none_or(|e| e != "tmp")).collect()
 }
 
 /// Waits until the queue is empty (every recipient final).
