@@ -164,3 +164,18 @@ fn dsn_parameters_are_passed_to_a_hop_with_dsn() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(server.new_files(ALICE).is_empty(), "the hop with DSN reports success itself, mailroom does not");
 }
+
+#[test]
+fn message_larger_than_the_remote_size_bounces_5_3_4_without_sending() {
+    let Some(rig) = Rig::new() else { return };
+    // The remote advertises SIZE 200; the message (headers + Received) is larger.
+    let rx = rig.receiver("rx", &["127.0.0.2"], &["--size", "200"]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["bob@one.test"], "too big for the remote");
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
+    assert_eq!(field(&r, "Status"), "5.3.4", "{dsn:#}");
+    assert!(rx.messages().is_empty(), "nothing was sent to the remote");
+}

@@ -67,3 +67,34 @@ fn unauthenticated_relaying_is_still_refused() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rx.messages().len(), 1, "only the control was relayed");
 }
+
+/// A message with N Received headers and a subject, CRLF.
+fn with_hops(n: usize, subject: &str) -> Vec<u8> {
+    let mut m = String::new();
+    for i in 0..n {
+        m.push_str(&format!("Received: from hop{i}.test by hop{}.test; Mon, 30 Nov 2026 12:00:00 +0000\r\n", i + 1));
+    }
+    m.push_str(&format!("Subject: {subject}\r\n\r\nloop?\r\n"));
+    m.into_bytes()
+}
+
+#[test]
+fn too_many_hops_is_refused_at_end_of_data() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("relay_networks = [\"127.0.0.0/8\"]\nmax_hops = 5", ""), &[]);
+    let mut s = session(&server, None);
+    s.expect("MAIL FROM:<loop@elsewhere.test>", 250);
+    s.expect("RCPT TO:<bob@one.test>", 250);
+    let r = s.data(&with_hops(6, "looping"));
+    assert!(r.is(554, "5.4.6"), "RFC 5321 §6.3 loop detection: {r:?}");
+    // The control: 3 hops (4 with mailroom's own) pass.
+    s.expect("MAIL FROM:<loop@elsewhere.test>", 250);
+    s.expect("RCPT TO:<bob@one.test>", 250);
+    let r = s.data(&with_hops(3, "fine"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].header("Subject").as_deref(), Some("fine"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.messages().len(), 1);
+}
