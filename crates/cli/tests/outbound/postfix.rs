@@ -77,21 +77,6 @@ fn postfix_both_ways() {
     );
     let postfix = Postfix::start(rig.port, &format!("[127.0.0.1]:{}", server.port));
 
-    // mailroom -> Postfix: pf.test's MX is smtp.pf.test = 127.0.0.5, Postfix's smtpd.
-    send(&server, &["dave@pf.test"], "to postfix");
-    let files = poll(DELIVERY_WAIT, std::time::Duration::from_millis(100), || {
-        let f = files_in(&postfix.maildir_new());
-        (!f.is_empty()).then_some(f)
-    })
-    .unwrap_or_else(|| {
-        panic!("nothing in Postfix's Maildir\nmailroom:\n{}\npostfix:\n{}", server.log_text(), postfix.log())
-    });
-    let text = String::from_utf8_lossy(&std::fs::read(&files[0]).unwrap()).into_owned();
-    assert!(text.contains("Subject: to postfix"), "{text}");
-    assert!(text.contains("by mx.e2e.test"), "mailroom's Received header:\n{text}");
-    assert!(text.contains(&format!("Return-Path: <{ALICE}>")), "{text}");
-    wait_queue_empty(&server, DELIVERY_WAIT);
-
     // Postfix -> mailroom: a message for mailroom's local user, handed in through Postfix's smtpd.
     let sock = TcpStream::connect_timeout(&(std::net::Ipv4Addr::new(127, 0, 0, 5), rig.port).into(), WAIT).unwrap();
     let mut s = Smtp::from_stream(sock).unwrap();
@@ -106,5 +91,20 @@ fn postfix_both_ways() {
     assert!(text.contains("Subject: from postfix") && text.contains("hello mailroom"), "{text}");
     assert!(text.contains("postfix.pf.test"), "Postfix's Received header:\n{text}");
     assert!(text.starts_with("Return-Path: <dave@pf.test>"), "{text}");
+
+    // mailroom -> Postfix: pf.test's MX is smtp.pf.test = 127.0.0.5, Postfix's smtpd.
+    send(&server, &["dave@pf.test"], "to postfix");
+    let files = poll(DELIVERY_WAIT, std::time::Duration::from_millis(100), || {
+        let f = files_in(&postfix.maildir_new());
+        (!f.is_empty()).then_some(f)
+    })
+    .unwrap_or_else(|| {
+        panic!("nothing in Postfix's Maildir\nmailroom:\n{}\npostfix:\n{}", server.log_text(), postfix.log())
+    });
+    let text = String::from_utf8_lossy(&std::fs::read(&files[0]).unwrap()).into_owned();
+    assert!(text.contains("Subject: to postfix"), "{text}");
+    assert!(text.contains("by mx.e2e.test"), "mailroom's Received header:\n{text}");
+    assert!(text.contains(&format!("Return-Path: <{ALICE}>")), "{text}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
     eprintln!("postfix log:\n{}", postfix.log());
 }
