@@ -1,4 +1,4 @@
-//! The `mailroom` binary: serve, send, sendmail, user, mailbox, check-config.
+//! The `mailroom` binary: serve, send, sendmail, user, mailbox, queue (and `mailq`), check-config.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod mailbox;
+mod queue;
 mod send;
 mod sendmail;
 mod serve;
@@ -35,6 +36,13 @@ enum Command {
     Mailbox {
         #[command(subcommand)]
         cmd: mailbox::MailboxCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Look at and operate the outbound queue.
+    Queue {
+        #[command(subcommand)]
+        cmd: queue::QueueCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -66,7 +74,14 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == "sendmail") {
         return sendmail::main(argv.split_off(2));
     }
-    let cli = Cli::try_parse().unwrap_or_else(|e| {
+    // `mailq` (a symlink to the binary) is `mailroom queue list`, with its options.
+    let invoked_as_mailq =
+        argv.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n == "mailq")).unwrap_or(false);
+    if invoked_as_mailq {
+        let rest = argv.split_off(1);
+        argv = ["mailroom", "queue", "list"].iter().map(std::ffi::OsString::from).chain(rest).collect();
+    }
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 64 } else { 0 })
     }); // EX_USAGE
@@ -78,6 +93,7 @@ fn main() -> ExitCode {
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
+        Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),

@@ -10,6 +10,12 @@
 //!    creating missing Maildirs and fsyncing their parents; fsyncs each distinct `new/` directory
 //!    once; unlinks the tmp files, retires the record and answers every waiter.
 //!
+//! A commit may carry a [`Spool`] (a queue entry: the message linked into the queue's msg/ directory
+//! and an envelope sidecar). The syncer writes and fdatasyncs the sidecar into `<data-dir>/tmp/`
+//! beside the message; the leader links the message into the spool's msg directory after the
+//! mailboxes and the sidecar into place last, both covered by the intent record; the spool's two
+//! directories join the batch's shared directory fsyncs. A message with a spool always gets a record.
+//!
 //! A message is delivered to all its recipients or to none: a failure removes the links already made
 //! for that message and its tmp file and resolves to `Err`; a crash mid-batch is completed or rolled
 //! back at the next open from the intent record ([`Committer::recover`]).
@@ -26,7 +32,8 @@ use tokio::sync::oneshot;
 use crate::address::MailboxId;
 use crate::error::{io_err, StoreError, EXDEV};
 use crate::fsync::{self, sync_dir};
-use crate::intent::{IntentEntry, IntentLog};
+use crate::intent::{IntentEntry, IntentLog, SpoolIntent};
+use crate::spool::{staged_sidecar, Spool};
 
 /// Most commits answered by one batch (bounds the latency of the first in the batch).
 pub const MAX_BATCH: usize = 256;
@@ -50,6 +57,8 @@ pub(crate) struct Job {
     pub(crate) unique: String,
     pub(crate) size: u64,
     pub(crate) recipients: Vec<MailboxId>,
+    /// The queue entry to make in the same batch (already validated).
+    pub(crate) spool: Option<Spool>,
     pub(crate) reply: oneshot::Sender<Result<Delivered, StoreError>>,
 }
 
@@ -59,6 +68,19 @@ struct InFlight {
     /// Links made into recipients' new/ directories (removed again if the message fails).
     links: Vec<PathBuf>,
     error: Option<StoreError>,
+}
+
+impl Job {
+    /// Whether a crash between its links could leave it half done: more than one mailbox, or a
+    /// spool (the message link and the sidecar are two operations).
+    fn is_multi(&self) -> bool {
+        self.recipients.len() > 1 || self.spool.is_some()
+    }
+
+    /// Where the syncer stages the sidecar (beside the message file).
+    fn staged_sidecar(&self) -> PathBuf {
+        staged_sidecar(self.tmp_path.parent().unwrap_or(Path::new(".")), &self.unique)
+    }
 }
 
 impl InFlight {
@@ -72,6 +94,11 @@ impl InFlight {
             tmp_name: self.job.unique.clone(),
             final_name: self.final_name(),
             mailboxes: self.job.recipients.clone(),
+            spool: self.job.spool.as_ref().map(|sp| SpoolIntent {
+                name: sp.name.clone(),
+                msg_dir: sp.msg_dir.clone(),
+                sidecar_dir: sp.sidecar_dir.clone(),
+            }),
         }
     }
 }
@@ -103,6 +130,15 @@ impl Committer {
                     }
                 }
             }
+            if j.error.is_none() {
+                if let Some(spool) = &j.job.spool {
+                    // Last, so that a sidecar in place means every link of the message was made.
+                    match link_spool(&j.job.tmp_path, &j.job.staged_sidecar(), spool, &mut j.links) {
+                        Ok(()) => {}
+                        Err(e) => j.error = Some(e),
+                    }
+                }
+            }
             if j.error.is_some() {
                 unlink_all(&j.links);
                 j.links.clear();
@@ -117,6 +153,9 @@ impl Committer {
                 unlink_all(&j.links);
             }
             drop(j.job.file.take());
+            if j.job.spool.is_some() {
+                let _ = fs::remove_file(j.job.staged_sidecar());
+            }
             if let Err(error) = fs::remove_file(&j.job.tmp_path) {
                 // The message is safe (or refused) either way; a leftover is removed at next open.
                 tracing::warn!(path = %j.job.tmp_path.display(), %error, "cannot remove tmp file");
@@ -139,18 +178,24 @@ impl Committer {
         }
     }
 
-    /// Writes and syncs the batch's intent record when a message in it has several mailboxes (one
-    /// link is atomic by itself). If that fails, those messages fail: without the record a crash could
-    /// leave them in some mailboxes only.
+    /// Writes and syncs the batch's intent record when a message in it has several mailboxes or a
+    /// spool (one link is atomic by itself). If that fails, those messages fail: without the record a
+    /// crash could leave them in some places only. With spools, `<data-dir>/tmp/` is fsynced first, so
+    /// that the staged sidecars the record relies on cannot vanish in a power cut while it survives.
     fn arm_intent(&self, jobs: &mut [InFlight], log: &mut IntentLog) {
         let entries: Vec<IntentEntry> =
-            jobs.iter().filter(|j| j.error.is_none() && j.job.recipients.len() > 1).map(InFlight::intent).collect();
+            jobs.iter().filter(|j| j.error.is_none() && j.job.is_multi()).map(InFlight::intent).collect();
         if entries.is_empty() {
             return;
         }
-        if let Err(e) = log.arm(&entries) {
-            let error = StoreError::io("write the intent record", log.path(), e);
-            for j in jobs.iter_mut().filter(|j| j.error.is_none() && j.job.recipients.len() > 1) {
+        let armed = if entries.iter().any(|e| e.spool.is_some()) {
+            sync_dir(&self.tmp).map_err(|e| StoreError::io("fsync", &self.tmp, e))
+        } else {
+            Ok(())
+        }
+        .and_then(|()| log.arm(&entries).map_err(|e| StoreError::io("write the intent record", log.path(), e)));
+        if let Err(error) = armed {
+            for j in jobs.iter_mut().filter(|j| j.error.is_none() && j.job.is_multi()) {
                 j.error = Some(error.duplicate());
             }
         }
@@ -188,47 +233,85 @@ impl Committer {
     /// gone, from a link that exists; if that fails for any mailbox, every link of the message is
     /// removed instead. Either way the message ends in all of its mailboxes or in none. Never
     /// acknowledged, so at worst the sender's retry makes a duplicate (never a partial delivery).
+    ///
+    /// With a spool: a sidecar in place was the last step of the batch, so the commit may have been
+    /// acknowledged and the queue may since have worked on it: it is completed where possible and
+    /// never rolled back. Neither the sidecar nor its staged copy: the batch finished (acknowledged
+    /// and the entry since delivered and removed, or failed and cleaned up): nothing is touched.
+    /// Only the staged copy: never acknowledged; completed, or rolled back on failure.
     pub(crate) fn recover(&self, entries: &[IntentEntry]) {
         for e in entries {
-            let tmp = self.tmp.join(&e.tmp_name);
-            let dests: Vec<PathBuf> =
-                e.mailboxes.iter().map(|m| m.dir(&self.mailboxes).join("new").join(&e.final_name)).collect();
-            let source = if tmp.exists() { Some(tmp.clone()) } else { dests.iter().find(|d| d.exists()).cloned() };
-            let Some(source) = source else {
-                continue; // never linked anywhere, or already rolled back
-            };
-            let mut error = None;
-            for (m, dest) in e.mailboxes.iter().zip(&dests) {
-                if dest.exists() {
-                    continue;
-                }
-                if let Err(err) = self.deliver_one(&source, &m.dir(&self.mailboxes), &e.tmp_name, &e.final_name) {
-                    error = Some(err);
-                    break;
-                }
+            self.recover_one(e);
+        }
+    }
+
+    fn recover_one(&self, e: &IntentEntry) {
+        let tmp = self.tmp.join(&e.tmp_name);
+        let staged = staged_sidecar(&self.tmp, &e.tmp_name);
+        let spool = e.spool.as_ref().map(|sp| (sp.msg_dir.join(&sp.name), sp.sidecar_dir.join(&sp.name)));
+        let had_sidecar = spool.as_ref().is_some_and(|(_, sidecar)| sidecar.exists());
+        if spool.is_some() && !had_sidecar && !staged.exists() {
+            tracing::info!(id = %e.tmp_name, "an interrupted batch had finished this message");
+            let _ = fs::remove_file(&tmp);
+            return;
+        }
+        let mut dests: Vec<PathBuf> =
+            e.mailboxes.iter().map(|m| m.dir(&self.mailboxes).join("new").join(&e.final_name)).collect();
+        dests.extend(spool.iter().map(|(msg, _)| msg.clone()));
+        let source = if tmp.exists() { Some(tmp.clone()) } else { dests.iter().find(|d| d.exists()).cloned() };
+        let result = match &source {
+            // never linked anywhere, or already rolled back
+            None if spool.is_none() => return,
+            None => Err(StoreError::NoSuchMessage(e.tmp_name.clone())),
+            Some(source) => self.complete(e, source, &staged),
+        };
+        if let Some((_, sidecar)) = &spool {
+            dests.push(sidecar.clone());
+        }
+        match &result {
+            Ok(()) => tracing::info!(id = %e.tmp_name, places = dests.len(), "completed an interrupted delivery"),
+            Err(err) if had_sidecar => {
+                tracing::error!(id = %e.tmp_name, error = %err, "cannot complete an interrupted delivery that may have been acknowledged; left as it is")
             }
-            match &error {
-                None => tracing::info!(id = %e.tmp_name, mailboxes = dests.len(), "completed an interrupted delivery"),
-                Some(err) => {
-                    tracing::warn!(id = %e.tmp_name, error = %err, "rolled back an interrupted delivery");
-                    for d in &dests {
-                        match fs::remove_file(d) {
-                            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                                tracing::error!(path = %d.display(), error = %e, "cannot roll back")
-                            }
-                            _ => {}
+            Err(err) => {
+                tracing::warn!(id = %e.tmp_name, error = %err, "rolled back an interrupted delivery");
+                for d in &dests {
+                    match fs::remove_file(d) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            tracing::error!(path = %d.display(), error = %e, "cannot roll back")
                         }
+                        _ => {}
                     }
                 }
             }
-            let dirs: BTreeSet<&Path> = dests.iter().filter_map(|d| d.parent()).collect();
-            for dir in dirs {
-                if let Err(error) = sync_dir(dir) {
-                    tracing::warn!(dir = %dir.display(), %error, "cannot fsync after recovery");
-                }
-            }
-            let _ = fs::remove_file(&tmp);
         }
+        let dirs: BTreeSet<&Path> = dests.iter().filter_map(|d| d.parent()).collect();
+        for dir in dirs {
+            if let Err(error) = sync_dir(dir) {
+                tracing::warn!(dir = %dir.display(), %error, "cannot fsync after recovery");
+            }
+        }
+        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&staged);
+    }
+
+    /// Makes every link of an intent entry that is missing, from `source`; the sidecar last.
+    fn complete(&self, e: &IntentEntry, source: &Path, staged: &Path) -> Result<(), StoreError> {
+        for m in &e.mailboxes {
+            if !m.dir(&self.mailboxes).join("new").join(&e.final_name).exists() {
+                self.deliver_one(source, &m.dir(&self.mailboxes), &e.tmp_name, &e.final_name)?;
+            }
+        }
+        let Some(sp) = &e.spool else { return Ok(()) };
+        let msg = sp.msg_dir.join(&sp.name);
+        if !msg.exists() {
+            fs::hard_link(source, &msg).map_err(io_err("link", &msg))?;
+        }
+        let sidecar = sp.sidecar_dir.join(&sp.name);
+        if !sidecar.exists() {
+            fs::hard_link(staged, &sidecar).map_err(io_err("link", &sidecar))?;
+        }
+        Ok(())
     }
 
     /// Puts the message into `<mbox>/new/<final_name>`; returns the new path.
@@ -346,6 +429,9 @@ impl Stage2 {
 fn fail_job(mut job: Job, error: StoreError) {
     drop(job.file.take());
     let _ = fs::remove_file(&job.tmp_path);
+    if job.spool.is_some() {
+        let _ = fs::remove_file(job.staged_sidecar());
+    }
     tracing::warn!(id = %job.unique, %error, "delivery failed");
     let _ = job.reply.send(Err(error));
 }
@@ -357,7 +443,32 @@ fn sync_file(job: &mut Job) -> Result<(), StoreError> {
         return Ok(());
     };
     file.flush().map_err(io_err("write", path))?;
-    fsync::sync_data(file.get_ref()).map_err(io_err("fsync", path))
+    fsync::sync_data(file.get_ref()).map_err(io_err("fsync", path))?;
+    if let Some(spool) = &job.spool {
+        write_synced(&job.staged_sidecar(), &spool.sidecar)?;
+    }
+    Ok(())
+}
+
+/// Creates `path` (never replacing anything) with `bytes` and fdatasyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err("create", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    fsync::sync_data(&file).map_err(io_err("fsync", path))
+}
+
+/// Links the message into the spool's msg directory, then the staged sidecar into place (a link, not
+/// a rename: an existing name is never replaced). Both go into `links`, so a failure removes them
+/// with the mailbox links and the batch fsyncs their directories.
+fn link_spool(tmp: &Path, staged: &Path, spool: &Spool, links: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+    let msg = spool.msg_path();
+    fs::hard_link(tmp, &msg).map_err(io_err("link", &msg))?;
+    links.push(msg);
+    let sidecar = spool.sidecar_path();
+    fs::hard_link(staged, &sidecar).map_err(io_err("link", &sidecar))?;
+    links.push(sidecar);
+    Ok(())
 }
 
 /// The cross-device fallback: copy into the mailbox's own tmp/, fsync, then link into new/ (link,

@@ -29,6 +29,8 @@ pub enum StoreError {
     NoSuchMessage(String),
     #[error("message has no recipients")]
     NoRecipients,
+    #[error("invalid spool: {0}")]
+    InvalidSpool(&'static str),
     #[error("an earlier write to this message failed")]
     WriteFailed,
     #[error("the store's committer thread is gone")]

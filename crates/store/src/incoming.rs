@@ -1,5 +1,5 @@
 //! A message being received: [`Incoming`] streams it into a file under `<data-dir>/tmp/`, and
-//! [`Incoming::commit`] hands it to the committer ([`crate::commit`]) and returns the [`Commit`]
+//! [`Incoming::commit`] (or [`Incoming::commit_with`], with a queue entry) hands it to the committer ([`crate::commit`]) and returns the [`Commit`]
 //! future, which resolves once the message is durable in every recipient's mailbox (or failed and
 //! left nowhere).
 
@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use crate::address::MailboxId;
 use crate::commit::{Delivered, Job};
 use crate::error::{io_err, StoreError};
+use crate::spool::Spool;
 use crate::unique::UniqueNames;
 
 /// Size of the write buffer in front of an incoming message file: large enough that a message
@@ -26,22 +27,22 @@ use crate::unique::UniqueNames;
 pub const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Where messages are received: `<data-dir>/tmp/`, the names, and the way to the committer.
-pub(crate) struct Spool {
+pub(crate) struct Intake {
     pub(crate) tmp: PathBuf,
     pub(crate) names: Arc<UniqueNames>,
     pub(crate) committer: mpsc::Sender<Job>,
 }
 
-impl Spool {
+impl Intake {
     /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
-    pub(crate) fn begin(self: &Arc<Spool>) -> Result<Incoming, StoreError> {
+    pub(crate) fn begin(self: &Arc<Intake>) -> Result<Incoming, StoreError> {
         let unique = self.names.next();
         let path = self.tmp.join(&unique);
         // create_new: a unique name is never reused, so nothing is ever overwritten.
         let file =
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err("create", &path))?;
         Ok(Incoming {
-            spool: self.clone(),
+            intake: self.clone(),
             unique,
             path,
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
@@ -53,7 +54,7 @@ impl Spool {
 
 /// A message being received. Dropping it without [`Incoming::commit`] removes its file.
 pub struct Incoming {
-    spool: Arc<Spool>,
+    intake: Arc<Intake>,
     unique: String,
     path: PathBuf,
     /// None once handed to the committer.
@@ -107,15 +108,29 @@ impl Incoming {
     /// Makes the message durable in every recipient's mailbox (duplicates count once). The
     /// returned future resolves after the data and the `new/` directories are fsynced; on `Err`
     /// no copy is left anywhere. Dropping the future does not cancel the delivery.
-    pub fn commit(mut self, recipients: &[MailboxId]) -> Commit {
+    /// Same as [`Incoming::commit_with`] without a spool.
+    pub fn commit(self, recipients: &[MailboxId]) -> Commit {
+        self.commit_with(recipients, None)
+    }
+
+    /// Like [`Incoming::commit`], and also places `spool` (a queue entry: the message hard-linked
+    /// into its msg directory and its sidecar file) in the same group-commit batch, all-or-none with
+    /// the mailboxes, also across a crash (the intent record covers both). The future resolves once
+    /// the mailboxes and the spool entry are durable (files fdatasynced, every directory fsynced).
+    /// `recipients` may be empty when there is a spool (a message only for remote recipients).
+    pub fn commit_with(mut self, recipients: &[MailboxId], spool: Option<Spool>) -> Commit {
         if self.failed {
             return Commit::ready(Err(StoreError::WriteFailed));
         }
         let mut seen = HashSet::new();
         let recipients: Vec<MailboxId> = recipients.iter().filter(|r| seen.insert(*r)).cloned().collect();
-        if recipients.is_empty() {
+        if recipients.is_empty() && spool.is_none() {
             return Commit::ready(Err(StoreError::NoRecipients));
         }
+        let spool = match spool.map(Spool::validated).transpose() {
+            Ok(spool) => spool,
+            Err(e) => return Commit::ready(Err(e)),
+        };
         let Some(file) = self.file.take() else {
             return Commit::ready(Err(StoreError::WriteFailed));
         };
@@ -126,9 +141,10 @@ impl Incoming {
             unique: self.unique.clone(),
             size: self.len,
             recipients,
+            spool,
             reply,
         };
-        match self.spool.committer.send(job) {
+        match self.intake.committer.send(job) {
             Ok(()) => {
                 // The committer owns the tmp file now; our Drop must leave it alone.
                 self.path = PathBuf::new();

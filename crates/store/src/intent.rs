@@ -15,9 +15,12 @@
 //! back by the committer, before the data directory's tmp/ is cleaned and before a server opens its
 //! listeners.
 //!
-//! Format (text, so that a human can read it): a header line `mailroom-intent 1 <body length>
+//! Format (text, so that a human can read it): a header line `mailroom-intent 2 <body length>
 //! <FNV-1a 64 of the body, hex>`, then one line per message: `<tmp name> TAB <final name> (TAB
-//! <domain>/<local>)...`; bytes after it are leftovers of longer records. A file starting with a zero
+//! <domain>/<local>)... [TAB spool TAB <name> TAB <msg dir> TAB <sidecar dir>]`; bytes after it are
+//! leftovers of longer records. The optional `spool` part names a queue entry ([`crate::Spool`]) made
+//! in the same batch: a message with a spool always gets a record (it is at least two operations: the
+//! message link and the sidecar rename). Version 1 records (no spool part) are still read. A file starting with a zero
 //! byte holds no record. A record whose checksum does not match was torn by the crash while being
 //! written, before any link of its batch was made: it is ignored.
 
@@ -29,10 +32,15 @@ use std::time::UNIX_EPOCH;
 
 use crate::address::{validate_domain, validate_local, MailboxId};
 use crate::fsync;
+use crate::spool::{is_plain_name, is_safe_dir};
 
 /// Name of the directory of intent records inside the data directory.
 pub const INTENT_DIR: &str = "intent";
-const MAGIC: &str = "mailroom-intent 1";
+const MAGIC: &str = "mailroom-intent 2";
+/// The header of records written before spools existed (read back at an upgrade).
+const MAGIC_V1: &str = "mailroom-intent 1";
+/// The field that starts a record line's spool part (never a mailbox: those contain a `/`).
+const SPOOL_FIELD: &str = "spool";
 
 /// One message of a batch: its data file, its final name, and every mailbox it goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +50,17 @@ pub(crate) struct IntentEntry {
     /// `<unique>,S=<size>`, the name in each `new/`.
     pub final_name: String,
     pub mailboxes: Vec<MailboxId>,
+    /// The queue entry made in the same batch, if any.
+    pub spool: Option<SpoolIntent>,
+}
+
+/// The names of a spool entry, as an intent record keeps them (the sidecar's content is in its
+/// staging file, `<data-dir>/tmp/<tmp name>.sidecar`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SpoolIntent {
+    pub name: String,
+    pub msg_dir: PathBuf,
+    pub sidecar_dir: PathBuf,
 }
 
 /// Bytes of zeros a record file starts with, written and synced once at open, so that a record that
@@ -122,6 +141,13 @@ fn encode(entries: &[IntentEntry]) -> Vec<u8> {
             body.push('/');
             body.push_str(m.local());
         }
+        if let Some(sp) = &e.spool {
+            // Checked by `Spool::validated` before the job reached the committer: no tabs or newlines.
+            for field in [SPOOL_FIELD, &sp.name, &sp.msg_dir.to_string_lossy(), &sp.sidecar_dir.to_string_lossy()] {
+                body.push('\t');
+                body.push_str(field);
+            }
+        }
         body.push('\n');
     }
     let mut out = Vec::with_capacity(body.len() + 64);
@@ -141,7 +167,7 @@ pub(crate) fn is_retired(bytes: &[u8]) -> bool {
 pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<IntentEntry>> {
     let newline = bytes.iter().take(128).position(|&b| b == b'\n')?;
     let header = std::str::from_utf8(&bytes[..newline]).ok()?;
-    let mut h = header.strip_prefix(MAGIC)?.split_whitespace();
+    let mut h = header.strip_prefix(MAGIC).or_else(|| header.strip_prefix(MAGIC_V1))?.split_whitespace();
     let len: usize = h.next()?.parse().ok()?;
     let sum = u64::from_str_radix(h.next()?, 16).ok()?;
     let body = bytes.get(newline + 1..)?.get(..len)?;
@@ -149,21 +175,39 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<IntentEntry>> {
         return None;
     }
     let body = std::str::from_utf8(body).ok()?;
-    let is_plain_name = |s: &str| !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\\', '\0']);
     let mut entries = Vec::new();
     for line in body.lines() {
         let mut fields = line.split('\t');
         let tmp_name = fields.next().filter(|s| is_plain_name(s))?.to_string();
         let final_name = fields.next().filter(|s| is_plain_name(s))?.to_string();
         let mut mailboxes = Vec::new();
-        for m in fields {
+        let mut spool = None;
+        while let Some(m) = fields.next() {
+            if m == SPOOL_FIELD {
+                spool = Some(decode_spool(&mut fields)?);
+                break;
+            }
             let (domain, local) = m.split_once('/')?;
             let (domain, local) = (validate_domain(domain).ok()?, validate_local(local).ok()?);
             mailboxes.push(MailboxId::new_validated(local, domain));
         }
-        entries.push(IntentEntry { tmp_name, final_name, mailboxes });
+        if fields.next().is_some() {
+            return None;
+        }
+        entries.push(IntentEntry { tmp_name, final_name, mailboxes, spool });
     }
     Some(entries)
+}
+
+/// The three fields after `spool`, checked like everything else read back.
+fn decode_spool<'a>(fields: &mut impl Iterator<Item = &'a str>) -> Option<SpoolIntent> {
+    let name = fields.next().filter(|s| is_plain_name(s))?.to_string();
+    let msg_dir = PathBuf::from(fields.next()?);
+    let sidecar_dir = PathBuf::from(fields.next()?);
+    if !is_safe_dir(&msg_dir) || !is_safe_dir(&sidecar_dir) {
+        return None;
+    }
+    Some(SpoolIntent { name, msg_dir, sidecar_dir })
 }
 
 /// The records left by dead processes in `dir`, with their paths (to remove once recovered).
@@ -203,7 +247,36 @@ mod tests {
             tmp_name: tmp.into(),
             final_name: format!("{tmp},S=12"),
             mailboxes: boxes.iter().map(|(l, d)| MailboxId::new_validated(l.to_string(), d.to_string())).collect(),
+            spool: None,
         }
+    }
+
+    #[test]
+    fn spool_parts_round_trip_and_are_checked() {
+        let mut with_spool = entry("1.M1P2Q5.h", &[("a", "example.test")]);
+        with_spool.spool = Some(SpoolIntent {
+            name: "1.M1P2Q5.h".into(),
+            msg_dir: "/data/queue/msg".into(),
+            sidecar_dir: "/data/queue/env".into(),
+        });
+        let mut only_spool = with_spool.clone();
+        only_spool.mailboxes.clear();
+        let entries = vec![with_spool, only_spool, entry("1.M1P2Q6.h", &[("b", "example.test")])];
+        assert_eq!(decode(&encode(&entries)), Some(entries));
+        for tail in [
+            "spool\tx\t/q/msg",
+            "spool\t../x\t/q/msg\t/q/env",
+            "spool\tx\tq/msg\t/q/env",
+            "spool\tx\t/q/../m\t/q/env",
+            "spool\tx\t/q/m\t/q/e\textra",
+        ] {
+            let body = format!("t\tf\td/a\t{tail}\n");
+            let record = format!("{MAGIC} {} {:016x}\n{body}", body.len(), fnv1a64(body.as_bytes()));
+            assert_eq!(decode(record.as_bytes()), None, "{tail:?}");
+        }
+        let body = "t\tf\td/a\n";
+        let v1 = format!("{MAGIC_V1} {} {:016x}\n{body}", body.len(), fnv1a64(body.as_bytes()));
+        assert_eq!(decode(v1.as_bytes()).map(|e| e.len()), Some(1), "version 1 records are still read");
     }
 
     #[test]

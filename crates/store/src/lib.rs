@@ -6,6 +6,8 @@
 //!   linked into `new/` of every recipient Maildir and those directories are fsynced.
 //! - [`commit`]: the group commit behind it (syncer threads, one batch leader), all-or-none across
 //!   recipients, with [`intent`] records that let start-up finish or undo a batch cut by a crash.
+//! - [`spool`]: [`Spool`], a queue entry (message link + envelope sidecar) that a commit makes
+//!   durable in the same batch as the Maildir links, all-or-none with them.
 //! - [`fsync`]: every fsync, and directories created durably.
 //! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
 //!   form of a domain (IDNA), used wherever domains are compared.
@@ -25,6 +27,7 @@ pub mod incoming;
 pub mod intent;
 pub mod mailbox;
 pub mod password;
+pub mod spool;
 pub mod store;
 pub mod unique;
 pub mod users;
@@ -35,5 +38,6 @@ pub use domain::canonical_domain;
 pub use error::{StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
+pub use spool::Spool;
 pub use store::Store;
 pub use users::{User, UserDirectory, Users};

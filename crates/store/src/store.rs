@@ -16,7 +16,7 @@ use crate::address::{validate_domain, MailboxId};
 use crate::commit::{self, Committer};
 use crate::error::{io_err, StoreError};
 use crate::fsync;
-use crate::incoming::{Incoming, Spool};
+use crate::incoming::{Incoming, Intake};
 use crate::intent::{self, IntentLog, INTENT_DIR};
 use crate::unique::{self, UniqueNames};
 use crate::users::{UserDirectory, Users, UsersCache};
@@ -34,7 +34,7 @@ struct Inner {
     mailboxes: PathBuf,
     directory: UserDirectory,
     users: Arc<UsersCache>,
-    spool: Arc<Spool>,
+    intake: Arc<Intake>,
 }
 
 impl fmt::Debug for Store {
@@ -87,7 +87,7 @@ impl Store {
                 mailboxes,
                 directory,
                 users,
-                spool: Arc::new(Spool { tmp, names, committer: sender }),
+                intake: Arc::new(Intake { tmp, names, committer: sender }),
             }),
         })
     }
@@ -128,7 +128,7 @@ impl Store {
 
     /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
     pub fn begin(&self) -> Result<Incoming, StoreError> {
-        self.inner.spool.begin()
+        self.inner.intake.begin()
     }
 }
 
@@ -143,7 +143,7 @@ mod tests {
     /// intent record naming its mailboxes, and links in `linked` of them. Returns the final name.
     fn crashed_mid_batch(data: &Path, mailboxes: &[MailboxId], linked: usize) -> String {
         let store = Store::open(data).unwrap();
-        let host = store.inner.spool.names.hostname().to_string();
+        let host = store.inner.intake.names.hostname().to_string();
         drop(store);
         // pid 4194305 is above any pid_max: that process is surely gone.
         let unique = format!("1700000000.M1P4194305Q7.{host}");
@@ -154,8 +154,12 @@ mod tests {
             fs::create_dir_all(&new).unwrap();
             fs::hard_link(data.join("tmp").join(&unique), new.join(&final_name)).unwrap();
         }
-        let entry =
-            IntentEntry { tmp_name: unique.clone(), final_name: final_name.clone(), mailboxes: mailboxes.to_vec() };
+        let entry = IntentEntry {
+            tmp_name: unique.clone(),
+            final_name: final_name.clone(),
+            mailboxes: mailboxes.to_vec(),
+            spool: None,
+        };
         let mut log = IntentLog::create(&data.join(INTENT_DIR), &format!("1700000000.M1P4194305Q0.{host}")).unwrap();
         log.arm(&[entry]).unwrap();
         std::mem::forget(log); // a crash: the record stays
@@ -211,6 +215,122 @@ mod tests {
         }
         let _store = Store::open(dir.path()).unwrap();
         assert!(mboxes.iter().all(|m| holds(dir.path(), m, &name)));
+    }
+
+    /// Like [`crashed_mid_batch`] with a spool in the record: the sidecar staged in tmp/ (if
+    /// `staged`), and the batch's progress: `linked` mailboxes, the message linked into the spool's msg
+    /// dir (`msg_linked`) and the sidecar in place (`sidecar_placed`). Returns (final name, spool dirs).
+    fn crashed_with_spool(
+        data: &Path,
+        mailboxes: &[MailboxId],
+        linked: usize,
+        (staged, msg_linked, sidecar_placed): (bool, bool, bool),
+    ) -> (String, PathBuf, PathBuf) {
+        let final_name = crashed_mid_batch(data, mailboxes, linked);
+        let unique = final_name.split(',').next().unwrap().to_string();
+        let (msg_dir, env_dir) = (data.join("queue/msg"), data.join("queue/env"));
+        fs::create_dir_all(&msg_dir).unwrap();
+        fs::create_dir_all(&env_dir).unwrap();
+        if staged {
+            fs::write(crate::spool::staged_sidecar(&data.join("tmp"), &unique), b"envelope").unwrap();
+        }
+        if msg_linked {
+            fs::hard_link(data.join("tmp").join(&unique), msg_dir.join(&unique)).unwrap();
+        }
+        if sidecar_placed {
+            fs::write(env_dir.join(&unique), b"envelope").unwrap();
+        }
+        let entry = IntentEntry {
+            tmp_name: unique.clone(),
+            final_name: final_name.clone(),
+            mailboxes: mailboxes.to_vec(),
+            spool: Some(crate::intent::SpoolIntent {
+                name: unique.clone(),
+                msg_dir: msg_dir.clone(),
+                sidecar_dir: env_dir.clone(),
+            }),
+        };
+        let host = crate::unique::UniqueNames::new().hostname().to_string();
+        let mut log = IntentLog::create(&data.join(INTENT_DIR), &format!("1700000000.M1P4194305Q1.{host}")).unwrap();
+        log.arm(&[entry]).unwrap();
+        std::mem::forget(log);
+        // The record of `crashed_mid_batch` (without the spool) must not decide: remove it.
+        fs::remove_file(data.join(INTENT_DIR).join(format!("1700000000.M1P4194305Q0.{host}"))).unwrap();
+        (final_name, msg_dir.join(&unique), env_dir.join(&unique))
+    }
+
+    #[test]
+    fn open_completes_a_spool_commit_cut_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        let (name, msg, env) = crashed_with_spool(dir.path(), &mboxes, 1, (true, false, false));
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(mboxes.iter().all(|m| holds(dir.path(), m, &name)), "mailboxes completed");
+        assert_eq!(fs::read(&msg).unwrap(), b"hello", "message linked into the queue");
+        assert_eq!(fs::read(&env).unwrap(), b"envelope", "sidecar placed");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "data file and staged sidecar gone");
+    }
+
+    #[test]
+    fn open_completes_a_spool_only_commit_cut_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, msg, env) = crashed_with_spool(dir.path(), &[], 0, (true, true, false));
+        let _store = Store::open(dir.path()).unwrap();
+        assert_eq!(fs::read(&msg).unwrap(), b"hello");
+        assert_eq!(fs::read(&env).unwrap(), b"envelope");
+    }
+
+    #[test]
+    fn open_rolls_back_a_spool_commit_it_cannot_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        let (name, msg, env) = crashed_with_spool(dir.path(), &mboxes, 2, (true, false, false));
+        // The queue's msg directory is gone: the message cannot be linked there.
+        fs::remove_dir(msg.parent().unwrap()).unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        for m in &mboxes {
+            assert!(!holds(dir.path(), m, &name), "{m} kept a copy while the queue entry failed");
+        }
+        assert!(!env.exists(), "no sidecar without its message");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_finished_spool_batch_replayed_is_left_alone() {
+        // The batch completed and was acknowledged, the relay delivered and removed the queue entry,
+        // then a crash lost the record's retirement: the mailbox copies must stay.
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        let (name, msg, env) = crashed_with_spool(dir.path(), &mboxes, 2, (false, false, false));
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(mboxes.iter().all(|m| holds(dir.path(), m, &name)), "acknowledged copies were rolled back");
+        assert!(!msg.exists() && !env.exists(), "a delivered queue entry came back");
+    }
+
+    #[test]
+    fn a_placed_sidecar_is_never_rolled_back() {
+        // The sidecar is the batch's last step: once it is in place the commit may have been
+        // acknowledged. A mailbox that cannot be completed now must not take the queue entry with it.
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        let (name, msg, env) = crashed_with_spool(dir.path(), &mboxes, 1, (false, true, true));
+        let broken = mboxes[1].dir(&dir.path().join("mailboxes"));
+        fs::create_dir_all(&broken).unwrap();
+        fs::write(broken.join("new"), b"not a directory").unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(holds(dir.path(), &mboxes[0], &name));
+        assert!(msg.exists() && env.exists(), "the queue entry was rolled back");
+    }
+
+    #[test]
+    fn a_dead_processs_staged_sidecar_is_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let host = crate::unique::UniqueNames::new().hostname().to_string();
+        let staged = dir.path().join("tmp").join(format!("1700000000.M1P4194305Q9.{host}.sidecar"));
+        fs::write(&staged, b"envelope").unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(!staged.exists());
     }
 
     #[test]

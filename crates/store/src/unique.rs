@@ -119,8 +119,9 @@ pub(crate) fn clean_tmp_dir(tmp: &Path, hostname: &str) {
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let age = SystemTime::now().duration_since(mtime).unwrap_or_default();
         let name = entry.file_name();
-        let stale =
-            age > TMP_ABANDONED_AFTER || name.to_str().is_some_and(|n| is_dead_process_file(n, mtime, hostname));
+        // A sidecar staged for a spool is named after its message: it lives and dies with it.
+        let owner = name.to_str().map(|n| n.strip_suffix(crate::spool::SIDECAR_SUFFIX).unwrap_or(n));
+        let stale = age > TMP_ABANDONED_AFTER || owner.is_some_and(|n| is_dead_process_file(n, mtime, hostname));
         if stale {
             let path = entry.path();
             match fs::remove_file(&path) {

@@ -297,3 +297,97 @@ async fn cross_device_mailbox_gets_a_copy() {
     assert_eq!(files_in(&new_dir(dir.path(), &ids[1])).len(), 1);
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 }
+
+fn spool_in(data: &Path, name: &str) -> mailroom_store::Spool {
+    let (msg, env) = (data.join("queue/msg"), data.join("queue/env"));
+    fs::create_dir_all(&msg).unwrap();
+    fs::create_dir_all(&env).unwrap();
+    mailroom_store::Spool { msg_dir: msg, sidecar_dir: env, name: name.into(), sidecar: b"id = \"x\"\n".to_vec() }
+}
+
+#[tokio::test]
+async fn a_spool_entry_lands_with_the_mailboxes() {
+    let (dir, store, ids) = setup(&["a@example.test", "b@example.test"]);
+    let mut incoming = store.begin().unwrap();
+    incoming.write(MESSAGE).unwrap();
+    let id = incoming.id().to_string();
+    let delivered = incoming.commit_with(&ids, Some(spool_in(dir.path(), &id))).await.unwrap();
+    assert_eq!(delivered.mailboxes, 2);
+    let queued = dir.path().join("queue/msg").join(&id);
+    assert_eq!(fs::read(&queued).unwrap(), MESSAGE);
+    let mbox_copy = &files_in(&new_dir(dir.path(), &ids[0]))[0];
+    assert_eq!(fs::metadata(&queued).unwrap().ino(), fs::metadata(mbox_copy).unwrap().ino(), "one file, linked");
+    assert_eq!(fs::read(dir.path().join("queue/env").join(&id)).unwrap(), b"id = \"x\"\n", "whole sidecar");
+    assert!(files_in(&dir.path().join("tmp")).is_empty(), "no staged sidecar or data file left");
+}
+
+#[tokio::test]
+async fn a_spool_only_commit_needs_no_mailbox() {
+    let (dir, store, _) = setup(&[]);
+    let mut incoming = store.begin().unwrap();
+    incoming.write(MESSAGE).unwrap();
+    let id = incoming.id().to_string();
+    let delivered = incoming.commit_with(&[], Some(spool_in(dir.path(), &id))).await.unwrap();
+    assert_eq!(delivered.mailboxes, 0);
+    assert_eq!(fs::read(dir.path().join("queue/msg").join(&id)).unwrap(), MESSAGE);
+    assert!(dir.path().join("queue/env").join(&id).exists());
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_mailbox_takes_the_spool_entry_with_it() {
+    let (dir, store, ids) = setup(&["a@example.test", "b@example.test"]);
+    break_mailbox(dir.path(), &ids[1]);
+    let mut incoming = store.begin().unwrap();
+    incoming.write(MESSAGE).unwrap();
+    let id = incoming.id().to_string();
+    assert!(incoming.commit_with(&ids, Some(spool_in(dir.path(), &id))).await.is_err());
+    assert!(files_in(&dir.path().join("queue/msg")).is_empty(), "message left in the queue");
+    assert!(files_in(&dir.path().join("queue/env")).is_empty(), "sidecar left in the queue");
+    assert!(files_in(&new_dir(dir.path(), &ids[0])).is_empty(), "partial delivery");
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_spool_takes_the_mailbox_copies_with_it() {
+    let (dir, store, ids) = setup(&["a@example.test"]);
+    let mut incoming = store.begin().unwrap();
+    incoming.write(MESSAGE).unwrap();
+    let id = incoming.id().to_string();
+    let mut spool = spool_in(dir.path(), &id);
+    spool.sidecar_dir = dir.path().join("queue/missing");
+    assert!(incoming.commit_with(&ids, Some(spool)).await.is_err());
+    assert!(files_in(&new_dir(dir.path(), &ids[0])).is_empty(), "mailbox kept a copy");
+    assert!(files_in(&dir.path().join("queue/msg")).is_empty(), "message left in the queue");
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_spool_is_refused_before_anything_happens() {
+    let (dir, store, ids) = setup(&["a@example.test"]);
+    let mut incoming = store.begin().unwrap();
+    incoming.write(MESSAGE).unwrap();
+    let spool = spool_in(dir.path(), "../escape");
+    assert!(matches!(incoming.commit_with(&ids, Some(spool)).await, Err(StoreError::InvalidSpool(_))));
+    assert!(files_in(&new_dir(dir.path(), &ids[0])).is_empty());
+    assert!(files_in(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn many_concurrent_spool_commits_all_land() {
+    let (dir, store, ids) = setup(&["a@example.test"]);
+    let mut commits = Vec::new();
+    for i in 0..40 {
+        let mut incoming = store.begin().unwrap();
+        incoming.write(MESSAGE).unwrap();
+        let id = incoming.id().to_string();
+        let rcpts = if i % 2 == 0 { ids.clone() } else { Vec::new() };
+        commits.push(incoming.commit_with(&rcpts, Some(spool_in(dir.path(), &id))));
+    }
+    for c in commits {
+        c.await.unwrap();
+    }
+    assert_eq!(files_in(&dir.path().join("queue/msg")).len(), 40);
+    assert_eq!(files_in(&dir.path().join("queue/env")).len(), 40);
+    assert_eq!(files_in(&new_dir(dir.path(), &ids[0])).len(), 20);
+}
