@@ -82,7 +82,7 @@ fuzz_target!(|line: &[u8]| {
                         no_control(v, "AUTH= value");
                     }
                 }
-                Command::Rcpt { to: ForwardPath::Mailbox(a) } => check_address(a),
+                Command::Rcpt { to: ForwardPath::Mailbox(a), .. } => check_address(a),
                 _ => {}
             }
             // The wire form the client writes (Display) reads back as the same command.

@@ -111,6 +111,7 @@ fn main() -> ExitCode {
 fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
     let cfg = serve::load_config(config.as_ref(), None)?;
     cfg.validate()?;
+    serve::check_delivery_files(&cfg)?;
     println!("config ok");
     println!("{cfg:#?}");
     Ok(())

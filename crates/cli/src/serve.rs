@@ -1,10 +1,17 @@
-//! `mailroom serve`: the SMTP server with its config file and flag overrides.
+//! `mailroom serve`: the SMTP server with its config file and flag overrides, and the relay (outbound
+//! delivery) running in the same process.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use anyhow::Context;
-use mailroom_server::{Config, Server};
+use mailroom_relay::dns::Resolver;
+use mailroom_relay::settings::Settings;
+use mailroom_relay::Relay;
+use mailroom_server::{Config, Outbound, Server};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -72,10 +79,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cfg.server.hostname = h;
     }
     cfg.validate()?;
+    check_delivery_files(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
-        let server = Server::bind(cfg).await?;
+        let server = Server::bind(cfg.clone()).await?;
+        // Marks this process as the one serving the queue (`mailroom queue` then leaves the entries to
+        // it); held until the end of `run`, removed on drop.
+        let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
+            .with_context(|| format!("marking {} as served", data_dir.display()))?;
+        let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
+        let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         let tls = server.tls();
         tokio::spawn(async move {
@@ -88,8 +102,116 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
         server.run(shutdown_signal()).await;
+        // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
+        let _ = stop_relay.send(true);
+        if let Some(task) = relay {
+            if tokio::time::timeout(RELAY_STOP_WAIT, task).await.is_err() {
+                tracing::warn!("the relay did not stop in time; deliveries in flight are retried at the next start");
+            }
+        }
         Ok(())
     })
+}
+
+/// How long the relay gets to finish the attempts under way once the server has stopped; an attempt cut
+/// off is retried at the next start (at-least-once delivery).
+const RELAY_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Starts the relay (the outbound delivery agent, crate `mailroom-relay`) in this process on the
+/// server's own queue and store, and attaches it to the server ([`Server::with_outbound`]), which then
+/// lets authenticated clients and `[delivery] relay_networks` send to other domains. The relay stops when
+/// `stop` turns true. Returns the server and the relay's task (None, and no relaying, when no DNS
+/// resolver can be set up).
+fn start_relay(
+    server: Server,
+    cfg: &Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Server, Option<tokio::task::JoinHandle<()>>)> {
+    let resolver = match Resolver::new(&cfg.dns.servers) {
+        Ok(r) => r,
+        Err(e) => {
+            // Local delivery needs no DNS: serve it, and say loudly why nothing is relayed.
+            tracing::error!(error = %e, "no DNS resolver: outbound delivery is off, mail to other domains is refused");
+            return Ok((server, None));
+        }
+    };
+    let relay = Relay::new(server.queue(), server.store(), relay_settings(cfg)?, resolver.clone());
+    let outbound = Arc::new(RelayOutbound { resolver, waker: relay.waker() });
+    let task = tokio::spawn(relay.run(async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }));
+    Ok((server.with_outbound(outbound), Some(task)))
+}
+
+/// `[delivery]` (already validated) as the relay's settings.
+fn relay_settings(cfg: &Config) -> anyhow::Result<Settings> {
+    use mailroom_relay::settings::{Relayhost, RelayhostTls, TlsPolicy};
+    use mailroom_server::config;
+    let d = &cfg.delivery;
+    let relayhost = d.relayhost()?.map(|r| Relayhost { host: r.host, port: r.port, mx_lookup: r.mx_lookup });
+    Ok(Settings {
+        hostname: cfg.server.hostname.clone(),
+        port: d.port,
+        tls: match d.tls {
+            config::TlsPolicy::Opportunistic => TlsPolicy::Opportunistic,
+            config::TlsPolicy::Required => TlsPolicy::Required,
+        },
+        relayhost,
+        relayhost_tls: match d.relayhost_tls {
+            config::RelayhostTls::None => RelayhostTls::None,
+            config::RelayhostTls::Starttls => RelayhostTls::StartTls,
+            config::RelayhostTls::Tls => RelayhostTls::Tls,
+        },
+        relayhost_cafile: d.relayhost_cafile.clone(),
+        relayhost_user: d.relayhost_user.clone(),
+        relayhost_password_file: d.relayhost_password_file.clone(),
+        min_backoff: d.min_backoff,
+        max_backoff: d.max_backoff,
+        max_queue_lifetime: d.max_queue_lifetime,
+        delay_warning: d.delay_warning,
+        max_connections_per_destination: d.max_connections_per_destination,
+        max_connections: d.max_connections,
+        max_hops: d.max_hops,
+        // Double bounces go to the postmaster of the first served domain.
+        postmaster: format!("postmaster@{}", cfg.domains().first().map_or("localhost", String::as_str)),
+        ..Settings::default()
+    })
+}
+
+/// The server's [`Outbound`] on top of the relay: null MX through the relay's resolver, wake-ups
+/// through its waker (the server does not depend on the relay crate; this is the bridge).
+struct RelayOutbound {
+    resolver: Resolver,
+    waker: Arc<tokio::sync::Notify>,
+}
+
+impl Outbound for RelayOutbound {
+    fn null_mx(&self, domain: &str) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let domain = domain.to_owned();
+        Box::pin(async move { self.resolver.null_mx(&domain).await })
+    }
+
+    fn wake(&self) {
+        self.waker.notify_one();
+    }
+}
+
+/// The files `[delivery]` names must be readable now, not at the first relayhost connection hours later:
+/// `check-config` and `serve` both say so at once. The password itself is not kept or shown.
+pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
+    let d = &cfg.delivery;
+    if let Some(path) = &d.relayhost_password_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?;
+        if text.lines().next().is_none_or(|l| l.is_empty()) {
+            anyhow::bail!("delivery.relayhost_password_file: {} has no password on its first line", path.display());
+        }
+    }
+    if let Some(path) = &d.relayhost_cafile {
+        std::fs::metadata(path)
+            .with_context(|| format!("delivery.relayhost_cafile: cannot read {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -67,6 +67,10 @@ pub enum Error {
     /// sent to a server that did not advertise it.
     #[error("{0} does not offer AUTH; not sending credentials to it")]
     AuthNotOffered(String),
+    /// [`crate::Tls::Opportunistic`]: the server offered STARTTLS and it failed (refused, or the handshake
+    /// broke). The connection is gone; RFC 7435 §4 lets the caller try that server again without TLS.
+    #[error("opportunistic STARTTLS with {server} failed: {source}")]
+    OpportunisticTls { server: String, source: Box<Error> },
     /// The password could not be had (its file or command failed) when the server asked for AUTH.
     #[error("the password: {0}")]
     Password(String),
@@ -90,6 +94,7 @@ impl Error {
             }
             Error::Protocol(e) => protocol_kind(e),
             Error::Tls { permanent: true, .. } => Permanent,
+            Error::OpportunisticTls { .. } => Transient,
             Error::Tls { permanent: false, .. } => Transient,
             Error::StartTlsNotOffered(_) | Error::Certificate { .. } | Error::AuthNotOffered(_) => Permanent,
             Error::BadServer(_)
@@ -110,6 +115,11 @@ impl Error {
     /// without what was required of it.
     pub fn is_permanent(&self) -> bool {
         self.kind() == ErrorKind::Permanent
+    }
+
+    /// True when opportunistic STARTTLS failed: the same server may be tried again in plain text.
+    pub fn is_opportunistic_tls_failure(&self) -> bool {
+        matches!(self, Error::OpportunisticTls { .. })
     }
 
     /// Our own settings, input or calls are wrong: neither transient nor permanent.

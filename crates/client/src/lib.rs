@@ -100,6 +100,8 @@ pub struct ClientBuilder {
     credentials: Option<(String, Password)>,
     allow_plaintext_auth: bool,
     transcript: Option<Transcript>,
+    /// Where to connect instead of resolving the server's host (which stays the name TLS checks).
+    address: Option<std::net::SocketAddr>,
 }
 
 /// Fetches the AUTH password when the server asks for AUTH (a password file, a password command);
@@ -139,6 +141,7 @@ impl fmt::Debug for ClientBuilder {
             .field("tls_options", &self.tls_options)
             .field("user", &self.credentials.as_ref().map(|c| &c.0))
             .field("allow_plaintext_auth", &self.allow_plaintext_auth)
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -202,6 +205,13 @@ impl ClientBuilder {
         self.credentials = Some((user.into(), Password::Later(source)));
         self
     }
+    /// Connects to `addr` instead of looking the server's host up: a relay that has chosen the MX host's
+    /// address itself. The host of the server address is still the name the certificate is checked
+    /// against (and sent as SNI), and the name errors carry.
+    pub fn address(mut self, addr: std::net::SocketAddr) -> Self {
+        self.address = Some(addr);
+        self
+    }
     /// Allows AUTH without TLS, to a server on a loopback address (127.0.0.0/8, ::1) only: a test or
     /// development server on this machine, where nobody else is on the path. Off by default.
     pub fn allow_plaintext_auth(mut self, yes: bool) -> Self {
@@ -223,6 +233,13 @@ impl ClientBuilder {
             Tls::None => None,
             Tls::StartTls | Tls::Implicit => {
                 let config = self.tls_options.client_config()?;
+                Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
+            }
+            Tls::Opportunistic => {
+                let config = match &self.tls_options.config {
+                    Some(c) => c.clone(),
+                    None => tls::opportunistic_config()?,
+                };
                 Some((tokio_rustls::TlsConnector::from(config), tls::server_name(&host)?))
             }
         };
@@ -256,8 +273,14 @@ impl ClientBuilder {
         }
         client.arm();
         client.wait_ready().await?;
-        if let (Tls::StartTls, Some((connector, name))) = (self.tls, &tls) {
-            client.starttls(connector, name.clone()).await?;
+        match (self.tls, &tls) {
+            (Tls::StartTls, Some((connector, name))) => client.starttls(connector, name.clone()).await?,
+            (Tls::Opportunistic, Some((connector, name))) if client.capabilities().starttls => {
+                if let Err(e) = client.starttls(connector, name.clone()).await {
+                    return Err(Error::OpportunisticTls { server: self.server.clone(), source: Box::new(e) });
+                }
+            }
+            _ => {}
         }
         if let Some((user, password)) = &self.credentials {
             if let Err(e) = client.login(user, password).await {
@@ -271,10 +294,16 @@ impl ClientBuilder {
     /// Resolves the server and opens the TCP connection, all within the connect timeout.
     async fn open_tcp(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let deadline = Instant::now() + self.connect_timeout;
-        let addrs: Vec<_> = match timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
+        let lookup = async {
+            match self.address {
+                Some(addr) => Ok(vec![addr]),
+                None => tokio::net::lookup_host((host, port)).await.map(|a| a.collect()),
+            }
+        };
+        let addrs: Vec<_> = match timeout_at(deadline, lookup).await {
             Err(_) => return Err(self.connect_timed_out()),
             Ok(Err(source)) => return Err(Error::Resolve { server: self.server.clone(), source }),
-            Ok(Ok(a)) => a.collect(),
+            Ok(Ok(a)) => a,
         };
         let mut last = None;
         for addr in addrs {
@@ -330,6 +359,7 @@ impl Client {
             credentials: None,
             allow_plaintext_auth: false,
             transcript: None,
+            address: None,
         }
     }
 
@@ -341,6 +371,12 @@ impl Client {
     /// What the server offered after EHLO.
     pub fn capabilities(&self) -> &Capabilities {
         self.session.capabilities()
+    }
+
+    /// True between transactions: the connection can take another [`Client::send`] (after a
+    /// [`Client::rset`], as a relay reusing a connection does).
+    pub fn is_ready(&self) -> bool {
+        self.session.is_ready()
     }
 
     /// The server's greeting.

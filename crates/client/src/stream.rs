@@ -17,6 +17,10 @@ pub enum Tls {
     StartTls,
     /// TLS from the first byte (RFC 8314 §3.3, port 465).
     Implicit,
+    /// STARTTLS when the server offers it, plain text when it does not, and the certificate not checked
+    /// (RFC 7435 opportunistic security, as MTAs deliver to MX hosts). A STARTTLS that fails is reported
+    /// as [`crate::Error::OpportunisticTls`]: the caller may connect again in plain text.
+    Opportunistic,
 }
 
 #[derive(Debug)]

@@ -108,6 +108,27 @@ impl TlsOptions {
     }
 }
 
+/// The configuration of [`crate::Tls::Opportunistic`]: encryption without verification (RFC 7435 §1.1),
+/// built once, since a relay opens many connections and a warning per connection would be noise.
+pub(crate) fn opportunistic_config() -> Result<Arc<ClientConfig>, Error> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = provider();
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                    .with_no_client_auth(),
+            ))
+        })
+        .clone()
+        .map_err(Error::TlsConfig)
+}
+
 /// The name to verify the certificate against: the host of `HOST:PORT` (a DNS name or an IP address).
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, Error> {
     ServerName::try_from(host.to_string()).map_err(|_| {

@@ -602,3 +602,103 @@ async fn bad_cafile_fails_before_connecting() {
     // Nobody connected.
     assert!(tokio::time::timeout(Duration::from_millis(200), l.accept()).await.is_err());
 }
+
+/// RFC 7435: opportunistic STARTTLS takes a certificate nobody can verify (self-signed, no CA file given).
+#[tokio::test]
+async fn opportunistic_starttls_accepts_an_unverifiable_certificate() {
+    let c = cert();
+    let (l, addr) = listen().await;
+    let acceptor = c.acceptor.clone();
+    let server = spawn(async move {
+        let (mut p, _plain) = plain_then_tls(l, acceptor).await.expect("handshake");
+        p.expect("EHLO ").await;
+        p.send(b"250-mx.test\r\n250 8BITMIME\r\n").await;
+        p.take_mail().await
+    });
+    let mut client = Client::builder(addr).timeout(TIMEOUT).tls(Tls::Opportunistic).connect().await.unwrap();
+    assert!(client.is_tls());
+    let out = client.send(&envelope(), Message::from_bytes(b"Subject: o\n\nhi\n")).await.unwrap();
+    assert!(out.is_complete());
+    client.quit().await.unwrap();
+    assert!(server.await.unwrap().unwrap().contains("Subject: o\r\n"));
+}
+
+/// Opportunistic mode goes on in plain text with a server that does not offer STARTTLS.
+#[tokio::test]
+async fn opportunistic_without_starttls_offered_stays_plain() {
+    let (l, addr) = listen().await;
+    let server = spawn(async move {
+        let mut p = accept(l).await;
+        p.send(b"220 mx.test ESMTP\r\n").await;
+        p.expect("EHLO ").await;
+        p.send(b"250-mx.test\r\n250 PIPELINING\r\n").await;
+        p.take_mail().await
+    });
+    let mut client = Client::builder(addr).timeout(TIMEOUT).tls(Tls::Opportunistic).connect().await.unwrap();
+    assert!(!client.is_tls());
+    assert!(client.send(&envelope(), Message::from_bytes(b"Subject: p\n\nhi\n")).await.unwrap().is_complete());
+    client.quit().await.unwrap();
+    assert!(server.await.unwrap().unwrap().contains("Subject: p"));
+}
+
+/// A broken handshake after an offered STARTTLS is reported as such, so the caller can retry in plain text.
+#[tokio::test]
+async fn opportunistic_handshake_failure_is_reported() {
+    let (l, addr) = listen().await;
+    let server = spawn(async move {
+        let mut p = accept(l).await;
+        p.send(b"220 mx.test ESMTP\r\n").await;
+        p.expect("EHLO ").await;
+        p.send(b"250-mx.test\r\n250 STARTTLS\r\n").await;
+        p.expect("STARTTLS").await;
+        p.send(b"220 2.0.0 ready\r\n").await;
+        // Not TLS at all: garbage where the ServerHello should be.
+        p.send(b"this is not a TLS record\r\n").await;
+        p.drain().await;
+    });
+    let e = Client::builder(addr).timeout(TIMEOUT).tls(Tls::Opportunistic).connect().await.unwrap_err();
+    assert!(e.is_opportunistic_tls_failure(), "{e:?}");
+    assert!(e.is_transient(), "{e:?}");
+    server.await.unwrap();
+}
+
+/// `address` connects where it is told, without resolving the server's name (which need not resolve), and
+/// that name is still the one the certificate is checked against.
+#[tokio::test]
+async fn address_overrides_the_lookup_but_not_the_tls_name() {
+    let c = cert();
+    let (l, addr) = listen().await;
+    let acceptor = c.acceptor.clone();
+    let server = spawn(async move {
+        let (mut p, _plain) = plain_then_tls(l, acceptor).await.expect("handshake");
+        p.expect("EHLO ").await;
+        p.send(b"250 mx.test\r\n").await;
+        p.expect("QUIT").await;
+        p.send(b"221 bye\r\n").await;
+    });
+    let client = Client::builder("localhost:1")
+        .address(addr.parse().unwrap())
+        .timeout(TIMEOUT)
+        .tls(Tls::StartTls)
+        .cafile(&c.pem)
+        .connect()
+        .await
+        .unwrap();
+    assert!(client.is_tls());
+    client.quit().await.unwrap();
+    server.await.unwrap().unwrap();
+    // The same address under a name the certificate does not hold: refused.
+    let (l, addr) = listen().await;
+    let acceptor = c.acceptor.clone();
+    let server = spawn(async move { plain_then_tls(l, acceptor).await.map(|_| ()) });
+    let e = Client::builder("wrong.invalid:1")
+        .address(addr.parse().unwrap())
+        .timeout(TIMEOUT)
+        .tls(Tls::StartTls)
+        .cafile(&c.pem)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Certificate { .. }), "{e:?}");
+    let _ = server.await;
+}

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::address::{parse_forward_path, parse_reverse_path, AddressError, ForwardPath, ReversePath};
 use crate::extension::keyword;
-use crate::params::{parse_mail_params, MailParams};
+use crate::params::{parse_mail_params, parse_rcpt_params, MailParams, RcptParams};
 use crate::reply::{Enhanced, Reply};
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
@@ -16,8 +16,16 @@ pub const MAX_COMMAND_LINE: usize = 512;
 pub const SIZE_ALLOWANCE: usize = 26;
 /// RFC 4954 §5: AUTH= adds 500 octets to the MAIL command line limit.
 pub const AUTH_ALLOWANCE: usize = 500;
-/// The longest line accepted at all: MAIL with every allowance of the extensions we offer.
-pub const MAX_LINE: usize = MAX_COMMAND_LINE + SIZE_ALLOWANCE + AUTH_ALLOWANCE;
+/// RFC 3461 §5: RET and ENVID add 110 octets to the MAIL command line limit.
+pub const DSN_MAIL_ALLOWANCE: usize = 110;
+/// RFC 3461 §5: NOTIFY and ORCPT add 515 octets to the RCPT command line limit.
+pub const DSN_RCPT_ALLOWANCE: usize = 515;
+/// The longest MAIL line: every allowance of the extensions we offer.
+pub const MAX_MAIL_LINE: usize = MAX_COMMAND_LINE + SIZE_ALLOWANCE + AUTH_ALLOWANCE + DSN_MAIL_ALLOWANCE;
+/// The longest RCPT line.
+pub const MAX_RCPT_LINE: usize = MAX_COMMAND_LINE + DSN_RCPT_ALLOWANCE;
+/// The longest line accepted at all (MAIL's limit is the largest).
+pub const MAX_LINE: usize = if MAX_MAIL_LINE > MAX_RCPT_LINE { MAX_MAIL_LINE } else { MAX_RCPT_LINE };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -29,6 +37,7 @@ pub enum Command {
     },
     Rcpt {
         to: ForwardPath,
+        params: RcptParams,
     },
     Data,
     Bdat {
@@ -63,7 +72,8 @@ impl fmt::Display for Command {
             Command::Ehlo(name) => write!(f, "EHLO {name}"),
             Command::Mail { from, params } if *params == MailParams::default() => write!(f, "MAIL FROM:{from}"),
             Command::Mail { from, params } => write!(f, "MAIL FROM:{from} {params}"),
-            Command::Rcpt { to } => write!(f, "RCPT TO:{to}"),
+            Command::Rcpt { to, params } if *params == RcptParams::default() => write!(f, "RCPT TO:{to}"),
+            Command::Rcpt { to, params } => write!(f, "RCPT TO:{to} {params}"),
             Command::Data => f.write_str("DATA"),
             Command::Bdat { size, last: false } => write!(f, "BDAT {size}"),
             Command::Bdat { size, last: true } => write!(f, "BDAT {size} LAST"),
@@ -139,15 +149,13 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     } else if is("RCPT") {
         let arg = strip_keyword(rest, "TO:").ok_or_else(|| syntax("Syntax: RCPT TO:<address>"))?;
         let (to, used) = parse_forward_path(arg.as_bytes()).map_err(|e| address_error(e, false))?;
-        let tail = arg[used..].trim();
-        if !tail.is_empty() {
-            // We offer no RCPT parameters (no DSN): RFC 5321 §4.1.1.11.
-            if !arg[used..].starts_with(' ') {
-                return Err(syntax("Syntax: RCPT TO:<address>"));
-            }
-            return Err(Reply::new(555, Enhanced(5, 5, 4), "Unsupported RCPT parameter"));
+        let tail = &arg[used..];
+        if !tail.is_empty() && !tail.starts_with(' ') {
+            return Err(syntax("Syntax: RCPT TO:<address> [parameters]"));
         }
-        Ok(Command::Rcpt { to })
+        // RFC 3461 parameters are parsed whatever is offered; the session refuses them when DSN is off.
+        let params = parse_rcpt_params(tail)?;
+        Ok(Command::Rcpt { to, params })
     } else if is("DATA") {
         no_args(Command::Data, "Syntax: DATA")
     } else if is("BDAT") {
@@ -199,10 +207,14 @@ fn strip_keyword<'a>(rest: &'a str, kw: &str) -> Option<&'a str> {
     Some(rest[kw.len()..].trim_start_matches(' '))
 }
 
-/// The longest line a verb may use: MAIL gets the SIZE and AUTH allowances, the others 512 octets.
+/// The longest line a verb may use: MAIL gets the SIZE, AUTH and DSN allowances, RCPT the DSN one, the
+/// others 512 octets.
 pub fn line_limit(line: &[u8]) -> usize {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"MAIL") {
-        MAX_LINE
+    let verb = |v: &[u8]| line.len() >= 4 && line[..4].eq_ignore_ascii_case(v);
+    if verb(b"MAIL") {
+        MAX_MAIL_LINE
+    } else if verb(b"RCPT") {
+        MAX_RCPT_LINE
     } else {
         MAX_COMMAND_LINE
     }
@@ -234,7 +246,10 @@ mod tests {
             parse(b"mail from: <>").unwrap(),
             Command::Mail { from: ReversePath::Null, params: MailParams::default() }
         );
-        assert_eq!(parse(b"RCPT TO:<Postmaster>").unwrap(), Command::Rcpt { to: ForwardPath::Postmaster });
+        assert_eq!(
+            parse(b"RCPT TO:<Postmaster>").unwrap(),
+            Command::Rcpt { to: ForwardPath::Postmaster, params: RcptParams::default() }
+        );
     }
 
     #[test]
@@ -248,7 +263,10 @@ mod tests {
             (b"MAIL FROM:a@b", 501, Enhanced(5, 1, 7)),
             (b"MAIL FROM:<a@b>SIZE=1", 501, Enhanced(5, 5, 4)),
             (b"MAIL FROM:<a@b> FOO=1", 555, Enhanced(5, 5, 4)),
-            (b"RCPT TO:<a@b> NOTIFY=NEVER", 555, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<a@b> X-FOO", 555, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", 555, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<a@b>NOTIFY=NEVER", 501, Enhanced(5, 5, 4)),
+            (b"RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=NEVER", 501, Enhanced(5, 5, 4)),
             (b"RCPT TO:<>", 501, Enhanced(5, 1, 3)),
             (b"RCPT FROM:<a@b>", 501, Enhanced(5, 5, 4)),
             (b"DATA x", 501, Enhanced(5, 5, 4)),
@@ -268,6 +286,8 @@ mod tests {
     #[test]
     fn line_limits() {
         assert_eq!(line_limit(b"MAIL FROM:<a@b>"), MAX_LINE);
-        assert_eq!(line_limit(b"RCPT TO:<a@b>"), MAX_COMMAND_LINE);
+        assert_eq!(line_limit(b"MAIL FROM:<a@b>"), 512 + 26 + 500 + 110);
+        assert_eq!(line_limit(b"rcpt TO:<a@b>"), 512 + 515);
+        assert_eq!(line_limit(b"NOOP"), MAX_COMMAND_LINE);
     }
 }

@@ -286,14 +286,21 @@ mod tests {
 }
 
 /// Watches the header section of a message as it streams by (up to the first empty line) and says when
-/// it grows past its limits: the defence against endless header or continuation lines.
+/// it grows past its limits: the defence against endless header or continuation lines. It also counts
+/// the `Received:` fields, for loop detection (RFC 5321 §6.3).
 #[derive(Debug, Clone, Default)]
 pub struct HeaderScan {
     done: bool,
     line_len: usize,
     lines: usize,
     bytes: usize,
+    /// The current line's first bytes, lowercased, while they may still spell `received:`.
+    prefix: [u8; RECEIVED.len()],
+    received: usize,
 }
+
+/// The field name a trace header starts with (RFC 5322 §3.6.7), lowercased, with its colon.
+const RECEIVED: &[u8] = b"received:";
 
 impl HeaderScan {
     /// Feeds canonical (CRLF) body bytes; false once the header section exceeds `max_lines` lines or
@@ -313,6 +320,12 @@ impl HeaderScan {
                 self.lines += 1;
                 self.line_len = 0;
             } else {
+                if let Some(slot) = self.prefix.get_mut(self.line_len) {
+                    *slot = b.to_ascii_lowercase();
+                    if self.line_len + 1 == RECEIVED.len() && self.prefix == RECEIVED {
+                        self.received += 1;
+                    }
+                }
                 self.line_len += 1;
             }
             if self.lines > max_lines || self.bytes > max_bytes {
@@ -320,6 +333,12 @@ impl HeaderScan {
             }
         }
         true
+    }
+
+    /// `Received:` fields seen so far in the header section (a field name at the start of a line; a
+    /// continuation line never starts one).
+    pub fn received(&self) -> usize {
+        self.received
     }
 }
 
@@ -342,5 +361,17 @@ mod header_tests {
         let mut h = HeaderScan::default();
         assert!(h.feed(b"\r\n", 0, 2), "no header at all");
         assert!(h.feed(&[b'x'; 1000], 0, 2), "the body is not counted");
+    }
+
+    #[test]
+    fn received_fields_are_counted_in_the_header_section_only() {
+        let msg = b"Received: from a\r\nRECEIVED: from b\r\n\treceived: folded, not a field\r\nX-Received: no\r\n\
+                    Receive: no\r\nreceived:x\r\n\r\nReceived: in the body\r\n";
+        for cut in 0..=msg.len() {
+            let mut h = HeaderScan::default();
+            assert!(h.feed(&msg[..cut], usize::MAX, usize::MAX));
+            assert!(h.feed(&msg[cut..], usize::MAX, usize::MAX));
+            assert_eq!(h.received(), 3, "cut {cut}");
+        }
     }
 }

@@ -24,6 +24,8 @@ pub mod keyword {
     pub const STARTTLS: &str = "STARTTLS";
     /// RFC 4954.
     pub const AUTH: &str = "AUTH";
+    /// RFC 3461: delivery status notifications (RET, ENVID on MAIL; NOTIFY, ORCPT on RCPT).
+    pub const DSN: &str = "DSN";
     /// RFC 5321 §4.1.1.8: not an extension, but listed by many servers (and by mailroom).
     pub const HELP: &str = "HELP";
 }
@@ -44,6 +46,8 @@ pub enum Extension {
     /// mailroom does not speak. The older `AUTH=PLAIN` form parses to this too.
     Auth(Vec<String>),
     Help,
+    /// RFC 3461.
+    Dsn,
     /// A keyword mailroom does not use, with its parameters, as offered.
     Other(String),
 }
@@ -78,6 +82,8 @@ impl Extension {
             Extension::Auth(params.split_whitespace().map(str::to_ascii_uppercase).collect())
         } else if is(keyword::HELP) {
             Extension::Help
+        } else if is(keyword::DSN) {
+            Extension::Dsn
         } else {
             Extension::Other(line.to_owned())
         })
@@ -101,6 +107,7 @@ impl fmt::Display for Extension {
                 mechs.iter().try_for_each(|m| write!(f, " {m}"))
             }
             Extension::Help => f.write_str(keyword::HELP),
+            Extension::Dsn => f.write_str(keyword::DSN),
             Extension::Other(line) => f.write_str(line),
         }
     }
@@ -125,7 +132,8 @@ mod tests {
             Extension::Auth(vec!["PLAIN".into(), "LOGIN".into()]),
             Extension::Auth(vec![]),
             Extension::Help,
-            Extension::Other("DSN".into()),
+            Extension::Dsn,
+            Extension::Other("XCLIENT NAME ADDR".into()),
             Extension::Other("X-FOO bar baz".into()),
         ] {
             assert_eq!(Extension::parse(&e.to_string()), Some(e.clone()), "{e}");
@@ -141,6 +149,7 @@ mod tests {
         );
         assert_eq!(Extension::parse("SIZE x"), Some(Extension::Size(Some(0))));
         assert_eq!(Extension::parse(""), None);
+        assert_eq!(Extension::parse("dsn"), Some(Extension::Dsn));
         assert_eq!(Extension::Size(Some(10)).to_string(), "SIZE 10");
         assert_eq!(Extension::Auth(vec!["PLAIN".into(), "LOGIN".into()]).to_string(), "AUTH PLAIN LOGIN");
     }

@@ -1,13 +1,15 @@
 //! The client session against the server session, in memory: no sockets, a small shell on each side, and
 //! a transport that moves the bytes between them. A whole dialogue (EHLO, AUTH PLAIN or LOGIN, a pipelined
-//! transaction with one recipient refused by the server's shell, DATA, QUIT) must come out the same
-//! however the bytes are cut: each stream split at every byte position, and both fed in random chunk sizes.
+//! transaction with DSN parameters (RFC 3461) and one recipient refused by the server's shell, DATA, QUIT)
+//! must come out the same however the bytes are cut: each stream split at every byte position, and both fed
+//! in random chunk sizes.
 //! (The client does not send BDAT, so CHUNKING is offered but not used here.)
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use mailroom_proto::client::{self, Envelope, Mechanism, MessageInfo, Outcome, Secret, Step};
+use mailroom_proto::params::{AddrType, Notify, Orcpt, RcptParams, Ret};
 use mailroom_proto::server::{self, Config, Decision};
 use mailroom_proto::{Address, Enhanced, ForwardPath, Reply, ReversePath};
 
@@ -20,6 +22,10 @@ struct Stored {
     from: String,
     /// The routes the shell gave at RCPT, as the session kept them.
     routes: Vec<String>,
+    /// RET and ENVID of MAIL, and the RCPT parameters of each accepted recipient (RFC 3461).
+    ret: Option<Ret>,
+    envid: Option<String>,
+    rcpt_params: Vec<RcptParams>,
     body: Vec<u8>,
 }
 
@@ -108,6 +114,21 @@ fn addr(s: &str) -> Address {
     Address::parse(s).unwrap()
 }
 
+/// bob asks for every DSN and gives his original address; jöran's ORCPT is UTF-8 (RFC 6533).
+fn bob_params() -> RcptParams {
+    RcptParams {
+        notify: Some(Notify { success: true, failure: true, delay: true }),
+        orcpt: Some(Orcpt { addr_type: AddrType::Rfc822, address: "Bob+x@old.test".into() }),
+    }
+}
+
+fn joeran_params() -> RcptParams {
+    RcptParams {
+        notify: Some(Notify::NEVER),
+        orcpt: Some(Orcpt { addr_type: AddrType::Utf8, address: "jöran@old.test".into() }),
+    }
+}
+
 fn envelope() -> Envelope {
     Envelope::new(
         ReversePath::Mailbox(addr("alice@mx.test")),
@@ -118,6 +139,8 @@ fn envelope() -> Envelope {
             ForwardPath::Postmaster,
         ],
     )
+    .with_dsn(Some(Ret::Full), Some("q 1".into()))
+    .with_rcpt_params(vec![bob_params(), RcptParams::default(), joeran_params()])
 }
 
 /// The server's shell: routes every recipient but `nobody` (to its local part), takes the password
@@ -126,7 +149,7 @@ fn serve(s: &mut server::Session<String>, rec: &mut Record, body: &mut Vec<u8>) 
     while let Some(e) = s.poll_event() {
         match e {
             server::Event::Mail { .. } | server::Event::DataStart => s.answer(Decision::Accept),
-            server::Event::Rcpt { to } => {
+            server::Event::Rcpt { to, .. } => {
                 let local = match &to {
                     ForwardPath::Postmaster => "postmaster".to_string(),
                     ForwardPath::Mailbox(a) => a.local().to_string(),
@@ -143,6 +166,9 @@ fn serve(s: &mut server::Session<String>, rec: &mut Record, body: &mut Vec<u8>) 
                 rec.stored.push(Stored {
                     from: tx.from.to_string(),
                     routes: tx.routes().to_vec(),
+                    ret: tx.params.ret,
+                    envid: tx.params.envid.clone(),
+                    rcpt_params: tx.rcpt_params().to_vec(),
                     body: std::mem::take(body),
                 });
                 s.answer(Decision::Accept);
@@ -261,11 +287,15 @@ fn baseline(login: Login, mechanism: Mechanism) -> (Record, Vec<u8>, Vec<u8>) {
         ]
     );
     assert_eq!(outcome.message.as_ref().map(|m| (m.code, m.enhanced)), Some((250, Some(Enhanced(2, 0, 0)))));
+    assert!(!outcome.dsn_dropped, "the server offers DSN");
     assert_eq!(
         rec.stored,
         vec![Stored {
             from: "<alice@mx.test>".into(),
             routes: vec!["bob".into(), "jöran".into(), "postmaster".into()],
+            ret: Some(Ret::Full),
+            envid: Some("q 1".into()),
+            rcpt_params: vec![bob_params(), joeran_params(), RcptParams::default()],
             body: MESSAGE.to_vec(),
         }]
     );
@@ -274,8 +304,11 @@ fn baseline(login: Login, mechanism: Mechanism) -> (Record, Vec<u8>, Vec<u8>) {
     assert_eq!(last, Some((Step::Quit, 221, Some(Enhanced(2, 0, 0)))));
     // Pipelined (RFC 2920): MAIL, every RCPT and DATA leave in one write.
     let group = format!(
-        "MAIL FROM:<alice@mx.test> SIZE={} BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<bob@mx.test>\r\n\
-         RCPT TO:<nobody@mx.test>\r\nRCPT TO:<jöran@mx.test>\r\nRCPT TO:<postmaster>\r\nDATA\r\n",
+        "MAIL FROM:<alice@mx.test> SIZE={} BODY=8BITMIME SMTPUTF8 RET=FULL ENVID=q+201\r\n\
+         RCPT TO:<bob@mx.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;Bob+2Bx@old.test\r\n\
+         RCPT TO:<nobody@mx.test>\r\n\
+         RCPT TO:<jöran@mx.test> NOTIFY=NEVER ORCPT=utf-8;j\\x{{F6}}ran@old.test\r\n\
+         RCPT TO:<postmaster>\r\nDATA\r\n",
         MESSAGE.len()
     );
     assert!(up.iter().any(|w| w == group.as_bytes()), "no write is the whole group: {up:?}");

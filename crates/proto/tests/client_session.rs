@@ -5,6 +5,7 @@ use mailroom_proto::client::{
     parse_reply, Envelope, Error, Event, MessageInfo, Outcome, ReplyError, ReplyParser, Session, Step, MAX_REPLY_LINE,
     MAX_REPLY_LINES,
 };
+use mailroom_proto::params::{AddrType, Notify, Orcpt, RcptParams, Ret};
 use mailroom_proto::{Address, Enhanced, ForwardPath, ReversePath};
 
 fn from(s: &str) -> ReversePath {
@@ -516,4 +517,90 @@ mod never_panics {
             let _ = converse(&env, b"hi\n", &script, &whole);
         }
     }
+}
+
+/// An envelope asking for DSNs: RET and ENVID, NOTIFY and ORCPT on the first recipient only.
+fn dsn_envelope() -> Envelope {
+    envelope("a@x.example", &["b@y.example", "c@y.example"])
+        .with_dsn(Some(Ret::Hdrs), Some("env 1".into()))
+        .with_rcpt_params(vec![RcptParams {
+            notify: Some(Notify { success: true, failure: true, delay: false }),
+            orcpt: Some(Orcpt { addr_type: AddrType::Rfc822, address: "b@old.example".into() }),
+        }])
+}
+
+#[test]
+fn dsn_parameters_go_to_a_server_that_offers_dsn() {
+    let ehlo: &[u8] = b"250-mx.example\r\n250-PIPELINING\r\n250-DSN\r\n250 SIZE 1000\r\n";
+    let run = converse_every_split(
+        &dsn_envelope(),
+        MSG,
+        &[
+            GREETING,
+            ehlo,
+            b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+            b"250 2.0.0 queued\r\n",
+            b"221 2.0.0 bye\r\n",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        run.writes[1],
+        "MAIL FROM:<a@x.example> SIZE=26 RET=HDRS ENVID=env+201\r\n\
+         RCPT TO:<b@y.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@old.example\r\n\
+         RCPT TO:<c@y.example>\r\nDATA\r\n"
+    );
+    let o = run.outcome.unwrap();
+    assert!(o.is_complete() && !o.dsn_dropped);
+}
+
+#[test]
+fn dsn_parameters_are_dropped_without_dsn_and_the_caller_is_told() {
+    // One command at a time too: the RCPTs sent after MAIL's reply carry no parameters either.
+    let run = converse_every_split(
+        &dsn_envelope(),
+        MSG,
+        &[
+            GREETING,
+            EHLO_PLAIN,
+            b"250 ok\r\n",
+            b"250 ok\r\n",
+            b"250 ok\r\n",
+            b"354 go\r\n",
+            b"250 queued\r\n",
+            b"221 bye\r\n",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        &run.writes[1..4],
+        &["MAIL FROM:<a@x.example> SIZE=26\r\n", "RCPT TO:<b@y.example>\r\n", "RCPT TO:<c@y.example>\r\n"]
+    );
+    let o = run.outcome.unwrap();
+    assert!(o.is_complete() && o.dsn_dropped);
+    // Without DSN parameters nothing is dropped.
+    let plain = envelope("a@x.example", &["b@y.example"]);
+    let run = converse(
+        &plain,
+        MSG,
+        &[GREETING, EHLO_PLAIN, b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued\r\n"],
+        &whole,
+    )
+    .unwrap();
+    assert!(!run.outcome.unwrap().dsn_dropped);
+}
+
+#[test]
+fn dsn_parameters_sent_one_at_a_time_without_pipelining() {
+    let ehlo: &[u8] = b"250-mx.example\r\n250 DSN\r\n";
+    let run = converse(
+        &dsn_envelope(),
+        MSG,
+        &[GREETING, ehlo, b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 queued\r\n"],
+        &whole,
+    )
+    .unwrap();
+    assert_eq!(run.writes[1], "MAIL FROM:<a@x.example> RET=HDRS ENVID=env+201\r\n");
+    assert_eq!(run.writes[2], "RCPT TO:<b@y.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@old.example\r\n");
+    assert_eq!(run.writes[3], "RCPT TO:<c@y.example>\r\n");
 }

@@ -2,7 +2,9 @@
 //! commands this way, and the server reads them with the same parser.
 
 use mailroom_proto::command::Command;
-use mailroom_proto::params::{parse_mail_params, Body, MailParams};
+use mailroom_proto::params::{
+    parse_mail_params, parse_rcpt_params, AddrType, Body, MailParams, Notify, Orcpt, RcptParams, Ret,
+};
 use mailroom_proto::{Address, ForwardPath, ReversePath};
 use proptest::prelude::*;
 
@@ -44,8 +46,29 @@ fn mail_params() -> impl Strategy<Value = MailParams> {
         "[^\\p{C}]{1,20}".prop_map(|s| Some(Some(s))),
         "[a-z]{1,8}@[a-z]{1,8}\\.example[+= ]?".prop_map(|s| Some(Some(s))),
     ];
-    (proptest::option::of(any::<u64>()), body, any::<bool>(), auth)
-        .prop_map(|(size, body, smtputf8, auth)| MailParams { size, body, smtputf8, auth })
+    let ret = prop_oneof![Just(None), Just(Some(Ret::Full)), Just(Some(Ret::Hdrs))];
+    // ENVID: printable US-ASCII (RFC 3461 §4.4), short enough that its xtext stays within 100 characters.
+    let envid = proptest::option::of("[ -~]{1,33}");
+    (proptest::option::of(any::<u64>()), body, any::<bool>(), auth, ret, envid)
+        .prop_map(|(size, body, smtputf8, auth, ret, envid)| MailParams { size, body, smtputf8, auth, ret, envid })
+}
+
+/// NOTIFY: NEVER or any non-empty combination; ORCPT of the rfc822, utf-8 and other types, with addresses
+/// that need xtext or `\x{}` escapes.
+fn rcpt_params() -> impl Strategy<Value = RcptParams> {
+    let notify = proptest::option::of(
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(success, failure, delay)| Notify {
+            success,
+            failure,
+            delay,
+        }),
+    );
+    let addr_type =
+        prop_oneof![Just(AddrType::Rfc822), Just(AddrType::Utf8), "x-[a-z0-9]{1,8}".prop_map(AddrType::Other),];
+    let orcpt = proptest::option::of(
+        (addr_type, "[^\\p{C}]{1,40}").prop_map(|(addr_type, address)| Orcpt { addr_type, address }),
+    );
+    (notify, orcpt).prop_map(|(notify, orcpt)| RcptParams { notify, orcpt })
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -54,7 +77,7 @@ fn command() -> impl Strategy<Value = Command> {
         name.prop_map(Command::Helo),
         name.prop_map(Command::Ehlo),
         (reverse_path(), mail_params()).prop_map(|(from, params)| Command::Mail { from, params }),
-        forward_path().prop_map(|to| Command::Rcpt { to }),
+        (forward_path(), rcpt_params()).prop_map(|(to, params)| Command::Rcpt { to, params }),
         Just(Command::Data),
         (any::<u64>(), any::<bool>()).prop_map(|(size, last)| Command::Bdat { size, last }),
         Just(Command::Rset),
@@ -83,6 +106,11 @@ proptest! {
     fn mail_params_parse_back_from_their_display(p in mail_params()) {
         prop_assert_eq!(parse_mail_params(&p.to_string()), Ok(p));
     }
+
+    #[test]
+    fn rcpt_params_parse_back_from_their_display(p in rcpt_params()) {
+        prop_assert_eq!(parse_rcpt_params(&p.to_string()), Ok(p));
+    }
 }
 
 #[test]
@@ -90,11 +118,37 @@ fn wire_forms() {
     let a = Address::parse("\"john doe\"@example.org").unwrap();
     let mail = Command::Mail {
         from: ReversePath::Mailbox(a),
-        params: MailParams { size: Some(10), body: Some(Body::EightBitMime), smtputf8: true, auth: Some(None) },
+        params: MailParams {
+            size: Some(10),
+            body: Some(Body::EightBitMime),
+            smtputf8: true,
+            auth: Some(None),
+            ret: Some(Ret::Hdrs),
+            envid: Some("id=1+2".into()),
+        },
     };
-    assert_eq!(mail.to_string(), "MAIL FROM:<\"john doe\"@example.org> SIZE=10 BODY=8BITMIME SMTPUTF8 AUTH=<>");
+    assert_eq!(
+        mail.to_string(),
+        "MAIL FROM:<\"john doe\"@example.org> SIZE=10 BODY=8BITMIME SMTPUTF8 AUTH=<> RET=HDRS ENVID=id+3D1+2B2"
+    );
     assert_eq!(Command::Mail { from: ReversePath::Null, params: MailParams::default() }.to_string(), "MAIL FROM:<>");
-    assert_eq!(Command::Rcpt { to: ForwardPath::Postmaster }.to_string(), "RCPT TO:<postmaster>");
+    assert_eq!(
+        Command::Rcpt { to: ForwardPath::Postmaster, params: RcptParams::default() }.to_string(),
+        "RCPT TO:<postmaster>"
+    );
+    let params = RcptParams {
+        notify: Some(Notify { success: true, failure: true, delay: false }),
+        orcpt: Some(Orcpt { addr_type: AddrType::Utf8, address: "jö+ran@x.example".into() }),
+    };
+    assert_eq!(
+        Command::Rcpt { to: ForwardPath::Postmaster, params }.to_string(),
+        "RCPT TO:<postmaster> NOTIFY=SUCCESS,FAILURE ORCPT=utf-8;j\\x{F6}\\x{2B}ran@x.example"
+    );
+    let never = RcptParams {
+        notify: Some(Notify::NEVER),
+        orcpt: Some(Orcpt { addr_type: AddrType::Rfc822, address: "a b@x".into() }),
+    };
+    assert_eq!(never.to_string(), "NOTIFY=NEVER ORCPT=rfc822;a+20b@x");
     assert_eq!(Command::Bdat { size: 5, last: true }.to_string(), "BDAT 5 LAST");
     assert_eq!(Command::Auth("PLAIN".into()).to_string(), "AUTH PLAIN");
     let auth = MailParams { auth: Some(Some("a b+c=d".into())), ..MailParams::default() };

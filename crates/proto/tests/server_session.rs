@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mailroom_proto::params::{AddrType, Notify, Orcpt, RcptParams, Ret};
 use mailroom_proto::server::{AbortReason, Config, Decision, Event, Session, DEFAULT_ERROR_DELAY};
 use mailroom_proto::{Enhanced, ForwardPath, Reply};
 
@@ -52,7 +53,7 @@ impl S {
             while let Some(ev) = self.s.poll_event() {
                 match ev {
                     Event::Mail { .. } => self.s.answer(Decision::Accept),
-                    Event::Rcpt { to } => {
+                    Event::Rcpt { to, .. } => {
                         let ok = match &to {
                             ForwardPath::Postmaster => true,
                             ForwardPath::Mailbox(a) => self.users.contains(&a.local()),
@@ -134,7 +135,7 @@ impl S {
 fn ehlo_lists_extensions() {
     let mut s = S::new();
     let r = s.cmd("EHLO c.test", "250-");
-    for ext in ["SIZE 26214400", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"] {
+    for ext in ["SIZE 26214400", "PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"] {
         assert!(r.contains(&format!("250-{ext}\r\n")) || r.contains(&format!("250 {ext}\r\n")), "{ext} in {r}");
     }
     assert!(r.ends_with("250 HELP\r\n"));
@@ -724,10 +725,10 @@ fn routes_of_accepted_recipients_are_kept_with_the_transaction() {
         while let Some(e) = s.poll_event() {
             match e {
                 Event::Mail { .. } => s.answer(Decision::Accept),
-                Event::Rcpt { to: ForwardPath::Mailbox(a) } if a.local() == "nobody" => {
+                Event::Rcpt { to: ForwardPath::Mailbox(a), .. } if a.local() == "nobody" => {
                     s.answer(Decision::Reply(Reply::new(550, Enhanced(5, 1, 1), "No such user")))
                 }
-                Event::Rcpt { to } => s.answer(Decision::AcceptRcpt(to.to_string().len() as u32)),
+                Event::Rcpt { to, .. } => s.answer(Decision::AcceptRcpt(to.to_string().len() as u32)),
                 _ => {}
             }
         }
@@ -770,4 +771,96 @@ fn overlong_line_in_auth_exchange_ends_it() {
         assert_eq!(s.poll_transmit().unwrap(), b"250 2.0.0 OK\r\n", "split at {split}");
         assert!(s.poll_event().is_none());
     }
+}
+
+#[test]
+fn dsn_parameters_reach_the_shell_and_stay_with_the_transaction() {
+    let mut s = S::greeted();
+    s.cmd("MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ+2B314", "250 2.1.0");
+    let tx = s.s.transaction().unwrap();
+    assert_eq!((tx.params.ret, tx.params.envid.as_deref()), (Some(Ret::Hdrs), Some("QQ+314")));
+    s.cmd("RCPT TO:<alice@mx.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Alice+40old.test", "250 2.1.5");
+    s.cmd("RCPT TO:<bob@mx.test> NOTIFY=never", "250 2.1.5");
+    s.cmd("RCPT TO:<nobody@mx.test> NOTIFY=FAILURE", "550");
+    s.cmd("RCPT TO:<postmaster>", "250 2.1.5");
+    let want = [
+        RcptParams {
+            notify: Some(Notify { success: true, failure: false, delay: true }),
+            orcpt: Some(Orcpt { addr_type: AddrType::Rfc822, address: "Alice@old.test".into() }),
+        },
+        RcptParams { notify: Some(Notify::NEVER), orcpt: None },
+        RcptParams::default(),
+    ];
+    assert_eq!(s.s.transaction().unwrap().rcpt_params(), &want[..]);
+}
+
+#[test]
+fn dsn_events_carry_the_rcpt_params() {
+    let now = Instant::now();
+    let mut s = Session::new(Arc::new(Config::default()), now);
+    s.handle_input(b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<x@y> ORCPT=utf-8;j\\x{F6}ran@y\r\n", now);
+    assert!(matches!(s.poll_event(), Some(Event::Mail { .. })));
+    s.answer(Decision::Accept);
+    let Some(Event::Rcpt { params, .. }) = s.poll_event() else { panic!("no RCPT event") };
+    assert_eq!(params.orcpt, Some(Orcpt { addr_type: AddrType::Utf8, address: "jöran@y".into() }));
+    assert_eq!(params.notify, None);
+}
+
+#[test]
+fn dsn_parameters_refused_when_not_offered() {
+    let mut s = S::with(Config { hostname: "mx.test".into(), dsn: false, ..Config::default() });
+    let r = s.cmd("EHLO c", "250-mx.test");
+    assert!(!r.contains("DSN"), "{r}");
+    s.cmd("MAIL FROM:<a@b> RET=FULL", "555 5.5.4");
+    s.cmd("MAIL FROM:<a@b> ENVID=x", "555 5.5.4");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x> NOTIFY=NEVER", "555 5.5.4");
+    s.cmd("RCPT TO:<alice@x> ORCPT=rfc822;a@b", "555 5.5.4");
+    s.cmd("RCPT TO:<alice@x>", "250");
+}
+
+#[test]
+fn malformed_and_duplicate_dsn_parameters() {
+    let mut s = S::greeted();
+    for (line, want) in [
+        ("MAIL FROM:<a@b> RET=ALL", "555 5.5.4"),
+        ("MAIL FROM:<a@b> RET", "555 5.5.4"),
+        ("MAIL FROM:<a@b> RET=FULL RET=HDRS", "501 5.5.4"),
+        ("MAIL FROM:<a@b> ENVID=a+0Db", "555 5.5.4"),
+        ("MAIL FROM:<a@b> ENVID=a ENVID=b", "501 5.5.4"),
+    ] {
+        s.cmd(line, want);
+    }
+    let long_envid = format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(101));
+    s.cmd(&long_envid, "555 5.5.4");
+    s.cmd(&format!("MAIL FROM:<a@b> ENVID={}", "x".repeat(100)), "250");
+    for (line, want) in [
+        ("RCPT TO:<alice@x> NOTIFY=NEVER,FAILURE", "555 5.5.4"),
+        ("RCPT TO:<alice@x> NOTIFY=SUCCESS,SUCCESS", "555 5.5.4"),
+        ("RCPT TO:<alice@x> NOTIFY=", "555 5.5.4"),
+        ("RCPT TO:<alice@x> NOTIFY=FAILURE,", "555 5.5.4"),
+        ("RCPT TO:<alice@x> NOTIFY=NEVER NOTIFY=NEVER", "501 5.5.4"),
+        ("RCPT TO:<alice@x> ORCPT=alice@x", "555 5.5.4"),
+        ("RCPT TO:<alice@x> ORCPT=rfc822;", "555 5.5.4"),
+        ("RCPT TO:<alice@x> ORCPT=rfc822;a+0Ab", "555 5.5.4"),
+        ("RCPT TO:<alice@x> ORCPT=utf-8;a\\x{0A}b", "555 5.5.4"),
+        ("RCPT TO:<alice@x> ORCPT=rfc822;a ORCPT=rfc822;a", "501 5.5.4"),
+    ] {
+        s.cmd(line, want);
+    }
+    // A full-length ORCPT fits the RCPT line allowance of RFC 3461 §5 (512 + 515).
+    let orcpt = format!("rfc822;{}@x", "o".repeat(491));
+    assert_eq!(orcpt.len(), 500);
+    s.cmd(&format!("RCPT TO:<alice@x> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt}"), "250 2.1.5");
+    s.cmd(&format!("RCPT TO:<alice@x> ORCPT={orcpt}o"), "555 5.5.4");
+}
+
+#[test]
+fn helo_clients_may_not_use_dsn_parameters() {
+    let mut s = S::new();
+    s.cmd("HELO c", "250 mx.test");
+    s.cmd("MAIL FROM:<a@b> RET=FULL", "555 5.5.4");
+    s.cmd("MAIL FROM:<a@b>", "250");
+    s.cmd("RCPT TO:<alice@x> NOTIFY=NEVER", "555 5.5.4");
+    s.cmd("RCPT TO:<alice@x>", "250");
 }

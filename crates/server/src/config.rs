@@ -15,6 +15,13 @@
 //! max_errors = 20
 //! command_timeout = "5m"
 //! data_timeout = "5m"
+//!
+//! [delivery]                     # outbound mail (relaying); see README.md
+//! relay_networks = []            # CIDR blocks that may relay without AUTH
+//! max_queue_lifetime = "5d"
+//!
+//! [dns]
+//! servers = []                   # ["IP:PORT", ...]; empty: the system's resolvers
 //! ```
 //! (and more: see README.md's configuration reference.) Every duration and size is range-checked by
 //! [`Config::validate`] (see [`ranges`]), which `check-config`, `serve` and `Server::bind` all run.
@@ -43,6 +50,8 @@ pub struct Config {
     pub limits: Limits,
     pub tls: TlsSection,
     pub auth: AuthSection,
+    pub delivery: Delivery,
+    pub dns: Dns,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -130,6 +139,188 @@ pub struct AuthSection {
     pub failure_delay: Duration,
 }
 
+/// `[delivery]`: outbound mail — who may relay, and how the relay delivers (the relay reads these through
+/// the command line's mapping; the server itself uses `relay_networks` and `max_hops`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Client networks (CIDR) that may relay without AUTH, e.g. `["127.0.0.1/32"]`. Empty by default:
+    /// behind a local proxy every client would look like the proxy's address, so listing it opens the relay.
+    pub relay_networks: Vec<String>,
+    /// Destination port of MX delivery (RFC 5321 §4.5.4: 25); tests point it elsewhere.
+    pub port: u16,
+    /// STARTTLS to MX hosts: opportunistic (RFC 7435, no certificate checks) or required.
+    pub tls: TlsPolicy,
+    /// `"[host]:port"` (brackets: no MX lookup) or `"host:port"`: send every outbound message there.
+    pub relayhost: Option<String>,
+    /// How to talk to the relayhost: `none`, `starttls` or `tls` (implicit, RFC 8314).
+    pub relayhost_tls: RelayhostTls,
+    /// CA certificates (PEM) to verify the relayhost with, instead of the system's roots.
+    pub relayhost_cafile: Option<PathBuf>,
+    /// AUTH user at the relayhost.
+    pub relayhost_user: Option<String>,
+    /// File holding the relayhost password (first line), so it stays out of the config file.
+    pub relayhost_password_file: Option<PathBuf>,
+    /// First retry delay of a deferred recipient; doubles per attempt up to `max_backoff`.
+    #[serde(deserialize_with = "duration")]
+    pub min_backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// A recipient still deferred this long after arrival is bounced (RFC 5321 §4.5.4.1: 4-5 days).
+    #[serde(deserialize_with = "duration")]
+    pub max_queue_lifetime: Duration,
+    /// Send a "delayed" DSN once a recipient has been deferred this long; absent or `"off"`: never.
+    #[serde(deserialize_with = "optional_duration")]
+    pub delay_warning: Option<Duration>,
+    /// Concurrent connections to one destination (MX domain or relayhost).
+    pub max_connections_per_destination: usize,
+    /// Concurrent outbound connections in all.
+    pub max_connections: usize,
+    /// More Received headers than this is a loop (RFC 5321 §6.3): 554 5.4.6 at receipt, a 5.4.6 bounce
+    /// in the relay.
+    pub max_hops: usize,
+}
+
+/// `[delivery] tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// STARTTLS when offered, without certificate checks; plaintext when not (RFC 7435).
+    Opportunistic,
+    /// Never send in plaintext: a host without working STARTTLS is a temporary failure.
+    Required,
+}
+
+/// `[delivery] relayhost_tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayhostTls {
+    None,
+    /// STARTTLS required, certificate verified.
+    Starttls,
+    /// TLS from the first byte (RFC 8314), certificate verified.
+    Tls,
+}
+
+/// A parsed `relayhost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayhost {
+    pub host: String,
+    pub port: u16,
+    /// Written without brackets: the host is a mail domain whose MX records are looked up.
+    pub mx_lookup: bool,
+}
+
+/// Port of a relayhost written without one (RFC 5321 §4.5.4: SMTP's port).
+pub const DEFAULT_RELAYHOST_PORT: u16 = 25;
+
+impl Delivery {
+    /// The relayhost, parsed; None when unset. Errors name the setting.
+    pub fn relayhost(&self) -> Result<Option<Relayhost>, ConfigError> {
+        let Some(raw) = self.relayhost.as_deref() else { return Ok(None) };
+        let bad =
+            || ConfigError::Invalid(format!("delivery.relayhost = {raw:?}: expected \"[host]:port\" or \"host:port\""));
+        let (host, rest, mx_lookup) = match raw.strip_prefix('[') {
+            Some(r) => {
+                let (h, rest) = r.split_once(']').ok_or_else(bad)?;
+                (h, rest, false)
+            }
+            None => match raw.rsplit_once(':') {
+                Some((h, _)) => (h, &raw[h.len()..], true),
+                None => (raw, "", true),
+            },
+        };
+        let port = match rest {
+            "" => DEFAULT_RELAYHOST_PORT,
+            r => r.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).filter(|&p| p != 0).ok_or_else(bad)?,
+        };
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        if host.is_empty() || (!is_ip && mailroom_store::users::validate_domain(host).is_err()) {
+            return Err(bad());
+        }
+        Ok(Some(Relayhost { host: host.to_owned(), port, mx_lookup: mx_lookup && !is_ip }))
+    }
+
+    /// `relay_networks`, parsed.
+    pub fn relay_networks(&self) -> Result<Vec<crate::limits::Cidr>, ConfigError> {
+        self.relay_networks
+            .iter()
+            .map(|n| n.parse().map_err(|e| ConfigError::Invalid(format!("delivery.relay_networks: {e}"))))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        use ranges::*;
+        let bad = |s: &str| Err(ConfigError::Invalid(s.into()));
+        self.relay_networks()?;
+        let relayhost = self.relayhost()?;
+        number_in("delivery.port", self.port, 1, u16::MAX)?;
+        duration_in("delivery.min_backoff", self.min_backoff, MIN_BACKOFF, MAX_BACKOFF)?;
+        duration_in("delivery.max_backoff", self.max_backoff, self.min_backoff, MAX_BACKOFF)?;
+        duration_in("delivery.max_queue_lifetime", self.max_queue_lifetime, MIN_BACKOFF, MAX_QUEUE_LIFETIME)?;
+        if let Some(w) = self.delay_warning {
+            duration_in("delivery.delay_warning", w, MIN_BACKOFF, self.max_queue_lifetime)?;
+        }
+        number_in(
+            "delivery.max_connections_per_destination",
+            self.max_connections_per_destination,
+            1,
+            self.max_connections,
+        )?;
+        number_in("delivery.max_connections", self.max_connections, 1, MAX_OUTBOUND_CONNECTIONS)?;
+        number_in("delivery.max_hops", self.max_hops, 1, MAX_HOPS)?;
+        let relay_keys =
+            self.relayhost_cafile.is_some() || self.relayhost_user.is_some() || self.relayhost_password_file.is_some();
+        if relayhost.is_none() && relay_keys {
+            return bad("delivery.relayhost_cafile/_user/_password_file need delivery.relayhost");
+        }
+        if self.relayhost_user.is_some() != self.relayhost_password_file.is_some() {
+            return bad("delivery.relayhost_user and delivery.relayhost_password_file go together");
+        }
+        if self.relayhost_user.is_some() && self.relayhost_tls == RelayhostTls::None {
+            // The password would cross the network in clear.
+            return bad("delivery.relayhost_user needs relayhost_tls = \"starttls\" or \"tls\"");
+        }
+        if self.relayhost_cafile.is_some() && self.relayhost_tls == RelayhostTls::None {
+            return bad("delivery.relayhost_cafile needs relayhost_tls = \"starttls\" or \"tls\"");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            relay_networks: Vec::new(),
+            port: 25,
+            tls: TlsPolicy::Opportunistic,
+            relayhost: None,
+            relayhost_tls: RelayhostTls::Starttls,
+            relayhost_cafile: None,
+            relayhost_user: None,
+            relayhost_password_file: None,
+            min_backoff: Duration::from_secs(5 * 60),
+            max_backoff: Duration::from_secs(60 * 60),
+            max_queue_lifetime: Duration::from_secs(5 * 24 * 3600),
+            delay_warning: None,
+            max_connections_per_destination: 20,
+            max_connections: 100,
+            max_hops: DEFAULT_MAX_HOPS,
+        }
+    }
+}
+
+/// Default `max_hops`: RFC 5321 §6.3 suggests a loop limit of at least 100 Received headers.
+pub const DEFAULT_MAX_HOPS: usize = 100;
+
+/// `[dns]`: every DNS lookup mailroom makes (MX and addresses for delivery, the null-MX check at RCPT).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Resolvers to ask, as `"IP:PORT"`; empty (the default): the system's (/etc/resolv.conf).
+    pub servers: Vec<SocketAddr>,
+}
+
 impl Default for AuthSection {
     fn default() -> Self {
         AuthSection { allow_plaintext_auth: false, failure_delay: Duration::from_secs(1) }
@@ -203,6 +394,10 @@ impl Config {
         if self.server.hostname.is_empty() || self.server.hostname.bytes().any(|b| b <= b' ' || b >= 0x7f) {
             return bad(format!("server.hostname: {:?} is not a host name", self.server.hostname));
         }
+        if self.dns.servers.len() > ranges::MAX_DNS_SERVERS {
+            return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
+        }
+        self.delivery.validate()?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
@@ -286,6 +481,22 @@ pub mod ranges {
     /// Largest `max_header_size` (64 MiB): the header section is scanned in memory-bounded steps, but a
     /// header section that large is no mail.
     pub const MAX_HEADER_SIZE: usize = 64 * 1024 * 1024;
+    /// Shortest `[delivery] min_backoff`, `max_queue_lifetime` and `delay_warning`: a second (tests use
+    /// short ones); retrying faster would hammer a remote server that just said "try later".
+    pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
+    /// Longest `min_backoff`/`max_backoff`: a day between attempts already outlasts most outages.
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+    /// Longest `max_queue_lifetime` (30 days): RFC 5321 §4.5.4.1 asks for 4-5 days; beyond a month the
+    /// sender's answer is long overdue.
+    pub const MAX_QUEUE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// Largest `[delivery] max_connections` (and so `max_connections_per_destination`): each is a socket
+    /// and a task.
+    pub const MAX_OUTBOUND_CONNECTIONS: usize = 100_000;
+    /// Largest `max_hops`: far past any real path (RFC 5321 §6.3 suggests 100); a header section with
+    /// more Received lines is a loop.
+    pub const MAX_HOPS: usize = 10_000;
+    /// Most `[dns] servers`: resolvers are tried in turn; more than a handful only adds timeouts.
+    pub const MAX_DNS_SERVERS: usize = 16;
 
     pub(super) fn duration_in(key: &str, v: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
         if v < min || v > max {
@@ -315,7 +526,7 @@ pub fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Parses durations written like `30s`, `5m`, `1h`, `250ms`, `1.5s` or a bare number of seconds (the one
+/// Parses durations written like `30s`, `5m`, `1h`, `5d`, `250ms`, `1.5s` or a bare number of seconds (the one
 /// parser for the config file and every command-line flag).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -327,7 +538,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m or h)")),
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit (use ms, s, m, h or d)")),
     };
     if !(secs.is_finite() && (0.0..1e9).contains(&secs)) {
         return Err(format!("{s:?} is out of range"));
@@ -348,6 +560,22 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+/// A duration that may be off: absent, `"off"` or 0 is None.
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    let v = match Raw::deserialize(d)? {
+        Raw::Text(s) if s.trim() == "off" => return Ok(None),
+        Raw::Secs(n) => Duration::from_secs(n),
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom)?,
+    };
+    Ok(Some(v).filter(|v| !v.is_zero()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +591,7 @@ mod tests {
         assert!(parse_duration("-1s").is_err());
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("1e400").is_err());
+        assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(5 * 86400));
     }
 
     #[test]
@@ -397,5 +626,102 @@ mod tests {
         assert!(toml::from_str::<Config>("[limits]\nmax_mesage_size = 1\n").is_err(), "typos are errors");
         let bad: Config = toml::from_str("[server]\ndomains = [\"../etc\"]\n").unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn delivery_and_dns_defaults() {
+        let cfg: Config = toml::from_str("").unwrap();
+        let d = &cfg.delivery;
+        assert!(d.relay_networks.is_empty(), "nobody relays without AUTH by default");
+        assert_eq!(d.port, 25);
+        assert_eq!(d.tls, TlsPolicy::Opportunistic);
+        assert_eq!(d.relayhost().unwrap(), None);
+        assert_eq!(d.min_backoff, Duration::from_secs(300));
+        assert_eq!(d.max_backoff, Duration::from_secs(3600));
+        assert_eq!(d.max_queue_lifetime, Duration::from_secs(5 * 86400));
+        assert_eq!(d.delay_warning, None);
+        assert_eq!((d.max_connections_per_destination, d.max_connections, d.max_hops), (20, 100, 100));
+        assert!(cfg.dns.servers.is_empty());
+    }
+
+    #[test]
+    fn delivery_and_dns_keys_are_read() {
+        let cfg: Config = toml::from_str(
+            "[delivery]\nrelay_networks = [\"127.0.0.0/8\", \"::1\"]\nport = 2526\ntls = \"required\"\n\
+             relayhost = \"[smart.example]:587\"\nrelayhost_tls = \"tls\"\nrelayhost_user = \"u\"\n\
+             relayhost_password_file = \"/p\"\nmin_backoff = \"1s\"\nmax_backoff = \"2s\"\n\
+             max_queue_lifetime = \"1d\"\ndelay_warning = \"4h\"\nmax_connections_per_destination = 2\n\
+             max_connections = 3\nmax_hops = 30\n[dns]\nservers = [\"127.0.0.1:5353\"]\n",
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let d = &cfg.delivery;
+        assert_eq!(d.relay_networks().unwrap().len(), 2);
+        assert_eq!((d.port, d.tls, d.relayhost_tls), (2526, TlsPolicy::Required, RelayhostTls::Tls));
+        let rh = d.relayhost().unwrap().unwrap();
+        assert_eq!(rh, Relayhost { host: "smart.example".into(), port: 587, mx_lookup: false });
+        assert_eq!(d.max_queue_lifetime, Duration::from_secs(86400));
+        assert_eq!(d.delay_warning, Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(cfg.dns.servers, vec!["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]);
+        let off: Config = toml::from_str("[delivery]\ndelay_warning = \"off\"\n").unwrap();
+        assert_eq!(off.delivery.delay_warning, None);
+    }
+
+    #[test]
+    fn relayhost_forms() {
+        let parse = |s: &str| Delivery { relayhost: Some(s.into()), ..Delivery::default() }.relayhost();
+        let rh = |host: &str, port, mx_lookup| Some(Relayhost { host: host.into(), port, mx_lookup });
+        assert_eq!(parse("smart.example").unwrap(), rh("smart.example", 25, true));
+        assert_eq!(parse("smart.example:2525").unwrap(), rh("smart.example", 2525, true));
+        assert_eq!(parse("[smart.example]").unwrap(), rh("smart.example", 25, false));
+        assert_eq!(parse("[127.0.0.1]:587").unwrap(), rh("127.0.0.1", 587, false));
+        assert_eq!(parse("[::1]:587").unwrap(), rh("::1", 587, false));
+        for bad in ["", "[smart.example", "smart.example:0", "smart.example:x", "[a]b", "bad host:25", "[h]:99999"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("delivery.relayhost"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn delivery_values_out_of_range_or_inconsistent_are_refused_by_name() {
+        for (text, key) in [
+            ("[delivery]\nport = 0\n", "delivery.port"),
+            ("[delivery]\nmin_backoff = \"0s\"\n", "delivery.min_backoff"),
+            ("[delivery]\nmin_backoff = \"2h\"\nmax_backoff = \"1h\"\n", "delivery.max_backoff"),
+            ("[delivery]\nmax_queue_lifetime = \"400d\"\n", "delivery.max_queue_lifetime"),
+            ("[delivery]\nmax_queue_lifetime = \"1h\"\ndelay_warning = \"2h\"\n", "delivery.delay_warning"),
+            ("[delivery]\nmax_connections = 0\n", "delivery.max_connections"),
+            ("[delivery]\nmax_connections_per_destination = 101\n", "delivery.max_connections_per_destination"),
+            ("[delivery]\nmax_hops = 0\n", "delivery.max_hops"),
+            ("[delivery]\nrelay_networks = [\"10.0.0.0/33\"]\n", "delivery.relay_networks"),
+            ("[delivery]\nrelayhost_user = \"u\"\n", "delivery.relayhost"),
+            ("[delivery]\nrelayhost = \"[h.example]\"\nrelayhost_user = \"u\"\n", "relayhost_password_file"),
+            (
+                "[delivery]\nrelayhost = \"[h.example]\"\nrelayhost_tls = \"none\"\nrelayhost_user = \"u\"\nrelayhost_password_file = \"/p\"\n",
+                "relayhost_tls",
+            ),
+        ] {
+            let cfg: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} -> {e}");
+        }
+        let many = format!("[dns]\nservers = [{}]\n", vec!["\"127.0.0.1:53\""; 17].join(","));
+        let e = toml::from_str::<Config>(&many).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("dns.servers"), "{e}");
+    }
+
+    #[test]
+    fn unknown_or_malformed_delivery_and_dns_keys_are_errors() {
+        for text in [
+            "[delivery]\nrelay_network = []\n",
+            "[delivery]\ntls = \"sometimes\"\n",
+            "[delivery]\nrelayhost_tls = \"ssl\"\n",
+            "[delivery]\nport = 70000\n",
+            "[delivery]\nmax_backoff = \"soon\"\n",
+            "[dns]\nserver = []\n",
+            "[dns]\nservers = [\"127.0.0.1\"]\n",
+        ] {
+            assert!(toml::from_str::<Config>(text).is_err(), "{text:?} accepted");
+        }
     }
 }

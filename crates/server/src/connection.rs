@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::delivery::{storage_failure, Receiving};
+use crate::delivery::{envelope, storage_failure, Origin, Outgoing, Receiving};
 use crate::policy::{Client, Route};
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
@@ -177,7 +177,7 @@ impl Connection {
         while let Some(event) = self.session.poll_event() {
             match event {
                 Event::Mail { from, params } => self.handle_mail(&from, &params),
-                Event::Rcpt { to } => self.handle_rcpt(&to),
+                Event::Rcpt { to, .. } => self.handle_rcpt(&to).await,
                 Event::DataStart => self.handle_data_start(),
                 Event::Data(chunk) => self.handle_data(&chunk),
                 Event::DataEnd => self.handle_data_end().await,
@@ -215,8 +215,9 @@ impl Connection {
         self.session.answer(decision);
     }
 
-    fn handle_rcpt(&mut self, to: &ForwardPath) {
-        let decision = match self.shared.policy.route_rcpt(self.client(), to) {
+    async fn handle_rcpt(&mut self, to: &ForwardPath) {
+        let shared = self.shared.clone();
+        let decision = match shared.policy.route(self.client(), to).await {
             Ok(route) => {
                 debug!(%to, ?route, "rcpt accepted");
                 Decision::AcceptRcpt(route)
@@ -264,15 +265,23 @@ impl Connection {
         }
     }
 
-    /// Makes the message durable for every accepted recipient; the reply is the store's verdict.
+    /// Makes the message durable for every accepted recipient (local mailboxes and the queue); the reply
+    /// is the store's verdict.
     async fn handle_data_end(&mut self) {
         let reply = match self.receiving.take() {
             Some(r) => {
+                let shared = self.shared.clone();
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
-                let mailboxes: Vec<_> =
-                    tx.map_or(&[][..], |t| t.routes()).iter().map(Route::mailbox).cloned().collect();
-                r.finish(&mailboxes, &from).await
+                let routes = tx.map_or(&[][..], |t| t.routes());
+                let locals: Vec<_> = routes.iter().filter_map(Route::local).cloned().collect();
+                let origin = Origin { auth: self.session.authenticated(), client: self.peer.ip() };
+                let outgoing = tx.and_then(|t| envelope(t, origin, SystemTime::now())).map(|envelope| Outgoing {
+                    queue: &shared.queue,
+                    outbound: shared.outbound.as_ref(),
+                    envelope,
+                });
+                r.finish(&locals, outgoing, &from, shared.max_hops).await
             }
             None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
         };

@@ -1,12 +1,37 @@
 //! A message on its way into the store: the open message file, the CRLF-to-LF conversion of the body,
-//! and the commit that makes it durable in every recipient's mailbox before the 250.
+//! the loop check (Received fields counted in the header section), and the commit that makes it durable
+//! in every local recipient's mailbox and, for remote recipients, in the outbound queue, before the 250.
 
-use mailroom_proto::data::ToLf;
-use mailroom_proto::{Enhanced, Reply};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mailroom_proto::data::{HeaderScan, ToLf};
+use mailroom_proto::params::{self, RcptParams};
+use mailroom_proto::server::Transaction;
+use mailroom_proto::{Enhanced, ForwardPath, Reply, ReversePath};
+use mailroom_queue::{Envelope, Queue, Recipient};
 use mailroom_store::{Incoming, MailboxId, Store, StoreError};
 use tracing::{info, warn};
 
+use crate::outbound::Outbound;
+use crate::policy::Route;
 use crate::trace::{trace_headers, TraceInfo};
+
+/// The remote half of a transaction: its envelope (the message id and size are filled in at commit),
+/// the queue it goes into and the relay to wake once it is there.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) queue: &'a Queue,
+    pub(crate) outbound: Option<&'a Arc<dyn Outbound>>,
+    pub(crate) envelope: Envelope,
+}
+
+/// Who handed a message over, for the envelope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin<'a> {
+    pub(crate) auth: Option<&'a str>,
+    pub(crate) client: IpAddr,
+}
 
 /// The largest body chunk converted and handed to the store in one write (the session's chunks are
 /// at most the socket read buffer).
@@ -19,6 +44,8 @@ pub(crate) struct Receiving {
     scratch: Vec<u8>,
     /// The first write error; the rest of the body is then dropped and the end of data says 451/452.
     failed: Option<StoreError>,
+    /// Counts the Received fields of the header section (the loop check).
+    scan: HeaderScan,
 }
 
 impl Receiving {
@@ -28,11 +55,19 @@ impl Receiving {
         let mut incoming = store.begin()?;
         let headers = trace_headers(&TraceInfo { id: incoming.id(), ..trace });
         incoming.write(headers.as_bytes())?;
-        Ok(Receiving { incoming, lf: ToLf::default(), scratch: Vec::with_capacity(SCRATCH), failed: None })
+        Ok(Receiving {
+            incoming,
+            lf: ToLf::default(),
+            scratch: Vec::with_capacity(SCRATCH),
+            failed: None,
+            scan: HeaderScan::default(),
+        })
     }
 
     /// Body bytes as the session hands them over (CRLF line endings, unstuffed).
     pub(crate) fn handle_data(&mut self, chunk: &[u8]) {
+        // The session bounds the header section itself; here it is only counted.
+        self.scan.feed(chunk, usize::MAX, usize::MAX);
         if self.failed.is_some() {
             return;
         }
@@ -43,10 +78,58 @@ impl Receiving {
         }
     }
 
-    /// Makes the message durable in every recipient's mailbox, then says 250; or 451/452 and nothing
-    /// stored. Logs one line per stored message (sender, recipients, size): accepted MAIL and RCPT are
-    /// logged at debug level only.
-    pub(crate) async fn finish(mut self, rcpts: &[MailboxId], from: &str) -> Reply {
+    /// Makes the message durable in every local recipient's mailbox and, with `outgoing`, in the queue,
+    /// then says 250 (`queued as` when anything was queued, then the relay is woken); or 451/452 and
+    /// nothing stored; or 554 5.4.6 for a loop. Logs one line per stored message (sender, recipients,
+    /// size): accepted MAIL and RCPT are logged at debug level only.
+    pub(crate) async fn finish(
+        mut self,
+        locals: &[MailboxId],
+        outgoing: Option<Outgoing<'_>>,
+        from: &str,
+        max_hops: usize,
+    ) -> Reply {
+        if let Err(reply) = self.finish_body() {
+            return reply;
+        }
+        // The copy stored here carries one more Received field, ours: count it too, as the relay does
+        // when it reads the queued copy (RFC 5321 §6.3).
+        let hops = self.scan.received() + 1;
+        if hops > max_hops {
+            info!(hops, max_hops, "message refused: too many Received headers (a mail loop?)");
+            return Reply::new(554, Enhanced(5, 4, 6), "Too many hops: mail loop detected");
+        }
+        let (id, size) = (self.incoming.id().to_owned(), self.incoming.len());
+        let outgoing = outgoing.map(|mut o| {
+            o.envelope.id.clone_from(&id);
+            o.envelope.size = size;
+            o
+        });
+        let spool = outgoing.as_ref().map(|o| o.queue.spool_for(&o.envelope));
+        match self.incoming.commit_with(locals, spool).await {
+            Ok(d) => {
+                let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
+                let Some(o) = outgoing else {
+                    info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
+                    return Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id));
+                };
+                to.extend(o.envelope.rcpts.iter().map(|r| r.address.clone()));
+                info!(id = %d.id, from, to = %to.join(","), size = d.size, queued = o.envelope.rcpts.len(), "message queued");
+                o.queue.add_committed(o.envelope);
+                if let Some(outbound) = o.outbound {
+                    outbound.wake();
+                }
+                Reply::new(250, Enhanced(2, 0, 0), format!("Ok: queued as {}", d.id))
+            }
+            Err(e) => {
+                warn!(error = %e, "message commit failed");
+                storage_failure(&e)
+            }
+        }
+    }
+
+    /// Writes what the converter still holds; the reply for a write that failed on the way.
+    fn finish_body(&mut self) -> Result<(), Reply> {
         if self.failed.is_none() {
             self.scratch.clear();
             self.lf.finish(&mut self.scratch);
@@ -56,22 +139,65 @@ impl Receiving {
                 }
             }
         }
-        if let Some(e) = self.failed {
-            warn!(error = %e, "message write failed");
-            return storage_failure(&e);
-        }
-        match self.incoming.commit(rcpts).await {
-            Ok(d) => {
-                let to: Vec<String> = rcpts.iter().map(|m| m.address()).collect();
-                info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
-                Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id))
+        match &self.failed {
+            Some(e) => {
+                warn!(error = %e, "message write failed");
+                Err(storage_failure(e))
             }
-            Err(e) => {
-                warn!(error = %e, "message commit failed");
-                storage_failure(&e)
-            }
+            None => Ok(()),
         }
     }
+}
+
+/// The envelope of the transaction's remote recipients (None when all are local): sender, recipients
+/// with their RFC 3461 parameters, who handed it over and when. The id and size are filled in by
+/// [`Receiving::finish`].
+pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemTime) -> Option<Envelope> {
+    let rcpts: Vec<Recipient> = tx
+        .routes()
+        .iter()
+        .zip(tx.rcpt_params())
+        .filter_map(|(route, params)| match route.remote()? {
+            ForwardPath::Mailbox(a) => Some(recipient(a.to_string(), params)),
+            // The policy routes postmaster locally; never remote.
+            ForwardPath::Postmaster => None,
+        })
+        .collect();
+    if rcpts.is_empty() {
+        return None;
+    }
+    let from = match &tx.from {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(a) => a.to_string(),
+    };
+    let mut env = Envelope::new(String::new(), from, now, 0, &[]);
+    env.rcpts = rcpts;
+    env.ret = tx.params.ret.map(|r| match r {
+        params::Ret::Full => mailroom_queue::Ret::Full,
+        params::Ret::Hdrs => mailroom_queue::Ret::Hdrs,
+    });
+    env.envid.clone_from(&tx.params.envid);
+    env.auth = origin.auth.map(str::to_owned);
+    env.client = Some(origin.client.to_string());
+    Some(env)
+}
+
+/// A queue recipient with its NOTIFY (absent: the default) and ORCPT (kept in its wire form,
+/// `type;xtext`, which the relay passes on as is and decodes for a DSN).
+fn recipient(address: String, params: &RcptParams) -> Recipient {
+    use mailroom_queue::Notify as N;
+    let mut r = Recipient::new(address);
+    r.orcpt = params.orcpt.as_ref().map(ToString::to_string);
+    r.notify = params.notify.map(|n| {
+        if n.is_never() {
+            return vec![N::Never];
+        }
+        [(n.success, N::Success), (n.failure, N::Failure), (n.delay, N::Delay)]
+            .into_iter()
+            .filter_map(|(on, kind)| on.then_some(kind))
+            .collect()
+    });
+    r
 }
 
 /// 452 4.3.1 when the disk is full (RFC 3463: mail system full), else 451 4.3.0.

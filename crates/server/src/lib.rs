@@ -2,7 +2,8 @@
 //!
 //! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
-//! to the store (`delivery`), AUTH (`auth`) and TLS (`tls`). Graceful shutdown: stop accepting, let
+//! to the store and the outbound queue (`delivery`), the window on the relay (`outbound`), AUTH (`auth`)
+//! and TLS (`tls`). Graceful shutdown: stop accepting, let
 //! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
@@ -11,6 +12,7 @@ pub mod config;
 mod connection;
 mod delivery;
 pub mod limits;
+pub mod outbound;
 pub mod policy;
 mod shared;
 mod stream;
@@ -31,6 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
+pub use outbound::Outbound;
 pub use shared::Role;
 use shared::{Phase, Shared};
 
@@ -51,6 +54,8 @@ pub enum ServerError {
     Store(#[from] mailroom_store::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot open the queue: {0}")]
+    Queue(#[from] mailroom_queue::QueueError),
 }
 
 /// A server with its listeners bound, ready to run.
@@ -74,10 +79,33 @@ impl Server {
             &config.server.data_dir,
             &config.server.hostname,
         )?;
+        let queue = mailroom_queue::Queue::open(&config.server.data_dir)?;
         let listeners = bind_listeners(&config).await?;
         warn_unserved_domains(&config, &store);
-        let shared = Arc::new(Shared::new(&config, store, tls)?);
+        let shared = Arc::new(Shared::new(&config, store, tls, queue)?);
         Ok(Server { config, listeners, shared })
+    }
+
+    /// Enables relaying: authenticated clients and clients in `[delivery] relay_networks` may send to
+    /// other domains; those recipients are queued and `outbound` is woken. Without it (plain
+    /// [`Server::bind`]) other domains are refused with 550 5.7.1.
+    pub fn with_outbound(mut self, outbound: Arc<dyn Outbound>) -> Server {
+        let relay_networks = self.config.delivery.relay_networks().expect("checked by Config::validate in bind");
+        let shared = Arc::get_mut(&mut self.shared).expect("no session runs before Server::run");
+        shared.policy.set_outbound(outbound.clone(), relay_networks);
+        shared.outbound = Some(outbound);
+        self
+    }
+
+    /// The outbound queue (`<data-dir>/queue`), for the relay: the server adds what it commits to this
+    /// same handle, so the relay sees new entries at once.
+    pub fn queue(&self) -> mailroom_queue::Queue {
+        self.shared.queue.clone()
+    }
+
+    /// The store the server delivers into (the relay puts bounces to local senders there).
+    pub fn store(&self) -> Store {
+        self.shared.store.clone()
     }
 
     /// The addresses actually bound (useful with port 0).

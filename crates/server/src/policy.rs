@@ -1,7 +1,9 @@
 //! Who may send and who may receive mail here: the one place where the server decides about a sender
-//! (bound to the authenticated user, the message rate per address) and routes a recipient (a served
-//! domain's user or postmaster@, RFC 5321 §4.5.1; anything else is relaying, refused for now). The
-//! connection driver asks and carries out the answer; it decides nothing itself.
+//! (bound to the authenticated user, the message rate per address) and routes a recipient: a served
+//! domain's user or postmaster@ (RFC 5321 §4.5.1) goes to a local mailbox; any other domain is relaying,
+//! allowed only to authenticated clients and clients in `[delivery] relay_networks`, and only when an
+//! outbound delivery agent is attached; everyone else gets 550 5.7.1. The connection driver (and later
+//! forwarding) asks [`Policy::route`] and carries out the answer; it decides nothing itself.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,21 +12,33 @@ use std::time::Instant;
 use mailroom_proto::{Domain, Enhanced, ForwardPath, Reply, ReversePath};
 use mailroom_store::{canonical_domain, MailboxId, Store};
 
-use crate::limits::PerIp;
+use crate::limits::{Cidr, PerIp};
+use crate::outbound::{Outbound, NULL_MX_TIMEOUT};
 
 /// Where an accepted recipient's mail goes. The session keeps it with the recipient until the end of
-/// data. (Outbound delivery will add a queue here.)
+/// data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// A mailbox in the store.
     Local(MailboxId),
+    /// Another domain: into the outbound queue, for the relay to deliver.
+    Remote(ForwardPath),
 }
 
 impl Route {
-    /// The mailbox the message is stored in.
-    pub fn mailbox(&self) -> &MailboxId {
+    /// The mailbox the message is stored in, for a local route.
+    pub fn local(&self) -> Option<&MailboxId> {
         match self {
-            Route::Local(m) => m,
+            Route::Local(m) => Some(m),
+            Route::Remote(_) => None,
+        }
+    }
+
+    /// The recipient address, for a remote route.
+    pub fn remote(&self) -> Option<&ForwardPath> {
+        match self {
+            Route::Local(_) => None,
+            Route::Remote(to) => Some(to),
         }
     }
 }
@@ -52,13 +66,29 @@ pub struct Policy {
     canonical: Vec<String>,
     store: Store,
     per_ip: Arc<PerIp>,
+    /// `[delivery] relay_networks`: clients that may relay without AUTH.
+    relay_networks: Vec<Cidr>,
+    /// The outbound delivery agent; without one nobody relays.
+    outbound: Option<Arc<dyn Outbound>>,
 }
 
 impl Policy {
     /// `domains`: lowercased; the config check makes sure there is at least one and that each is valid.
     pub fn new(domains: Vec<String>, store: Store, per_ip: Arc<PerIp>) -> Policy {
         let canonical = domains.iter().map(|d| canonical_domain(d).unwrap_or_else(|_| d.clone())).collect();
-        Policy { domains, canonical, store, per_ip }
+        Policy { domains, canonical, store, per_ip, relay_networks: Vec::new(), outbound: None }
+    }
+
+    /// Enables relaying through `outbound` for authenticated clients and those in `relay_networks`.
+    pub fn set_outbound(&mut self, outbound: Arc<dyn Outbound>, relay_networks: Vec<Cidr>) {
+        self.outbound = Some(outbound);
+        self.relay_networks = relay_networks;
+    }
+
+    /// True when this client may relay to domains not served here.
+    pub fn is_relay_allowed(&self, client: Client<'_>) -> bool {
+        self.outbound.is_some()
+            && (client.authenticated.is_some() || self.relay_networks.iter().any(|n| n.contains(client.ip)))
     }
 
     pub fn domains(&self) -> &[String] {
@@ -92,7 +122,24 @@ impl Policy {
         Ok(())
     }
 
-    /// RCPT TO: where the recipient's mail goes, or why not.
+    /// RCPT TO: where the recipient's mail goes, or why not; a remote recipient's domain is checked for a
+    /// null MX (RFC 7505 §4.2: 556 5.1.10 at once rather than a bounce later).
+    pub async fn route(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
+        let route = self.route_rcpt(client, to)?;
+        if let (Route::Remote(ForwardPath::Mailbox(a)), Some(outbound)) = (&route, &self.outbound) {
+            let domain = a.domain().as_str();
+            // A lookup that does not answer in time accepts: the relay decides later.
+            if let Ok(true) = tokio::time::timeout(NULL_MX_TIMEOUT, outbound.null_mx(domain)).await {
+                return Err(Refusal {
+                    reply: Reply::new(556, Enhanced(5, 1, 10), "Recipient address has null MX"),
+                    reason: "null MX",
+                });
+            }
+        }
+        Ok(route)
+    }
+
+    /// RCPT TO without the DNS check of [`Policy::route`]: where the recipient's mail goes, or why not.
     pub fn route_rcpt(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
         let authenticated = client.authenticated.is_some();
         let (local, domain) = match to {
@@ -107,6 +154,9 @@ impl Policy {
             },
         };
         let Some(served) = self.served(&domain) else {
+            if self.is_relay_allowed(client) {
+                return Ok(Route::Remote(to.clone()));
+            }
             return Err(relay_denied(authenticated));
         };
         if local.eq_ignore_ascii_case("postmaster") {
@@ -138,7 +188,8 @@ impl Policy {
 
 fn relay_denied(authenticated: bool) -> Refusal {
     let reply = if authenticated {
-        // Outbound delivery is not built yet: say so rather than pretend the address is bad.
+        // No outbound delivery agent attached (or an address literal): say so rather than pretend the
+        // address is bad.
         Reply::new(550, Enhanced(5, 7, 1), "Relaying is not configured on this server")
     } else {
         Reply::new(550, Enhanced(5, 7, 1), "Relaying denied: this server does not serve that domain")

@@ -8,6 +8,7 @@ use mailroom_store::Store;
 use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, ConfigError};
+use crate::outbound::Outbound;
 use crate::{limits, policy, tls};
 
 /// Where the server is in its life.
@@ -43,11 +44,22 @@ pub struct Shared {
     /// Password checks running at once: argon2 takes ~19 MiB and tens of ms each, so a burst of AUTH
     /// attempts must queue rather than take memory and every core.
     pub auth_slots: tokio::sync::Semaphore,
+    /// The outbound queue; remote recipients are committed into it.
+    pub queue: mailroom_queue::Queue,
+    /// The relay, once attached ([`crate::Server::with_outbound`]): woken after each queued message.
+    pub outbound: Option<Arc<dyn Outbound>>,
+    /// `[delivery] max_hops`: more Received fields is a loop (554 5.4.6 at the end of data).
+    pub max_hops: usize,
 }
 
 impl Shared {
     /// Everything sessions share, from a validated config.
-    pub fn new(config: &Config, store: Store, tls: tls::TlsHandle) -> Result<Shared, ConfigError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        tls: tls::TlsHandle,
+        queue: mailroom_queue::Queue,
+    ) -> Result<Shared, ConfigError> {
         let per_ip = limits::PerIp::new(ip_limits(&config.limits)?);
         let proto = proto_config(config);
         let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
@@ -61,6 +73,9 @@ impl Shared {
             auth: config.auth.clone(),
             per_ip,
             auth_slots: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            queue,
+            outbound: None,
+            max_hops: config.delivery.max_hops,
         })
     }
 
@@ -91,6 +106,7 @@ fn proto_config(config: &Config) -> mailroom_proto::server::Config {
         max_header_size: l.max_header_size,
         min_data_rate: l.min_data_rate,
         error_delay: l.error_delay,
+        dsn: true,
     }
 }
 

@@ -4,24 +4,55 @@
 //! our domains (`%`, `!`, a quoted `@`) names a local part, which is no user here: `550 5.1.1`. mailroom has
 //! no percent-hack or bang-path routing at all, so nothing is ever forwarded anywhere.
 //!
-//! Each probe then tries DATA: `554 5.5.1` shows that no recipient was taken, and nothing is stored.
+//! Each probe then tries DATA: `554 5.5.1` shows that no recipient was taken, and nothing is stored or
+//! queued.
+//!
+//! Every probe runs twice: against a server with the default configuration, and against one where
+//! relaying is switched on for others (submission listeners for authenticated users, and
+//! `[delivery] relay_networks` naming another loopback address, 127.0.0.2, but not the prober's
+//! 127.0.0.1). Outbound delivery must change nothing for a client that may not relay.
 
+use std::net::Ipv4Addr;
+
+use crate::common::{files_under, Opts, Server, Smtp};
 use crate::support::*;
+
+/// The loopback address that may relay in [`relay_server`]; the probes come from 127.0.0.1.
+const RELAY_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// A server with relaying on for authenticated users and for [`RELAY_CLIENT`] only. DNS goes to a
+/// closed loopback port, so no lookup ever leaves the machine.
+fn relay_server() -> Server {
+    let config = format!(
+        "{FAST_ERRORS}[delivery]\nrelay_networks = [\"{RELAY_CLIENT}/32\"]\n[dns]\nservers = [\"127.0.0.1:9\"]\n"
+    );
+    Server::start_with_users(Opts::example().with_submission().with_config(&config), &[ALICE, BOB])
+}
+
+/// Message and envelope files in the outbound queue (`<data>/queue/msg`, `<data>/queue/env`).
+fn queued(server: &Server) -> usize {
+    ["msg", "env"].iter().map(|d| files_under(&server.data.join("queue").join(d)).len()).sum()
+}
 
 /// One probe: MAIL FROM:<FROM>, RCPT TO:<RCPT> gets exactly CODE and an enhanced code starting with
 /// ENHANCED (syntax errors are checked as `5.1.`; the exact one is `hostile_input`'s business), and DATA
-/// finds no recipient.
+/// finds no recipient; on the default server and on [`relay_server`].
 fn probe(from: &str, rcpt: &str, code: u16, enhanced: &str) {
-    let server = server();
-    let mut c = ehlo(&server);
+    probe_on(&server(), from, rcpt, code, enhanced);
+    probe_on(&relay_server(), from, rcpt, code, enhanced);
+}
+
+fn probe_on(server: &Server, from: &str, rcpt: &str, code: u16, enhanced: &str) {
+    let mut c = ehlo(server);
     expect_reply(&mut c, &format!("MAIL FROM:{from}"), 250, "2.1.0");
     let r = c.cmd(&format!("RCPT TO:{rcpt}"));
     assert_ne!(r.code / 100, 2, "relay probe {rcpt} accepted");
     assert!(r.code == code && r.text().starts_with(enhanced), "RCPT TO:{rcpt}: expected {code} {enhanced}, got {r:?}");
     expect_reply(&mut c, "DATA", 554, "5.5.1");
     c.expect("QUIT", 221);
-    assert!(all_messages(&server).is_empty(), "something was stored for {rcpt}");
-    assert_still_serves(&server);
+    assert!(all_messages(server).is_empty(), "something was stored for {rcpt}");
+    assert_eq!(queued(server), 0, "something was queued for {rcpt}");
+    assert_still_serves(server);
 }
 
 /// The plain relay test: a stranger's mail to a foreign domain.
@@ -148,4 +179,52 @@ fn relay_trailing_dot_domain() {
 #[test]
 fn relay_double_at_sign() {
     probe("<spammer@elsewhere.example>", "<victim@other.example@example.test>", 501, "5.1.3");
+}
+
+/// The control for the probes above: on [`relay_server`] relaying really is on — the client in
+/// `relay_networks` gets its foreign recipient queued — while the same transaction from 127.0.0.1,
+/// outside it, is refused and nothing of it is queued.
+#[test]
+fn relay_networks_admit_only_their_own_addresses() {
+    let server = relay_server();
+    let mut outside = ehlo(&server);
+    expect_reply(&mut outside, "MAIL FROM:<cron@example.test>", 250, "2.1.0");
+    expect_reply(&mut outside, "RCPT TO:<victim@other.example>", 550, "5.7.1");
+    expect_reply(&mut outside, "QUIT", 221, "2.0.0");
+    assert_eq!(queued(&server), 0, "nothing queued for the client outside relay_networks");
+
+    let mut inside = Smtp::try_connect_from(RELAY_CLIENT, server.port).expect("connect from 127.0.0.2");
+    assert_eq!(inside.read_reply().code, 220);
+    inside.ehlo();
+    expect_reply(&mut inside, "MAIL FROM:<cron@example.test>", 250, "2.1.0");
+    let r = inside.cmd("RCPT TO:<victim@other.example>");
+    assert!(
+        r.is(250, "2.1.5"),
+        "a client in relay_networks may relay (is the relay wired into `mailroom serve`?): {r:?}\n{}",
+        log_tail(&server)
+    );
+    let r = inside.data(b"Subject: from cron\r\n\r\nreport\r\n");
+    assert!(r.is(250, "2.0.0") && r.text().contains("queued as"), "{r:?}");
+    expect_reply(&mut inside, "QUIT", 221, "2.0.0");
+    assert!(all_messages(&server).is_empty(), "a foreign recipient is never stored locally");
+    assert!(queued(&server) > 0, "the relayed message is in the queue");
+    assert_still_serves(&server);
+}
+
+/// An authenticated submitter may relay, but a session that did not authenticate on the submission port
+/// gets no further than MAIL (AUTH is required there), and relaying from the smtp port needs more than a
+/// local sender address.
+#[test]
+fn submission_without_auth_cannot_relay() {
+    let server = relay_server();
+    let port = server.submission_port.expect("submission listener");
+    let mut c = Smtp::try_connect(port).expect("connect to submission");
+    assert_eq!(c.read_reply().code, 220);
+    c.ehlo();
+    let r = c.cmd("MAIL FROM:<alice@example.test>");
+    assert!(r.code == 530 || r.is(538, "5.7.11"), "MAIL without AUTH on submission: {r:?}");
+    let r = c.cmd("RCPT TO:<victim@other.example>");
+    assert!(r.code / 100 == 5, "RCPT without AUTH: {r:?}");
+    assert_eq!(queued(&server), 0);
+    assert_still_serves(&server);
 }

@@ -23,6 +23,8 @@ pub struct Capabilities {
     pub starttls: bool,
     /// RFC 2034.
     pub enhanced_status_codes: bool,
+    /// RFC 3461: DSN parameters may be passed on.
+    pub dsn: bool,
     /// RFC 4954: the SASL mechanisms after `AUTH` (or the older `AUTH=` form), upper-cased.
     pub auth: Vec<String>,
     /// Every keyword line as offered, for callers that look for something else.
@@ -54,6 +56,7 @@ impl Capabilities {
                         }
                     }
                 }
+                Extension::Dsn => caps.dsn = true,
                 Extension::Help | Extension::Other(_) => {}
             }
         }
@@ -86,12 +89,13 @@ mod tests {
             .line("STARTTLS")
             .line("ENHANCEDSTATUSCODES")
             .line("AUTH PLAIN LOGIN")
-            .line("AUTH=LOGIN CRAM-MD5");
+            .line("AUTH=LOGIN CRAM-MD5")
+            .line("DSN");
         let c = Capabilities::from_ehlo(&r);
         assert_eq!(c.server_name, "mx.example greets you");
         assert_eq!(c.size, Some(35882577));
         assert!(c.pipelining && c.eight_bit_mime && c.smtputf8 && c.chunking && c.starttls);
-        assert!(c.enhanced_status_codes);
+        assert!(c.enhanced_status_codes && c.dsn);
         assert_eq!(c.auth, vec!["PLAIN", "LOGIN", "CRAM-MD5"]);
         assert!(c.has_auth("plain"));
     }
@@ -101,5 +105,6 @@ mod tests {
         let c = Capabilities::from_ehlo(&Reply::plain(250, "x").line("SIZE"));
         assert_eq!((c.size, c.size_limit()), (Some(0), None));
         assert_eq!(Capabilities::from_ehlo(&Reply::plain(250, "x")).size, None);
+        assert!(!Capabilities::from_ehlo(&Reply::plain(250, "x")).dsn);
     }
 }

@@ -1,18 +1,51 @@
-//! What a mail transaction needs to know before it starts: the envelope (RFC 5321 §2.3.1) and the few facts
-//! about the message that decide the MAIL parameters (SIZE, BODY, SMTPUTF8).
+//! What a mail transaction needs to know before it starts: the envelope (RFC 5321 §2.3.1) with its DSN
+//! requests (RFC 3461), and the few facts about the message that decide the MAIL parameters (SIZE, BODY,
+//! SMTPUTF8).
 
 use crate::address::{ForwardPath, ReversePath};
+use crate::params::{RcptParams, Ret};
 
-/// The reverse path and the forward paths of one transaction.
+/// The reverse path and the forward paths of one transaction, with the sender's DSN requests. The DSN
+/// parameters are passed on only to a server that offers DSN ([`super::Outcome::dsn_dropped`] says when
+/// they were not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub from: ReversePath,
     pub to: Vec<ForwardPath>,
+    /// RFC 3461 §4.3 `RET=` for MAIL.
+    pub ret: Option<Ret>,
+    /// RFC 3461 §4.4 `ENVID=` for MAIL (decoded; xtext-encoded on the wire).
+    pub envid: Option<String>,
+    /// NOTIFY / ORCPT of each recipient, in the order of `to`; recipients past its end have none.
+    pub rcpt_params: Vec<RcptParams>,
 }
 
 impl Envelope {
     pub fn new(from: ReversePath, to: Vec<ForwardPath>) -> Envelope {
-        Envelope { from, to }
+        Envelope { from, to, ret: None, envid: None, rcpt_params: Vec::new() }
+    }
+
+    /// Sets MAIL's RET and ENVID.
+    pub fn with_dsn(mut self, ret: Option<Ret>, envid: Option<String>) -> Envelope {
+        self.ret = ret;
+        self.envid = envid;
+        self
+    }
+
+    /// Sets the RCPT parameters, one per recipient in the order of `to`.
+    pub fn with_rcpt_params(mut self, params: Vec<RcptParams>) -> Envelope {
+        self.rcpt_params = params;
+        self
+    }
+
+    /// The RCPT parameters of recipient `i` (none when not given).
+    pub fn rcpt_params(&self, i: usize) -> RcptParams {
+        self.rcpt_params.get(i).cloned().unwrap_or_default()
+    }
+
+    /// True when any DSN parameter is set (RET, ENVID, or a recipient's NOTIFY / ORCPT).
+    pub fn has_dsn(&self) -> bool {
+        self.ret.is_some() || self.envid.is_some() || self.rcpt_params.iter().any(RcptParams::has_dsn)
     }
 
     /// True when an address holds UTF-8, which only SMTPUTF8 allows on the wire (RFC 6531 §3.2).

@@ -20,7 +20,7 @@ use super::step::Step;
 use crate::address::{ForwardPath, ReversePath};
 use crate::command::Command;
 use crate::extension::keyword;
-use crate::params::{Body, MailParams};
+use crate::params::{Body, MailParams, RcptParams};
 use crate::reply::Reply;
 use crate::sasl::{Mechanism, Secret};
 
@@ -66,6 +66,10 @@ pub struct Outcome {
     pub recipients: Vec<RecipientOutcome>,
     /// The reply after the data, when the message was sent.
     pub message: Option<Reply>,
+    /// The envelope carried DSN parameters (RFC 3461) but the server does not offer DSN, so they were not
+    /// sent: the caller now owes the sender what was asked for (RFC 3461 §4.1: a "relayed" DSN for
+    /// NOTIFY=SUCCESS).
+    pub dsn_dropped: bool,
 }
 
 impl Outcome {
@@ -111,6 +115,9 @@ struct Txn {
     pipelined: bool,
     mail: Option<Reply>,
     rcpts: Vec<(ForwardPath, Option<Reply>)>,
+    /// The RCPT parameters that go on the wire (empty ones when the server does not offer DSN).
+    rcpt_params: Vec<RcptParams>,
+    dsn_dropped: bool,
     answered: usize,
     data: Option<Reply>,
     message: Option<Reply>,
@@ -276,18 +283,23 @@ impl Session {
         }
         let params = self.mail_params(envelope, info)?;
         let pipelined = self.caps.pipelining;
+        let dsn = self.caps.dsn;
+        let rcpt_params: Vec<RcptParams> =
+            (0..envelope.to.len()).map(|i| if dsn { envelope.rcpt_params(i) } else { RcptParams::default() }).collect();
         self.txn = Some(Txn {
             pipelined,
             mail: None,
             rcpts: envelope.to.iter().map(|t| (t.clone(), None)).collect(),
+            rcpt_params: rcpt_params.clone(),
+            dsn_dropped: !dsn && envelope.has_dsn(),
             answered: 0,
             data: None,
             message: None,
         });
         self.enqueue(Step::Mail, Command::Mail { from: envelope.from.clone(), params }, true);
         if pipelined {
-            for to in &envelope.to {
-                self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone() }, true);
+            for (to, params) in envelope.to.iter().zip(rcpt_params) {
+                self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone(), params }, true);
             }
             self.enqueue(Step::Data, Command::Data, true);
         }
@@ -295,6 +307,7 @@ impl Session {
     }
 
     /// The MAIL FROM parameters this message needs from this server, or why the server cannot take it.
+    /// RET and ENVID are included only when the server offers DSN.
     pub fn mail_params(&self, envelope: &Envelope, info: &MessageInfo) -> Result<MailParams, Error> {
         let caps = &self.caps;
         let mut params = MailParams::default();
@@ -337,6 +350,10 @@ impl Session {
             _ => {}
         }
         params.smtputf8 = smtputf8;
+        if caps.dsn {
+            params.ret = envelope.ret;
+            params.envid = envelope.envid.clone();
+        }
         Ok(params)
     }
 
@@ -349,8 +366,13 @@ impl Session {
 
     /// Step by step: `RCPT TO:<to>`.
     pub fn rcpt(&mut self, to: &ForwardPath) -> Result<(), Error> {
+        self.rcpt_with(to, &RcptParams::default())
+    }
+
+    /// Step by step: `RCPT TO:<to> params`, sent as given (the caller checks [`Capabilities::dsn`]).
+    pub fn rcpt_with(&mut self, to: &ForwardPath, params: &RcptParams) -> Result<(), Error> {
         self.check_ready()?;
-        self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone() }, false);
+        self.enqueue(Step::Rcpt, Command::Rcpt { to: to.clone(), params: params.clone() }, false);
         Ok(())
     }
 
@@ -676,8 +698,12 @@ impl Session {
                 txn.mail = Some(reply);
                 if !txn.pipelined {
                     if ok {
-                        let rcpts: Vec<Command> =
-                            txn.rcpts.iter().map(|(to, _)| Command::Rcpt { to: to.clone() }).collect();
+                        let rcpts: Vec<Command> = txn
+                            .rcpts
+                            .iter()
+                            .zip(&txn.rcpt_params)
+                            .map(|((to, _), params)| Command::Rcpt { to: to.clone(), params: params.clone() })
+                            .collect();
                         for c in rcpts {
                             self.enqueue(Step::Rcpt, c, true);
                         }
@@ -758,6 +784,7 @@ impl Session {
         if matches!(self.state, State::Ready | State::Body) {
             self.state = State::Ready;
         }
-        self.events.push_back(Event::Done(Outcome { mail, recipients, message: txn.message }));
+        let dsn_dropped = txn.dsn_dropped;
+        self.events.push_back(Event::Done(Outcome { mail, recipients, message: txn.message, dsn_dropped }));
     }
 }

@@ -33,6 +33,9 @@ impl<R> Session<R> {
             Extension::EnhancedStatusCodes,
             Extension::Chunking,
         ];
+        if self.config.dsn {
+            v.push(Extension::Dsn);
+        }
         if self.config.starttls && !self.tls {
             v.push(Extension::StartTls);
         }

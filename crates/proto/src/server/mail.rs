@@ -17,6 +17,10 @@ impl<R> Session<R> {
             // RFC 4954 §6: submission needs authentication before MAIL.
             return self.error(Reply::new(530, Enhanced(5, 7, 0), "Authentication required"));
         }
+        if params.has_dsn() && !self.config.dsn {
+            // RFC 3461 §4 via RFC 5321 §4.1.1.11: parameters of an extension not offered.
+            return self.error(Reply::new(555, Enhanced(5, 5, 4), "Unsupported MAIL parameter"));
+        }
         let extended = self.helo.as_ref().is_some_and(|h| h.extended);
         if !extended && params != MailParams::default() {
             // Parameters are ESMTP: a client that said HELO may not use them.

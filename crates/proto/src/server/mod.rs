@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::address::{ForwardPath, ReversePath};
 use crate::command::{self, Command, MAX_LINE};
 use crate::data::{DotDecoder, LineEndingCheck};
-use crate::params::MailParams;
+use crate::params::{MailParams, RcptParams};
 use crate::reply::{Enhanced, Reply};
 use crate::sasl;
 
@@ -85,6 +85,8 @@ pub struct Config {
     pub min_data_rate: u64,
     /// Delay of each error reply past half of `max_errors`.
     pub error_delay: Duration,
+    /// Offer DSN (RFC 3461) and accept its parameters; without it they get 555 5.5.4.
+    pub dsn: bool,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             min_data_rate: 0,
             error_delay: DEFAULT_ERROR_DELAY,
+            dsn: true,
         }
     }
 }
@@ -127,8 +130,9 @@ pub enum AbortReason {
 pub enum Event {
     /// MAIL FROM passed syntax checks; answer to accept or refuse the sender.
     Mail { from: ReversePath, params: MailParams },
-    /// RCPT TO passed syntax and limit checks; answer whether this recipient is ours.
-    Rcpt { to: ForwardPath },
+    /// RCPT TO passed syntax and limit checks; answer whether this recipient is ours. The DSN parameters
+    /// stay with the transaction too ([`Transaction::rcpt_params`]).
+    Rcpt { to: ForwardPath, params: RcptParams },
     /// The message body is about to arrive (DATA, or the first BDAT chunk): open the store, then answer.
     DataStart,
     /// Body bytes: dot-unstuffed, CRLF line endings as on the wire.
@@ -197,6 +201,8 @@ pub struct Transaction<R = ()> {
     pub rcpts: Vec<ForwardPath>,
     /// The shell's route of each accepted recipient, in the order of `rcpts`.
     routes: Vec<R>,
+    /// The RCPT parameters (RFC 3461) of each accepted recipient, in the order of `rcpts`.
+    rcpt_params: Vec<RcptParams>,
     /// Body octets seen so far (CRLF form, unstuffed).
     pub size: u64,
     /// BDAT chunks were used (DATA is then out of sequence).
@@ -206,7 +212,15 @@ pub struct Transaction<R = ()> {
 impl<R> Transaction<R> {
     /// A transaction for this sender, with no recipient yet.
     pub(crate) fn new(from: ReversePath, params: MailParams) -> Transaction<R> {
-        Transaction { from, params, rcpts: Vec::new(), routes: Vec::new(), size: 0, chunking: false }
+        Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+            routes: Vec::new(),
+            rcpt_params: Vec::new(),
+            size: 0,
+            chunking: false,
+        }
     }
 
     /// The routes the shell gave with [`Decision::AcceptRcpt`], one per accepted recipient, in order.
@@ -219,8 +233,14 @@ impl<R> Transaction<R> {
         self.rcpts.iter().zip(self.routes.iter())
     }
 
-    pub(crate) fn push_recipient(&mut self, to: ForwardPath, route: R) {
+    /// The RCPT parameters (NOTIFY, ORCPT) of each accepted recipient, in the order of `rcpts`.
+    pub fn rcpt_params(&self) -> &[RcptParams] {
+        &self.rcpt_params
+    }
+
+    pub(crate) fn push_recipient(&mut self, to: ForwardPath, params: RcptParams, route: R) {
         self.rcpts.push(to);
+        self.rcpt_params.push(params);
         self.routes.push(route);
     }
 }
@@ -228,7 +248,7 @@ impl<R> Transaction<R> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
     Mail { from: ReversePath, params: MailParams },
-    Rcpt { to: ForwardPath },
+    Rcpt { to: ForwardPath, params: RcptParams },
     DataStart,
     BdatStart { size: u64, last: bool },
     DataEnd,
@@ -508,7 +528,7 @@ impl<R> Session<R> {
         };
         match pending {
             Pending::Mail { from, params } => self.answer_mail(from, params, decision),
-            Pending::Rcpt { to } => self.answer_rcpt(to, decision),
+            Pending::Rcpt { to, params } => self.answer_rcpt(to, params, decision),
             Pending::DataStart => self.answer_data_start(decision),
             Pending::BdatStart { size, last } => self.answer_bdat_start(size, last, decision),
             Pending::DataEnd => self.answer_data_end(decision),
@@ -752,7 +772,7 @@ impl<R> Session<R> {
             Command::Helo(name) => self.handle_helo(name, false),
             Command::Ehlo(name) => self.handle_helo(name, true),
             Command::Mail { from, params } => self.handle_mail(from, params),
-            Command::Rcpt { to } => self.handle_rcpt(to),
+            Command::Rcpt { to, params } => self.handle_rcpt(to, params),
             Command::Data => self.handle_data(),
             Command::Bdat { size, last } => self.handle_bdat(size, last),
             Command::Rset => self.handle_rset(),

@@ -3,15 +3,23 @@
 
 use super::{Decision, Event, Pending, Session};
 use crate::address::ForwardPath;
+use crate::params::RcptParams;
 use crate::reply::{Enhanced, Reply};
 
 impl<R> Session<R> {
-    pub(super) fn handle_rcpt(&mut self, to: ForwardPath) {
+    pub(super) fn handle_rcpt(&mut self, to: ForwardPath, params: RcptParams) {
         let Some(tx) = &self.tx else {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "Need MAIL before RCPT"));
         };
         if tx.chunking {
             return self.error(Reply::new(503, Enhanced(5, 5, 1), "RCPT after BDAT"));
+        }
+        if params.has_dsn() && !self.config.dsn {
+            // RFC 3461 §4 via RFC 5321 §4.1.1.11: parameters of an extension not offered.
+            return self.error(Reply::new(555, Enhanced(5, 5, 4), "Unsupported RCPT parameter"));
+        }
+        if params.has_dsn() && !self.helo.as_ref().is_some_and(|h| h.extended) {
+            return self.error(Reply::new(555, Enhanced(5, 5, 4), "RCPT parameters need EHLO"));
         }
         if tx.rcpts.len() >= self.config.max_recipients {
             // RFC 5321 §4.5.3.1.10: 452 for too many recipients, so the client retries the rest later.
@@ -22,10 +30,10 @@ impl<R> Session<R> {
                 return self.error(Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8"));
             }
         }
-        self.wait(Pending::Rcpt { to: to.clone() }, Event::Rcpt { to });
+        self.wait(Pending::Rcpt { to: to.clone(), params: params.clone() }, Event::Rcpt { to, params });
     }
 
-    pub(super) fn answer_rcpt(&mut self, to: ForwardPath, decision: Decision<R>) {
+    pub(super) fn answer_rcpt(&mut self, to: ForwardPath, params: RcptParams, decision: Decision<R>) {
         let standard = || Reply::new(250, Enhanced(2, 1, 5), "Recipient OK");
         let (route, reply) = match decision {
             Decision::AcceptRcpt(route) => (route, standard()),
@@ -47,7 +55,7 @@ impl<R> Session<R> {
             },
         };
         if let Some(tx) = &mut self.tx {
-            tx.push_recipient(to, route);
+            tx.push_recipient(to, params, route);
         }
         self.reply(reply);
     }

@@ -1,0 +1,238 @@
+//! Connections per destination: the limits (`max_connections_per_destination`, `max_connections`), the
+//! workers that send a destination's jobs one after another over one connection each, and the cache of
+//! idle connections kept a few seconds so the next message to the same destination reuses one (RSET).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::connect::{Connector, Destination, NoConnection};
+use crate::deliver::{local, send_job, Conn, Job, RcptResult, Verdict};
+
+/// How long an idle connection is kept for reuse (Postfix keeps them 2 s; a little longer catches the
+/// next message of a burst that arrives one transaction at a time).
+pub const IDLE_TIME: Duration = Duration::from_secs(5);
+/// Transactions per connection before it is closed and a fresh one opened (keeps one session from
+/// living forever; Postfix's reuse time limit plays the same part).
+pub const MAX_TRANSACTIONS_PER_CONNECTION: usize = 100;
+/// How long a connection being closed is given for QUIT.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection with the permits it holds (one of its destination, one of the total).
+struct Held {
+    conn: Conn,
+    _dest: OwnedSemaphorePermit,
+    _total: OwnedSemaphorePermit,
+}
+
+/// What became of one job.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job: Arc<Job>,
+    pub results: Vec<RcptResult>,
+    /// `host[ip]:port` of the connection used (or last tried), for the log line.
+    pub relay: Option<String>,
+}
+
+/// The connection pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    total: Arc<Semaphore>,
+    per_dest: Mutex<HashMap<Destination, Arc<Semaphore>>>,
+    idle: Mutex<HashMap<Destination, Vec<(Instant, Held)>>>,
+}
+
+impl Pool {
+    pub fn new(connector: Connector) -> Pool {
+        let total = Arc::new(Semaphore::new(connector.settings.max_connections.max(1)));
+        Pool {
+            inner: Arc::new(Inner {
+                connector,
+                total,
+                per_dest: Mutex::new(HashMap::new()),
+                idle: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs.
+    pub async fn run(&self, dest: &Destination, jobs: Vec<Job>) -> Vec<JobResult> {
+        let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
+        let workers = jobs.len().min(per_dest);
+        let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (pool, dest, queue) = (self.clone(), dest.clone(), queue.clone());
+            tasks.spawn(async move { pool.worker(&dest, &queue).await });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(results) => out.extend(results),
+                Err(e) => tracing::error!(error = %e, "delivery worker failed"),
+            }
+        }
+        out
+    }
+
+    /// Takes jobs until none are left, each over the connection it holds (or a new or idle one).
+    async fn worker(&self, dest: &Destination, queue: &Mutex<VecDeque<Arc<Job>>>) -> Vec<JobResult> {
+        let mut out = Vec::new();
+        let mut held: Option<Held> = None;
+        while let Some(job) = pop(queue) {
+            let mut retried = false;
+            loop {
+                let h = match held.take() {
+                    Some(h) => h,
+                    None => match self.checkout(dest).await {
+                        Ok(h) => h,
+                        Err(nc) => {
+                            // Nobody is reachable: this job and every one still waiting get the same answer.
+                            out.push(unreachable(job.clone(), &nc));
+                            while let Some(j) = pop(queue) {
+                                out.push(unreachable(j, &nc));
+                            }
+                            return out;
+                        }
+                    },
+                };
+                let mut h = h;
+                let reused = h.conn.uses > 0;
+                let relay = Some(h.conn.relay());
+                match send_job(&mut h.conn, &job).await {
+                    Ok(results) => {
+                        out.push(JobResult { job: job.clone(), results, relay });
+                        if h.conn.uses < MAX_TRANSACTIONS_PER_CONNECTION && h.conn.client.is_ready() {
+                            held = Some(h);
+                        } else {
+                            close(h).await;
+                        }
+                        break;
+                    }
+                    // A reused connection that had died in the meantime: once more on a fresh one.
+                    Err(b) if reused && b.done.is_empty() && !retried => {
+                        tracing::debug!(%dest, error = %b.error, "reused connection failed; opening a new one");
+                        retried = true;
+                    }
+                    Err(b) => {
+                        let text = format!("lost connection with {}: {}", h.conn.relay(), b.error);
+                        let mut results = b.done;
+                        for r in &job.rcpts {
+                            if !results.iter().any(|x| x.index == r.index) {
+                                results.push(local(r.index, Verdict::Deferred, "4.4.2", &text, Some(&h.conn.host)));
+                            }
+                        }
+                        out.push(JobResult { job: job.clone(), results, relay });
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(h) = held {
+            self.checkin(dest, h);
+        }
+        out
+    }
+
+    /// An idle connection to `dest`, or a new one within the limits.
+    async fn checkout(&self, dest: &Destination) -> Result<Held, NoConnection> {
+        if let Some(h) = self.take_idle(dest) {
+            return Ok(h);
+        }
+        let sem = self.dest_semaphore(dest);
+        let dest_permit = sem.acquire_owned().await.map_err(|_| closed())?;
+        if let Some(h) = self.take_idle(dest) {
+            return Ok(h);
+        }
+        let total = match self.inner.total.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // All connections in use: an idle one elsewhere makes room.
+                if let Some(h) = self.evict_one() {
+                    close(h).await;
+                }
+                self.inner.total.clone().acquire_owned().await.map_err(|_| closed())?
+            }
+        };
+        let conn = self.inner.connector.connect(dest).await?;
+        Ok(Held { conn, _dest: dest_permit, _total: total })
+    }
+
+    fn dest_semaphore(&self, dest: &Destination) -> Arc<Semaphore> {
+        let limit = self.inner.connector.settings.max_connections_per_destination.max(1);
+        let mut map = self.inner.per_dest.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(dest.clone()).or_insert_with(|| Arc::new(Semaphore::new(limit))).clone()
+    }
+
+    fn take_idle(&self, dest: &Destination) -> Option<Held> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(dest)?;
+        while let Some((since, h)) = list.pop() {
+            if since.elapsed() < IDLE_TIME {
+                return Some(h);
+            }
+            tokio::spawn(close(h));
+        }
+        None
+    }
+
+    fn checkin(&self, dest: &Destination, h: Held) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.entry(dest.clone()).or_default().push((Instant::now(), h));
+    }
+
+    fn evict_one(&self) -> Option<Held> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let dest = idle.iter().find(|(_, l)| !l.is_empty()).map(|(d, _)| d.clone())?;
+        idle.get_mut(&dest).and_then(|l| (!l.is_empty()).then(|| l.remove(0).1))
+    }
+
+    /// Closes idle connections older than [`IDLE_TIME`]; the scheduler calls it as it goes round.
+    pub fn purge(&self) {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for list in idle.values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|(since, _)| since.elapsed() >= IDLE_TIME);
+            *list = keep;
+            for (_, h) in old {
+                tokio::spawn(close(h));
+            }
+        }
+        idle.retain(|_, l| !l.is_empty());
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Held> = {
+            let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain().flat_map(|(_, l)| l.into_iter().map(|(_, h)| h)).collect()
+        };
+        for h in all {
+            close(h).await;
+        }
+    }
+}
+
+fn pop(queue: &Mutex<VecDeque<Arc<Job>>>) -> Option<Arc<Job>> {
+    queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+}
+
+fn closed() -> NoConnection {
+    NoConnection { permanent: false, status: "4.3.0".into(), reply: "relay shutting down".into(), relay: None }
+}
+
+fn unreachable(job: Arc<Job>, nc: &NoConnection) -> JobResult {
+    let verdict = if nc.permanent { Verdict::Bounced } else { Verdict::Deferred };
+    let results = job.rcpts.iter().map(|r| local(r.index, verdict, &nc.status, &nc.reply, None)).collect();
+    JobResult { job, results, relay: nc.relay.clone() }
+}
+
+async fn close(h: Held) {
+    let _ = tokio::time::timeout(QUIT_TIMEOUT, h.conn.client.quit()).await;
+}

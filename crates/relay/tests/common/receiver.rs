@@ -1,0 +1,169 @@
+//! A small SMTP receiver for tests, on 127.0.0.2:<free port>: it speaks just enough ESMTP (pipelined
+//! commands answered in order), counts connections and keeps every message it accepted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// Chooses the reply to a RCPT for an address (`None`: the default).
+pub type RcptReply = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How the receiver behaves.
+#[derive(Clone)]
+pub struct Behaviour {
+    /// Extension lines after the EHLO greeting line (e.g. "PIPELINING", "SIZE 1000").
+    pub extensions: Vec<String>,
+    /// RCPTs accepted per transaction; the next get 452 4.5.3.
+    pub max_rcpts: usize,
+    /// The reply to a RCPT for this address, when not the default 250.
+    pub rcpt_reply: RcptReply,
+    /// The reply after the data, when not the default 250.
+    pub data_reply: Option<String>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Behaviour {
+        Behaviour {
+            extensions: vec!["PIPELINING".into(), "8BITMIME".into()],
+            max_rcpts: 100,
+            rcpt_reply: Arc::new(|_| None),
+            data_reply: None,
+        }
+    }
+}
+
+/// One accepted message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub data: String,
+}
+
+pub struct Receiver {
+    pub port: u16,
+    pub connections: Arc<AtomicUsize>,
+    pub messages: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+    pub fn messages(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+/// The most lines one connection may send (a bound on a test that goes wrong).
+const MAX_LINES: usize = 100_000;
+/// How long a connection may stay silent before the receiver hangs up.
+const IDLE: Duration = Duration::from_secs(30);
+
+pub async fn start(ip: &str, behaviour: Behaviour) -> Receiver {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let (c, m) = (connections.clone(), messages.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(session(sock, behaviour.clone(), m.clone()));
+        }
+    });
+    Receiver { port, connections, messages, task }
+}
+
+async fn session(sock: tokio::net::TcpStream, b: Behaviour, messages: Arc<Mutex<Vec<Received>>>) {
+    let (r, mut w) = sock.into_split();
+    let mut r = BufReader::new(r);
+    let _ = w.write_all(b"220 rx.test ESMTP\r\n").await;
+    let mut from = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    for _ in 0..MAX_LINES {
+        let mut line = String::new();
+        match tokio::time::timeout(IDLE, r.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        let cmd = line.trim_end().to_string();
+        let upper = cmd.to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            let mut s = String::from("250-rx.test\r\n");
+            for (i, e) in b.extensions.iter().enumerate() {
+                let sep = if i + 1 == b.extensions.len() { ' ' } else { '-' };
+                s.push_str(&format!("250{sep}{e}\r\n"));
+            }
+            if b.extensions.is_empty() {
+                s = "250 rx.test\r\n".into();
+            }
+            s
+        } else if upper.starts_with("MAIL FROM:") {
+            from = Some(cmd[10..].to_string());
+            rcpts.clear();
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let addr = cmd[8..].split_whitespace().next().unwrap_or("").trim_matches(['<', '>']).to_string();
+            match (b.rcpt_reply)(&addr) {
+                Some(r) => format!("{r}\r\n"),
+                None if rcpts.len() >= b.max_rcpts => "452 4.5.3 too many recipients\r\n".into(),
+                None => {
+                    rcpts.push(addr);
+                    "250 2.1.5 ok\r\n".into()
+                }
+            }
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else {
+                let _ = w.write_all(b"354 go ahead\r\n").await;
+                let mut data = String::new();
+                loop {
+                    let mut l = String::new();
+                    match r.read_line(&mut l).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return,
+                    }
+                    if l == ".\r\n" {
+                        break;
+                    }
+                    data.push_str(&l);
+                }
+                match &b.data_reply {
+                    Some(r) => format!("{r}\r\n"),
+                    None => {
+                        let m = Received { from: from.clone().unwrap_or_default(), rcpts: rcpts.clone(), data };
+                        messages.lock().unwrap().push(m);
+                        "250 2.0.0 queued\r\n".into()
+                    }
+                }
+            }
+        } else if upper == "RSET" {
+            from = None;
+            rcpts.clear();
+            "250 2.0.0 ok\r\n".into()
+        } else if upper == "NOOP" {
+            "250 2.0.0 ok\r\n".into()
+        } else if upper == "QUIT" {
+            let _ = w.write_all(b"221 2.0.0 bye\r\n").await;
+            return;
+        } else {
+            "502 5.5.2 unknown\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
