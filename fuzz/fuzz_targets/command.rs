@@ -6,7 +6,9 @@
 //! Invariants:
 //! - no panic; every refusal is a 5xx reply with a 5.x.x enhanced code and text free of control bytes;
 //! - an accepted command, written back in its wire form (`Display`: `MAIL FROM:<path> SIZE=.. BODY=..
-//!   AUTH=xtext`), parses to the same command (the parser keeps nothing it cannot say again);
+//!   AUTH=xtext RET=.. ENVID=xtext`, `RCPT TO:<path> NOTIFY=.. ORCPT=type;xtext`), parses to the same
+//!   command (the parser keeps nothing it cannot say again); the same for the MAIL and RCPT parameter
+//!   parsers alone;
 //! - accepted addresses and AUTH= values hold no control characters, HELO names and AUTH arguments none
 //!   but TAB (nothing that could end a reply, header or log line);
 //! - an address that parses prints (Display) to a form that parses back to the same address, within the
@@ -20,7 +22,7 @@ use mailroom_proto::address::{
     parse_forward_path, parse_reverse_path, ForwardPath, ReversePath, MAX_DOMAIN, MAX_LOCAL_PART, MAX_PATH,
 };
 use mailroom_proto::command::{self, Command};
-use mailroom_proto::params::{decode_xtext, encode_xtext, parse_mail_params};
+use mailroom_proto::params::{decode_xtext, encode_xtext, parse_mail_params, parse_rcpt_params};
 use mailroom_proto::{Address, Reply};
 
 fn no_control(s: &str, what: &str) {
@@ -82,7 +84,14 @@ fuzz_target!(|line: &[u8]| {
                         no_control(v, "AUTH= value");
                     }
                 }
-                Command::Rcpt { to: ForwardPath::Mailbox(a), .. } => check_address(a),
+                Command::Rcpt { to, params } => {
+                    if let ForwardPath::Mailbox(a) = to {
+                        check_address(a);
+                    }
+                    if let Some(o) = &params.orcpt {
+                        no_control(&o.address, "ORCPT address");
+                    }
+                }
                 _ => {}
             }
             // The wire form the client writes (Display) reads back as the same command.
@@ -118,6 +127,13 @@ fuzz_target!(|line: &[u8]| {
             Ok(p) => {
                 let text = p.to_string();
                 assert_eq!(parse_mail_params(&text).as_ref(), Ok(&p), "params {text:?} from {s:?}");
+            }
+            Err(r) => check_refusal(&r, line),
+        }
+        match parse_rcpt_params(s) {
+            Ok(p) => {
+                let text = p.to_string();
+                assert_eq!(parse_rcpt_params(&text).as_ref(), Ok(&p), "params {text:?} from {s:?}");
             }
             Err(r) => check_refusal(&r, line),
         }

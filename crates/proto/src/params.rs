@@ -179,7 +179,12 @@ impl Orcpt {
         if address.is_empty() {
             return None;
         }
-        Some(Orcpt { addr_type, address })
+        let orcpt = Orcpt { addr_type, address };
+        // Raw UTF-8 (unitext) is longer once escaped: what we would pass on must fit the limit too.
+        if orcpt.to_string().len() > MAX_ORCPT_LEN {
+            return None;
+        }
+        Some(orcpt)
     }
 }
 
@@ -590,5 +595,10 @@ mod tests {
         }
         let long = format!("ORCPT=rfc822;{}", "a".repeat(MAX_ORCPT_LEN));
         assert_eq!(parse_rcpt_params(&long).unwrap_err().code, 555);
+        // 100 raw "ö" are 206 octets here but 606 as utf-8-addr-xtext, which is what goes on: refused.
+        let unitext = format!("ORCPT=utf-8;{}", "ö".repeat(100));
+        assert_eq!(parse_rcpt_params(&unitext).unwrap_err().code, 555);
+        let fits = format!("ORCPT=utf-8;{}", "ö".repeat(82));
+        assert_eq!(o(&fits).to_string().len(), 498);
     }
 }

@@ -166,11 +166,14 @@ impl Connector {
             if let (Some(user), Some(file)) = (&s.relayhost_user, &s.relayhost_password_file) {
                 let file = file.clone();
                 let source: mailroom_client::PasswordSource = Arc::new(move || {
+                    // The first line is the password (as `check-config` checks it).
                     std::fs::read_to_string(&file)
-                        .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+                        .map(|p| p.lines().next().unwrap_or("").to_string())
                         .map_err(|e| format!("{}: {e}", file.display()))
                 });
-                b = b.credentials_with(user.clone(), source);
+                // Plaintext AUTH only ever to a smarthost on a loopback address (the client checks the
+                // peer); anywhere else AUTH needs TLS.
+                b = b.credentials_with(user.clone(), source).allow_plaintext_auth(true);
             }
         } else if s.tls == TlsPolicy::Required {
             // "Required" means encrypted, as Postfix's `encrypt` level: MX certificates are not checked

@@ -146,7 +146,8 @@ pub async fn send_job(conn: &mut Conn, job: &Job) -> Result<Vec<RcptResult>, Bro
 }
 
 /// Checks that fail the same way however often they are sent: the size against the server's SIZE
-/// (RFC 1870, 5.3.4) and UTF-8 against SMTPUTF8 (RFC 6531: 5.6.7 for addresses, 5.6.9 for a header only).
+/// (RFC 1870, 5.3.4), UTF-8 against SMTPUTF8 (RFC 6531: 5.6.7 for addresses, 5.6.9 for a header only)
+/// and 8-bit content against 8BITMIME (5.6.3).
 fn precheck(conn: &Conn, job: &Job) -> Option<Vec<RcptResult>> {
     let caps = conn.client.capabilities();
     let host = conn.host.as_str();
@@ -177,6 +178,13 @@ fn precheck(conn: &Conn, job: &Job) -> Option<Vec<RcptResult>> {
                 format!("{host} does not support SMTPUTF8, and the message header is UTF-8 (RFC 6532)"),
             );
         }
+    }
+    // RFC 6152: 8-bit content only to a server that offers 8BITMIME (no downgrade to 7-bit here).
+    if !caps.eight_bit_mime && !job.message.bytes.is_ascii() {
+        return bounce_all(
+            "5.6.3",
+            format!("{host} does not support 8BITMIME, and the message has 8-bit content (RFC 6152)"),
+        );
     }
     None
 }

@@ -3,6 +3,7 @@
 //! idle connections kept a few seconds so the next message to the same destination reuses one (RSET).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,10 +68,11 @@ impl Pool {
         let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
         let workers = jobs.len().min(per_dest);
         let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
+        let connected = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            let (pool, dest, queue) = (self.clone(), dest.clone(), queue.clone());
-            tasks.spawn(async move { pool.worker(&dest, &queue).await });
+            let (pool, dest, queue, connected) = (self.clone(), dest.clone(), queue.clone(), connected.clone());
+            tasks.spawn(async move { pool.worker(&dest, &queue, &connected).await });
         }
         let mut out = Vec::new();
         while let Some(r) = tasks.join_next().await {
@@ -79,20 +81,40 @@ impl Pool {
                 Err(e) => tracing::error!(error = %e, "delivery worker failed"),
             }
         }
+        // Jobs handed back by a worker that could not connect while another could, after that other
+        // one had finished: one more pass.
+        while !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            out.extend(self.worker(dest, &queue, &AtomicUsize::new(0)).await);
+        }
         out
     }
 
     /// Takes jobs until none are left, each over the connection it holds (or a new or idle one).
-    async fn worker(&self, dest: &Destination, queue: &Mutex<VecDeque<Arc<Job>>>) -> Vec<JobResult> {
+    /// `connected` counts the workers of this run holding a connection: a worker that cannot connect
+    /// while another can (a server that limits connections per client) hands its job back and stops.
+    async fn worker(
+        &self,
+        dest: &Destination,
+        queue: &Mutex<VecDeque<Arc<Job>>>,
+        connected: &AtomicUsize,
+    ) -> Vec<JobResult> {
         let mut out = Vec::new();
         let mut held: Option<Held> = None;
+        let _guard = Connected(connected, std::cell::Cell::new(false));
         while let Some(job) = pop(queue) {
             let mut retried = false;
             loop {
                 let h = match held.take() {
                     Some(h) => h,
                     None => match self.checkout(dest).await {
-                        Ok(h) => h,
+                        Ok(h) => {
+                            _guard.set();
+                            h
+                        }
+                        Err(_) if connected.load(Ordering::SeqCst) > 0 && !_guard.1.get() => {
+                            queue.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
+                            return out;
+                        }
                         Err(nc) => {
                             // Nobody is reachable: this job and every one still waiting get the same answer.
                             out.push(unreachable(job.clone(), &nc));
@@ -215,6 +237,25 @@ impl Pool {
         };
         for h in all {
             close(h).await;
+        }
+    }
+}
+
+/// Marks a worker as connected (once) in its run's count, and unmarks it when the worker ends.
+struct Connected<'a>(&'a AtomicUsize, std::cell::Cell<bool>);
+
+impl Connected<'_> {
+    fn set(&self) {
+        if !self.1.replace(true) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        if self.1.get() {
+            self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

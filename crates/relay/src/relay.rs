@@ -55,7 +55,8 @@ impl Relay {
         Relay { queue, store, settings, pool, waker: Arc::new(Waker::new()) }
     }
 
-    /// Notify it when something was queued: the scheduler starts a round at once.
+    /// Call `notify_one()` on it when something was queued: the scheduler starts a round at once (a
+    /// wake-up while a round runs is kept for the next one, so none is lost).
     pub fn waker(&self) -> Arc<Waker> {
         self.waker.clone()
     }
@@ -346,7 +347,7 @@ impl Relay {
             }
             Verdict::Deferred => {
                 let wait = mailroom_queue::next_retry(rcpt.attempts + 1, s.min_backoff, s.max_backoff);
-                let retry_at = now + wait;
+                let retry_at = ceil_to_second(now + wait);
                 let o = Outcome::Deferred {
                     reply: r.reply.clone(),
                     status: r.status.clone(),
@@ -374,11 +375,18 @@ impl Relay {
     }
 }
 
+/// The queue keeps retry times in whole seconds: rounding up keeps the backoff from being cut short.
+fn ceil_to_second(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
 /// Turns bounces whose report could not be delivered into deferrals.
 fn defer_bounces(outcomes: &mut [(usize, Outcome)], retry_at: SystemTime) {
     for (_, o) in outcomes.iter_mut() {
         if let Outcome::Bounced { reply, status, remote_mta } = o {
-            let status = format!("4{}", &status[1..]);
+            let status = format!("4{}", status.get(1..).unwrap_or(".0.0"));
             *o = Outcome::Deferred { reply: reply.clone(), status, remote_mta: remote_mta.clone(), retry_at };
         }
     }
@@ -408,24 +416,26 @@ fn recipient_report(env: &Envelope, r: &RcptResult, action: Action, now: SystemT
     }
 }
 
-/// The Postfix-style line: `id=… to=<…> relay=host[ip]:port delay=… status=sent|deferred|bounced (reply)`.
+/// Logs the Postfix-style line of one recipient's attempt.
 fn log_attempt(env: &Envelope, to: &str, relay: Option<&str>, now: SystemTime, r: &RcptResult) {
-    let delay = now.duration_since(env.arrival_time()).unwrap_or_default().as_secs_f64();
+    let delay = now.duration_since(env.arrival_time()).unwrap_or_default();
+    tracing::info!(target: "mailroom::delivery", "{}", attempt_line(&env.id, to, relay, delay, r));
+}
+
+/// `id=… to=<…> relay=host[ip]:port delay=… status=sent|deferred|bounced (reply)`, as Postfix's smtp
+/// logs it (`relay=none` when no host was reached).
+pub fn attempt_line(id: &str, to: &str, relay: Option<&str>, delay: Duration, r: &RcptResult) -> String {
     let status = match r.verdict {
         Verdict::Sent => "sent",
         Verdict::Deferred => "deferred",
         Verdict::Bounced => "bounced",
     };
-    tracing::info!(
-        target: "mailroom::delivery",
-        "id={} to=<{}> relay={} delay={:.1} status={} ({})",
-        env.id,
-        to,
+    format!(
+        "id={id} to=<{to}> relay={} delay={:.1} status={status} ({})",
         relay.unwrap_or("none"),
-        delay,
-        status,
+        delay.as_secs_f64(),
         r.reply
-    );
+    )
 }
 
 fn parse_forward(address: &str) -> Option<ForwardPath> {
@@ -453,4 +463,42 @@ fn rcpt_params(r: &mailroom_queue::Recipient) -> RcptParams {
         }
     });
     RcptParams { notify, orcpt: r.orcpt.as_deref().and_then(Orcpt::parse) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_line() {
+        let r = local(0, Verdict::Sent, "2.0.0", "250 2.0.0 queued as X", Some("mx.example"));
+        let line =
+            attempt_line("Q1", "bob@example.org", Some("mx.example[192.0.2.1]:25"), Duration::from_millis(1234), &r);
+        assert_eq!(
+            line,
+            "id=Q1 to=<bob@example.org> relay=mx.example[192.0.2.1]:25 delay=1.2 status=sent (250 2.0.0 queued as X)"
+        );
+        let r = local(0, Verdict::Deferred, "4.4.1", "connection refused", None);
+        assert!(attempt_line("Q1", "b@x", None, Duration::ZERO, &r).contains("relay=none delay=0.0 status=deferred"));
+    }
+
+    #[test]
+    fn retry_times_round_up() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(100_900);
+        assert_eq!(ceil_to_second(t), SystemTime::UNIX_EPOCH + Duration::from_secs(101));
+        let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+        assert_eq!(ceil_to_second(whole), whole);
+    }
+
+    #[test]
+    fn bounces_without_their_report_are_deferred() {
+        let t = SystemTime::now();
+        let mut o = vec![
+            (0, Outcome::Bounced { reply: "550 no".into(), status: "5.1.1".into(), remote_mta: None }),
+            (1, Outcome::Delivered { reply: "250 ok".into(), remote_mta: "mx".into() }),
+        ];
+        defer_bounces(&mut o, t);
+        assert!(matches!(&o[0].1, Outcome::Deferred { status, .. } if status == "4.1.1"));
+        assert!(matches!(&o[1].1, Outcome::Delivered { .. }));
+    }
 }

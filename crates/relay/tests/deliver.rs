@@ -15,18 +15,23 @@ use mailroom_relay::deliver::{Job, JobRcpt, Verdict};
 use mailroom_relay::dns::Resolver;
 use mailroom_relay::message::Outgoing;
 use mailroom_relay::pool::{JobResult, Pool};
-use mailroom_relay::settings::Settings;
+use mailroom_relay::settings::{Relayhost, RelayhostTls, Settings, TlsPolicy};
 
 const RX: &str = "127.0.0.2";
 
 fn pool(port: u16) -> Pool {
-    let settings = Settings {
+    pool_with(port, |_| {})
+}
+
+fn pool_with(port: u16, tweak: impl FnOnce(&mut Settings)) -> Pool {
+    let mut settings = Settings {
         hostname: "relay.test".into(),
         port,
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
         ..Settings::default()
     };
+    tweak(&mut settings);
     // Literal destinations need no DNS; the resolver points at a port nobody asks.
     let resolver = Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap();
     Pool::new(Connector { settings: Arc::new(settings), resolver })
@@ -167,4 +172,74 @@ async fn end_of_data_refusal_applies_to_every_accepted_recipient() {
     let rx = receiver::start(RX, b).await;
     let out = pool(rx.port).run(&dest(), vec![job("E1", &["a@d.test", "b@d.test"], MSG)]).await;
     assert_eq!(verdicts(&out[0]), [(0, Verdict::Bounced, "5.7.1".into()), (1, Verdict::Bounced, "5.7.1".into())]);
+}
+
+#[tokio::test]
+async fn connections_per_destination_are_limited() {
+    let rx = receiver::start(RX, Behaviour::default()).await;
+    let p = pool_with(rx.port, |s| s.max_connections_per_destination = 1);
+    let jobs: Vec<_> = (0..8).map(|i| job(&format!("L{i}"), &["bob@d.test"], MSG)).collect();
+    let out = p.run(&dest(), jobs).await;
+    assert!(out.iter().all(|r| r.results[0].verdict == Verdict::Sent));
+    assert_eq!(rx.messages().len(), 8);
+    assert_eq!(rx.connections(), 1, "a limit of one connection per destination");
+}
+
+#[tokio::test]
+async fn broken_opportunistic_starttls_is_retried_in_plain_text() {
+    let rx = receiver::start(RX, Behaviour { broken_starttls: true, ..Behaviour::default() }).await;
+    let out = pool(rx.port).run(&dest(), vec![job("T1", &["bob@d.test"], MSG)]).await;
+    assert_eq!(verdicts(&out[0]), [(0, Verdict::Sent, "2.0.0".into())]);
+    assert_eq!(rx.connections(), 2, "one connection with the failed STARTTLS, one in plain text");
+    assert_eq!(rx.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn required_tls_never_sends_in_plain_text() {
+    for broken in [false, true] {
+        let rx = receiver::start(RX, Behaviour { broken_starttls: broken, ..Behaviour::default() }).await;
+        let p = pool_with(rx.port, |s| s.tls = TlsPolicy::Required);
+        let out = p.run(&dest(), vec![job("R1", &["bob@d.test"], MSG)]).await;
+        assert_eq!(out[0].results[0].verdict, Verdict::Deferred, "{:?}", out[0].results);
+        assert!(rx.messages().is_empty());
+        assert_eq!(rx.connections(), 1, "no plain-text retry when TLS is required");
+    }
+}
+
+#[tokio::test]
+async fn relayhost_in_brackets_takes_everything_without_dns() {
+    let rx = receiver::start(RX, Behaviour::default()).await;
+    let p = pool_with(0, |s| {
+        s.relayhost = Some(Relayhost::parse(&format!("[{RX}]:{}", rx.port)).unwrap());
+        s.relayhost_tls = RelayhostTls::None;
+    });
+    let out =
+        p.run(&Destination::Relayhost, vec![job("H1", &["bob@anywhere.invalid", "carol@else.invalid"], MSG)]).await;
+    assert!(out[0].results.iter().all(|r| r.verdict == Verdict::Sent), "{:?}", out[0].results);
+    assert_eq!(rx.messages()[0].rcpts, ["bob@anywhere.invalid", "carol@else.invalid"]);
+}
+
+#[tokio::test]
+async fn eight_bit_content_without_8bitmime_bounces() {
+    let rx = receiver::start(RX, Behaviour { extensions: vec!["PIPELINING".into()], ..Behaviour::default() }).await;
+    let out = pool(rx.port).run(&dest(), vec![job("8B", &["bob@d.test"], "Subject: x\n\nbödy\n")]).await;
+    assert_eq!(verdicts(&out[0]), [(0, Verdict::Bounced, "5.6.3".into())]);
+    assert!(rx.messages().is_empty());
+}
+
+#[tokio::test]
+async fn relayhost_auth_with_the_password_file() {
+    let rx = receiver::start(RX, Behaviour { auth: true, ..Behaviour::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let p = pool_with(0, |s| {
+        s.relayhost = Some(Relayhost::parse(&format!("[{RX}]:{}", rx.port)).unwrap());
+        s.relayhost_tls = RelayhostTls::None;
+        s.relayhost_user = Some("relayuser".into());
+        s.relayhost_password_file = Some(pw.clone());
+    });
+    let out = p.run(&Destination::Relayhost, vec![job("A1", &["bob@anywhere.invalid"], MSG)]).await;
+    assert_eq!(out[0].results[0].verdict, Verdict::Sent, "{:?}", out[0].results);
+    assert_eq!(rx.auth.lock().unwrap().clone(), ["|relayuser|s3cret"]);
 }

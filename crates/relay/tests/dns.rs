@@ -90,3 +90,51 @@ async fn unreachable_resolver_is_temporary() {
     assert!(!e.is_permanent());
     assert!(!r.null_mx("multi.test").await);
 }
+
+/// RFC 5321 §5.1 with real DNS: the preferred MX greets with 421, so the next one gets the message.
+#[tokio::test]
+async fn next_mx_after_a_4xx_greeting() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use common::receiver::{self, Behaviour};
+    use mailroom_proto::params::RcptParams;
+    use mailroom_proto::{Address, ForwardPath, ReversePath};
+    use mailroom_relay::connect::{Connector, Destination};
+    use mailroom_relay::deliver::{Job, JobRcpt, Verdict};
+    use mailroom_relay::message::Outgoing;
+    use mailroom_relay::pool::Pool;
+    use mailroom_relay::settings::Settings;
+
+    let zone = "$ORIGIN test.\n$TTL 60\n@ SOA ns.test. admin.test. 1 60 60 600 60\n@ NS ns.test.\nns A 127.0.0.1\n\
+                two MX 10 busy.test.\ntwo MX 20 good.test.\nbusy A 127.0.0.3\ngood A 127.0.0.2\n";
+    let Some(knot) = common::knot::start("test.", zone) else { return };
+    let good = receiver::start("127.0.0.2", Behaviour::default()).await;
+    let busy_behaviour = Behaviour { greeting: Some("421 4.3.2 too busy".into()), ..Behaviour::default() };
+    let busy = receiver::start_on("127.0.0.3", good.port, busy_behaviour).await;
+    let settings = Settings {
+        port: good.port,
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let resolver = Resolver::new(&[knot.addr]).unwrap();
+    let pool = Pool::new(Connector { settings: Arc::new(settings), resolver });
+    let job = Job {
+        id: "X1".into(),
+        from: ReversePath::Mailbox(Address::parse("a@example.org").unwrap()),
+        ret: None,
+        envid: None,
+        rcpts: vec![JobRcpt {
+            index: 0,
+            to: ForwardPath::Mailbox(Address::parse("bob@two.test").unwrap()),
+            params: RcptParams::default(),
+        }],
+        message: Arc::new(Outgoing::from_spool(b"Subject: x\n\nhi\n".to_vec())),
+    };
+    let out = pool.run(&Destination::Domain("two.test".into()), vec![job]).await;
+    assert_eq!(out[0].results[0].verdict, Verdict::Sent, "{:?}", out[0].results);
+    assert_eq!(out[0].relay.as_deref(), Some(format!("good.test[127.0.0.2]:{}", good.port).as_str()));
+    assert_eq!(busy.connections(), 1, "the preferred MX was tried first");
+    assert_eq!(good.messages().len(), 1);
+}

@@ -228,3 +228,65 @@ async fn expired_message_bounces() {
     wait_for("the entry to leave the queue", || s.queue.get(&id).is_err().then_some(())).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn remote_sender_gets_its_bounce_through_the_queue_with_a_null_sender() {
+    let b = Behaviour {
+        rcpt_reply: Arc::new(|a: &str| a.starts_with("bob").then(|| "550 5.1.1 no bob".into())),
+        ..Behaviour::default()
+    };
+    let rx = receiver::start(RX, b).await;
+    let s = setup(rx.port, |_| {}).await;
+    let sender = format!("carol@[{RX}]");
+    enqueue(&s, &sender, &[&rcpt(&rx)], None).await;
+    let m = wait_for("the bounce at carol's server", || rx.messages().pop()).await;
+    assert_eq!(m.from, "<>");
+    assert_eq!(m.rcpts, [sender]);
+    assert!(m.data.contains("Action: failed") && m.data.contains("no bob"), "{}", m.data);
+    wait_for("the queue to empty", || s.queue.list().unwrap().is_empty().then_some(())).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delay_warning_is_sent_once() {
+    let port = std::net::TcpListener::bind((RX, 0)).unwrap().local_addr().unwrap().port();
+    let s = setup(port, |st| st.delay_warning = Some(Duration::ZERO)).await;
+    let id = enqueue(&s, "alice@example.org", &[&format!("bob@[{RX}]")], None).await;
+    wait_for("three attempts", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].attempts >= 3)).await;
+    let dsns = mails(&s.store, "alice@example.org");
+    assert_eq!(dsns.len(), 1, "{dsns:?}");
+    assert!(dsns[0].contains("Action: delayed"), "{}", dsns[0]);
+    assert!(s.queue.get(&id).unwrap().rcpts[0].delay_warned);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_hops_bounce_without_an_attempt() {
+    let rx = receiver::start(RX, Behaviour::default()).await;
+    // The test message carries one Received header.
+    let s = setup(rx.port, |st| st.max_hops = 0).await;
+    enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+    let dsn = wait_for("the loop DSN", || mails(&s.store, "alice@example.org").pop()).await;
+    assert!(dsn.contains("Status: 5.4.6"), "{dsn}");
+    assert_eq!(rx.connections(), 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn flush_request_retries_a_deferred_recipient_at_once() {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let b = Behaviour {
+        rcpt_reply: Arc::new(move |_| (t.fetch_add(1, Ordering::SeqCst) == 0).then(|| "451 4.3.0 later".into())),
+        ..Behaviour::default()
+    };
+    let rx = receiver::start(RX, b).await;
+    let s = setup(rx.port, |st| st.min_backoff = Duration::from_secs(3600)).await;
+    let id = enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+    wait_for("the deferral", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)).await;
+    let t0 = Instant::now();
+    s.queue.request(&id, Request::Flush).unwrap();
+    wait_for("the flushed delivery", || (!rx.messages().is_empty()).then_some(())).await;
+    assert!(t0.elapsed() < Duration::from_millis(1500), "flushed after {:?}", t0.elapsed());
+    s.stop().await;
+}

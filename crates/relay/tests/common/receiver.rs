@@ -22,6 +22,12 @@ pub struct Behaviour {
     pub rcpt_reply: RcptReply,
     /// The reply after the data, when not the default 250.
     pub data_reply: Option<String>,
+    /// Offers STARTTLS, answers it 220, then sends garbage instead of a TLS handshake and hangs up.
+    pub broken_starttls: bool,
+    /// The greeting line (default `220 rx.test ESMTP`); a 4xx or 5xx one is followed by hanging up.
+    pub greeting: Option<String>,
+    /// Offers AUTH PLAIN and keeps what each AUTH sent (decoded) in `Receiver::auth`.
+    pub auth: bool,
 }
 
 impl Default for Behaviour {
@@ -31,6 +37,9 @@ impl Default for Behaviour {
             max_rcpts: 100,
             rcpt_reply: Arc::new(|_| None),
             data_reply: None,
+            broken_starttls: false,
+            greeting: None,
+            auth: false,
         }
     }
 }
@@ -47,6 +56,7 @@ pub struct Receiver {
     pub port: u16,
     pub connections: Arc<AtomicUsize>,
     pub messages: Arc<Mutex<Vec<Received>>>,
+    pub auth: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,25 +81,40 @@ const MAX_LINES: usize = 100_000;
 const IDLE: Duration = Duration::from_secs(30);
 
 pub async fn start(ip: &str, behaviour: Behaviour) -> Receiver {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    start_on(ip, 0, behaviour).await
+}
+
+/// Like [`start`], on a given port (0: any free one).
+pub async fn start_on(ip: &str, port: u16, behaviour: Behaviour) -> Receiver {
+    let listener = TcpListener::bind((ip, port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let messages = Arc::new(Mutex::new(Vec::new()));
-    let (c, m) = (connections.clone(), messages.clone());
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let (c, m, a) = (connections.clone(), messages.clone(), auth.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(session(sock, behaviour.clone(), m.clone()));
+            tokio::spawn(session(sock, behaviour.clone(), m.clone(), a.clone()));
         }
     });
-    Receiver { port, connections, messages, task }
+    Receiver { port, connections, messages, auth, task }
 }
 
-async fn session(sock: tokio::net::TcpStream, b: Behaviour, messages: Arc<Mutex<Vec<Received>>>) {
+async fn session(
+    sock: tokio::net::TcpStream,
+    b: Behaviour,
+    messages: Arc<Mutex<Vec<Received>>>,
+    auth: Arc<Mutex<Vec<String>>>,
+) {
     let (r, mut w) = sock.into_split();
     let mut r = BufReader::new(r);
-    let _ = w.write_all(b"220 rx.test ESMTP\r\n").await;
+    let greeting = b.greeting.clone().unwrap_or_else(|| "220 rx.test ESMTP".into());
+    let _ = w.write_all(format!("{greeting}\r\n").as_bytes()).await;
+    if !greeting.starts_with("220") {
+        return;
+    }
     let mut from = None;
     let mut rcpts: Vec<String> = Vec::new();
     for _ in 0..MAX_LINES {
@@ -101,15 +126,29 @@ async fn session(sock: tokio::net::TcpStream, b: Behaviour, messages: Arc<Mutex<
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
+            let mut ext = b.extensions.clone();
+            if b.broken_starttls {
+                ext.push("STARTTLS".into());
+            }
+            if b.auth {
+                ext.push("AUTH PLAIN".into());
+            }
             let mut s = String::from("250-rx.test\r\n");
-            for (i, e) in b.extensions.iter().enumerate() {
-                let sep = if i + 1 == b.extensions.len() { ' ' } else { '-' };
+            for (i, e) in ext.iter().enumerate() {
+                let sep = if i + 1 == ext.len() { ' ' } else { '-' };
                 s.push_str(&format!("250{sep}{e}\r\n"));
             }
-            if b.extensions.is_empty() {
+            if ext.is_empty() {
                 s = "250 rx.test\r\n".into();
             }
             s
+        } else if upper.starts_with("AUTH PLAIN ") && b.auth {
+            let blob = mailroom_proto::base64::decode(cmd[11..].trim()).unwrap_or_default();
+            auth.lock().unwrap().push(String::from_utf8_lossy(&blob).replace('\0', "|"));
+            "235 2.7.0 ok\r\n".into()
+        } else if upper == "STARTTLS" && b.broken_starttls {
+            let _ = w.write_all(b"220 2.0.0 go ahead\r\nthis is no TLS record\r\n").await;
+            return;
         } else if upper.starts_with("MAIL FROM:") {
             from = Some(cmd[10..].to_string());
             rcpts.clear();
