@@ -25,6 +25,10 @@ pub const FOLD_WIDTH: usize = 78;
 /// §4.5.3.1.5 bounds a reply line at 512 octets, and a few lines say all there is to say.
 pub const MAX_DIAGNOSTIC: usize = 2048;
 
+/// The longest run without a space kept in a quoted reply (RFC 5322 §2.1.1: lines of at most 998
+/// characters, leaving room for the field name).
+const MAX_WORD: usize = 500;
+
 /// Makes Message-IDs of reports built in the same second for the same message differ.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -328,7 +332,16 @@ fn is_status(s: &str) -> bool {
 
 /// A reply for quoting: one line, control characters gone, at most [`MAX_DIAGNOSTIC`] characters.
 fn diagnostic(d: &str) -> String {
-    let text = clean(d).split_whitespace().collect::<Vec<_>>().join(" ");
+    // A run without spaces longer than [`MAX_WORD`] is cut into pieces, so that folding can keep every
+    // line within RFC 5322's 998 characters whatever the remote sent.
+    let cleaned = clean(d);
+    let words: Vec<String> = cleaned
+        .split_whitespace()
+        .flat_map(|w| {
+            w.chars().collect::<Vec<_>>().chunks(MAX_WORD).map(|c| c.iter().collect()).collect::<Vec<String>>()
+        })
+        .collect();
+    let text = words.join(" ");
     if text.chars().count() > MAX_DIAGNOSTIC {
         text.chars().take(MAX_DIAGNOSTIC).collect::<String>() + "..."
     } else {
@@ -738,6 +751,19 @@ elif ret.get_content_type() == "text/rfc822-headers":
         let d = l.iter().find(|x| x.starts_with("block1:Diagnostic-Code=")).unwrap();
         assert!(d.starts_with("block1:Diagnostic-Code=smtp; 550-5.7.1 word word") && d.ends_with("..."), "{d}");
         has(&l, "block1:Status=5.0.0");
+    }
+
+    #[test]
+    fn a_reply_without_spaces_still_fits_the_line_limit() {
+        let mut r = failed("bob@remote.example");
+        let word = "x".repeat(1500);
+        r.diagnostic = Some(format!("550 5.7.1 {word}"));
+        let dsn = String::from_utf8(build(&report(None, vec![r]), ORIGINAL)).unwrap();
+        assert!(dsn.lines().all(|l| l.chars().count() <= 998), "RFC 5322 §2.1.1 line limit");
+        let Some(l) = python(dsn.as_bytes()) else { return };
+        let d = l.iter().find(|x| x.starts_with("block1:Diagnostic-Code=")).unwrap();
+        // Python unfolds the field: the reply is all there, cut into pieces by spaces.
+        assert_eq!(d.replace(' ', ""), format!("block1:Diagnostic-Code=smtp;5505.7.1{word}"));
     }
 
     #[test]
