@@ -11,7 +11,7 @@ connections. Behaviour by the recipient's local part:
   anything else accepted.
 --dsn advertises the DSN extension (RFC 3461) and accepts RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT;
 without it, DSN is not offered and those parameters get aiosmtpd's 555 (as a server without DSN would).
---size N advertises SIZE N.
+--size N advertises SIZE N. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531).
 
 Every accepted connection appends one line "CONN <local-ip> <peer-ip>" to OUTDIR/connections.log (O_APPEND,
 one write per line, so several receivers may share OUTDIR). Each message is saved as OUTDIR/<unique>.json
@@ -168,13 +168,15 @@ class Ctl(Controller):
 
 def main():
     args = sys.argv[1:]
-    opts = {"dsn": False, "size": 0, "out": None, "counting": False}
+    opts = {"dsn": False, "size": 0, "out": None, "counting": False, "smtputf8": True}
     addrs = []
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--dsn":
             opts["dsn"] = True
+        elif a == "--no-smtputf8":
+            opts["smtputf8"] = False
         elif a == "--size":
             i += 1
             opts["size"] = int(args[i])
@@ -196,7 +198,7 @@ def main():
             hostname=host,
             port=port,
             server_hostname=f"rx-{host}",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=opts["smtputf8"],
             decode_data=False,
             data_size_limit=0,
         )

@@ -32,7 +32,10 @@ fn field(v: &serde_json::Value, name: &str) -> String {
 fn check_report(dsn: &serde_json::Value) -> serde_json::Value {
     assert_eq!(dsn["content_type"], "multipart/report", "{dsn:#}");
     assert_eq!(dsn["report_type"], "delivery-status", "{dsn:#}");
-    assert_eq!(dsn["parts"][1], "message/delivery-status", "{dsn:#}");
+    assert!(
+        ["message/delivery-status", "message/global-delivery-status"].contains(&dsn["parts"][1].as_str().unwrap()),
+        "{dsn:#}"
+    );
     let from = dsn["from"].as_str().unwrap();
     assert!(from.to_ascii_uppercase().contains("MAILER-DAEMON@MX.E2E.TEST"), "From: {from}");
     assert!(field(&dsn["per_message"], "Reporting-MTA").contains("mx.e2e.test"), "{dsn:#}");
@@ -178,5 +181,42 @@ fn message_larger_than_the_remote_size_bounces_5_3_4_without_sending() {
     let r = check_report(&dsn);
     assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
     assert_eq!(field(&r, "Status"), "5.3.4", "{dsn:#}");
+    assert!(rx.messages().is_empty(), "nothing was sent to the remote");
+}
+
+#[test]
+fn delay_warning_is_sent_once_then_the_expiry_bounce() {
+    let Some(rig) = Rig::new() else { return };
+    let _rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("delay_warning = \"1s\"\nmax_queue_lifetime = \"5s\"", ""), &[]);
+    send(&server, &["later-2@one.test"], "slow road");
+    let files = dsns(&server, 2);
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    let files_now = files_in(&server.maildir(ALICE).join("new"));
+    assert_eq!(files_now.len(), 2, "one delay warning and one bounce: {files_now:?}");
+    let mut actions: Vec<String> =
+        files.iter().map(|f| field(&check_report(&parse_dsn(f)), "Action")).collect::<Vec<_>>();
+    actions.sort();
+    assert_eq!(actions, vec!["delayed", "failed"], "RFC 3464 actions");
+}
+
+#[test]
+fn utf8_address_to_a_server_without_smtputf8_bounces_5_6_7() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &["--no-smtputf8"]);
+    let server = mailroom(rig.config("", ""), &[]);
+    let mut s = submission(&server, ALICE);
+    let sent = transaction(&mut s, ALICE, "SMTPUTF8", &[("bøb@one.test", "")], "utf8 rcpt");
+    assert_eq!(sent.rcpts[0].code, 250, "{sent:?}");
+    sent.id();
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert_eq!(field(&r, "Action"), "failed", "{dsn:#}");
+    assert_eq!(field(&r, "Status"), "5.6.7", "RFC 6531 §3.2: {dsn:#}");
+    // RFC 6533: a UTF-8 address is reported in the UTF-8 form of the report.
+    assert_eq!(dsn["status_type"], "message/global-delivery-status", "{dsn:#}");
+    assert_eq!(field(&r, "Final-Recipient"), "utf-8; bøb@one.test", "{dsn:#}");
     assert!(rx.messages().is_empty(), "nothing was sent to the remote");
 }
