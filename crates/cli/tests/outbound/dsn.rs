@@ -220,3 +220,48 @@ fn utf8_address_to_a_server_without_smtputf8_bounces_5_6_7() {
     assert_eq!(field(&r, "Final-Recipient"), "utf-8; bøb@one.test", "{dsn:#}");
     assert!(rx.messages().is_empty(), "nothing was sent to the remote");
 }
+
+/// One message from 127.0.0.1 (inside relay_networks) on the plain SMTP port.
+fn relay_from_network(server: &Server, from: &str, to: &str, subject: &str) {
+    let mut s = crate::common::Smtp::connect(server.port);
+    assert_eq!(s.read_reply().code, 220);
+    s.ehlo();
+    s.expect(&format!("MAIL FROM:<{from}>"), 250);
+    s.expect(&format!("RCPT TO:<{to}>"), 250);
+    let r = s.data(format!("Subject: {subject}\r\n\r\nhello\r\n").as_bytes());
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+#[test]
+fn bounce_to_a_remote_sender_leaves_through_the_queue_with_a_null_sender() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("relay_networks = [\"127.0.0.0/8\"]", ""), &[]);
+    relay_from_network(&server, "carol@one.test", "refuse-z@one.test", "bounce me back");
+    // The bounce goes to carol@one.test, whose MX is the same receiver.
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    let dsn = &got[0];
+    assert_eq!(dsn.rcpts(), vec!["carol@one.test"]);
+    let from = dsn.env["mail_from"].as_str().unwrap();
+    assert!(from.is_empty() || from == "<>", "a DSN has the null reverse path: {from:?}");
+    let text = dsn.text();
+    assert!(text.starts_with("Received: ") && text.contains("by mx.e2e.test"), "mailroom's Received header:\n{text}");
+    assert!(text.contains("multipart/report") && text.contains("refuse-z@one.test"), "{text}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    assert!(server.new_files(ALICE).is_empty());
+}
+
+#[test]
+fn failing_null_sender_mail_goes_to_the_postmaster_never_bounced() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("relay_networks = [\"127.0.0.0/8\"]", ""), &[]);
+    relay_from_network(&server, "", "refuse-w@one.test", "a bounce that bounces");
+    let files = wait_mailbox(&server, "postmaster@example.test", 1, DELIVERY_WAIT);
+    let text = String::from_utf8_lossy(&std::fs::read(&files[0]).unwrap()).into_owned();
+    assert!(text.contains("refuse-w@one.test"), "the double bounce names the recipient:\n{text}");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(rx.messages().is_empty(), "nothing was sent out for a failed null-sender message");
+    assert_eq!(server.new_files("postmaster@example.test").len(), 1);
+}

@@ -80,6 +80,15 @@ smtp.pf A 127.0.0.5
 one     MX 10 mx1.mx.test.
 ";
 
+/// knotd lives in /usr/sbin, which an unprivileged user's PATH may lack.
+fn knotd() -> &'static str {
+    if Path::new("/usr/sbin/knotd").exists() {
+        "/usr/sbin/knotd"
+    } else {
+        "knotd"
+    }
+}
+
 /// A running `knotd` authoritative for `test.`, killed on drop.
 pub struct Dns {
     child: Child,
@@ -90,7 +99,7 @@ pub struct Dns {
 impl Dns {
     /// Starts knotd with [`ZONE`] and waits until it answers; None only when skipping is allowed.
     pub fn start() -> Option<Dns> {
-        if !have("knotd", &["--version"]) {
+        if !have(knotd(), &["--version"]) {
             return None;
         }
         for _ in 0..5 {
@@ -109,7 +118,7 @@ impl Dns {
             let path = dir.path().join("knot.conf");
             std::fs::write(&path, conf).unwrap();
             let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-            let child = Command::new("knotd")
+            let child = Command::new(knotd())
                 .arg("-c")
                 .arg(&path)
                 .stdin(Stdio::null())
