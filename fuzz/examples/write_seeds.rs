@@ -88,6 +88,11 @@ const COMMANDS: &[&[u8]] = &[
     b"SIZE=1000 BODY=7BIT SMTPUTF8 AUTH=a+2Bb",
     b"joe+40example.org",
     b"user@example.org",
+    // RFC 3461 / RFC 6533 DSN parameters (appended: earlier seeds keep their names).
+    b"MAIL FROM:<a@b> RET=HDRS ENVID=a+2Bb+3Dc",
+    b"RCPT TO:<a@b> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=rfc822;a+40b",
+    b"RCPT TO:<a@b> ORCPT=utf-8;j\\x{F6}ran@b",
+    b"RCPT TO:<a@b> ORCPT=utf-8;j\xc3\xb6ran@b NOTIFY=never",
 ];
 
 /// Bodies after 354: proto's DotDecoder table, smuggling look-alikes, and a long line.
