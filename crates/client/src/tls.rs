@@ -109,8 +109,10 @@ impl TlsOptions {
 }
 
 /// The configuration of [`crate::Tls::Opportunistic`]: encryption without verification (RFC 7435 §1.1),
-/// built once, since a relay opens many connections and a warning per connection would be noise.
-pub(crate) fn opportunistic_config() -> Result<Arc<ClientConfig>, Error> {
+/// built once, since a relay opens many connections and a warning per connection would be noise. A relay
+/// that requires TLS to MX hosts without checking certificates passes it to
+/// [`crate::ClientBuilder::tls_config`].
+pub fn opportunistic_config() -> Result<Arc<ClientConfig>, Error> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -178,7 +178,7 @@ impl Connector {
         } else if s.tls == TlsPolicy::Required {
             // "Required" means encrypted, as Postfix's `encrypt` level: MX certificates are not checked
             // (there is no name to check them against without DANE or MTA-STS).
-            b = b.insecure(true);
+            b = b.tls_config(mailroom_client::tls::opportunistic_config()?);
         }
         Ok(b)
     }

@@ -75,8 +75,16 @@ pub async fn send_report(
     let target = target(store, postmaster, &report.sender)?;
     let mut incoming = store.begin()?;
     let id = incoming.id().to_string();
-    // The store's form: our Return-Path line first (the null path: a report is never answered).
+    // The store's form: our Return-Path line first (the null path: a report is never answered), then
+    // our trace line, as on every copy that leaves mailroom (RFC 5321 §4.4).
     incoming.write(b"Return-Path: <>\n")?;
+    let received = format!(
+        "Received: by {} (mailroom) id {id}\n\tfor <{}>; {}\n",
+        report.hostname,
+        report.sender,
+        dsn::rfc5322_date(report.date)
+    );
+    incoming.write(received.as_bytes())?;
     incoming.write(&to_lf(&body))?;
     match target {
         Target::Local(mb) => {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::connect::{Connector, Destination, NoConnection};
 use crate::deliver::{local, send_job, Conn, Job, RcptResult, Verdict};
@@ -48,6 +48,8 @@ struct Inner {
     total: Arc<Semaphore>,
     per_dest: Mutex<HashMap<Destination, Arc<Semaphore>>>,
     idle: Mutex<HashMap<Destination, Vec<(Instant, Held)>>>,
+    /// Signalled when a connection goes idle, for a checkout waiting for room under `max_connections`.
+    checked_in: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -59,37 +61,48 @@ impl Pool {
                 total,
                 per_dest: Mutex::new(HashMap::new()),
                 idle: Mutex::new(HashMap::new()),
+                checked_in: tokio::sync::Notify::new(),
             }),
         }
     }
 
-    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs.
+    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs, and
+    /// returns all results at the end.
     pub async fn run(&self, dest: &Destination, jobs: Vec<Job>) -> Vec<JobResult> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.run_into(dest, jobs, tx).await;
+        let mut out = Vec::new();
+        while let Some(r) = rx.recv().await {
+            out.push(r);
+        }
+        out
+    }
+
+    /// Like [`Pool::run`], handing each job's result to `tx` as soon as it is in (so the scheduler
+    /// records it at once, not when the whole group is done).
+    pub async fn run_into(&self, dest: &Destination, jobs: Vec<Job>, tx: mpsc::UnboundedSender<JobResult>) {
         let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
         let workers = jobs.len().min(per_dest);
         let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
         let connected = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..workers {
-            let (pool, dest, queue, connected) = (self.clone(), dest.clone(), queue.clone(), connected.clone());
-            tasks.spawn(async move { pool.worker(&dest, &queue, &connected).await });
+            let (pool, dest, queue, connected, tx) =
+                (self.clone(), dest.clone(), queue.clone(), connected.clone(), tx.clone());
+            tasks.spawn(async move { pool.worker(&dest, &queue, &connected, &tx).await });
         }
-        let mut out = Vec::new();
         while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(results) => out.extend(results),
-                Err(e) => tracing::error!(error = %e, "delivery worker failed"),
+            if let Err(e) = r {
+                tracing::error!(error = %e, "delivery worker failed");
             }
         }
         // Jobs handed back by a worker that could not connect while another could, after that other
         // one had finished: one more pass.
         while !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-            out.extend(self.worker(dest, &queue, &AtomicUsize::new(0)).await);
+            self.worker(dest, &queue, &AtomicUsize::new(0), &tx).await;
         }
-        out
     }
 
-    /// Takes jobs until none are left, each over the connection it holds (or a new or idle one).
     /// `connected` counts the workers of this run holding a connection: a worker that cannot connect
     /// while another can (a server that limits connections per client) hands its job back and stops.
     async fn worker(
@@ -97,8 +110,8 @@ impl Pool {
         dest: &Destination,
         queue: &Mutex<VecDeque<Arc<Job>>>,
         connected: &AtomicUsize,
-    ) -> Vec<JobResult> {
-        let mut out = Vec::new();
+        out: &mpsc::UnboundedSender<JobResult>,
+    ) {
         let mut held: Option<Held> = None;
         let _guard = Connected(connected, std::cell::Cell::new(false));
         while let Some(job) = pop(queue) {
@@ -113,15 +126,15 @@ impl Pool {
                         }
                         Err(_) if connected.load(Ordering::SeqCst) > 0 && !_guard.1.get() => {
                             queue.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
-                            return out;
+                            return;
                         }
                         Err(nc) => {
                             // Nobody is reachable: this job and every one still waiting get the same answer.
-                            out.push(unreachable(job.clone(), &nc));
+                            let _ = out.send(unreachable(job.clone(), &nc));
                             while let Some(j) = pop(queue) {
-                                out.push(unreachable(j, &nc));
+                                let _ = out.send(unreachable(j, &nc));
                             }
-                            return out;
+                            return;
                         }
                     },
                 };
@@ -130,7 +143,7 @@ impl Pool {
                 let relay = Some(h.conn.relay());
                 match send_job(&mut h.conn, &job).await {
                     Ok(results) => {
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         if h.conn.uses < MAX_TRANSACTIONS_PER_CONNECTION && h.conn.client.is_ready() {
                             held = Some(h);
                         } else {
@@ -151,7 +164,7 @@ impl Pool {
                                 results.push(local(r.index, Verdict::Deferred, "4.4.2", &text, Some(&h.conn.host)));
                             }
                         }
-                        out.push(JobResult { job: job.clone(), results, relay });
+                        let _ = out.send(JobResult { job: job.clone(), results, relay });
                         break;
                     }
                 }
@@ -160,31 +173,60 @@ impl Pool {
         if let Some(h) = held {
             self.checkin(dest, h);
         }
-        out
     }
 
-    /// An idle connection to `dest`, or a new one within the limits.
+    /// An idle connection to `dest`, or a new one within the limits. Idle connections keep their
+    /// permits, so a checkout that waits for one is also woken when a connection goes idle: it may take
+    /// that one (same destination) or close it to make room (another destination), rather than wait
+    /// for it to expire.
     async fn checkout(&self, dest: &Destination) -> Result<Held, NoConnection> {
-        if let Some(h) = self.take_idle(dest) {
-            return Ok(h);
-        }
         let sem = self.dest_semaphore(dest);
-        let dest_permit = sem.acquire_owned().await.map_err(|_| closed())?;
-        if let Some(h) = self.take_idle(dest) {
-            return Ok(h);
-        }
-        let total = match self.inner.total.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // All connections in use: an idle one elsewhere makes room.
-                if let Some(h) = self.evict_one() {
-                    close(h).await;
-                }
-                self.inner.total.clone().acquire_owned().await.map_err(|_| closed())?
+        loop {
+            let checked_in = self.inner.checked_in.notified();
+            tokio::pin!(checked_in);
+            checked_in.as_mut().enable();
+            if let Some(h) = self.take_idle(dest) {
+                return Ok(h);
             }
-        };
-        let conn = self.inner.connector.connect(dest).await?;
-        Ok(Held { conn, _dest: dest_permit, _total: total })
+            let dest_permit = tokio::select! {
+                p = sem.clone().acquire_owned() => p.map_err(|_| closed())?,
+                _ = &mut checked_in => continue,
+            };
+            // `None`: a connection to `dest` went idle meanwhile; the next round takes it.
+            let Some(total) = self.total_permit(dest).await? else { continue };
+            let conn = self.inner.connector.connect(dest).await?;
+            return Ok(Held { conn, _dest: dest_permit, _total: total });
+        }
+    }
+
+    /// One of the `max_connections`: a free one, or the one of an idle connection to another
+    /// destination closed to make room, or the first that frees up; `None` when a connection to `dest`
+    /// itself went idle (to be reused instead).
+    async fn total_permit(&self, dest: &Destination) -> Result<Option<OwnedSemaphorePermit>, NoConnection> {
+        loop {
+            let checked_in = self.inner.checked_in.notified();
+            tokio::pin!(checked_in);
+            checked_in.as_mut().enable();
+            if let Ok(p) = self.inner.total.clone().try_acquire_owned() {
+                return Ok(Some(p));
+            }
+            if self.has_idle(dest) {
+                return Ok(None);
+            }
+            if let Some(h) = self.evict_one() {
+                close(h).await;
+                continue;
+            }
+            tokio::select! {
+                p = self.inner.total.clone().acquire_owned() => return p.map(Some).map_err(|_| closed()),
+                _ = checked_in => {}
+            }
+        }
+    }
+
+    fn has_idle(&self, dest: &Destination) -> bool {
+        let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get(dest).is_some_and(|l| !l.is_empty())
     }
 
     fn dest_semaphore(&self, dest: &Destination) -> Arc<Semaphore> {
@@ -208,6 +250,8 @@ impl Pool {
     fn checkin(&self, dest: &Destination, h: Held) {
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.entry(dest.clone()).or_default().push((Instant::now(), h));
+        drop(idle);
+        self.inner.checked_in.notify_waiters();
     }
 
     fn evict_one(&self) -> Option<Held> {

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -30,6 +31,9 @@ const MIN_SLEEP: Duration = Duration::from_millis(20);
 /// How long attempts in flight are given to finish at shutdown before they are abandoned (their
 /// recipients stay as they were and are tried again after the restart: at-least-once).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Jobs (a message for one destination) claimed and not yet recorded, per allowed connection: bounds
+/// the messages held in memory while keeping every connection busy.
+pub const JOBS_PER_CONNECTION: usize = 4;
 /// The wait before a recipient whose message file cannot be read is tried again.
 const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
 
@@ -40,6 +44,8 @@ pub struct Relay {
     settings: Arc<Settings>,
     pool: Pool,
     waker: Arc<Waker>,
+    /// Jobs claimed and not yet recorded (see [`JOBS_PER_CONNECTION`]).
+    in_flight: AtomicUsize,
 }
 
 /// One claimed group: the recipients of one entry going to one destination.
@@ -52,7 +58,7 @@ impl Relay {
     pub fn new(queue: Queue, store: Store, settings: Settings, resolver: Resolver) -> Relay {
         let settings = Arc::new(settings);
         let pool = Pool::new(Connector { settings: settings.clone(), resolver });
-        Relay { queue, store, settings, pool, waker: Arc::new(Waker::new()) }
+        Relay { queue, store, settings, pool, waker: Arc::new(Waker::new()), in_flight: AtomicUsize::new(0) }
     }
 
     /// Call `notify_one()` on it when something was queued: the scheduler starts a round at once (a
@@ -88,8 +94,16 @@ impl Relay {
         this.pool.close_all().await;
     }
 
-    /// Until the next recipient is due, at most [`REQUEST_POLL`].
+    fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) >= self.settings.max_connections.max(1) * JOBS_PER_CONNECTION
+    }
+
+    /// Until the next recipient is due, at most [`REQUEST_POLL`]; when as much is in flight as
+    /// allowed, until an attempt ends (or the poll).
     fn sleep_time(&self) -> Duration {
+        if self.is_busy() {
+            return REQUEST_POLL;
+        }
         let until_due = match self.queue.next_due() {
             Some(t) => t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO),
             None => REQUEST_POLL,
@@ -144,7 +158,11 @@ impl Relay {
         let now = SystemTime::now();
         let mut groups: HashMap<Destination, Vec<Work>> = HashMap::new();
         for entry in self.queue.due(now) {
+            if self.is_busy() {
+                break;
+            }
             for (dest, work) in self.prepare(entry, now).await {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
                 groups.entry(dest).or_default().push(work);
             }
         }
@@ -254,10 +272,18 @@ impl Relay {
             claims.insert(w.job.id.clone(), w.claim);
             jobs.push(w.job);
         }
-        for JobResult { job, results, relay } in self.pool.run(&dest, jobs).await {
-            let Some(claim) = claims.remove(&job.id) else { continue };
-            self.finish(claim, &job.message, results, relay.as_deref()).await;
-        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = self.pool.run_into(&dest, jobs, tx);
+        let record = async {
+            while let Some(JobResult { job, results, relay }) = rx.recv().await {
+                let Some(claim) = claims.remove(&job.id) else { continue };
+                self.finish(claim, &job.message, results, relay.as_deref()).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        tokio::join!(run, record);
+        // Claims without a result (a worker that failed) are released as they drop.
+        self.in_flight.fetch_sub(claims.len(), Ordering::SeqCst);
     }
 
     /// Logs, reports (DSNs) and records the results of one claim.
@@ -306,10 +332,18 @@ impl Relay {
                 &report,
                 &message.bytes,
             );
-            if let Err(e) = sent.await {
-                // Without its report a bounce must not be final: try the recipient again later.
-                tracing::error!(id = %env.id, error = %e, "cannot deliver a delivery status notification");
-                defer_bounces(&mut outcomes, now + self.settings.min_backoff);
+            match sent.await {
+                Ok(_) => {}
+                // A double bounce that cannot reach the postmaster has nowhere else to go: retrying
+                // would loop for ever, so the failure is logged and the bounce stands.
+                Err(e) if env.from.is_empty() => {
+                    tracing::error!(id = %env.id, error = %e, "cannot deliver a double bounce to the postmaster; dropped")
+                }
+                Err(e) => {
+                    // Without its report a bounce must not be final: try the recipient again later.
+                    tracing::error!(id = %env.id, error = %e, "cannot deliver a delivery status notification");
+                    defer_bounces(&mut outcomes, now + self.settings.min_backoff);
+                }
             }
         }
         if !warned.is_empty() {

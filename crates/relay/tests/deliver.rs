@@ -243,3 +243,36 @@ async fn relayhost_auth_with_the_password_file() {
     assert_eq!(out[0].results[0].verdict, Verdict::Sent, "{:?}", out[0].results);
     assert_eq!(rx.auth.lock().unwrap().clone(), ["|relayuser|s3cret"]);
 }
+
+#[tokio::test]
+async fn starttls_is_used_with_a_certificate_nobody_can_verify() {
+    for policy in [TlsPolicy::Opportunistic, TlsPolicy::Required] {
+        let b = Behaviour { tls: Some(receiver::self_signed_acceptor()), ..Behaviour::default() };
+        let rx = receiver::start(RX, b).await;
+        let p = pool_with(rx.port, |s| s.tls = policy);
+        let out = p.run(&dest(), vec![job("T2", &["bob@d.test"], MSG), job("T3", &["carol@d.test"], MSG)]).await;
+        assert!(out.iter().all(|r| r.results[0].verdict == Verdict::Sent), "{policy:?}: {out:?}");
+        let msgs = rx.messages();
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs.iter().all(|m| m.tls), "{policy:?}: sent in plain text");
+    }
+}
+
+#[tokio::test]
+async fn total_connections_are_limited_across_destinations() {
+    let active = Arc::new(receiver::Active::default());
+    let b = Behaviour { active: Some(active.clone()), ..Behaviour::default() };
+    let rx_a = receiver::start(RX, b.clone()).await;
+    let rx_b = receiver::start_on("127.0.0.3", rx_a.port, b).await;
+    let p = pool_with(rx_a.port, |s| s.max_connections = 1);
+    let jobs = |n: &str| (0..4).map(|i| job(&format!("{n}{i}"), &["bob@d.test"], MSG)).collect::<Vec<_>>();
+    let (to_a, to_b) = (dest(), Destination::Literal("127.0.0.3".parse().unwrap()));
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::join!(p.run(&to_a, jobs("A")), p.run(&to_b, jobs("B")))
+    })
+    .await
+    .expect("the two destinations waited for each other's idle connections");
+    assert!(ra.iter().chain(&rb).all(|r| r.results[0].verdict == Verdict::Sent));
+    assert_eq!((rx_a.messages().len(), rx_b.messages().len()), (4, 4));
+    assert_eq!(active.max.load(std::sync::atomic::Ordering::SeqCst), 1, "more than one connection at once");
+}

@@ -138,3 +138,44 @@ async fn next_mx_after_a_4xx_greeting() {
     assert_eq!(busy.connections(), 1, "the preferred MX was tried first");
     assert_eq!(good.messages().len(), 1);
 }
+
+/// What DNS says decides the result without any connection: null MX 5.1.10, NXDOMAIN 5.1.2, a name
+/// with neither MX nor address 5.1.2, an unanswered query deferred.
+#[tokio::test]
+async fn dns_verdicts_through_the_pool() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mailroom_proto::params::RcptParams;
+    use mailroom_proto::{Address, ForwardPath, ReversePath};
+    use mailroom_relay::connect::{Connector, Destination};
+    use mailroom_relay::deliver::{Job, JobRcpt, Verdict};
+    use mailroom_relay::message::Outgoing;
+    use mailroom_relay::pool::Pool;
+    use mailroom_relay::settings::Settings;
+
+    let Some(knot) = common::knot::start("test.", ZONE) else { return };
+    let settings = Settings { connect_timeout: Duration::from_secs(2), ..Settings::default() };
+    let pool = Pool::new(Connector { settings: Arc::new(settings), resolver: Resolver::new(&[knot.addr]).unwrap() });
+    let job = |domain: &str| Job {
+        id: format!("D-{domain}"),
+        from: ReversePath::Mailbox(Address::parse("a@example.org").unwrap()),
+        ret: None,
+        envid: None,
+        rcpts: vec![JobRcpt {
+            index: 0,
+            to: ForwardPath::Mailbox(Address::parse(&format!("bob@{domain}")).unwrap()),
+            params: RcptParams::default(),
+        }],
+        message: Arc::new(Outgoing::from_spool(b"Subject: x\n\nhi\n".to_vec())),
+    };
+    for (domain, verdict, status) in [
+        ("nullmx.test", Verdict::Bounced, "5.1.10"),
+        ("nosuch.test", Verdict::Bounced, "5.1.2"),
+        ("txtonly.test", Verdict::Bounced, "5.1.2"),
+    ] {
+        let out = pool.run(&Destination::Domain(domain.into()), vec![job(domain)]).await;
+        let r = &out[0].results[0];
+        assert_eq!((r.verdict, r.status.as_str()), (verdict, status), "{domain}: {r:?}");
+    }
+}

@@ -153,7 +153,7 @@ async fn permanent_failure_bounces_to_the_local_sender() {
     let s = setup(rx.port, |_| {}).await;
     let id = enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
     let dsn = wait_for("the DSN", || mails(&s.store, "alice@example.org").pop()).await;
-    assert!(dsn.starts_with("Return-Path: <>\n"), "{dsn}");
+    assert!(dsn.starts_with("Return-Path: <>\nReceived: by relay.test (mailroom) id "), "{dsn}");
     assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
     assert!(dsn.contains("Action: failed"), "{dsn}");
     assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
@@ -241,7 +241,9 @@ async fn remote_sender_gets_its_bounce_through_the_queue_with_a_null_sender() {
     enqueue(&s, &sender, &[&rcpt(&rx)], None).await;
     let m = wait_for("the bounce at carol's server", || rx.messages().pop()).await;
     assert_eq!(m.from, "<>");
-    assert_eq!(m.rcpts, [sender]);
+    assert_eq!(m.rcpts, std::slice::from_ref(&sender));
+    assert!(m.data.starts_with("Received: by relay.test (mailroom) id "), "{}", m.data);
+    assert!(!m.data.contains("Return-Path"), "{}", m.data);
     assert!(m.data.contains("Action: failed") && m.data.contains("no bob"), "{}", m.data);
     wait_for("the queue to empty", || s.queue.list().unwrap().is_empty().then_some(())).await;
     s.stop().await;
@@ -288,5 +290,34 @@ async fn flush_request_retries_a_deferred_recipient_at_once() {
     s.queue.request(&id, Request::Flush).unwrap();
     wait_for("the flushed delivery", || (!rx.messages().is_empty()).then_some(())).await;
     assert!(t0.elapsed() < Duration::from_millis(1500), "flushed after {:?}", t0.elapsed());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn messages_queued_one_by_one_share_connections() {
+    let rx = receiver::start(RX, Behaviour::default()).await;
+    let s = setup(rx.port, |_| {}).await;
+    for _ in 0..30 {
+        enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+    }
+    wait_for("all 30 messages", || (rx.messages().len() == 30).then_some(())).await;
+    let n = rx.connections();
+    eprintln!("30 messages queued one by one used {n} connection(s)");
+    assert!(n < 30, "30 messages used {n} connections");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delete_request_removes_the_entry_without_a_bounce() {
+    let port = std::net::TcpListener::bind((RX, 0)).unwrap().local_addr().unwrap().port();
+    let s = setup(port, |st| st.min_backoff = Duration::from_secs(3600)).await;
+    let id = enqueue(&s, "alice@example.org", &[&format!("bob@[{RX}]")], None).await;
+    wait_for("the deferral", || s.queue.get(&id).ok().filter(|e| e.rcpts[0].state == State::Deferred)).await;
+    let t0 = Instant::now();
+    s.queue.request(&id, Request::Delete).unwrap();
+    wait_for("the entry to go", || s.queue.get(&id).is_err().then_some(())).await;
+    assert!(t0.elapsed() < Duration::from_millis(1500), "deleted after {:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(mails(&s.store, "alice@example.org").is_empty());
     s.stop().await;
 }

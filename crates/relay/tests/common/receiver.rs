@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// Chooses the reply to a RCPT for an address (`None`: the default).
@@ -28,6 +28,42 @@ pub struct Behaviour {
     pub greeting: Option<String>,
     /// Offers AUTH PLAIN and keeps what each AUTH sent (decoded) in `Receiver::auth`.
     pub auth: bool,
+    /// Offers STARTTLS with this certificate.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Open connections now and at most, shared between receivers to count across them. A
+    /// connection stops counting when QUIT arrives (before the 221, so the client cannot be faster).
+    pub active: Option<Arc<Active>>,
+}
+
+/// See [`Behaviour::active`].
+#[derive(Default)]
+pub struct Active {
+    pub now: AtomicUsize,
+    pub max: AtomicUsize,
+}
+
+/// One connection's share of [`Active`], given back once.
+struct Open(Option<Arc<Active>>);
+
+impl Open {
+    fn new(a: Option<Arc<Active>>) -> Open {
+        if let Some(a) = &a {
+            let n = a.now.fetch_add(1, Ordering::SeqCst) + 1;
+            a.max.fetch_max(n, Ordering::SeqCst);
+        }
+        Open(a)
+    }
+    fn close(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl Default for Behaviour {
@@ -40,6 +76,8 @@ impl Default for Behaviour {
             broken_starttls: false,
             greeting: None,
             auth: false,
+            tls: None,
+            active: None,
         }
     }
 }
@@ -50,6 +88,8 @@ pub struct Received {
     pub from: String,
     pub rcpts: Vec<String>,
     pub data: String,
+    /// It came over TLS.
+    pub tls: bool,
 }
 
 pub struct Receiver {
@@ -96,22 +136,28 @@ pub async fn start_on(ip: &str, port: u16, behaviour: Behaviour) -> Receiver {
         loop {
             let Ok((sock, _)) = listener.accept().await else { return };
             c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(session(sock, behaviour.clone(), m.clone(), a.clone()));
+            let open = Open::new(behaviour.active.clone());
+            tokio::spawn(session(open, sock, behaviour.clone(), m.clone(), a.clone()));
         }
     });
     Receiver { port, connections, messages, auth, task }
 }
 
+/// The connection under the session: plain TCP, then TLS after STARTTLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 async fn session(
+    mut open: Open,
     sock: tokio::net::TcpStream,
     b: Behaviour,
     messages: Arc<Mutex<Vec<Received>>>,
     auth: Arc<Mutex<Vec<String>>>,
 ) {
-    let (r, mut w) = sock.into_split();
-    let mut r = BufReader::new(r);
+    let mut r: BufReader<Box<dyn Io>> = BufReader::new(Box::new(sock));
+    let mut tls = false;
     let greeting = b.greeting.clone().unwrap_or_else(|| "220 rx.test ESMTP".into());
-    let _ = w.write_all(format!("{greeting}\r\n").as_bytes()).await;
+    let _ = r.get_mut().write_all(format!("{greeting}\r\n").as_bytes()).await;
     if !greeting.starts_with("220") {
         return;
     }
@@ -127,7 +173,7 @@ async fn session(
         let upper = cmd.to_ascii_uppercase();
         let reply = if upper.starts_with("EHLO") {
             let mut ext = b.extensions.clone();
-            if b.broken_starttls {
+            if (b.broken_starttls || b.tls.is_some()) && !tls {
                 ext.push("STARTTLS".into());
             }
             if b.auth {
@@ -147,8 +193,17 @@ async fn session(
             auth.lock().unwrap().push(String::from_utf8_lossy(&blob).replace('\0', "|"));
             "235 2.7.0 ok\r\n".into()
         } else if upper == "STARTTLS" && b.broken_starttls {
-            let _ = w.write_all(b"220 2.0.0 go ahead\r\nthis is no TLS record\r\n").await;
+            let _ = r.get_mut().write_all(b"220 2.0.0 go ahead\r\nthis is no TLS record\r\n").await;
             return;
+        } else if upper == "STARTTLS" && b.tls.is_some() && !tls {
+            let _ = r.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await;
+            let acceptor = b.tls.clone().unwrap();
+            let Ok(stream) = acceptor.accept(r.into_inner()).await else { return };
+            r = BufReader::new(Box::new(stream));
+            tls = true;
+            from = None;
+            rcpts.clear();
+            continue;
         } else if upper.starts_with("MAIL FROM:") {
             from = Some(cmd[10..].to_string());
             rcpts.clear();
@@ -167,7 +222,7 @@ async fn session(
             if rcpts.is_empty() {
                 "554 5.5.1 no valid recipients\r\n".into()
             } else {
-                let _ = w.write_all(b"354 go ahead\r\n").await;
+                let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
                 let mut data = String::new();
                 loop {
                     let mut l = String::new();
@@ -183,7 +238,7 @@ async fn session(
                 match &b.data_reply {
                     Some(r) => format!("{r}\r\n"),
                     None => {
-                        let m = Received { from: from.clone().unwrap_or_default(), rcpts: rcpts.clone(), data };
+                        let m = Received { from: from.clone().unwrap_or_default(), rcpts: rcpts.clone(), data, tls };
                         messages.lock().unwrap().push(m);
                         "250 2.0.0 queued\r\n".into()
                     }
@@ -196,13 +251,29 @@ async fn session(
         } else if upper == "NOOP" {
             "250 2.0.0 ok\r\n".into()
         } else if upper == "QUIT" {
-            let _ = w.write_all(b"221 2.0.0 bye\r\n").await;
+            open.close();
+            let _ = r.get_mut().write_all(b"221 2.0.0 bye\r\n").await;
             return;
         } else {
             "502 5.5.2 unknown\r\n".into()
         };
-        if w.write_all(reply.as_bytes()).await.is_err() {
+        if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
             return;
         }
+        let _ = r.get_mut().flush().await;
     }
+}
+
+/// A TLS acceptor with a throw-away self-signed certificate (nobody can verify it).
+pub fn self_signed_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let c = rcgen::generate_simple_self_signed(vec!["rx.test".into()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(c.cert.der().to_vec())], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
