@@ -153,25 +153,29 @@ impl Receiving {
 /// with their RFC 3461 parameters, who handed it over and when. The id and size are filled in by
 /// [`Receiving::finish`].
 pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemTime) -> Option<Envelope> {
-    let rcpts: Vec<Recipient> = tx
+    let remote: Vec<(String, &RcptParams)> = tx
         .routes()
         .iter()
         .zip(tx.rcpt_params())
         .filter_map(|(route, params)| match route.remote()? {
-            ForwardPath::Mailbox(a) => Some(recipient(a.to_string(), params)),
+            ForwardPath::Mailbox(a) => Some((a.to_string(), params)),
             // The policy routes postmaster locally; never remote.
             ForwardPath::Postmaster => None,
         })
         .collect();
-    if rcpts.is_empty() {
+    if remote.is_empty() {
         return None;
     }
     let from = match &tx.from {
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(a) => a.to_string(),
     };
-    let mut env = Envelope::new(String::new(), from, now, 0, &[]);
-    env.rcpts = rcpts;
+    let addresses: Vec<&str> = remote.iter().map(|(a, _)| a.as_str()).collect();
+    // Every recipient pending, due at arrival.
+    let mut env = Envelope::new(String::new(), from, now, 0, &addresses);
+    for (rcpt, (_, params)) in env.rcpts.iter_mut().zip(&remote) {
+        set_dsn(rcpt, params);
+    }
     env.ret = tx.params.ret.map(|r| match r {
         params::Ret::Full => mailroom_queue::Ret::Full,
         params::Ret::Hdrs => mailroom_queue::Ret::Hdrs,
@@ -182,11 +186,10 @@ pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemT
     Some(env)
 }
 
-/// A queue recipient with its NOTIFY (absent: the default) and ORCPT (kept in its wire form,
-/// `type;xtext`, which the relay passes on as is and decodes for a DSN).
-fn recipient(address: String, params: &RcptParams) -> Recipient {
+/// A queue recipient's NOTIFY (absent: the default) and ORCPT (kept in its wire form, `type;xtext`,
+/// which the relay passes on as is and decodes for a DSN).
+fn set_dsn(r: &mut Recipient, params: &RcptParams) {
     use mailroom_queue::Notify as N;
-    let mut r = Recipient::new(address);
     r.orcpt = params.orcpt.as_ref().map(ToString::to_string);
     r.notify = params.notify.map(|n| {
         if n.is_never() {
@@ -197,7 +200,6 @@ fn recipient(address: String, params: &RcptParams) -> Recipient {
             .filter_map(|(on, kind)| on.then_some(kind))
             .collect()
     });
-    r
 }
 
 /// 452 4.3.1 when the disk is full (RFC 3463: mail system full), else 451 4.3.0.

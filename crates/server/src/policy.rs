@@ -148,7 +148,14 @@ impl Policy {
                 None => return Err(relay_denied(authenticated)),
             },
             ForwardPath::Mailbox(a) => match a.domain() {
-                // Address literals are never ours to serve: refusing them closes the `user@[our IP]` relay probe.
+                // Address literals are never ours to serve: refusing them closes the `user@[our IP]` relay
+                // probe. Nor are they relayed: the relay delivers to domains (MX lookups) only.
+                Domain::Literal(_) if self.is_relay_allowed(client) => {
+                    return Err(Refusal {
+                        reply: Reply::new(550, Enhanced(5, 7, 1), "Mail to address literals is not relayed"),
+                        reason: "address literal",
+                    })
+                }
                 Domain::Literal(_) => return Err(relay_denied(authenticated)),
                 Domain::Name(d) => (a.local(), d.to_lowercase()),
             },

@@ -28,6 +28,8 @@ const PASSWORD: &str = "a good password";
 #[derive(Default)]
 struct FakeOutbound {
     null_mx: HashSet<String>,
+    /// The lookup never answers (a resolver that hangs).
+    hang: bool,
     wakes: AtomicUsize,
     lookups: AtomicUsize,
 }
@@ -35,8 +37,13 @@ struct FakeOutbound {
 impl Outbound for FakeOutbound {
     fn null_mx(&self, domain: &str) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        let hit = self.null_mx.contains(domain);
-        Box::pin(async move { hit })
+        let (hit, hang) = (self.null_mx.contains(domain), self.hang);
+        Box::pin(async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            hit
+        })
     }
 
     fn wake(&self) {
@@ -388,5 +395,44 @@ async fn envelope_carries_dsn_parameters_size_and_arrival() {
         .parse()
         .unwrap();
     assert!(arrival >= before && arrival <= before + 60, "arrival {arrival}, test began at {before}");
+    assert_eq!(
+        env.matches(&format!("next_attempt = {arrival}\n")).count(),
+        3,
+        "every recipient due at arrival:\n{env}"
+    );
+    assert_eq!(env.matches("state = \"pending\"").count(), 3, "{env}");
+    r.shutdown().await;
+}
+
+/// An authenticated user may relay to domains, not to address literals (the relay looks up MX records
+/// of domains only): 550 5.7.1, and nothing queued.
+#[tokio::test]
+async fn address_literals_are_not_relayed_even_for_authenticated_users() {
+    let r = start(|_| {}, relay()).await;
+    let mut c = submission(&r).await;
+    c.cmd(&format!("MAIL FROM:<{ALICE}>"), 250).await;
+    let text = c.cmd("RCPT TO:<bob@[192.0.2.1]>", 550).await;
+    assert!(text.contains("5.7.1") && text.contains("address literals"), "{text}");
+    c.cmd("QUIT", 221).await;
+    assert!(r.queue_files("env").is_empty());
+    r.shutdown().await;
+}
+
+/// A null-MX lookup that never answers holds RCPT only for NULL_MX_TIMEOUT; then the recipient is
+/// accepted (the relay decides later) and the session goes on.
+#[tokio::test]
+async fn hanging_null_mx_lookup_is_bounded_and_accepts() {
+    let fake = FakeOutbound { hang: true, null_mx: ["remote.example".to_owned()].into(), ..Default::default() };
+    let r = start(|_| {}, Some(fake)).await;
+    let mut c = submission(&r).await;
+    c.cmd(&format!("MAIL FROM:<{ALICE}>"), 250).await;
+    let began = std::time::Instant::now();
+    c.cmd("RCPT TO:<bob@remote.example>", 250).await;
+    let took = began.elapsed();
+    let bound = mailroom_server::outbound::NULL_MX_TIMEOUT;
+    assert!(took >= bound && took < bound + Duration::from_secs(3), "RCPT took {took:?}");
+    let (code, text) = c.data("Subject: x\r\n\r\nx\r\n").await;
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT", 221).await;
     r.shutdown().await;
 }

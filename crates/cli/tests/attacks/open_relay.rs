@@ -228,3 +228,49 @@ fn submission_without_auth_cannot_relay() {
     assert_eq!(queued(&server), 0);
     assert_still_serves(&server);
 }
+
+/// A mistyped relay setting must never pass silently (an open relay is one typo away): `check-config`
+/// refuses unknown `[delivery]`/`[dns]` keys, malformed networks, values out of range, AUTH to a
+/// relayhost without TLS and a password file it cannot read, each naming the key; a sound setup passes.
+#[test]
+fn check_config_refuses_bad_relay_settings_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("relay-password");
+    std::fs::write(&password, "secret\n").unwrap();
+    let good = format!(
+        "[delivery]\nrelay_networks = [\"127.0.0.1/32\", \"::1\"]\nrelayhost = \"[smart.example]:587\"\n\
+         relayhost_user = \"me@example.test\"\nrelayhost_password_file = \"{}\"\nmax_queue_lifetime = \"2d\"\n\
+         [dns]\nservers = [\"127.0.0.1:5353\"]\n",
+        password.display()
+    );
+    let out = check_config(&good);
+    assert!(out.status.success(), "a sound relay setup: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"), "the password is never printed");
+    let missing = dir.path().join("no-such-file");
+    for (toml, named) in [
+        ("[delivery]\nrelay_network = [\"0.0.0.0/0\"]\n".to_owned(), "relay_network"),
+        ("[delivery]\nrelay_networks = [\"0.0.0.0/33\"]\n".to_owned(), "delivery.relay_networks"),
+        ("[delivery]\nrelay_networks = [\"everyone\"]\n".to_owned(), "delivery.relay_networks"),
+        ("[dns]\nservers = [\"resolver.example\"]\n".to_owned(), "servers"),
+        ("[delivery]\nmax_hops = 0\n".to_owned(), "delivery.max_hops"),
+        ("[delivery]\ntls = \"maybe\"\n".to_owned(), "tls"),
+        (
+            "[delivery]\nrelayhost = \"[smart.example]\"\nrelayhost_tls = \"none\"\nrelayhost_user = \"u\"\n\
+             relayhost_password_file = \"/p\"\n"
+                .to_owned(),
+            "relayhost_tls",
+        ),
+        (
+            format!(
+                "[delivery]\nrelayhost = \"[smart.example]\"\nrelayhost_user = \"u\"\nrelayhost_password_file = \"{}\"\n",
+                missing.display()
+            ),
+            "delivery.relayhost_password_file",
+        ),
+    ] {
+        let out = check_config(&toml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "passed check-config:\n{toml}");
+        assert!(err.contains(named), "the error names {named}: {err}");
+    }
+}

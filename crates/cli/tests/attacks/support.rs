@@ -139,8 +139,10 @@ pub fn assert_bob_untouched(server: &Server) {
 }
 
 /// Every path under the data directory is one the server is meant to make: `users.toml`, `tls/`,
-/// `tmp/` (empty once no session is receiving), `intent/<unique name>`, and `mailboxes/<served domain>/<known user>/{tmp,new,cur}`
-/// holding Maildir unique names. Anything else means client input reached a file name.
+/// `tmp/` (empty once no session is receiving), `intent/<unique name>`, `mailboxes/<served domain>/<known user>/{tmp,new,cur}`
+/// holding Maildir unique names, and the outbound queue (`queue/{msg,env,corrupt,requests}`, entries
+/// named by message id, and the running server's `queue/server.pid`). Anything else means client input
+/// reached a file name.
 #[track_caller]
 pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
     let known: Vec<(String, String)> = users
@@ -172,6 +174,10 @@ pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
                 ["mailboxes", dom, local] => is_dir && known.iter().any(|(l, d)| d == dom && l == local),
                 ["mailboxes", _, _, "tmp" | "new" | "cur"] => is_dir,
                 ["mailboxes", _, _, "new" | "cur", name] => !is_dir && is_unique_name(name),
+                ["queue"] | ["queue", "msg" | "env" | "corrupt" | "requests"] => is_dir,
+                ["queue", "server.pid"] => !is_dir,
+                // A queue entry is named by the message id: a unique name without a size.
+                ["queue", "msg" | "env", name] => !is_dir && is_unique_name(&format!("{name},S=0")),
                 _ => false,
             };
             assert!(ok, "unexpected path in the data directory: {rel:?}");

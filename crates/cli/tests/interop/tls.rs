@@ -13,7 +13,8 @@ use crate::common::{free_port, user_add, user_add_password, Opts, Server};
 fn start() -> Tls {
     let opts = Opts { hostname: Some("localhost".into()), ..Opts::example() }
         .with_submission()
-        .with_config("[auth]\nfailure_delay = \"100ms\"\n");
+        // DNS to a closed loopback port: the relayed test message never causes a lookup off the machine.
+        .with_config("[auth]\nfailure_delay = \"100ms\"\n[dns]\nservers = [\"127.0.0.1:9\"]\n");
     let server = Server::start_prepared(opts, |data| {
         user_add_password(data, "alice@example.test", "sekret");
         user_add(data, "bob@example.test");
