@@ -11,7 +11,8 @@ connections. Behaviour by the recipient's local part:
   anything else accepted.
 --dsn advertises the DSN extension (RFC 3461) and accepts RET/ENVID on MAIL and NOTIFY/ORCPT on RCPT;
 without it, DSN is not offered and those parameters get aiosmtpd's 555 (as a server without DSN would).
---size N advertises SIZE N. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531).
+--size N advertises SIZE N. --no-smtputf8 does not offer SMTPUTF8 (RFC 6531). --starttls CERT KEY offers
+STARTTLS with that (self-signed) certificate; each message's JSON says whether it came under TLS ("tls").
 
 Every accepted connection appends one line "CONN <local-ip> <peer-ip>" to OUTDIR/connections.log (O_APPEND,
 one write per line, so several receivers may share OUTDIR). Each message is saved as OUTDIR/<unique>.json
@@ -20,10 +21,10 @@ bytes as received, CRLF), the .eml renamed into place last so a reader never see
 are unique across restarts of the receiver (pid + counter), so a crash test can stop and start it at will.
 Stops on SIGTERM/SIGKILL (the test kills it by pid), when stdin closes, or after LIFETIME seconds.
 """
-import asyncio
 import json
 import os
 import re
+import ssl
 import sys
 import threading
 
@@ -147,6 +148,7 @@ class Handler:
                     "rcpt_options": envelope.rcpt_options,
                     "helo": session.host_name,
                     "local": sock[0],
+                    "tls": session.ssl is not None,
                     "peer": session.peer[0],
                 },
                 f,
@@ -168,13 +170,18 @@ class Ctl(Controller):
 
 def main():
     args = sys.argv[1:]
-    opts = {"dsn": False, "size": 0, "out": None, "counting": False, "smtputf8": True}
+    opts = {"dsn": False, "size": 0, "out": None, "counting": False, "smtputf8": True, "tls": None}
     addrs = []
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--dsn":
             opts["dsn"] = True
+        elif a == "--starttls":
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(args[i + 1], args[i + 2])
+            opts["tls"] = ctx
+            i += 2
         elif a == "--no-smtputf8":
             opts["smtputf8"] = False
         elif a == "--size":
@@ -199,6 +206,8 @@ def main():
             port=port,
             server_hostname=f"rx-{host}",
             enable_SMTPUTF8=opts["smtputf8"],
+            tls_context=opts["tls"],
+            require_starttls=False,
             decode_data=False,
             data_size_limit=0,
         )

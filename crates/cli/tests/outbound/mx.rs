@@ -119,3 +119,43 @@ fn fifty_messages_to_one_domain_reuse_connections() {
     assert_eq!(got.len(), 50, "each message once");
     assert!(conns <= 10, "connections reused: 50 messages used {conns} connections");
 }
+
+/// A self-signed certificate and key for the receiver (openssl, as the TLS interop tests make theirs).
+fn self_signed(dir: &std::path::Path) -> (String, String) {
+    let (cert, key) = (dir.join("rx.crt"), dir.join("rx.key"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=mx1.mx.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn opportunistic_starttls_is_used_without_certificate_checks() {
+    let Some(rig) = Rig::new() else { return };
+    let (cert, key) = self_signed(rig.dir.path());
+    let rx = rig.receiver("rx", &["127.0.0.2"], &["--starttls", &cert, &key]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["bob@one.test"], "over tls");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].env["tls"], true, "RFC 7435: STARTTLS taken though the certificate is self-signed");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+}
+
+#[test]
+fn tls_required_never_sends_in_plaintext() {
+    let Some(rig) = Rig::new() else { return };
+    let rx = rig.receiver("rx", &["127.0.0.2"], &[]);
+    let server = mailroom(rig.config("tls = \"required\"", ""), &[]);
+    let id = send(&server, &["bob@one.test"], "tls or nothing");
+    crate::support::wait_deferred(&server, &id);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(rx.messages().is_empty(), "nothing sent to a server without STARTTLS");
+    assert!(rx.connections() >= 1, "it did connect and look");
+    assert!(!crate::support::queued(&server).is_empty(), "still queued");
+}
