@@ -159,3 +159,53 @@ fn tls_required_never_sends_in_plaintext() {
     assert!(rx.connections() >= 1, "it did connect and look");
     assert!(!crate::support::queued(&server).is_empty(), "still queued");
 }
+
+/// A host that greets every connection with `421` and hangs up, until dropped.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Busy {
+    fn start(ip: &str, port: u16) -> Busy {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind((ip, port)).expect("bind the busy host");
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut greeted = 0;
+            let end = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::SeqCst) && Instant::now() < end {
+                match l.accept() {
+                    Ok((mut s, _)) => {
+                        let _ = s.write_all(b"421 4.3.2 too busy, try another host\r\n");
+                        greeted += 1;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            greeted
+        });
+        Busy { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn next_mx_after_a_4xx_greeting() {
+    let Some(rig) = Rig::new() else { return };
+    let busy = Busy::start("127.0.0.2", rig.port);
+    let rx = rig.receiver("rx", &["127.0.0.3"], &[]);
+    let server = mailroom(rig.config("", ""), &[]);
+    send(&server, &["bob@mx.test"], "busy first mx");
+    let got = rx.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].local(), "127.0.0.3");
+    wait_queue_empty(&server, DELIVERY_WAIT);
+    assert!(busy.finish() >= 1, "MX 10 was tried first and said 421");
+}
