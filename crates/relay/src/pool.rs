@@ -3,7 +3,6 @@
 //! idle connections kept a few seconds so the next message to the same destination reuses one (RSET).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +49,24 @@ struct Inner {
     idle: Mutex<HashMap<Destination, Vec<(Instant, Held)>>>,
     /// Signalled when a connection goes idle, for a checkout waiting for room under `max_connections`.
     checked_in: tokio::sync::Notify,
+    /// Jobs waiting per destination, and its workers.
+    queues: Mutex<HashMap<Destination, DestQueue>>,
+}
+
+/// A job and where its result goes.
+struct Queued {
+    job: Arc<Job>,
+    tx: mpsc::UnboundedSender<JobResult>,
+}
+
+/// The waiting jobs of one destination.
+#[derive(Default)]
+struct DestQueue {
+    jobs: VecDeque<Queued>,
+    /// Workers running for it.
+    workers: usize,
+    /// Those of them holding a connection.
+    connected: usize,
 }
 
 impl Pool {
@@ -62,15 +79,15 @@ impl Pool {
                 per_dest: Mutex::new(HashMap::new()),
                 idle: Mutex::new(HashMap::new()),
                 checked_in: tokio::sync::Notify::new(),
+                queues: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// Sends every job to `dest`, with as many connections as the limits allow and there are jobs, and
-    /// returns all results at the end.
+    /// Sends every job to `dest` and returns all results at the end.
     pub async fn run(&self, dest: &Destination, jobs: Vec<Job>) -> Vec<JobResult> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.run_into(dest, jobs, tx).await;
+        self.run_into(dest, jobs, tx);
         let mut out = Vec::new();
         while let Some(r) = rx.recv().await {
             out.push(r);
@@ -78,75 +95,85 @@ impl Pool {
         out
     }
 
-    /// Like [`Pool::run`], handing each job's result to `tx` as soon as it is in (so the scheduler
-    /// records it at once, not when the whole group is done).
-    pub async fn run_into(&self, dest: &Destination, jobs: Vec<Job>, tx: mpsc::UnboundedSender<JobResult>) {
+    /// Queues `jobs` for `dest`; each job's result goes to `tx` as soon as it is in (the channel closes
+    /// when the last one is sent). Jobs wait in the destination's queue for its workers: a job behind
+    /// one that is being sent waits for that connection rather than opening another, and more
+    /// workers start only for a backlog (up to `max_connections_per_destination`), so messages that
+    /// arrive one at a time share a connection.
+    pub fn run_into(&self, dest: &Destination, jobs: Vec<Job>, tx: mpsc::UnboundedSender<JobResult>) {
         let per_dest = self.inner.connector.settings.max_connections_per_destination.max(1);
-        let workers = jobs.len().min(per_dest);
-        let queue = Arc::new(Mutex::new(jobs.into_iter().map(Arc::new).collect::<VecDeque<_>>()));
-        let connected = Arc::new(AtomicUsize::new(0));
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..workers {
-            let (pool, dest, queue, connected, tx) =
-                (self.clone(), dest.clone(), queue.clone(), connected.clone(), tx.clone());
-            tasks.spawn(async move { pool.worker(&dest, &queue, &connected, &tx).await });
-        }
-        while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "delivery worker failed");
-            }
-        }
-        // Jobs handed back by a worker that could not connect while another could, after that other
-        // one had finished: one more pass.
-        while !queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-            self.worker(dest, &queue, &AtomicUsize::new(0), &tx).await;
+        let start = {
+            let mut queues = lock(&self.inner.queues);
+            let q = queues.entry(dest.clone()).or_default();
+            q.jobs.extend(jobs.into_iter().map(|job| Queued { job: Arc::new(job), tx: tx.clone() }));
+            // A batch for an idle destination gets its workers at once; while workers run, one more
+            // at a time, and only for a backlog larger than they are.
+            let start = match q.workers {
+                0 => q.jobs.len().min(per_dest),
+                w if q.jobs.len() > w && w < per_dest => 1,
+                _ => 0,
+            };
+            q.workers += start;
+            start
+        };
+        for _ in 0..start {
+            let (pool, dest) = (self.clone(), dest.clone());
+            tokio::spawn(async move { pool.worker(&dest).await });
         }
     }
 
-    /// `connected` counts the workers of this run holding a connection: a worker that cannot connect
-    /// while another can (a server that limits connections per client) hands its job back and stops.
-    async fn worker(
-        &self,
-        dest: &Destination,
-        queue: &Mutex<VecDeque<Arc<Job>>>,
-        connected: &AtomicUsize,
-        out: &mpsc::UnboundedSender<JobResult>,
-    ) {
+    /// The next job of `dest`, or `None` (and the worker counted out) when there is none.
+    fn next_job(&self, dest: &Destination, connected: bool) -> Option<Queued> {
+        let mut queues = lock(&self.inner.queues);
+        let q = queues.get_mut(dest)?;
+        if let Some(j) = q.jobs.pop_front() {
+            return Some(j);
+        }
+        q.workers -= 1;
+        q.connected -= usize::from(connected);
+        if q.workers == 0 {
+            queues.remove(dest);
+        }
+        None
+    }
+
+    /// A worker of `dest`: takes its jobs one after another over the connection it holds (opening one
+    /// when it has none). One that cannot connect while another worker of the destination holds a
+    /// connection (a server that limits connections per client) hands its job back and stops; when
+    /// none can, the job and every one waiting get the failure.
+    async fn worker(&self, dest: &Destination) {
         let mut held: Option<Held> = None;
-        let _guard = Connected(connected, std::cell::Cell::new(false));
-        while let Some(job) = pop(queue) {
+        while let Some(Queued { job, tx }) = self.next_job(dest, held.is_some()) {
             let mut retried = false;
             loop {
-                let h = match held.take() {
+                let mut h = match held.take() {
                     Some(h) => h,
                     None => match self.checkout(dest).await {
                         Ok(h) => {
-                            _guard.set();
+                            self.set_connected(dest, true);
                             h
                         }
-                        Err(_) if connected.load(Ordering::SeqCst) > 0 && !_guard.1.get() => {
-                            queue.lock().unwrap_or_else(|e| e.into_inner()).push_front(job);
-                            return;
-                        }
                         Err(nc) => {
-                            // Nobody is reachable: this job and every one still waiting get the same answer.
-                            let _ = out.send(unreachable(job.clone(), &nc));
-                            while let Some(j) = pop(queue) {
-                                let _ = out.send(unreachable(j, &nc));
+                            if self.give_back(dest, Queued { job: job.clone(), tx: tx.clone() }) {
+                                return;
                             }
-                            return;
+                            let _ = tx.send(unreachable(job.clone(), &nc));
+                            for q in self.take_all(dest) {
+                                let _ = q.tx.send(unreachable(q.job, &nc));
+                            }
+                            break;
                         }
                     },
                 };
-                let mut h = h;
                 let reused = h.conn.uses > 0;
                 let relay = Some(h.conn.relay());
                 match send_job(&mut h.conn, &job).await {
                     Ok(results) => {
-                        let _ = out.send(JobResult { job: job.clone(), results, relay });
+                        let _ = tx.send(JobResult { job: job.clone(), results, relay });
                         if h.conn.uses < MAX_TRANSACTIONS_PER_CONNECTION && h.conn.client.is_ready() {
                             held = Some(h);
                         } else {
+                            self.set_connected(dest, false);
                             close(h).await;
                         }
                         break;
@@ -154,9 +181,11 @@ impl Pool {
                     // A reused connection that had died in the meantime: once more on a fresh one.
                     Err(b) if reused && b.done.is_empty() && !retried => {
                         tracing::debug!(%dest, error = %b.error, "reused connection failed; opening a new one");
+                        self.set_connected(dest, false);
                         retried = true;
                     }
                     Err(b) => {
+                        self.set_connected(dest, false);
                         let text = format!("lost connection with {}: {}", h.conn.relay(), b.error);
                         let mut results = b.done;
                         for r in &job.rcpts {
@@ -164,7 +193,7 @@ impl Pool {
                                 results.push(local(r.index, Verdict::Deferred, "4.4.2", &text, Some(&h.conn.host)));
                             }
                         }
-                        let _ = out.send(JobResult { job: job.clone(), results, relay });
+                        let _ = tx.send(JobResult { job: job.clone(), results, relay });
                         break;
                     }
                 }
@@ -173,6 +202,33 @@ impl Pool {
         if let Some(h) = held {
             self.checkin(dest, h);
         }
+    }
+
+    fn set_connected(&self, dest: &Destination, yes: bool) {
+        if let Some(q) = lock(&self.inner.queues).get_mut(dest) {
+            if yes {
+                q.connected += 1;
+            } else {
+                q.connected -= 1;
+            }
+        }
+    }
+
+    /// Puts a job back at the head of the queue and counts the worker out, if another worker holds a
+    /// connection to take it; false (nothing changed) when none does.
+    fn give_back(&self, dest: &Destination, job: Queued) -> bool {
+        let mut queues = lock(&self.inner.queues);
+        let Some(q) = queues.get_mut(dest) else { return false };
+        if q.connected == 0 {
+            return false;
+        }
+        q.jobs.push_front(job);
+        q.workers -= 1;
+        true
+    }
+
+    fn take_all(&self, dest: &Destination) -> Vec<Queued> {
+        lock(&self.inner.queues).get_mut(dest).map(|q| q.jobs.drain(..).collect()).unwrap_or_default()
     }
 
     /// An idle connection to `dest`, or a new one within the limits. Idle connections keep their
@@ -285,27 +341,8 @@ impl Pool {
     }
 }
 
-/// Marks a worker as connected (once) in its run's count, and unmarks it when the worker ends.
-struct Connected<'a>(&'a AtomicUsize, std::cell::Cell<bool>);
-
-impl Connected<'_> {
-    fn set(&self) {
-        if !self.1.replace(true) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-impl Drop for Connected<'_> {
-    fn drop(&mut self) {
-        if self.1.get() {
-            self.0.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-fn pop(queue: &Mutex<VecDeque<Arc<Job>>>) -> Option<Arc<Job>> {
-    queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn closed() -> NoConnection {

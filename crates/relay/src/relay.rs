@@ -273,15 +273,12 @@ impl Relay {
             jobs.push(w.job);
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = self.pool.run_into(&dest, jobs, tx);
-        let record = async {
-            while let Some(JobResult { job, results, relay }) = rx.recv().await {
-                let Some(claim) = claims.remove(&job.id) else { continue };
-                self.finish(claim, &job.message, results, relay.as_deref()).await;
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
-        };
-        tokio::join!(run, record);
+        self.pool.run_into(&dest, jobs, tx);
+        while let Some(JobResult { job, results, relay }) = rx.recv().await {
+            let Some(claim) = claims.remove(&job.id) else { continue };
+            self.finish(claim, &job.message, results, relay.as_deref()).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         // Claims without a result (a worker that failed) are released as they drop.
         self.in_flight.fetch_sub(claims.len(), Ordering::SeqCst);
     }

@@ -294,16 +294,30 @@ async fn flush_request_retries_a_deferred_recipient_at_once() {
 }
 
 #[tokio::test]
-async fn messages_queued_one_by_one_share_connections() {
+async fn messages_queued_one_after_another_reuse_one_connection() {
     let rx = receiver::start(RX, Behaviour::default()).await;
     let s = setup(rx.port, |_| {}).await;
+    for i in 1..=10 {
+        enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
+        wait_for("the message", || (rx.messages().len() == i).then_some(())).await;
+    }
+    assert_eq!(rx.connections(), 1, "each message after the first should reuse the idle connection (RSET)");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_stays_within_the_destination_limit() {
+    let active = Arc::new(receiver::Active::default());
+    let rx = receiver::start(RX, Behaviour { active: Some(active.clone()), ..Behaviour::default() }).await;
+    let s = setup(rx.port, |st| st.max_connections_per_destination = 3).await;
     for _ in 0..30 {
         enqueue(&s, "alice@example.org", &[&rcpt(&rx)], None).await;
     }
     wait_for("all 30 messages", || (rx.messages().len() == 30).then_some(())).await;
-    let n = rx.connections();
-    eprintln!("30 messages queued one by one used {n} connection(s)");
-    assert!(n < 30, "30 messages used {n} connections");
+    let (n, most) = (rx.connections(), active.max.load(Ordering::SeqCst));
+    eprintln!("30 messages in a burst used {n} connection(s), at most {most} at once");
+    assert!(most <= 3, "{most} connections at once");
+    assert!(n <= 3, "{n} connections for 30 messages: idle ones were not reused");
     s.stop().await;
 }
 
