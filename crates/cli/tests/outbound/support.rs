@@ -40,7 +40,8 @@ pub fn script(name: &str) -> PathBuf {
 
 /// Fails (or, with the opt-out set, returns false) when TOOL cannot be run.
 pub fn have(tool: &str, probe: &[&str]) -> bool {
-    let ok = Command::new(tool).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok =
+        Command::new(tool).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if !ok {
         assert!(may_skip(), "{tool} is missing: run scripts/install-test-deps (or set MAILROOM_SKIP_OUTBOUND=1)");
         eprintln!("skipping: {tool} missing (MAILROOM_SKIP_OUTBOUND is set)");
@@ -262,7 +263,7 @@ impl Receiver {
             cmd.arg(format!("{a}:{}", self.port));
         }
         cmd.args(&self.flags).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
-        // The port may still be in TIME_WAIT-free transition right after a kill: retry a few times.
+        // Right after a kill the old process may still hold the port for a moment: retry a few times.
         for attempt in 0..20 {
             let mut child = cmd.spawn().expect("start tests/outbound/receiver.py (python3-aiosmtpd)");
             let stdout = child.stdout.take().unwrap();
