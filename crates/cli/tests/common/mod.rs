@@ -194,6 +194,9 @@ impl Server {
         let mut fresh = Server::spawn(opts, self.data.clone(), self.port);
         self.child = fresh.child.take();
         self.log = fresh.log.clone();
+        // The submission listeners get fresh ports at each start.
+        self.submission_port = fresh.submission_port;
+        self.submissions_port = fresh.submissions_port;
     }
 
     /// Waits for the "listening" log line: the socket is bound by then (it is bound before the line
