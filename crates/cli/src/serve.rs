@@ -136,7 +136,10 @@ fn start_relay(
         }
     };
     let relay = Relay::new(server.queue(), server.store(), relay_settings(cfg)?, resolver.clone());
-    let outbound = Arc::new(RelayOutbound { resolver, waker: relay.waker() });
+    // With a relayhost all outbound mail goes there and it judges the destination: no MX is looked up here,
+    // at RCPT or later (as Postfix does).
+    let check_null_mx = cfg.delivery.relayhost.is_none();
+    let outbound = Arc::new(RelayOutbound { resolver, check_null_mx, waker: relay.waker() });
     let task = tokio::spawn(relay.run(async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     }));
@@ -182,13 +185,15 @@ fn relay_settings(cfg: &Config) -> anyhow::Result<Settings> {
 /// through its waker (the server does not depend on the relay crate; this is the bridge).
 struct RelayOutbound {
     resolver: Resolver,
+    /// False with a relayhost: the smarthost decides about destinations.
+    check_null_mx: bool,
     waker: Arc<tokio::sync::Notify>,
 }
 
 impl Outbound for RelayOutbound {
     fn null_mx(&self, domain: &str) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         let domain = domain.to_owned();
-        Box::pin(async move { self.resolver.null_mx(&domain).await })
+        Box::pin(async move { self.check_null_mx && self.resolver.null_mx(&domain).await })
     }
 
     fn wake(&self) {

@@ -6,8 +6,10 @@
 //! does not exist is a permanent failure (5.1.2); a resolver that fails or does not answer is a temporary
 //! one; a null MX (RFC 7505: one MX record with the root as exchange) says the domain takes no mail (5.1.10).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -22,6 +24,12 @@ pub const QUERY_ATTEMPTS: usize = 2;
 /// The whole null-MX check at RCPT time: the client is waiting, so it is short; on timeout the RCPT is
 /// accepted and the relay decides later.
 pub const NULL_MX_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a null-MX check at RCPT time failed (no answer, SERVFAIL), the same domain is not asked again for
+/// this long: a resolver that does not answer must cost one client the wait, not every RCPT of a burst
+/// (RFC 2308 §7.1 lets a resolver cache server failures for up to five minutes).
+pub const NULL_MX_FAILURE_CACHE: Duration = Duration::from_secs(30);
+/// Domains remembered by that failure cache at most (a bound against a flood of distinct domains).
+pub const NULL_MX_FAILURE_CACHE_SIZE: usize = 4096;
 /// At most this many MX hosts are tried per domain (Postfix's smtp_mx_address_limit is 5 addresses; a
 /// bound keeps a hostile zone from making one delivery try hundreds of hosts).
 pub const MAX_MX_HOSTS: usize = 10;
@@ -76,6 +84,8 @@ pub struct Host {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    /// Domains whose null-MX check failed recently, and when (see [`NULL_MX_FAILURE_CACHE`]).
+    null_mx_failures: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -106,7 +116,7 @@ impl Resolver {
         opts.timeout = QUERY_TIMEOUT;
         opts.attempts = QUERY_ATTEMPTS;
         let inner = builder.build().map_err(|e| DnsError::Setup(e.to_string()))?;
-        Ok(Resolver { inner })
+        Ok(Resolver { inner, null_mx_failures: Arc::default() })
     }
 
     /// The hosts to try for `domain`, in order (RFC 5321 §5.1). `domain` may be a U-label name: it is
@@ -162,7 +172,34 @@ impl Resolver {
     /// RFC 7505: does `domain` publish a null MX? False on any failure or after [`NULL_MX_TIMEOUT`]: the
     /// caller (RCPT) accepts, and the relay finds out at delivery.
     pub async fn null_mx(&self, domain: &str) -> bool {
-        matches!(tokio::time::timeout(NULL_MX_TIMEOUT, self.mx_hosts(domain)).await, Ok(Err(DnsError::NullMx(_))))
+        let key = domain.to_ascii_lowercase();
+        if self.recently_failed(&key) {
+            return false;
+        }
+        match tokio::time::timeout(NULL_MX_TIMEOUT, self.mx_hosts(domain)).await {
+            Ok(Err(DnsError::NullMx(_))) => true,
+            Ok(Err(DnsError::Temporary { .. })) | Err(_) => {
+                self.remember_failure(key);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn recently_failed(&self, domain: &str) -> bool {
+        let failures = self.null_mx_failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.get(domain).is_some_and(|at| at.elapsed() < NULL_MX_FAILURE_CACHE)
+    }
+
+    fn remember_failure(&self, domain: String) {
+        let mut failures = self.null_mx_failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if failures.len() >= NULL_MX_FAILURE_CACHE_SIZE {
+            failures.retain(|_, at| at.elapsed() < NULL_MX_FAILURE_CACHE);
+            if failures.len() >= NULL_MX_FAILURE_CACHE_SIZE {
+                failures.clear();
+            }
+        }
+        failures.insert(domain, Instant::now());
     }
 }
 

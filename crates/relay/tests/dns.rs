@@ -89,6 +89,15 @@ async fn unreachable_resolver_is_temporary() {
     assert!(matches!(e, DnsError::Temporary { .. }), "{e:?}");
     assert!(!e.is_permanent());
     assert!(!r.null_mx("multi.test").await);
+    // The failure is remembered: the next RCPT to that domain is not held up by the same dead resolver
+    // (the lookup above took seconds; one that is not sent takes none).
+    let again = std::time::Instant::now();
+    assert!(!r.null_mx("MULTI.test").await);
+    assert!(
+        again.elapsed() < std::time::Duration::from_secs(1),
+        "asked the dead resolver again: {:?}",
+        again.elapsed()
+    );
 }
 
 /// RFC 5321 §5.1 with real DNS: the preferred MX greets with 421, so the next one gets the message.

@@ -31,7 +31,9 @@ fn relays_through_a_second_mailroom_with_starttls_and_auth() {
         pw.display()
     );
     let server = mailroom(rig.config(&delivery, ""), &[]);
-    send(&server, &["carol@b.test"], "via the smarthost");
+    // With a relayhost no MX is looked up here, not even the null-MX check at RCPT (nullmx.test publishes
+    // `MX 0 .` in the test zone): the smarthost judges the destination.
+    send(&server, &["carol@b.test", "someone@nullmx.test"], "via the smarthost");
     let files = wait_mailbox(&smarthost, "carol@b.test", 1, DELIVERY_WAIT);
     let text = String::from_utf8_lossy(&std::fs::read(&files[0]).unwrap()).into_owned();
     assert!(text.contains("Subject: via the smarthost"), "{text}");
