@@ -11,7 +11,7 @@ use anyhow::Context;
 use mailroom_relay::dns::Resolver;
 use mailroom_relay::settings::Settings;
 use mailroom_relay::Relay;
-use mailroom_server::{Config, Outbound, Server};
+use mailroom_server::{Config, DeliveredNotice, Outbound, Server};
 use tracing::info;
 
 #[derive(Debug, clap::Args)]
@@ -135,11 +135,19 @@ fn start_relay(
             return Ok((server, None));
         }
     };
-    let relay = Relay::new(server.queue(), server.store(), relay_settings(cfg)?, resolver.clone());
+    let settings = relay_settings(cfg)?;
+    let reports = Reports {
+        store: server.store(),
+        queue: server.queue(),
+        hostname: settings.hostname.clone(),
+        postmaster: settings.postmaster.clone(),
+    };
+    let relay = Relay::new(server.queue(), server.store(), settings, resolver.clone());
     // With a relayhost all outbound mail goes there and it judges the destination: no MX is looked up here,
     // at RCPT or later (as Postfix does).
     let check_null_mx = cfg.delivery.relayhost.is_none();
-    let outbound = Arc::new(RelayOutbound { resolver, check_null_mx, waker: relay.waker() });
+    let outbound =
+        Arc::new(RelayOutbound { resolver, check_null_mx, waker: relay.waker(), reports: Arc::new(reports) });
     let task = tokio::spawn(relay.run(async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     }));
@@ -188,6 +196,55 @@ struct RelayOutbound {
     /// False with a relayhost: the smarthost decides about destinations.
     check_null_mx: bool,
     waker: Arc<tokio::sync::Notify>,
+    reports: Arc<Reports>,
+}
+
+/// What sending a "delivered" DSN needs: where reports go and who signs them.
+struct Reports {
+    store: mailroom_store::Store,
+    queue: mailroom_queue::Queue,
+    hostname: String,
+    postmaster: String,
+}
+
+impl Reports {
+    /// RFC 3464 "delivered" report for a local delivery with NOTIFY=SUCCESS; best effort after the 250
+    /// (a crash before it is sent loses the notice, never the message).
+    async fn delivered(&self, notice: DeliveredNotice) {
+        use mailroom_relay::dsn::{Action, RecipientReport, Report, Ret};
+        let now = std::time::SystemTime::now();
+        let recipients = notice
+            .recipients
+            .iter()
+            .map(|(to, orcpt)| RecipientReport {
+                recipient: to.clone(),
+                original_recipient: orcpt.clone(),
+                action: Action::Delivered,
+                status: "2.0.0".into(),
+                remote_mta: None,
+                diagnostic: Some("delivered to the mailbox".into()),
+                last_attempt: Some(now),
+                will_retry_until: None,
+            })
+            .collect();
+        let report = Report {
+            hostname: self.hostname.clone(),
+            id: notice.id.clone(),
+            sender: notice.from.clone(),
+            envid: notice.envid.clone(),
+            ret: Some(if notice.ret_full { Ret::Full } else { Ret::Hdrs }),
+            arrival: notice.arrival,
+            date: now,
+            recipients,
+        };
+        // The stored copy may be gone already (read and moved by its owner): the report then carries no
+        // original headers.
+        let original = tokio::fs::read(&notice.message).await.unwrap_or_default();
+        let sent = mailroom_relay::notify::send_report(&self.store, &self.queue, &self.postmaster, &report, &original);
+        if let Err(e) = sent.await {
+            tracing::error!(id = %notice.id, error = %e, "cannot send the delivered DSN");
+        }
+    }
 }
 
 impl Outbound for RelayOutbound {
@@ -198,6 +255,11 @@ impl Outbound for RelayOutbound {
 
     fn wake(&self) {
         self.waker.notify_one();
+    }
+
+    fn delivered(&self, notice: DeliveredNotice) {
+        let reports = self.reports.clone();
+        tokio::spawn(async move { reports.delivered(notice).await });
     }
 }
 

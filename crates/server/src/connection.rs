@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::delivery::{envelope, storage_failure, Origin, Outgoing, Receiving};
+use crate::delivery::{envelope, storage_failure, success_notice, Origin, Outgoing, Receiving};
 use crate::policy::{Client, Route};
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
@@ -281,7 +281,9 @@ impl Connection {
                     outbound: shared.outbound.as_ref(),
                     envelope,
                 });
-                r.finish(&locals, outgoing, &from, shared.max_hops).await
+                let mailboxes = shared.store.data_dir().join("mailboxes");
+                let notice = tx.and_then(|t| success_notice(t, shared.outbound.as_ref(), mailboxes, SystemTime::now()));
+                r.finish(&locals, outgoing, notice, &from, shared.max_hops).await
             }
             None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
         };

@@ -14,7 +14,7 @@ use mailroom_queue::{Envelope, Queue, Recipient};
 use mailroom_store::{Incoming, MailboxId, Store, StoreError};
 use tracing::{info, warn};
 
-use crate::outbound::Outbound;
+use crate::outbound::{DeliveredNotice, Outbound};
 use crate::policy::Route;
 use crate::trace::{trace_headers, TraceInfo};
 
@@ -86,6 +86,7 @@ impl Receiving {
         mut self,
         locals: &[MailboxId],
         outgoing: Option<Outgoing<'_>>,
+        notice: Option<SuccessNotice<'_>>,
         from: &str,
         max_hops: usize,
     ) -> Reply {
@@ -109,6 +110,9 @@ impl Receiving {
         match self.incoming.commit_with(locals, spool).await {
             Ok(d) => {
                 let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
+                if let Some(n) = notice {
+                    n.send(&d, locals);
+                }
                 let Some(o) = outgoing else {
                     info!(id = %d.id, from, to = %to.join(","), size = d.size, "message stored");
                     return Reply::new(250, Enhanced(2, 0, 0), format!("Ok: stored as {}", d.id));
@@ -147,6 +151,72 @@ impl Receiving {
             None => Ok(()),
         }
     }
+}
+
+/// The local recipients of a transaction that asked for a success notice (RFC 3461 NOTIFY=SUCCESS), and
+/// where to send it; sent once the message is durable.
+pub(crate) struct SuccessNotice<'a> {
+    pub outbound: &'a dyn Outbound,
+    pub notice: DeliveredNotice,
+}
+
+impl SuccessNotice<'_> {
+    /// Fills in the store's id and one stored copy, then hands the notice to the delivery agent.
+    fn send(mut self, d: &mailroom_store::Delivered, locals: &[MailboxId]) {
+        let Some(first) = locals.first() else { return };
+        self.notice.id.clone_from(&d.id);
+        self.notice.message = self.store_path(first, d);
+        self.outbound.delivered(self.notice);
+    }
+
+    fn store_path(&self, mailbox: &MailboxId, d: &mailroom_store::Delivered) -> std::path::PathBuf {
+        self.notice
+            .message
+            .join(mailbox.domain())
+            .join(mailbox.local())
+            .join("new")
+            .join(format!("{},S={}", d.id, d.size))
+    }
+}
+
+/// The success notice a transaction calls for: its locally routed recipients whose NOTIFY includes
+/// SUCCESS (None when there are none, or no delivery agent to send it). `mailboxes` is the store's
+/// `<data-dir>/mailboxes`.
+pub(crate) fn success_notice<'a>(
+    tx: &Transaction<Route>,
+    outbound: Option<&'a Arc<dyn Outbound>>,
+    mailboxes: std::path::PathBuf,
+    now: SystemTime,
+) -> Option<SuccessNotice<'a>> {
+    let outbound = outbound?;
+    let recipients: Vec<(String, Option<String>)> = tx
+        .recipients()
+        .zip(tx.rcpt_params())
+        .filter(|((_, route), params)| route.local().is_some() && params.notify.is_some_and(|n| n.success))
+        .map(|((to, _), params)| {
+            let orcpt = params.orcpt.as_ref().map(|o| format!("{};{}", o.addr_type, o.address));
+            let to = match to {
+                ForwardPath::Mailbox(a) => a.to_string(),
+                ForwardPath::Postmaster => "postmaster".to_string(),
+            };
+            (to, orcpt)
+        })
+        .collect();
+    // The null sender asks for nothing (RFC 3461 §5.2: no DSN about a DSN).
+    let ReversePath::Mailbox(from) = &tx.from else { return None };
+    if recipients.is_empty() {
+        return None;
+    }
+    let notice = DeliveredNotice {
+        id: String::new(),
+        from: from.to_string(),
+        envid: tx.params.envid.clone(),
+        ret_full: matches!(tx.params.ret, Some(params::Ret::Full)),
+        arrival: now,
+        recipients,
+        message: mailboxes,
+    };
+    Some(SuccessNotice { outbound: outbound.as_ref(), notice })
 }
 
 /// The envelope of the transaction's remote recipients (None when all are local): sender, recipients

@@ -33,7 +33,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
-pub use outbound::Outbound;
+pub use outbound::{DeliveredNotice, Outbound};
 pub use shared::Role;
 use shared::{Phase, Shared};
 

@@ -3,8 +3,9 @@
 //! wakes it after a message was queued; everything else about delivery lives in the relay.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The longest the RCPT-time null-MX check may hold a session: past it the recipient is accepted and the
 /// relay decides later (a slow resolver must not stall submission). Implementations bound themselves
@@ -20,4 +21,28 @@ pub trait Outbound: Send + Sync {
 
     /// Something was queued: start delivery now (the first attempt within a second of the 250).
     fn wake(&self);
+
+    /// A message reached local mailboxes of recipients whose sender asked for a success notice (RFC 3461
+    /// NOTIFY=SUCCESS): send the "delivered" DSN (RFC 3464 §2.3.3). Called after the 250; the default does
+    /// nothing (no delivery agent, no reports).
+    fn delivered(&self, notice: DeliveredNotice) {
+        let _ = notice;
+    }
+}
+
+/// What a "delivered" DSN needs to know about the original message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredNotice {
+    /// The store's id of the message (as in the 250 reply).
+    pub id: String,
+    /// The envelope sender, who gets the report.
+    pub from: String,
+    /// RFC 3461 ENVID (decoded) and RET of the original.
+    pub envid: Option<String>,
+    pub ret_full: bool,
+    pub arrival: SystemTime,
+    /// The recipients delivered: address, and ORCPT as `type;address` (decoded) when given.
+    pub recipients: Vec<(String, Option<String>)>,
+    /// One stored copy, for the original's headers (a reader may have moved it already: then none).
+    pub message: PathBuf,
 }

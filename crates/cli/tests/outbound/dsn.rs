@@ -141,6 +141,35 @@ fn notify_success_to_a_hop_without_dsn_gets_a_relayed_dsn() {
     assert_eq!(field(&dsn["per_message"], "Original-Envelope-Id"), "track-1", "{dsn:#}");
 }
 
+/// RFC 3461 §5.2.2 / RFC 3464: a message mailroom delivers itself, to a local mailbox, with NOTIFY=SUCCESS
+/// gets a "delivered" DSN; a local recipient without it gets none.
+#[test]
+fn notify_success_on_local_delivery_gets_a_delivered_dsn() {
+    let Some(rig) = Rig::new() else { return };
+    let server = mailroom(rig.config("", ""), &["bob@example.test", "carol@example.test"]);
+    let mut s = submission(&server, ALICE);
+    let sent = transaction(
+        &mut s,
+        ALICE,
+        "ENVID=local-1",
+        &[("bob@example.test", "NOTIFY=SUCCESS ORCPT=rfc822;bob@example.test"), ("carol@example.test", "")],
+        "local and tracked",
+    );
+    assert!(sent.rcpts.iter().all(|r| r.code == 250), "{sent:?}");
+    wait_mailbox(&server, "bob@example.test", 1, DELIVERY_WAIT);
+    let files = dsns(&server, 1);
+    let dsn = parse_dsn(&files[0]);
+    let r = check_report(&dsn);
+    assert!(field(&r, "Final-Recipient").ends_with("bob@example.test"), "{dsn:#}");
+    assert_eq!(field(&r, "Action"), "delivered", "{dsn:#}");
+    assert!(field(&r, "Status").starts_with("2."), "{dsn:#}");
+    assert!(field(&r, "Original-Recipient").ends_with("bob@example.test"), "{dsn:#}");
+    assert_eq!(field(&dsn["per_message"], "Original-Envelope-Id"), "local-1", "{dsn:#}");
+    assert_eq!(dsn["recipients"].as_array().map(Vec::len), Some(1), "carol asked for nothing: {dsn:#}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(server.new_files(ALICE).len(), 1, "one report, not one per recipient");
+}
+
 #[test]
 fn dsn_parameters_are_passed_to_a_hop_with_dsn() {
     let Some(rig) = Rig::new() else { return };
