@@ -83,11 +83,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
-        let server = Server::bind(cfg.clone()).await?;
-        // Marks this process as the one serving the queue (`mailroom queue` then leaves the entries to
-        // it); held until the end of `run`, removed on drop.
+        // One server per data directory, before anything is opened: a second one exits at once, naming the
+        // first. The lock (flock) goes with the process, so a crash leaves none behind; `mailroom queue`
+        // leaves the entries to the server that holds it.
         let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
-            .with_context(|| format!("marking {} as served", data_dir.display()))?;
+            .with_context(|| format!("cannot serve {}", data_dir.display()))?;
+        let server = Server::bind(cfg.clone()).await?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");

@@ -1,68 +1,75 @@
-//! The marker of a running server: `<data-dir>/queue/server.pid`, holding `<pid> <hostname>`.
+//! The lock of a running server: `<data-dir>/queue/server.pid`, holding `<pid> <hostname>`, exclusively
+//! locked (`flock`) by the serving process for its lifetime.
 //!
-//! `mailroom queue delete` acts on the files directly only when no server runs (a running server
-//! holds the entries in memory and must do it itself). A server that holds a [`ServerLock`] for its
-//! lifetime is seen by [`is_server_running`]; a marker left by a dead process (its pid is gone) counts
-//! as no server. Without any marker the CLI cannot tell, and acts directly.
+//! The kernel drops the lock when the process ends, however it ends, so a crash leaves no stale lock and
+//! a pid reused by another process after a reboot means nothing: only the lock counts, the pid is there
+//! for the messages. `mailroom queue delete` acts on the files directly only when no server holds it (a
+//! running server holds the entries in memory and must do it itself), and a second `mailroom serve` on
+//! the same data directory is refused.
 
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-/// File name of the marker inside `<data-dir>/queue/`.
+/// File name of the lock inside `<data-dir>/queue/`.
 pub const LOCK_FILE: &str = "server.pid";
 
-/// Held by the serving process; removes the marker when dropped.
+/// Held by the serving process; the lock goes with the open file (on drop, exit or crash).
 #[derive(Debug)]
 pub struct ServerLock {
+    _file: File,
     path: PathBuf,
 }
 
 impl ServerLock {
-    /// Writes the marker for this process. Fails if another live process holds it.
+    /// Locks the data directory for this process. Fails (`AddrInUse`) if another process holds it,
+    /// naming that process.
     pub fn acquire(data_dir: &Path) -> io::Result<ServerLock> {
         let dir = data_dir.join("queue");
         mailroom_store::fsync::create_dir_all_synced(&dir)?;
         let path = dir.join(LOCK_FILE);
-        if let Some(pid) = holder(&path).filter(|&p| p != std::process::id()) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("process {pid} already serves this data directory ({})", path.display()),
-            ));
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = read_holder(&mut file).unwrap_or_else(|| "another process".into());
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{holder} already serves this data directory ({})", path.display()),
+                ));
+            }
+            Err(TryLockError::Error(e)) => return Err(e),
         }
-        let tmp = dir.join(format!("{LOCK_FILE}.{}", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        writeln!(f, "{} {}", std::process::id(), hostname())?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        Ok(ServerLock { path })
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{} {}", std::process::id(), hostname())?;
+        Ok(ServerLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
-impl Drop for ServerLock {
-    fn drop(&mut self) {
-        if holder(&self.path) == Some(std::process::id()) {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Whether a live process of this host holds the marker of `data_dir`.
+/// Whether a process holds the lock of `data_dir` now.
 pub fn is_server_running(data_dir: &Path) -> bool {
-    holder(&data_dir.join("queue").join(LOCK_FILE)).is_some()
+    let Ok(file) = File::open(data_dir.join("queue").join(LOCK_FILE)) else {
+        return false;
+    };
+    // A shared lock is refused exactly while a server holds its exclusive one; ours is released at once.
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
-/// The pid in the marker, if that process runs on this host.
-fn holder(path: &Path) -> Option<u32> {
-    let text = fs::read_to_string(path).ok()?;
+/// "process <pid> on <host>", from the lock file's content.
+fn read_holder(file: &mut File) -> Option<String> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
     let mut fields = text.split_whitespace();
-    let pid: u32 = fields.next()?.parse().ok()?;
-    let host = fields.next().unwrap_or("");
-    if host != hostname() {
-        // Another host's process (a shared file system): we cannot check it, so assume it runs.
-        return Some(pid);
-    }
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    let pid = fields.next()?;
+    Some(match fields.next() {
+        Some(host) => format!("process {pid} on {host}"),
+        None => format!("process {pid}"),
+    })
 }
 
 fn hostname() -> String {
@@ -74,17 +81,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marker_of_a_live_process_counts_and_a_dead_one_does_not() {
+    fn the_lock_counts_not_the_pid_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!is_server_running(dir.path()));
         let lock = ServerLock::acquire(dir.path()).unwrap();
         assert!(is_server_running(dir.path()));
+        let second = ServerLock::acquire(dir.path()).expect_err("a second server is refused");
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse);
+        assert!(second.to_string().contains(&std::process::id().to_string()), "names the holder: {second}");
         drop(lock);
         assert!(!is_server_running(dir.path()));
-        // pid 4194305 is above any pid_max: surely gone.
-        fs::write(dir.path().join("queue").join(LOCK_FILE), format!("4194305 {}\n", hostname())).unwrap();
-        assert!(!is_server_running(dir.path()), "a dead server's marker");
-        let _again = ServerLock::acquire(dir.path()).unwrap();
+        // A file left by a crash names a pid that is alive (ours, as a reused pid would be): no lock, no server.
+        fs::write(dir.path().join("queue").join(LOCK_FILE), format!("{} {}\n", std::process::id(), hostname()))
+            .unwrap();
+        assert!(!is_server_running(dir.path()), "a stale file with a live pid");
+        let _again = ServerLock::acquire(dir.path()).expect("a stale file does not keep a server out");
         assert!(is_server_running(dir.path()));
     }
 }

@@ -196,3 +196,23 @@ fn sigterm_grace_period_ends_a_stalled_transaction() {
     let tmp = files_under(&server.data.join("tmp"));
     assert!(tmp.is_empty(), "partial message left in tmp/: {tmp:?}");
 }
+
+/// One server per data directory: a second `mailroom serve` on it exits at once, non-zero, naming the
+/// running one; after the first is SIGKILLed (no clean exit, its lock file left behind) a new one starts.
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused_and_a_crash_leaves_no_lock() {
+    let mut server = Server::start(Opts::example());
+    let started = Instant::now();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&server.data)
+        .output()
+        .expect("run a second mailroom serve");
+    assert!(!out.status.success(), "the second server must not run");
+    assert!(started.elapsed() < WAIT, "it exits at once");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("process {}", server.pid())), "names the running server: {err}");
+    server.restart(); // SIGKILL, then a new server on the same data directory and port
+    let mut c = server.connect();
+    assert_eq!(c.cmd("NOOP").code, 250);
+}
