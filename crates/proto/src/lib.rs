@@ -9,6 +9,7 @@ pub mod base64;
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod date;
 pub mod extension;
 pub mod params;
 pub mod reply;

@@ -6,7 +6,7 @@
 //! header comment, because a client chooses it.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use mailroom_proto::{ForwardPath, ReversePath};
 
@@ -38,52 +38,14 @@ pub fn trace_headers(t: &TraceInfo<'_>) -> String {
     h
 }
 
-/// `Sat, 28 Nov 2026 14:31:46 +0000` (RFC 5322 §3.3), in UTC.
-pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        DAYS[(days.rem_euclid(7)) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// `Sat, 28 Nov 2026 14:31:46 +0000` (RFC 5322 §3.3), in UTC: proto's one definition.
+pub use mailroom_proto::date::rfc5322 as rfc5322_date;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use mailroom_proto::Address;
-    use std::time::Duration;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_795_876_306)), "Sat, 28 Nov 2026 14:31:46 +0000");
-        assert_eq!(rfc5322_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 +0000");
-    }
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn for_clause_only_with_one_recipient() {
