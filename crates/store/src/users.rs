@@ -9,14 +9,14 @@
 //! `xn--bcher-kva.example` are one domain; the mailbox path stays the form the directory holds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +29,8 @@ pub use crate::address::{validate_address, validate_domain, MAX_DOMAIN, MAX_LABE
 
 /// File name of the user directory inside the data directory.
 pub const USERS_FILE: &str = "users.toml";
-/// How long a writer waits for the lock file before giving up.
+/// How long a writer waits for another writer's lock before giving up (a rewrite takes milliseconds).
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
-/// A lock file older than this was left by a crashed writer (a rewrite takes milliseconds).
-pub const LOCK_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// One user: an address with a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,50 +432,34 @@ fn reload_loop(cache: &Weak<UsersCache>, directory: &UserDirectory, mut stamp: O
     }
 }
 
-/// An exclusive lock held by the existence of a file (created with `create_new`, which is atomic
-/// on local file systems), so neither `flock` nor any `unsafe` block is needed.
+/// An exclusive `flock` on `users.toml.lock`, held while the directory file is rewritten. The kernel drops it
+/// when the holder exits, however it exits: a crash or a power cut leaves a file behind but no lock, so the
+/// next writer never waits for a dead one. (The file stays; only the lock counts.)
 struct LockFile {
-    path: PathBuf,
+    _file: File,
 }
 
 impl LockFile {
     fn acquire(path: PathBuf) -> Result<LockFile, UserError> {
         let start = Instant::now();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    // The pid is for a human wondering who holds it.
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(LockFile { path });
+            match file.try_lock() {
+                Ok(()) => return Ok(LockFile { _file: file }),
+                Err(TryLockError::WouldBlock) if start.elapsed() > LOCK_TIMEOUT => {
+                    return Err(UserError::Locked { path, waited: start.elapsed() });
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // A writer holds the lock for milliseconds; an old lock file was left by a
-                    // crash. (Two waiters may both judge it stale; the window is tiny and the
-                    // worst case is the pre-lock behaviour, not corruption: writes stay atomic.)
-                    let stale = fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|m| SystemTime::now().duration_since(m).ok())
-                        .is_some_and(|age| age > LOCK_STALE_AFTER);
-                    if stale {
-                        tracing::warn!(path = %path.display(), "removing stale lock file");
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
-                    if start.elapsed() > LOCK_TIMEOUT {
-                        return Err(UserError::Locked { path, waited: start.elapsed() });
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(io_err("create", &path)(e)),
+                // Another writer holds it for milliseconds.
+                Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(10)),
+                Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
             }
         }
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
     }
 }
 

@@ -35,10 +35,12 @@ fn add_list_remove_round_trip() {
     assert!(matches!(users.set_password("nobody@example.test", None), Err(UserError::NotFound(_))));
     assert_eq!(users.list().unwrap().len(), 1);
 
-    // No temporary or lock files are left behind.
+    // No temporary files are left behind; the lock file stays (only its flock counts) and holds no lock.
     let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
-    assert_eq!(names, ["users.toml"]);
+    assert_eq!(names, ["users.toml", "users.toml.lock"]);
+    let lock = fs::File::open(dir.path().join("users.toml.lock")).unwrap();
+    lock.try_lock().expect("nobody holds the lock once the writes are done");
 }
 
 #[test]
@@ -89,26 +91,27 @@ fn concurrent_adds_all_survive() {
     assert_eq!(UserDirectory::new(dir.path()).list().unwrap().len(), 80);
 }
 
+/// A lock file left by a crash (or a power cut that undid its removal) holds nothing: only a live writer's
+/// lock makes others wait, and they go on as soon as it is released.
 #[test]
-fn stale_lock_is_broken_fresh_lock_waits() {
+fn a_left_lock_file_holds_nothing_a_held_lock_waits() {
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("users.toml.lock");
-    let f = fs::File::create(&lock).unwrap();
-    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60)).unwrap();
-    drop(f);
+    fs::write(&lock, "12345\n").unwrap(); // what a crashed writer leaves
+    let started = std::time::Instant::now();
     UserDirectory::new(dir.path()).add("a@d", None).unwrap();
-    assert!(!lock.exists());
+    assert!(started.elapsed() < Duration::from_secs(2), "waited for a dead writer: {:?}", started.elapsed());
 
-    // A fresh lock held by "someone else" for a moment: the add waits, then succeeds.
-    fs::File::create(&lock).unwrap();
-    let releaser = {
-        let lock = lock.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
-            fs::remove_file(lock).unwrap();
-        })
-    };
+    // A lock held by "someone else" for a moment: the add waits, then succeeds.
+    let holder = fs::File::open(&lock).unwrap();
+    holder.lock().unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(holder);
+    });
+    let started = std::time::Instant::now();
     UserDirectory::new(dir.path()).add("b@d", None).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "did not wait for the held lock");
     releaser.join().unwrap();
     assert_eq!(UserDirectory::new(dir.path()).list().unwrap().len(), 2);
 }

@@ -138,7 +138,7 @@ pub fn assert_bob_untouched(server: &Server) {
     );
 }
 
-/// Every path under the data directory is one the server is meant to make: `users.toml`, `tls/`,
+/// Every path under the data directory is one the server is meant to make: `users.toml`, `users.toml.lock`, `tls/`,
 /// `tmp/` (empty once no session is receiving), `intent/<unique name>`, `mailboxes/<served domain>/<known user>/{tmp,new,cur}`
 /// holding Maildir unique names, and the outbound queue (`queue/{msg,env,corrupt,requests}`, entries
 /// named by message id, and the running server's `queue/server.pid`). Anything else means client input
@@ -161,7 +161,7 @@ pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
             let parts: Vec<&str> = rel.iter().map(|s| s.to_str().expect("UTF-8 path")).collect();
             let is_dir = e.file_type().unwrap().is_dir();
             let ok = match parts.as_slice() {
-                ["users.toml"] => !is_dir,
+                ["users.toml"] | ["users.toml.lock"] => !is_dir,
                 ["tls"] | ["tmp"] | ["mailboxes"] | ["intent"] => is_dir,
                 // The store's commit intent record: a unique name without a size.
                 ["intent", name] => !is_dir && is_unique_name(&format!("{name},S=0")),
