@@ -9,10 +9,12 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod mailbox;
 mod queue;
+mod quota;
 mod send;
 mod sendmail;
 mod serve;
 mod user;
+mod vacation;
 
 #[derive(Debug, Parser)]
 #[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
@@ -29,6 +31,13 @@ enum Command {
     User {
         #[command(subcommand)]
         cmd: user::UserCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Vacation auto-replies (RFC 3834).
+    Vacation {
+        #[command(subcommand)]
+        cmd: vacation::VacationCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -92,6 +101,7 @@ fn main() -> ExitCode {
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
+        Command::Vacation { cmd, dirs } => vacation::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),

@@ -36,6 +36,14 @@ pub enum UserCommand {
     List,
     /// Remove a user; its mailbox and mail stay on disk.
     Remove { address: String },
+    /// Set a user's quota: SIZE in octets or with K/M/G (100M, 1G); 0 is no limit.
+    Quota {
+        address: String,
+        size: String,
+        /// The most messages the mailbox may hold (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        messages: u64,
+    },
 }
 
 pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
@@ -49,11 +57,8 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
             let u = dir.add(&address, hash)?;
             println!("added {}", u.address);
         }
-        UserCommand::List => {
-            for u in dir.list()? {
-                println!("{}", u.address);
-            }
-        }
+        UserCommand::List => crate::quota::list(&data_dir, &dir)?,
+        UserCommand::Quota { address, size, messages } => crate::quota::set(&dir, &address, &size, messages)?,
         UserCommand::Passwd { address } => {
             let h = hash(&read_password()?)?;
             dir.set_password(&address, Some(h))?;

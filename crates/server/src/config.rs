@@ -52,6 +52,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// `[vacation]`: vacation replies (crate::config_vacation).
+    pub vacation: crate::config_vacation::VacationSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -398,6 +400,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
+        self.vacation.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

@@ -217,7 +217,12 @@ impl Connection {
 
     async fn handle_rcpt(&mut self, to: &ForwardPath) {
         let shared = self.shared.clone();
-        let decision = match shared.policy.route(self.client(), to).await {
+        let declared = self.session.transaction().and_then(|t| t.params.size);
+        let routed = match shared.policy.route(self.client(), to).await {
+            Ok(route) => shared.policy.check_quota(&route, declared).await.map(|()| route),
+            Err(refusal) => Err(refusal),
+        };
+        let decision = match routed {
             Ok(route) => {
                 debug!(%to, ?route, "rcpt accepted");
                 Decision::AcceptRcpt(route)
@@ -247,7 +252,9 @@ impl Connection {
             now: SystemTime::now(),
         };
         let decision = match Receiving::begin(&self.shared.store, trace) {
-            Ok(r) => {
+            Ok(mut r) => {
+                let locals: Vec<_> = tx.routes().iter().filter_map(Route::local).cloned().collect();
+                r.vacation = self.shared.vacation.watch(&tx.from, &locals);
                 self.receiving = Some(r);
                 Decision::Accept
             }
@@ -269,7 +276,7 @@ impl Connection {
     /// is the store's verdict.
     async fn handle_data_end(&mut self) {
         let reply = match self.receiving.take() {
-            Some(r) => {
+            Some(mut r) => {
                 let shared = self.shared.clone();
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
@@ -283,7 +290,12 @@ impl Connection {
                 });
                 let mailboxes = shared.store.data_dir().join("mailboxes");
                 let notice = tx.and_then(|t| success_notice(t, shared.outbound.as_ref(), mailboxes, SystemTime::now()));
-                r.finish(&locals, outgoing, notice, &from, shared.max_hops).await
+                let vacation = r.vacation.take();
+                let reply = r.finish(&locals, outgoing, notice, &from, shared.max_hops).await;
+                if let (250, Some(watch)) = (reply.code, vacation) {
+                    shared.vacation.handle_stored(watch, shared.outbound.clone());
+                }
+                reply
             }
             None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
         };

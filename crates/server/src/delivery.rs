@@ -46,6 +46,9 @@ pub(crate) struct Receiving {
     failed: Option<StoreError>,
     /// Counts the Received fields of the header section (the loop check).
     scan: HeaderScan,
+    /// The header section kept for the vacation decision, when a recipient has a reply on.
+    pub(crate) vacation: Option<crate::vacation::Watch>,
+    store: Store,
 }
 
 impl Receiving {
@@ -61,6 +64,8 @@ impl Receiving {
             scratch: Vec::with_capacity(SCRATCH),
             failed: None,
             scan: HeaderScan::default(),
+            vacation: None,
+            store: store.clone(),
         })
     }
 
@@ -68,6 +73,9 @@ impl Receiving {
     pub(crate) fn handle_data(&mut self, chunk: &[u8]) {
         // The session bounds the header section itself; here it is only counted.
         self.scan.feed(chunk, usize::MAX, usize::MAX);
+        if let Some(watch) = self.vacation.as_mut() {
+            watch.handle_data(chunk);
+        }
         if self.failed.is_some() {
             return;
         }
@@ -109,6 +117,7 @@ impl Receiving {
         let spool = outgoing.as_ref().map(|o| o.queue.spool_for(&o.envelope));
         match self.incoming.commit_with(locals, spool).await {
             Ok(d) => {
+                crate::quota::handle_stored(&self.store, locals, d.size);
                 let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
                 if let Some(n) = notice {
                     n.send(&d, locals);

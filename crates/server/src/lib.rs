@@ -9,15 +9,18 @@
 
 mod auth;
 pub mod config;
+pub mod config_vacation;
 mod connection;
 mod delivery;
 pub mod limits;
 pub mod outbound;
 pub mod policy;
+mod quota;
 mod shared;
 mod stream;
 pub mod tls;
 pub mod trace;
+mod vacation;
 
 use std::future::Future;
 use std::net::SocketAddr;
