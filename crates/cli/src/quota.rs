@@ -37,7 +37,11 @@ pub fn list(data_dir: &Path, dir: &UserDirectory) -> anyhow::Result<()> {
 }
 
 fn describe(q: Quota) -> String {
-    let bytes = if q.bytes == 0 { "no size limit".to_string() } else { format!("{} bytes ({})", q.bytes, format_size(q.bytes)) };
+    let bytes = if q.bytes == 0 {
+        "no size limit".to_string()
+    } else {
+        format!("{} bytes ({})", q.bytes, format_size(q.bytes))
+    };
     let messages = if q.messages == 0 { "no message limit".to_string() } else { format!("{} messages", q.messages) };
     format!("{bytes}, {messages}")
 }

@@ -165,7 +165,8 @@ impl Dovecot {
         let probe = dir.path().join("probe");
         std::fs::write(&probe, b"").unwrap();
         let is_root = std::fs::metadata(&probe).unwrap().uid() == 0;
-        let (uid, gid) = if is_root { (65534, 65534) } else { (probe.metadata().unwrap().uid(), probe.metadata().unwrap().gid()) };
+        let (uid, gid) =
+            if is_root { (65534, 65534) } else { (probe.metadata().unwrap().uid(), probe.metadata().unwrap().gid()) };
         let as_user: Vec<String> = if is_root {
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"].iter().map(|s| s.to_string()).collect()
         } else {
@@ -203,7 +204,10 @@ impl Dovecot {
         let child = cmd.spawn().expect("run dovecot (Debian: dovecot-core; setpriv from util-linux)");
         let dovecot = Dovecot { child, conf, as_user, _dir: dir };
         let socket = dovecot._dir.path().join("run/auth-userdb");
-        assert!(poll(WAIT, Duration::from_millis(50), || socket.exists().then_some(())).is_some(), "dovecot did not start");
+        assert!(
+            poll(WAIT, Duration::from_millis(50), || socket.exists().then_some(())).is_some(),
+            "dovecot did not start"
+        );
         Some(dovecot)
     }
 

@@ -63,7 +63,8 @@ fn send(server: &Server, from: &str, headers: &str, message_id: &str) {
 }
 
 fn wait_log(server: &Server, needle: &str, count: usize) {
-    let found = poll(WAIT, Duration::from_millis(50), || (server.log_text().matches(needle).count() >= count).then_some(()));
+    let found =
+        poll(WAIT, Duration::from_millis(50), || (server.log_text().matches(needle).count() >= count).then_some(()));
     assert!(found.is_some(), "no {count}x {needle:?} in the log:\n{}", server.log_text());
 }
 
@@ -153,7 +154,8 @@ fn bcc(server: &Server, from: &str) {
     s.ehlo();
     s.expect(&format!("MAIL FROM:<{from}>"), 250);
     s.expect(&format!("RCPT TO:<{ALICE}>"), 250);
-    let body = format!("From: <{from}>\r\nTo: <team@b.test>\r\nSubject: bcc\r\nMessage-ID: <bcc@b.test>\r\n\r\nHi!\r\n");
+    let body =
+        format!("From: <{from}>\r\nTo: <team@b.test>\r\nSubject: bcc\r\nMessage-ID: <bcc@b.test>\r\n\r\nHi!\r\n");
     assert_eq!(s.data(body.as_bytes()).code, 250);
     s.expect("QUIT", 221);
 }

@@ -58,7 +58,8 @@ fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     };
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num.parse().map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration like \"7d\"")))?;
+    let n: u64 =
+        num.parse().map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration like \"7d\"")))?;
     let scale = match unit {
         "" | "s" => 1,
         "m" => 60,

@@ -13,7 +13,11 @@ use tracing::warn;
 /// size is known (as Maildir++ and Dovecot's quota grace allow): refusing it at the end of data would
 /// refuse it for every other recipient of the transaction too. Usage that cannot be read accepts (the
 /// quota is a limit on users, not a reason to lose mail).
-pub(crate) async fn check(store: &Store, mailbox: &MailboxId, declared: Option<u64>) -> Result<(), (Reply, &'static str)> {
+pub(crate) async fn check(
+    store: &Store,
+    mailbox: &MailboxId,
+    declared: Option<u64>,
+) -> Result<(), (Reply, &'static str)> {
     let quota = store.users().quota_of(mailbox);
     if quota.is_unlimited() {
         return Ok(());

@@ -12,7 +12,8 @@
 //! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
 //!   form of a domain (IDNA), used wherever domains are compared.
 //! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot.
-//! - [`quota`]: per-user quotas and the Maildir++ `maildirsize` usage file.
+//! - [`quota`]: per-user quotas and the Maildir++ `maildirsize` usage file; [`usage`]: the store's
+//!   entry points to them (a mailbox's usage, a delivery's delta).
 //! - [`vacation`]: vacation auto-reply settings, the record of who was answered, and the decision.
 //! - [`mailbox`]: reading a Maildir back (`mailroom mailbox list/show`).
 //! - [`unique`]: Maildir unique names and the tmp/ cleanup of dead processes' files.
@@ -33,6 +34,7 @@ pub mod quota;
 pub mod spool;
 pub mod store;
 pub mod unique;
+pub mod usage;
 pub mod users;
 pub mod vacation;
 

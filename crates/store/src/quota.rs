@@ -18,12 +18,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::address::MailboxId;
 use crate::error::{io_err, StoreError};
-use crate::store::Store;
 
 /// Name of the Maildir++ quota file at the root of a Maildir.
 pub const MAILDIRSIZE: &str = "maildirsize";
@@ -114,31 +112,11 @@ pub fn parse_size(text: &str) -> Option<u64> {
 /// Formats octets the way [`parse_size`] reads them back, exactly (`100M`, `1536K`, `1000`).
 pub fn format_size(bytes: u64) -> String {
     for (suffix, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-        if bytes > 0 && bytes % (1u64 << shift) == 0 {
+        if bytes > 0 && bytes.is_multiple_of(1u64 << shift) {
             return format!("{}{suffix}", bytes >> shift);
         }
     }
     bytes.to_string()
-}
-
-impl Store {
-    /// The root of `mailbox`'s Maildir (where `maildirsize` lives, above any folder).
-    fn maildir_root(&self, mailbox: &MailboxId) -> PathBuf {
-        self.mailboxes_dir().join(mailbox.domain()).join(mailbox.local())
-    }
-
-    /// The usage of `mailbox` under `quota`, from its `maildirsize` (recalculated and rewritten when it
-    /// is missing or stale, see the module doc). Blocking file I/O: call it off the async threads.
-    pub fn quota_usage(&self, mailbox: &MailboxId, quota: Quota) -> Result<Usage, StoreError> {
-        usage(&self.maildir_root(mailbox), quota, SystemTime::now())
-    }
-
-    /// Records a stored message of `size` octets in `mailbox`'s `maildirsize`, when it has one (without
-    /// one the next read recalculates, counting the message). One small append, no fsync: the file is a
-    /// cache (see the module doc).
-    pub fn record_quota(&self, mailbox: &MailboxId, size: u64) -> Result<(), StoreError> {
-        append(&self.maildir_root(mailbox), size)
-    }
 }
 
 /// Usage of the Maildir at `root` under `quota`; see the module doc for when it is recalculated.
@@ -275,7 +253,7 @@ fn write_file(root: &Path, quota: Quota, usage: Usage) -> Result<(), StoreError>
 
 /// Appends a delivery's delta line, in one write(2) on an O_APPEND descriptor (Dovecot appends the
 /// same way). Nothing when there is no file yet.
-fn append(root: &Path, size: u64) -> Result<(), StoreError> {
+pub(crate) fn append(root: &Path, size: u64) -> Result<(), StoreError> {
     let path = root.join(MAILDIRSIZE);
     let mut file = match OpenOptions::new().append(true).open(&path) {
         Ok(f) => f,
@@ -345,9 +323,9 @@ mod tests {
         let now = SystemTime::now();
         let recalculated = Usage { bytes: 10, messages: 1 };
         for text in [
-            "2000S,10C\n500 5\n".to_string(),                // another definition
-            "1000S,10C\n500 5".to_string(),                  // a line cut short
-            "1000S,10C\n-500 -5\n".to_string(),              // negative
+            "2000S,10C\n500 5\n".to_string(),               // another definition
+            "1000S,10C\n500 5".to_string(),                 // a line cut short
+            "1000S,10C\n-500 -5\n".to_string(),             // negative
             format!("1000S,10C\n{}", "1 0\n".repeat(2600)), // too large
         ] {
             fs::write(root.join(MAILDIRSIZE), &text).unwrap();

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::address::MailboxId;
-use crate::quota::Quota;
 use crate::domain::canonical_domain;
 use crate::error::{user_io_err as io_err, UserError};
 use crate::fsync::sync_dir;
+use crate::quota::Quota;
 
 pub use crate::address::{validate_address, validate_domain, MAX_DOMAIN, MAX_LABEL, MAX_LOCAL_PART};
 
@@ -125,7 +125,9 @@ impl Users {
 
     /// The quota of the user whose mailbox this is (none for mailboxes without a user: postmaster@).
     pub fn quota_of(&self, mailbox: &MailboxId) -> Quota {
-        key(mailbox.local(), mailbox.domain()).and_then(|k| self.by_address.get(&k)).map_or_else(Quota::default, |u| u.quota)
+        key(mailbox.local(), mailbox.domain())
+            .and_then(|k| self.by_address.get(&k))
+            .map_or_else(Quota::default, |u| u.quota)
     }
 
     /// Every domain that has at least one user, sorted.

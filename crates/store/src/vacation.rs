@@ -289,7 +289,8 @@ impl VacationCache {
             rewrite_records(&dir, &path, &entries)?;
         } else {
             fsync::create_dir_all_synced(&dir).map_err(io_err("create", &dir))?;
-            let mut f = OpenOptions::new().append(true).create(true).mode(0o600).open(&path).map_err(io_err("open", &path))?;
+            let mut f =
+                OpenOptions::new().append(true).create(true).mode(0o600).open(&path).map_err(io_err("open", &path))?;
             f.write_all(format!("{now_s} {sender}\n").as_bytes()).map_err(io_err("append to", &path))?;
             fsync::sync_data(&f).map_err(io_err("fdatasync", &path))?;
         }
