@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use mailroom_proto::ReversePath;
 use mailroom_queue::{Envelope, Queue};
 use mailroom_store::vacation::{skip_reason, HeaderFacts, Vacation, VacationCache};
+use mailroom_store::store::JUNK_FOLDER;
 use mailroom_store::{MailboxId, Store, StoreError};
 use tracing::{debug, info, warn};
 
@@ -85,11 +86,17 @@ impl Responder {
         let now = SystemTime::now();
         let mut users: Vec<(MailboxId, Arc<Vacation>)> = Vec::new();
         for mailbox in locals {
-            if users.iter().any(|(m, _)| m == mailbox) {
+            // Mail filed as junk gets no reply (it would go to a forged sender).
+            if mailbox.folder() == Some(JUNK_FOLDER) {
                 continue;
             }
-            if let Some(v) = self.cache.get(mailbox).filter(|v| v.is_active(now)) {
-                users.push((mailbox.clone(), v));
+            // One reply per user, however many of its folders the message lands in.
+            let inbox = mailbox.inbox();
+            if users.iter().any(|(m, _)| *m == inbox) {
+                continue;
+            }
+            if let Some(v) = self.cache.get(&inbox).filter(|v| v.is_active(now)) {
+                users.push((inbox, v));
             }
         }
         if users.is_empty() {
