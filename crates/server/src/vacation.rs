@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use mailroom_proto::ReversePath;
 use mailroom_queue::{Envelope, Queue};
-use mailroom_store::vacation::{skip_reason, HeaderFacts, Vacation, VacationCache};
 use mailroom_store::store::JUNK_FOLDER;
+use mailroom_store::vacation::{skip_reason, HeaderFacts, Vacation, VacationCache};
 use mailroom_store::{MailboxId, Store, StoreError};
 use tracing::{debug, info, warn};
 
