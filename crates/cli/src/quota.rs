@@ -1,6 +1,6 @@
 //! `mailroom user quota` and the usage column of `mailroom user list`: quotas live in users.toml, usage
-//! in each Maildir's `maildirsize` (read, or recalculated when missing or stale, exactly as the server
-//! and Dovecot's quota plugin do).
+//! in each Maildir's `maildirsize` (read, or counted afresh when it is missing or stale, by the rules the
+//! server and Dovecot's quota plugin follow; the CLI leaves rewriting the file to them).
 
 use std::path::Path;
 
@@ -24,7 +24,8 @@ pub fn list(data_dir: &Path, dir: &UserDirectory) -> anyhow::Result<()> {
         let usage = if u.quota.is_unlimited() {
             quota::scan(&root)
         } else {
-            quota::usage(&root, u.quota, std::time::SystemTime::now())
+            // Read, never rewritten here: the CLI may run as another user than the server.
+            quota::peek(&root, u.quota, std::time::SystemTime::now())
         };
         match usage {
             Ok(Usage { bytes, messages }) => {

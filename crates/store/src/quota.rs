@@ -153,6 +153,16 @@ fn read_cached(path: &Path, quota: Quota, now: SystemTime) -> Option<Usage> {
     Some(usage)
 }
 
+/// Like [`usage`], but never writes: a stale or missing file is recalculated in memory only. For
+/// readers that may run as another user than the server (`mailroom user list`), so that they leave no
+/// file the server cannot replace or append to.
+pub fn peek(root: &Path, quota: Quota, now: SystemTime) -> Result<Usage, StoreError> {
+    match read_cached(&root.join(MAILDIRSIZE), quota, now) {
+        Some(usage) => Ok(usage),
+        None => scan(root),
+    }
+}
+
 /// The definition line and the summed deltas; None for anything malformed (a line cut by a crash).
 fn parse(text: &str) -> Option<(&str, i64, i64)> {
     if !text.ends_with('\n') {
@@ -313,6 +323,11 @@ mod tests {
         fs::OpenOptions::new().append(true).open(root.join(MAILDIRSIZE)).unwrap().write_all(b"-20 -1\n").unwrap();
         // No message files at all: the numbers can only come from the file.
         assert_eq!(usage(root, Q, SystemTime::now()).unwrap(), Usage { bytes: 120, messages: 1 });
+        assert_eq!(peek(root, Q, SystemTime::now()).unwrap(), Usage { bytes: 120, messages: 1 });
+        // A definition that differs: counted, and left alone by peek.
+        let other = Quota { bytes: 5, messages: 0 };
+        assert_eq!(peek(root, other, SystemTime::now()).unwrap(), Usage::default());
+        assert!(fs::read_to_string(root.join(MAILDIRSIZE)).unwrap().starts_with("1000S,10C\n"));
     }
 
     #[test]
