@@ -13,7 +13,9 @@
 //! to [`MAX_MAILDIRSIZE`] bytes, when a total is negative, or when it says "over quota" and is older than
 //! [`STALE_AFTER`] (the Maildir++ rules: mail may have been removed by programs that do not write deltas).
 //! A delivery appends its line after the commit; a crash between the two leaves usage one message low
-//! until the next recalculation, never a message lost or refused.
+//! until the next recalculation, never a message lost or refused. A recalculation that runs while another
+//! delivery to the same Maildir is between its link and its append counts that message twice (the
+//! Maildir++ race Dovecot has too); the file's growth to [`MAX_MAILDIRSIZE`] or the stale rule corrects it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
