@@ -10,7 +10,6 @@
 //! unless `MAILROOM_SKIP_PROMETHEUS=1` says to skip them (CI never sets it).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
