@@ -214,8 +214,8 @@ async fn serve_metrics(h: Handle) -> (SocketAddr, JoinHandle<()>) {
                 }
                 let body = h.render();
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    mailroom_server::metrics::CONTENT_TYPE,
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes()).await;
@@ -231,7 +231,7 @@ async fn serve_metrics(h: Handle) -> (SocketAddr, JoinHandle<()>) {
 struct Prometheus {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Prometheus {
@@ -266,11 +266,11 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .expect("prometheus starts");
-        Prometheus { child, addr, _dir: dir }
+        Prometheus { child, addr, dir }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// The value of an instant query's single series; None while Prometheus is not up or has no sample.

@@ -10,6 +10,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::handles;
 use crate::names::{Family, Kind, COMMIT_BUCKETS, FAMILIES, STORE_COMMIT_SECONDS};
 
+/// The `Content-Type` of [`render`]'s text (the Prometheus text exposition format, version 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// How often histogram samples are folded into their buckets when nobody scrapes: the recorder keeps
 /// raw samples until then, so without it an unscraped server would hold every commit time it measured.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -28,7 +31,7 @@ impl std::fmt::Debug for Handle {
 
 impl Handle {
     /// Every family in the Prometheus text exposition format (version 0.0.4), each with `# HELP` and
-    /// `# TYPE`. Serve it as `text/plain; version=0.0.4; charset=utf-8`.
+    /// `# TYPE`. Serve it as [`CONTENT_TYPE`].
     pub fn render(&self) -> String {
         self.inner.render()
     }

@@ -22,5 +22,5 @@ pub mod record;
 mod handles;
 mod install;
 
-pub use install::{install, is_installed, render, Handle};
+pub use install::{install, is_installed, render, Handle, CONTENT_TYPE};
 pub use names::{AuthMethod, AuthResult, DeliveryResult, Listener, QueueState, RefusalReason, ReplyClass, TlsVersion};
