@@ -49,6 +49,7 @@ pub(crate) async fn serve(
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
     async move {
+        let _active = crate::metrics::record::session_opened(crate::metrics::listener(role));
         info!(?role, "connect");
         if let Some(connection) = Connection::open(tcp, peer, role, shared, phase).await {
             connection.run().await;
@@ -125,6 +126,7 @@ impl Connection {
             match handshake(stream, &shared, &mut phase).await {
                 Ok(tls) => stream = tls,
                 Err(e) => {
+                    crate::metrics::record::tls_handshake_failed();
                     info!(error = %e, "TLS handshake failed");
                     return None;
                 }
@@ -206,6 +208,7 @@ impl Connection {
                 Decision::Accept
             }
             Err(refusal) => {
+                crate::metrics::refusal(&refusal);
                 if self.note_refusal() {
                     info!(%from, reason = refusal.reason, "sender refused");
                 }
@@ -228,6 +231,7 @@ impl Connection {
                 Decision::AcceptRcpt(route)
             }
             Err(refusal) => {
+                crate::metrics::refusal(&refusal);
                 if self.note_refusal() {
                     info!(%to, reply = %refusal.reply, "rcpt refused");
                 }
@@ -307,6 +311,7 @@ impl Connection {
 
     fn handle_data_aborted(&mut self, reason: AbortReason) {
         self.receiving = None; // dropping the Incoming removes its file
+        crate::metrics::data_aborted(reason);
         if self.note_refusal() {
             info!(?reason, "message refused");
         }
@@ -330,6 +335,7 @@ impl Connection {
                 }
             }
             Err(e) => {
+                crate::metrics::record::tls_handshake_failed();
                 info!(error = %e, "STARTTLS handshake failed");
                 self.session.handle_eof();
             }
@@ -346,6 +352,7 @@ impl Connection {
     /// `command_timeout` to drain it, not forever (it would hold a connection slot).
     async fn flush(&mut self) -> bool {
         let Some(out) = self.session.poll_transmit() else { return true };
+        crate::metrics::record::replies(&out);
         let limit = self.session.config().command_timeout;
         match tokio::time::timeout(limit, self.stream.write_all(&out)).await {
             Ok(Ok(())) => return true,
@@ -412,6 +419,7 @@ async fn handshake(stream: Stream, shared: &Shared, phase: &mut watch::Receiver<
         () = shutdown_begins(phase) => return Err(io::Error::other("server shutting down")),
     };
     let (_, conn) = tls.get_ref();
+    crate::metrics::record::tls_handshake(crate::metrics::tls_version(conn.protocol_version()));
     info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
     Ok(Stream::Tls(Box::new(tls)))
 }

@@ -117,6 +117,7 @@ impl Receiving {
         let hops = self.scan.received() + 1;
         if hops > max_hops {
             info!(hops, max_hops, "message refused: too many Received headers (a mail loop?)");
+            crate::metrics::record::refusal(crate::metrics::RefusalReason::MailLoop);
             return Reply::new(554, Enhanced(5, 4, 6), "Too many hops: mail loop detected");
         }
         let (id, size) = (self.incoming.id().to_owned(), self.incoming.len());
@@ -126,9 +127,13 @@ impl Receiving {
             o
         });
         let spool = outgoing.as_ref().map(|o| o.queue.spool_for(&o.envelope));
-        match self.incoming.commit_with(locals, spool).await {
+        let started = std::time::Instant::now();
+        let committed = self.incoming.commit_with(locals, spool).await;
+        crate::metrics::record::commit_duration(started.elapsed());
+        match committed {
             Ok(d) => {
                 crate::quota::handle_stored(&self.store, locals, d.size);
+                crate::metrics::record::message_received(d.size);
                 let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
                 if let Some(n) = notice {
                     n.send(&d, locals);
