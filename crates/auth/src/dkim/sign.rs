@@ -17,9 +17,9 @@ use super::body::BodyHasher;
 use super::split::{Splitter, DEFAULT_MAX_HEADER_SECTION};
 use crate::keys::{KeyStore, SigningKey};
 
-/// The header fields signed when present (RFC 6376 §5.4.1's list of what SHOULD be signed, with the
-/// MIME fields), each listed once more than it occurs (over-signing, §8.15): a copy added in transit
-/// then breaks the signature. From is always signed.
+/// The header fields signed (RFC 6376 §5.4.1's list of what SHOULD be signed, with the MIME fields),
+/// each listed once more than it occurs (over-signing, §8.15): a copy added in transit, or one of these
+/// fields added where the message had none, then breaks the signature.
 pub const SIGNED_HEADERS: &[&str] = &[
     "From",
     "Reply-To",
@@ -143,14 +143,12 @@ fn from_domain(header: &[u8]) -> Option<String> {
     message.from().rsplit_once('@').map(|(_, d)| d.to_owned())
 }
 
-/// The `h=` list: each field of [`SIGNED_HEADERS`] present, as many times as it occurs plus one.
+/// The `h=` list: each field of [`SIGNED_HEADERS`] as many times as it occurs plus one.
 fn signed_names(fields: &[(&[u8], &[u8])]) -> Vec<String> {
     let mut names = Vec::new();
     for wanted in SIGNED_HEADERS {
         let count = fields.iter().filter(|(n, _)| trim(n).eq_ignore_ascii_case(wanted.as_bytes())).count();
-        if count > 0 || *wanted == "From" {
-            names.extend(std::iter::repeat_n(wanted.to_string(), count + 1));
-        }
+        names.extend(std::iter::repeat_n(wanted.to_string(), count + 1));
     }
     names
 }
@@ -219,5 +217,44 @@ fn sign_one(key: &SigningKey, header: &[u8], bh: &[u8], t: u64) -> Result<String
         |message: String| SignError::Key { domain: key.domain.clone(), selector: key.selector.clone(), message };
     signature.b =
         key.key.sign(ToSign { headers: &canonical, signature: &signature }).map_err(|e| error(e.to_string()))?;
-    Ok(signature.to_header())
+    Ok(join_final_semicolon(signature.to_header()))
+}
+
+/// mail-auth may fold the field right before the `;` that follows `b=`. RFC 6376 §3.7 deletes the
+/// white space around the `b=` value when hashing, but dkimpy keeps that fold (as one SP), so such a
+/// signature fails there: the `;` goes back onto the last line of the value.
+fn join_final_semicolon(mut field: String) -> String {
+    let trimmed = field.trim_end_matches("\r\n");
+    if let Some(value_end) = trimmed.strip_suffix(';').map(|t| t.trim_end_matches([' ', '\t', '\r', '\n']).len()) {
+        field.replace_range(value_end..trimmed.len() - 1, "");
+    }
+    field
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_semicolon_after_b_is_never_folded_onto_its_own_line() {
+        let folded = "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n\tdef==\r\n\t;\r\n".to_string();
+        assert_eq!(join_final_semicolon(folded), "DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n\tdef==;\r\n");
+        let fine = "DKIM-Signature: v=1; b=abc;\r\n".to_string();
+        assert_eq!(join_final_semicolon(fine.clone()), fine);
+    }
+
+    #[test]
+    fn over_signing_lists_each_field_once_more_than_it_occurs() {
+        let header = b"From: a@example.org\r\nTo: b@example.org\r\nTo: c@example.org\r\nX-Other: 1\r\n\r\n";
+        let fields = AuthenticatedMessage::parse_with_opts(header, None, false).unwrap().headers;
+        let names = signed_names(&fields);
+        assert_eq!(names.iter().filter(|n| *n == "From").count(), 2);
+        assert_eq!(names.iter().filter(|n| *n == "To").count(), 3);
+        assert_eq!(names.iter().filter(|n| *n == "Subject").count(), 1);
+        assert!(!names.iter().any(|n| n == "X-Other"));
+        // Picked bottom-up, as a verifier does: the last To first.
+        let picked = selected_fields(&fields, &names);
+        let tos: Vec<&[u8]> = picked.iter().filter(|(n, _)| n.eq_ignore_ascii_case(b"to")).map(|(_, v)| *v).collect();
+        assert_eq!(tos, vec![&b" c@example.org\r\n"[..], &b" b@example.org\r\n"[..]]);
+    }
 }
