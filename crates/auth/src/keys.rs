@@ -241,8 +241,10 @@ pub fn generate(
 ) -> Result<SigningKey, KeyError> {
     let domain = normalize_domain(domain)?;
     check_selector(selector)?;
-    let dir = data_dir.join(DKIM_DIR).join(&domain);
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_error(&dir))?;
+    let root = data_dir.join(DKIM_DIR);
+    let dir = root.join(&domain);
+    create_private_dir(&root)?;
+    create_private_dir(&dir)?;
     let path = dir.join(format!("{selector}.key"));
     if path.exists() {
         return Err(KeyError::Exists { domain, selector: selector.to_owned(), path: path.display().to_string() });
@@ -266,6 +268,19 @@ fn rsa_pem() -> Result<String, KeyError> {
         .map_err(|e| KeyError::Invalid(format!("RSA key generation: {e}")))?;
     let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Invalid(format!("RSA key encoding: {e}")))?;
     Ok(pem.to_string())
+}
+
+/// Creates a directory of mode 0700 when missing, fsynced into its parent (a key acknowledged survives a
+/// power cut).
+fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().mode(0o700).create(dir).map_err(io_error(dir))?;
+    if let Some(parent) = dir.parent() {
+        fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io_error(parent))?;
+    }
+    Ok(())
 }
 
 /// Writes a new file of mode 0600 through a temporary name (fsynced, renamed, directory fsynced): a

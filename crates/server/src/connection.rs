@@ -247,7 +247,8 @@ impl Connection {
             now: SystemTime::now(),
         };
         let decision = match Receiving::begin(&self.shared.store, trace) {
-            Ok(r) => {
+            Ok(mut r) => {
+                r.sign_with(self.submission_signer());
                 self.receiving = Some(r);
                 Decision::Accept
             }
@@ -257,6 +258,13 @@ impl Connection {
             }
         };
         self.session.answer(decision);
+    }
+
+    /// A DKIM signer when the client submits mail (authenticated, or in `[delivery] relay_networks`).
+    fn submission_signer(&self) -> Option<crate::signing::MessageSigner> {
+        let client = self.client();
+        let submits = client.authenticated.is_some() || self.shared.policy.is_relay_allowed(client);
+        submits.then(|| self.shared.signing.message_signer()).flatten()
     }
 
     fn handle_data(&mut self, chunk: &[u8]) {

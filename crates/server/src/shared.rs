@@ -50,6 +50,8 @@ pub struct Shared {
     pub outbound: Option<Arc<dyn Outbound>>,
     /// `[delivery] max_hops`: more Received fields is a loop (554 5.4.6 at the end of data).
     pub max_hops: usize,
+    /// DKIM keys for signing what authenticated and `relay_networks` clients send.
+    pub signing: Arc<crate::signing::Signing>,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
             queue,
             outbound: None,
             max_hops: config.delivery.max_hops,
+            signing: Arc::new(crate::signing::Signing::load(&config.server.data_dir)),
         })
     }
 
