@@ -114,17 +114,32 @@ pub fn dkimpy_sign(
     algorithm: &str,
     canon: &str,
 ) -> Vec<u8> {
+    dkimpy_sign_with(message, selector, domain, key_pem, algorithm, canon, false)
+}
+
+/// [`dkimpy_sign`], with `l=` (the body length) when `length` is true.
+pub fn dkimpy_sign_with(
+    message: &[u8],
+    selector: &str,
+    domain: &str,
+    key_pem: &[u8],
+    algorithm: &str,
+    canon: &str,
+    length: bool,
+) -> Vec<u8> {
     let script = "import sys, dkim\n\
         msg = sys.stdin.buffer.read()\n\
         key = open(sys.argv[3], 'rb').read()\n\
         c = sys.argv[5].encode().split(b'/')\n\
         sig = dkim.sign(msg, sys.argv[1].encode(), sys.argv[2].encode(), key, canonicalize=(c[0], c[1]),\n\
-            signature_algorithm=sys.argv[4].encode(), include_headers=[b'from', b'to', b'subject', b'date'])\n\
+            signature_algorithm=sys.argv[4].encode(), include_headers=[b'from', b'to', b'subject', b'date'],\n\
+            length=sys.argv[6] == 'l')\n\
         sys.stdout.buffer.write(sig)";
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");
     std::fs::write(&key, key_pem).unwrap();
-    let (ok, out, err) = python(script, &[selector, domain, key.to_str().unwrap(), algorithm, canon], message);
+    let l = if length { "l" } else { "-" };
+    let (ok, out, err) = python(script, &[selector, domain, key.to_str().unwrap(), algorithm, canon, l], message);
     assert!(ok, "dkimpy sign failed: {err}");
     out
 }
