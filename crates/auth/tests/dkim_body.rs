@@ -59,9 +59,9 @@ fn every_split_gives_the_one_shot_hash() {
 #[test]
 fn canonical_bodies_are_dkimpys() {
     for (canon, name) in [(Canonicalization::Simple, "simple"), (Canonicalization::Relaxed, "relaxed")] {
-        for body in BODIES {
+        let theirs = dkimpy_canonical(name, BODIES);
+        for (body, theirs) in BODIES.iter().zip(theirs) {
             let ours = canonical_body(canon, body);
-            let theirs = dkimpy_canonical(name, body);
             assert_eq!(
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(&theirs),

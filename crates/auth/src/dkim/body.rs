@@ -77,8 +77,24 @@ impl BodyHasher {
         if self.is_full() {
             return;
         }
-        for &b in chunk {
-            self.handle_octet(b);
+        let relaxed = self.canon == Canonicalization::Relaxed;
+        let mut i = 0;
+        while i < chunk.len() {
+            // Fast path: nothing held back, so a run of ordinary octets goes out as it is.
+            if !self.pending_cr && !self.pending_wsp && self.pending_crlf == 0 {
+                let rest = &chunk[i..];
+                let run = rest.iter().position(|&b| b == b'\r' || relaxed && (b == b' ' || b == b'\t'));
+                let run = run.unwrap_or(rest.len());
+                if run > 0 {
+                    self.mid_line = true;
+                    self.any_content = true;
+                    self.emit(&rest[..run]);
+                    i += run;
+                    continue;
+                }
+            }
+            self.handle_octet(chunk[i]);
+            i += 1;
         }
         self.flush_out();
     }

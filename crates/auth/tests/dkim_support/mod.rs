@@ -94,14 +94,24 @@ pub fn python(script: &str, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, Stri
     (out.status.success(), out.stdout, stderr)
 }
 
-/// dkimpy's canonical body (`relaxed` or `simple`) of `body`.
-pub fn dkimpy_canonical(canon: &str, body: &[u8]) -> Vec<u8> {
-    let script = "import sys, dkim.canonicalization as c\n\
+/// dkimpy's canonical bodies (`relaxed` or `simple`) of `bodies`, in one run of Python.
+pub fn dkimpy_canonical(canon: &str, bodies: &[&[u8]]) -> Vec<Vec<u8>> {
+    let script = "import sys, base64, dkim.canonicalization as c\n\
         algo = {'relaxed': c.Relaxed, 'simple': c.Simple}[sys.argv[1]]\n\
-        sys.stdout.buffer.write(algo.canonicalize_body(sys.stdin.buffer.read()))";
-    let (ok, out, err) = python(script, &[canon], body);
+        for line in sys.stdin.read().split():\n\
+        \x20   print(base64.b64encode(algo.canonicalize_body(base64.b64decode(line))).decode() or '-')";
+    let input: Vec<String> = bodies
+        .iter()
+        .map(|b| mailroom_proto::base64::encode(b))
+        .map(|b| if b.is_empty() { "=".repeat(4) } else { b })
+        .collect();
+    let (ok, out, err) = python(script, &[canon], input.join("\n").as_bytes());
     assert!(ok, "dkimpy failed: {err}");
-    out
+    let out = String::from_utf8(out).unwrap();
+    let canonical: Vec<Vec<u8>> =
+        out.lines().map(|l| if l == "-" { Vec::new() } else { mailroom_proto::base64::decode(l).unwrap() }).collect();
+    assert_eq!(canonical.len(), bodies.len(), "{out}");
+    canonical
 }
 
 /// Signs `message` with dkimpy: selector, domain, PEM key file, algorithm (`rsa-sha256`,
