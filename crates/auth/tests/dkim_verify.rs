@@ -175,6 +175,7 @@ async fn rsa_sha1_and_short_rsa_keys_fail() {
     let sig = dkimpy_sign(MESSAGE, "short", "example.org", &short_pem, "rsa-sha256", "relaxed/relaxed");
     let results = verify(&signed(&sig, MESSAGE), &keys).await;
     assert_eq!(results[0].status, DkimStatus::Fail, "{results:?}");
+    assert!(results[0].reason.as_deref().unwrap().contains("512 bits"), "{results:?}");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@
 
 use mail_auth::common::crypto::{Algorithm, HashAlgorithm};
 use mail_auth::common::headers::Header;
+use mail_auth::common::verify::DomainKey;
 use mail_auth::dkim::{Canonicalization, DkimError, Signature};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::{
@@ -263,9 +264,37 @@ impl<'x> Prepared<'x> {
         let outputs: Vec<DkimOutput<'x>> =
             authenticator.verify_dkim(params).await.into_iter().map(|o| remap(o, &message.dkim_headers)).collect();
         let mut results: Vec<DkimResult> = outputs.iter().map(summarise).collect();
+        for r in &mut results {
+            explain_short_key(r, authenticator, txt_cache).await;
+        }
         results.extend(self.set_aside.iter().cloned());
         widen_b(&mut results);
         (outputs, none_or(results))
+    }
+}
+
+/// The least RSA key size accepted (RFC 8301 §3.2: verifiers MUST NOT consider signatures with keys under
+/// 1024 bits valid). ring refuses them on its own; this only names the reason.
+pub const MIN_RSA_BITS: usize = 1024;
+
+/// A failed RSA signature whose key is under [`MIN_RSA_BITS`] says so (the key comes from the cache
+/// mail-auth just filled, when there is one).
+async fn explain_short_key<TXT: ResolverCache<Box<str>, Txt>>(
+    r: &mut DkimResult,
+    authenticator: &MessageAuthenticator,
+    txt_cache: Option<&TXT>,
+) {
+    let (DkimStatus::Fail, Some(Algorithm::RsaSha256), Some(d), Some(s)) =
+        (r.status, r.algorithm, &r.domain, &r.selector)
+    else {
+        return;
+    };
+    let name = format!("{s}._domainkey.{d}.");
+    if let Ok(key) = authenticator.txt_lookup::<DomainKey>(name, txt_cache).await {
+        let bits = key.p.public_key_bits();
+        if bits < MIN_RSA_BITS {
+            r.reason = Some(format!("RSA key of {bits} bits, under {MIN_RSA_BITS} (RFC 8301)"));
+        }
     }
 }
 
