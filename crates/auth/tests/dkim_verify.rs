@@ -249,3 +249,26 @@ async fn mail_auths_own_body_hash_would_fail_this_message() {
     assert!(matches!(theirs[0].result(), mailroom_auth::mail_auth::DkimResult::Neutral(_)), "{theirs:?}");
     assert_eq!(verify(&message, &keys).await[0].status, DkimStatus::Pass);
 }
+
+#[tokio::test]
+async fn odd_body_hash_requests_are_bounded_and_never_panic() {
+    // MAX_BODY_HASHES rsa-sha1 signatures with distinct l= values take every body-hash slot; the good
+    // signature after them gets no digest and fails (mail-auth would panic on a missing request), so a
+    // header section full of odd signatures cannot multiply the hashing work.
+    let (ed_seed, ed_record) = ed25519_key();
+    let keys = Keys::with(&[("ed._domainkey.example.org.", ed_record.as_str())]);
+    let sig = dkimpy_sign(MESSAGE, "ed", "example.org", &ed_seed, "ed25519-sha256", "relaxed/relaxed");
+    let sig = String::from_utf8(sig).unwrap();
+    let mut fields = String::new();
+    for l in 1..=mailroom_auth::dkim::MAX_BODY_HASHES {
+        fields.push_str(&sig.replacen("a=ed25519-sha256;", &format!("a=rsa-sha1; l={l};"), 1));
+    }
+    let good = signed(sig.as_bytes(), MESSAGE);
+    assert_eq!(verify(&good, &keys).await[0].status, DkimStatus::Pass);
+    fields.push_str(&sig);
+    let results = verify(&signed(fields.as_bytes(), MESSAGE), &keys).await;
+    assert_eq!(results.len(), mailroom_auth::dkim::MAX_BODY_HASHES + 1);
+    let last = results.iter().find(|r| r.algorithm == Some(mailroom_auth::dkim::Algorithm::Ed25519Sha256)).unwrap();
+    assert_eq!(last.status, DkimStatus::Fail, "{results:?}");
+    assert_eq!(last.reason.as_deref(), Some("body hash mismatch"));
+}

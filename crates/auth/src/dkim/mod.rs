@@ -11,7 +11,8 @@ pub use body::{canonical_body, BodyHash, BodyHasher};
 pub use sign::{sign_message, DkimSigner, SignError, SIGNED_HEADERS};
 pub use split::DEFAULT_MAX_HEADER_SECTION;
 pub use verify::{
-    DkimResult, DkimStatus, DkimVerifier, Prepared, VerifiedInput, HEADER_B_LEN, MAX_SIGNATURES, MIN_RSA_BITS,
+    DkimResult, DkimStatus, DkimVerifier, Prepared, VerifiedInput, HEADER_B_LEN, MAX_BODY_HASHES, MAX_SIGNATURES,
+    MIN_RSA_BITS,
 };
 
 /// mail-auth's names for what the API takes and gives.

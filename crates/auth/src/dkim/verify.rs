@@ -23,6 +23,11 @@ use super::split::{Splitter, DEFAULT_MAX_HEADER_SECTION};
 /// signatures they attempt to verify"); the rest are reported as `policy`, without a DNS lookup.
 pub const MAX_SIGNATURES: usize = 8;
 
+/// The most distinct body hashes (canonicalisation, hash, `l=`) computed per message: each one hashes the
+/// whole body once more, so a header section full of odd signatures must not multiply the work. Requests
+/// past it get no digest: their signatures fail.
+pub const MAX_BODY_HASHES: usize = 2 * MAX_SIGNATURES;
+
 /// The least characters of `b=` given as `header.b` (RFC 6008 §4: at least eight); more are taken when
 /// two signatures of the message would otherwise look alike.
 pub const HEADER_B_LEN: usize = 8;
@@ -144,6 +149,7 @@ impl DkimVerifier {
             self.hashers = message
                 .body_hashes
                 .iter()
+                .take(MAX_BODY_HASHES)
                 .map(|(c, h, l, _)| (*c, *h, *l, BodyHasher::new(*c, *h, Some(*l))))
                 .collect();
         }
@@ -181,7 +187,11 @@ fn parse(header: &[u8]) -> Option<AuthenticatedMessage<'_>> {
 }
 
 fn empty_body_hashes(m: &AuthenticatedMessage<'_>) -> Vec<(Canonicalization, HashAlgorithm, u64, Vec<u8>)> {
-    m.body_hashes.iter().map(|(c, h, l, _)| (*c, *h, *l, BodyHasher::new(*c, *h, Some(*l)).finish().digest)).collect()
+    m.body_hashes
+        .iter()
+        .take(MAX_BODY_HASHES)
+        .map(|(c, h, l, _)| (*c, *h, *l, BodyHasher::new(*c, *h, Some(*l)).finish().digest))
+        .collect()
 }
 
 /// A received message reduced to what the checks need: its header section and the hashes of its body
