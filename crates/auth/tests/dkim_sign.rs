@@ -171,3 +171,30 @@ fn the_newest_key_per_algorithm_signs() {
     assert_eq!(chosen.len(), 1);
     assert_eq!(chosen[0].selector, "aa-new");
 }
+
+#[test]
+fn keys_made_by_openssl_load_and_sign() {
+    // An admin's own keys: openssl's PKCS#8 (v1 for ed25519, without the public key) in the same place.
+    let dir = tempfile::tempdir().unwrap();
+    let domain_dir = dir.path().join("dkim/example.org");
+    std::fs::create_dir_all(&domain_dir).unwrap();
+    for (name, args) in [
+        ("osl-ed.key", &["genpkey", "-algorithm", "ed25519"][..]),
+        ("osl-rsa.key", &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..]),
+    ] {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl");
+        assert!(out.status.success());
+        std::fs::write(domain_dir.join(name), out.stdout).unwrap();
+    }
+    let (store, errors) = KeyStore::load(dir.path());
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(store.keys().len(), 2);
+    let store = Arc::new(store);
+    let sigs = sign(&store, MESSAGE, 9);
+    let (ok, out) = dkimpy_verify(&[&sigs[..], MESSAGE].concat(), &records(&store));
+    assert!(ok, "dkimpy: {out}\n{}", String::from_utf8_lossy(&sigs));
+    // A file that is no key is reported, and signs nothing.
+    std::fs::write(domain_dir.join("junk.key"), "not a key").unwrap();
+    let (store, errors) = KeyStore::load(dir.path());
+    assert_eq!((store.keys().len(), errors.len()), (2, 1), "{errors:?}");
+}
