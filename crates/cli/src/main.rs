@@ -1,4 +1,4 @@
-//! The `mailroom` binary: serve, send, sendmail, user, mailbox, queue (and `mailq`), check-config.
+//! The `mailroom` binary: serve, send, sendmail, user, mailbox, queue (and `mailq`), dkim, check-config.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod dkim;
 mod mailbox;
 mod queue;
 mod quota;
@@ -52,6 +53,13 @@ enum Command {
     Queue {
         #[command(subcommand)]
         cmd: queue::QueueCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// DKIM signing keys: make one (and print its DNS record), list them.
+    Dkim {
+        #[command(subcommand)]
+        cmd: dkim::DkimCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -104,6 +112,7 @@ fn main() -> ExitCode {
         Command::Vacation { cmd, dirs } => vacation::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
+        Command::Dkim { cmd, dirs } => dkim::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),

@@ -94,7 +94,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
-        let tls = server.tls();
+        let (tls, signing) = (server.tls(), server.signing());
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
@@ -102,6 +102,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if let Err(e) = tls.reload() {
                     tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
                 }
+                signing.reload();
             }
         });
         server.run(shutdown_signal()).await;

@@ -259,6 +259,7 @@ impl Connection {
             Ok(mut r) => {
                 let locals: Vec<_> = tx.routes().iter().filter_map(Route::local).cloned().collect();
                 r.vacation = self.shared.vacation.watch(&tx.from, &locals);
+                r.sign_with(self.submission_signer());
                 self.receiving = Some(r);
                 Decision::Accept
             }
@@ -268,6 +269,13 @@ impl Connection {
             }
         };
         self.session.answer(decision);
+    }
+
+    /// A DKIM signer when the client submits mail (authenticated, or in `[delivery] relay_networks`).
+    fn submission_signer(&self) -> Option<crate::signing::MessageSigner> {
+        let client = self.client();
+        let submits = client.authenticated.is_some() || self.shared.policy.is_relay_allowed(client);
+        submits.then(|| self.shared.signing.message_signer()).flatten()
     }
 
     fn handle_data(&mut self, chunk: &[u8]) {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::outbound::{DeliveredNotice, Outbound};
 use crate::policy::Route;
+use crate::signing::MessageSigner;
 use crate::trace::{trace_headers, TraceInfo};
 
 /// The remote half of a transaction: its envelope (the message id and size are filled in at commit),
@@ -52,6 +53,8 @@ pub(crate) struct Receiving {
     /// Bytes of mailroom's own trace headers at the start of the file: headers known only at the end
     /// (Authentication-Results, DKIM-Signature) are inserted here.
     trace_len: u64,
+    /// DKIM signing of submitted mail (`signing.rs`), when the client may submit and keys exist.
+    signer: Option<MessageSigner>,
 }
 
 impl Receiving {
@@ -71,6 +74,7 @@ impl Receiving {
             vacation: None,
             store: store.clone(),
             trace_len,
+            signer: None,
         })
     }
 
@@ -80,8 +84,16 @@ impl Receiving {
         self.trace_len
     }
 
+    /// Signs the message with `signer` (DKIM-Signature fields go in below the trace headers at the end).
+    pub(crate) fn sign_with(&mut self, signer: Option<MessageSigner>) {
+        self.signer = signer;
+    }
+
     /// Body bytes as the session hands them over (CRLF line endings, unstuffed).
     pub(crate) fn handle_data(&mut self, chunk: &[u8]) {
+        if let Some(s) = &mut self.signer {
+            s.handle_data(chunk);
+        }
         // The session bounds the header section itself; here it is only counted.
         self.scan.feed(chunk, usize::MAX, usize::MAX);
         if let Some(watch) = self.vacation.as_mut() {
@@ -166,6 +178,11 @@ impl Receiving {
                 if let Err(e) = self.incoming.write(&self.scratch) {
                     self.failed = Some(e);
                 }
+            }
+        }
+        if let (None, Some(fields)) = (&self.failed, self.signer.take().and_then(MessageSigner::finish)) {
+            if let Err(e) = self.incoming.insert(self.trace_len, &fields) {
+                self.failed = Some(e);
             }
         }
         match &self.failed {

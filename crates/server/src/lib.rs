@@ -3,7 +3,7 @@
 //! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
 //! to the store and the outbound queue (`delivery`), the window on the relay (`outbound`), AUTH (`auth`)
-//! and TLS (`tls`). Graceful shutdown: stop accepting, let
+//! TLS (`tls`) and DKIM signing of submitted mail (`signing`). Graceful shutdown: stop accepting, let
 //! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod policy;
 mod quota;
 mod shared;
+pub mod signing;
 mod stream;
 pub mod tls;
 pub mod trace;
@@ -115,6 +116,11 @@ impl Server {
     /// The addresses actually bound (useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
+    }
+
+    /// The DKIM signing keys, to reload on SIGHUP.
+    pub fn signing(&self) -> Arc<signing::Signing> {
+        self.shared.signing.clone()
     }
 
     /// A handle to reload the TLS certificate and key (on SIGHUP).

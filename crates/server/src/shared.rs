@@ -52,6 +52,8 @@ pub struct Shared {
     pub max_hops: usize,
     /// Vacation replies (RFC 3834).
     pub(crate) vacation: Arc<crate::vacation::Responder>,
+    /// DKIM keys for signing what authenticated and `relay_networks` clients send.
+    pub signing: Arc<crate::signing::Signing>,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
             outbound: None,
             max_hops: config.delivery.max_hops,
             vacation: Arc::new(vacation),
+            signing: Arc::new(crate::signing::Signing::load(&config.server.data_dir)),
         })
     }
 
