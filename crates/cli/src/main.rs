@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod check_config;
+mod logging;
 mod mailbox;
 mod queue;
 mod send;
@@ -46,8 +48,9 @@ enum Command {
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
-    /// Validate a config file and print the settings in force.
+    /// Validate a config file and print the settings in force (as TOML).
     CheckConfig {
+        /// Config file to check [default: none, the defaults are shown].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -55,8 +58,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Send a message through an SMTP server.
     Send(send::SendArgs),
-    /// Read a message on stdin and send it, like /usr/sbin/sendmail.
+    /// Read a message on stdin and send it, like /usr/sbin/sendmail (`mailroom sendmail --help`).
     Sendmail {
+        /// sendmail's own flags and the recipients (see `mailroom sendmail --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
@@ -88,13 +92,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             // Kept until the end, so that every line is written before exit.
-            let _log = init_logging();
+            let _log = logging::init(args.log_format);
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
-        Command::CheckConfig { config } => check_config(config),
+        Command::CheckConfig { config } => check_config::run(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),
         Command::Sendmail { args } => return sendmail::main(args),
@@ -106,37 +110,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = serve::load_config(config.as_ref(), None)?;
-    cfg.validate()?;
-    serve::check_delivery_files(&cfg)?;
-    println!("config ok");
-    println!("{cfg:#?}");
-    Ok(())
-}
-
-/// Logs to stderr; `RUST_LOG` (or `MAILROOM_LOG`) picks the level, `info` by default. Lines are written
-/// by a background thread, so a session never waits on the terminal or the log file; it is lossless
-/// (a full queue slows sessions down rather than dropping lines).
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("MAILROOM_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("mailroom-log")
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-    guard
 }

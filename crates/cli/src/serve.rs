@@ -22,9 +22,9 @@ pub struct ServeArgs {
     /// Where users, mailboxes and spool live [default: ./mailroom-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to accept SMTP on, repeatable [default: 127.0.0.1:2525].
+    /// Address to accept SMTP on, IP:PORT or HOST:PORT (every address of HOST), repeatable [default: 127.0.0.1:2525].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<String>,
     /// Domain to receive mail for, repeatable [default: localhost].
     #[arg(long, value_name = "NAME")]
     pub domain: Vec<String>,
@@ -33,16 +33,28 @@ pub struct ServeArgs {
     pub hostname: Option<String>,
     /// Submission listener (port-587 style: STARTTLS, then AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
-    pub submission: Vec<SocketAddr>,
+    pub submission: Vec<String>,
     /// Submissions listener (port-465 style: TLS from the first byte, AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
-    pub submissions: Vec<SocketAddr>,
+    pub submissions: Vec<String>,
     /// TLS certificate chain (PEM) [default: a self-signed one made in <data-dir>/tls/].
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Log line format on stderr (the level: MAILROOM_LOG or RUST_LOG, e.g. `debug`).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// Every address of each `--listen`-style flag (host names resolved).
+fn resolve_all(flags: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for f in flags {
+        out.extend(mailroom_server::config::resolve_listen(f)?);
+    }
+    Ok(out)
 }
 
 /// The config file, then the flags on top.
@@ -60,13 +72,13 @@ pub fn load_config(config: Option<&PathBuf>, data_dir: Option<&PathBuf>) -> anyh
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(args.config.as_ref(), args.data_dir.as_ref())?;
     if !args.listen.is_empty() {
-        cfg.server.listen = args.listen;
+        cfg.server.listen = resolve_all(&args.listen)?;
     }
     if !args.submission.is_empty() {
-        cfg.server.submission = args.submission;
+        cfg.server.submission = resolve_all(&args.submission)?;
     }
     if !args.submissions.is_empty() {
-        cfg.server.submissions = args.submissions;
+        cfg.server.submissions = resolve_all(&args.submissions)?;
     }
     if args.tls_cert.is_some() {
         cfg.tls.cert = args.tls_cert;
@@ -80,6 +92,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     check_delivery_files(&cfg)?;
+    crate::check_config::check_relay_password_mode(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
@@ -93,15 +106,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         let tls = server.tls();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-            while hup.recv().await.is_some() {
-                if let Err(e) = tls.reload() {
-                    tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
-                }
-            }
-        });
+        tokio::spawn(reload_tls_on_hup_and_timer(tls));
         server.run(shutdown_signal()).await;
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
@@ -112,6 +117,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// SIGHUP reloads the certificate (renewing a self-signed one that is due); the timer renews a
+/// self-signed one once fewer than 30 days remain, so a server left running never serves an expired one.
+async fn reload_tls_on_hup_and_timer(tls: Arc<mailroom_server::tls::TlsHandle>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let mut timer = tokio::time::interval(mailroom_server::tls::RENEW_CHECK_INTERVAL);
+    timer.tick().await; // the first tick is now: the start has just checked
+    loop {
+        tokio::select! {
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if let Err(e) = tls.reload() {
+                    tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
+                }
+            }
+            _ = timer.tick() => {
+                if let Err(e) = tls.renew_if_due() {
+                    tracing::warn!(error = %e, "renewing the self-signed certificate failed; the old one stays in force");
+                }
+            }
+        }
+    }
 }
 
 /// How long the relay gets to finish the attempts under way once the server has stopped; an attempt cut
