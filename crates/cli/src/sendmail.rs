@@ -281,4 +281,36 @@ mod tests {
         assert!(parse(&["-f"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
     }
+
+    #[test]
+    fn bare_local_names_take_the_configured_domain() {
+        let a = |s: &str| parse_recipient(s, "example.test").unwrap().1.to_string();
+        assert_eq!(a("root"), "root@example.test");
+        assert_eq!(a("alice@other.test"), "alice@other.test");
+        assert_eq!(a("Alice <alice@other.test>"), "alice@other.test");
+        assert!(parse_recipient("bad name", "example.test").is_err());
+    }
+
+    #[test]
+    fn the_envelope_sender_is_f_then_from_then_the_auth_user_then_the_header() {
+        let sender = |args: &Args, cfg: &config::ClientConfig, header| match envelope_sender(args, cfg, header) {
+            Ok(ReversePath::Mailbox(a)) => a.to_string(),
+            Ok(ReversePath::Null) => "<>".into(),
+            Err(_) => panic!("no sender"),
+        };
+        let mut cfg = config::parse("[client]\ndomain = \"example.test\"\n").unwrap();
+        let none = Args::default();
+        let f = Args { from: Some("flag@x.test".into()), ..Args::default() };
+        let header = Some("Header <header@x.test>");
+        std::env::set_var("USER", "someone");
+        assert_eq!(sender(&none, &cfg, None), "someone@example.test");
+        assert_eq!(sender(&none, &cfg, header), "header@x.test");
+        cfg.user = Some("auth@x.test".into());
+        assert_eq!(sender(&none, &cfg, header), "auth@x.test");
+        cfg.from = Some("configured@x.test".into());
+        assert_eq!(sender(&none, &cfg, header), "configured@x.test");
+        assert_eq!(sender(&f, &cfg, header), "flag@x.test");
+        let bare = Args { from: Some("cron".into()), ..Args::default() };
+        assert_eq!(sender(&bare, &cfg, header), "cron@example.test");
+    }
 }
