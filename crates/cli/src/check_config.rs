@@ -8,7 +8,6 @@
 //! The printing is generic: [`Config::to_toml`] serialises every section, so a section added to
 //! `Config` prints once it derives `Serialize`.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -20,7 +19,6 @@ use crate::sendmail::config as client;
 pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut cfg = crate::serve::load_config(path.as_ref(), None)?;
     crate::serve::check_delivery_files(&cfg)?;
-    check_relay_password_mode(&cfg)?;
     check_tls(&cfg)?;
     let text = match &path {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -48,24 +46,6 @@ pub fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
 fn check_tls(cfg: &Config) -> anyhow::Result<()> {
     if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
         mailroom_server::tls::check_pair(cert, key).context("[tls] cert/key")?;
-    }
-    Ok(())
-}
-
-/// The relayhost password file must not be readable by others (its group may read it: a root-owned
-/// 0640 file in the server's group is the usual way to hand a daemon a secret).
-pub fn check_relay_password_mode(cfg: &Config) -> anyhow::Result<()> {
-    let Some(path) = &cfg.delivery.relayhost_password_file else { return Ok(()) };
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o007 != 0 {
-        anyhow::bail!(
-            "delivery.relayhost_password_file: {} is readable by others (mode {:04o}): chmod 600 (or 640) it",
-            path.display(),
-            mode & 0o7777
-        );
     }
     Ok(())
 }

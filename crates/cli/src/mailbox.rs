@@ -131,10 +131,13 @@ fn trace_headers(path: &Path) -> (Option<String>, Option<String>) {
         .header_raw("Received")
         .and_then(|r| r.rsplit_once(';').map(|(_, date)| unfold(date)))
         .filter(|d| !d.is_empty());
-    let return_path = msg
-        .header_raw("Return-Path")
-        .map(|r| unfold(r).trim_matches(['<', '>']).to_owned())
-        .map(|r| if r.is_empty() { "<>".to_owned() } else { r });
+    let return_path = msg.header_raw("Return-Path").map(|r| unfold(r).trim_matches(['<', '>']).to_owned()).map(|r| {
+        if r.is_empty() {
+            "<>".to_owned()
+        } else {
+            r
+        }
+    });
     (received, return_path)
 }
 

@@ -146,7 +146,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{PROG}: {e}\n{}\n(mailroom sendmail --help lists the options)", USAGE.lines().next().unwrap_or(""));
+            eprintln!(
+                "{PROG}: {e}\n{}\n(mailroom sendmail --help lists the options)",
+                USAGE.lines().next().unwrap_or("")
+            );
             return ExitCode::from(EX_USAGE);
         }
     };

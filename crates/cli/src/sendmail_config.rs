@@ -240,7 +240,9 @@ fn check_values(c: &Section) -> Result<(), String> {
             p.parse::<u16>().is_ok_and(|p| p != 0) && (host.parse::<std::net::IpAddr>().is_ok() || is_name(host))
         });
         if host_port.is_none() {
-            return Err(format!("[client] server = {server:?}: expected \"host:port\" (e.g. \"mail.example.org:587\")"));
+            return Err(format!(
+                "[client] server = {server:?}: expected \"host:port\" (e.g. \"mail.example.org:587\")"
+            ));
         }
     }
     if let Some(from) = &c.from {

@@ -92,7 +92,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     check_delivery_files(&cfg)?;
-    crate::check_config::check_relay_password_mode(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
@@ -296,10 +295,24 @@ impl Outbound for RelayOutbound {
 }
 
 /// The files `[delivery]` names must be readable now, not at the first relayhost connection hours later:
-/// `check-config` and `serve` both say so at once. The password itself is not kept or shown.
+/// `check-config` and `serve` both say so at once. The password itself is not kept or shown. The password
+/// file must not be readable by others (its group may read it: a root-owned 0640 file in the server's
+/// group is the usual way to hand a daemon a secret).
 pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let d = &cfg.delivery;
     if let Some(path) = &d.relayhost_password_file {
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o007 != 0 {
+            anyhow::bail!(
+                "delivery.relayhost_password_file: {} is readable by others (mode {:04o}): chmod 600 (or 640) it",
+                path.display(),
+                mode & 0o7777
+            );
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?;
         if text.lines().next().is_none_or(|l| l.is_empty()) {

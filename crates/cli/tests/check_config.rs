@@ -266,8 +266,7 @@ fn log_lines_carry_plain_values_and_json_is_one_object_per_line() {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let env = [("MAILROOM_LOG", "debug")];
-        let (mut child, log) =
-            serve(dir.path(), port, &format!("127.0.0.1:{port}"), &["--log-format", format], &env);
+        let (mut child, log) = serve(dir.path(), port, &format!("127.0.0.1:{port}"), &["--log-format", format], &env);
         wait_listening(port, &mut child, &log);
         smtp_session(port);
         std::thread::sleep(Duration::from_millis(300));

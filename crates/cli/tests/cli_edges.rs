@@ -247,7 +247,10 @@ fn sendmail_reports_a_refused_sender_as_the_senders_refusal() {
     let (addr, handle) = refusing_server();
     let dir = tempfile::tempdir().unwrap();
     let cfg = client_config(dir.path(), &addr, "");
-    let o = run(&["sendmail", "--config", cfg.to_str().unwrap(), "-f", "me@example.org", "you@example.test"], "Subject: x\n\nhi\n");
+    let o = run(
+        &["sendmail", "--config", cfg.to_str().unwrap(), "-f", "me@example.org", "you@example.test"],
+        "Subject: x\n\nhi\n",
+    );
     let e = err(&o);
     assert_eq!(o.status.code(), Some(69), "a permanent refusal: {e}");
     assert!(e.contains("sender refused") && e.contains("553 5.7.1"), "{e}");

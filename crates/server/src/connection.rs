@@ -400,7 +400,11 @@ async fn handshake(stream: Stream, shared: &Shared, phase: &mut watch::Receiver<
         () = shutdown_begins(phase) => return Err(io::Error::other("server shutting down")),
     };
     let (_, conn) = tls.get_ref();
-    info!(version = conn.protocol_version().and_then(|v| v.as_str()), cipher = conn.negotiated_cipher_suite().and_then(|c| c.suite().as_str()), "TLS established");
+    info!(
+        version = conn.protocol_version().and_then(|v| v.as_str()),
+        cipher = conn.negotiated_cipher_suite().and_then(|c| c.suite().as_str()),
+        "TLS established"
+    );
     Ok(Stream::Tls(Box::new(tls)))
 }
 
