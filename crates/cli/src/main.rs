@@ -34,7 +34,7 @@ enum Command {
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
-    /// Read delivered mail.
+    /// Read (and delete) delivered mail.
     Mailbox {
         #[command(subcommand)]
         cmd: mailbox::MailboxCommand,
