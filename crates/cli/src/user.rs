@@ -84,8 +84,9 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
         }
         UserCommand::Passwd { address, password_stdin, allow_weak } => {
             let dir = UserDirectory::new(&dirs.existing()?);
-            // Known before the password is asked for.
-            if !dir.list()?.iter().any(|u| u.address.eq_ignore_ascii_case(address.trim())) {
+            // Known before the password is asked for (compared in the directory's canonical form).
+            let target = mailroom_store::User::parse(&address, None)?.address;
+            if !dir.list()?.iter().any(|u| u.address == target) {
                 anyhow::bail!("no user {address}");
             }
             let h = hash(&read_password(password_stdin, allow_weak)?)?;

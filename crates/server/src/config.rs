@@ -26,6 +26,8 @@
 //! (and more: see README.md's configuration reference.) Every duration and size is range-checked by
 //! [`Config::validate`] (see [`ranges`]), which `check-config`, `serve` and `Server::bind` all run.
 //! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
+//! Every section derives `Serialize` as well ([`Config::to_toml`], what `check-config` prints): a new
+//! section must too, its durations written with [`write_duration`] so that the output reads back the same.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -573,12 +575,14 @@ pub fn format_duration(d: Duration) -> String {
     format!("{ms}ms")
 }
 
-fn write_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// `#[serde(serialize_with = "crate::config::write_duration")]` for a section's `Duration` field (read
+/// with `deserialize_with = "crate::config::duration"`): written as [`format_duration`] does.
+pub fn write_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 
 /// `"off"` for None, as [`optional_duration`] reads it.
-fn write_optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub fn write_optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&d.map_or_else(|| "off".to_owned(), format_duration))
 }
 
@@ -616,7 +620,8 @@ fn listen_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::E
     Ok(out)
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Reads a duration field: a number of seconds or a string [`parse_duration`] takes.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -630,7 +635,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// A duration that may be off: absent, `"off"` or 0 is None.
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
