@@ -26,7 +26,7 @@ pub(crate) async fn authenticate<R>(shared: &Shared, creds: Credentials) -> Deci
     // Free the slot before any failure delay: a guesser must not hold up other users' logins.
     drop(slot);
     if ok {
-        info!(user = %username, ?mechanism, "authenticated");
+        info!(user = %username, %mechanism, "authenticated");
         Decision::Accept
     } else {
         info!(user = %username, "authentication failed");

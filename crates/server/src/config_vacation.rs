@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 
 /// RFC 3834 §2: no more than one response to a sender "within a period of several days"; 7 days is the
 /// RECOMMENDED default.
@@ -17,11 +17,11 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(86_400);
 /// Longest interval: a year (the record of who was answered is kept that long at most).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VacationSection {
     /// At most one reply per sender per user within this time.
-    #[serde(deserialize_with = "days")]
+    #[serde(deserialize_with = "crate::config::duration", serialize_with = "crate::config::write_duration")]
     pub interval: Duration,
 }
 
@@ -42,32 +42,6 @@ impl VacationSection {
         }
         Ok(())
     }
-}
-
-/// `"7d"`, `"36h"`, `"90m"`, `"3600s"` or a number of seconds.
-fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    let text = match Raw::deserialize(d)? {
-        Raw::Secs(s) => return Ok(Duration::from_secs(s)),
-        Raw::Text(t) => t,
-    };
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 =
-        num.parse().map_err(|_| serde::de::Error::custom(format!("{text:?} is not a duration like \"7d\"")))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(serde::de::Error::custom(format!("{text:?}: the unit is one of s, m, h, d"))),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(scale)))
 }
 
 #[cfg(test)]

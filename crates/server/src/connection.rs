@@ -50,7 +50,7 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
     async move {
         let _active = crate::metrics::record::session_opened(crate::metrics::listener(role));
-        info!(?role, "connect");
+        info!(%role, "connect");
         if let Some(connection) = Connection::open(tcp, peer, role, shared, phase).await {
             connection.run().await;
         }
@@ -204,7 +204,7 @@ impl Connection {
     fn handle_mail(&mut self, from: &ReversePath, params: &MailParams) {
         let decision = match self.shared.policy.check_sender(self.client(), from, Instant::now()) {
             Ok(()) => {
-                debug!(%from, size = ?params.size, "mail");
+                debug!(%from, size = params.size, "mail");
                 Decision::Accept
             }
             Err(refusal) => {
@@ -321,7 +321,7 @@ impl Connection {
         self.receiving = None; // dropping the Incoming removes its file
         crate::metrics::data_aborted(reason);
         if self.note_refusal() {
-            info!(?reason, "message refused");
+            info!(reason = abort_reason(reason), "message refused");
         }
     }
 
@@ -428,7 +428,11 @@ async fn handshake(stream: Stream, shared: &Shared, phase: &mut watch::Receiver<
     };
     let (_, conn) = tls.get_ref();
     crate::metrics::record::tls_handshake(crate::metrics::tls_version(conn.protocol_version()));
-    info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
+    info!(
+        version = conn.protocol_version().and_then(|v| v.as_str()),
+        cipher = conn.negotiated_cipher_suite().and_then(|c| c.suite().as_str()),
+        "TLS established"
+    );
     Ok(Stream::Tls(Box::new(tls)))
 }
 
@@ -441,5 +445,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A refused message's reason as a plain word for the log (not the Rust name of the variant).
+fn abort_reason(reason: AbortReason) -> &'static str {
+    match reason {
+        AbortReason::TooBig => "too-big",
+        AbortReason::BareLineEnding => "bare-line-ending",
+        AbortReason::HeaderTooLarge => "header-too-large",
+        AbortReason::Reset => "reset",
     }
 }

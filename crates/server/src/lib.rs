@@ -136,7 +136,7 @@ impl Server {
         let mut accept_tasks = Vec::new();
         for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
-            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains(), hostname = %self.shared.smtp.hostname, "listening");
+            info!(listen = addr.map(tracing::field::display), %role, domains = %self.shared.policy.domains().join(","), hostname = %self.shared.smtp.hostname, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 role,
@@ -146,7 +146,7 @@ impl Server {
             )));
         }
         shutdown.await;
-        info!(grace = ?self.config.server.shutdown_grace, "shutting down: no new connections, draining sessions");
+        info!(grace = %config::format_duration(self.config.server.shutdown_grace), "shutting down: no new connections, draining sessions");
         for t in &accept_tasks {
             t.abort();
         }
@@ -210,7 +210,7 @@ async fn accept_loop(
         let slot = match shared.per_ip.connect(peer.ip(), Instant::now()) {
             Ok(slot) => slot,
             Err(why) => {
-                info!(%peer, ?why, "refused: per-address limit");
+                info!(%peer, why = why.as_str(), "refused: per-address limit");
                 let text = match why {
                     limits::Refused::TooManyConnections => "Too many connections from your address, try again later",
                     limits::Refused::ConnectionRate => {

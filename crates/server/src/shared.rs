@@ -32,6 +32,17 @@ pub enum Role {
     Submissions,
 }
 
+/// The role as configured (`smtp`, `submission`, `submissions`), for log lines.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        })
+    }
+}
+
 pub struct Shared {
     pub smtp: Arc<mailroom_proto::server::Config>,
     pub submission: Arc<mailroom_proto::server::Config>,
