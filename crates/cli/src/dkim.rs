@@ -12,6 +12,7 @@ use crate::user::DataDirArgs;
 pub enum DkimCommand {
     /// Make a signing key for DOMAIN and print the DNS TXT record to publish.
     Keygen {
+        /// The domain the key signs for (the From domain of the mail it signs).
         domain: String,
         /// The selector [default: the algorithm and this month, e.g. ed25519-202611].
         #[arg(long)]

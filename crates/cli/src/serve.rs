@@ -102,12 +102,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // leaves the entries to the server that holds it.
         let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
             .with_context(|| format!("cannot serve {}", data_dir.display()))?;
+        // Before the listeners open: a SIGTERM that comes as soon as the port answers is a clean stop,
+        // not the default action (death without the log flushed).
+        let stop = StopSignals::install()?;
         let server = Server::bind(cfg.clone()).await?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         tokio::spawn(reload_on_hup_and_timer(server.tls(), server.signing()));
-        server.run(shutdown_signal()).await;
+        server.run(stop.recv()).await;
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
         if let Some(task) = relay {
@@ -333,11 +336,24 @@ pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("interrupt received"),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(StopSignals { term, int })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received"),
+            _ = self.int.recv() => info!("interrupt received"),
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::user::DataDirArgs;
 pub enum VacationCommand {
     /// Turn the auto-reply on (or replace it) for ADDRESS, a user of this server.
     Set {
+        /// The user's mail address.
         address: String,
         /// The reply's subject.
         #[arg(long)]
@@ -24,9 +25,15 @@ pub enum VacationCommand {
         until: Option<String>,
     },
     /// Turn the auto-reply off (and forget who was answered).
-    Off { address: String },
+    Off {
+        /// The user's mail address.
+        address: String,
+    },
     /// Show the auto-reply of ADDRESS.
-    Show { address: String },
+    Show {
+        /// The user's mail address.
+        address: String,
+    },
 }
 
 pub fn run(cmd: VacationCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
