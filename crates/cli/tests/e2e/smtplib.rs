@@ -185,7 +185,8 @@ fn mailbox_list_and_show() {
     let row = rows[1];
     assert_eq!(row.split_whitespace().take(2).collect::<Vec<_>>(), ["1", id], "number, then the id:\n{text}");
     assert!(row.contains("Sat, 28 Nov 2026 14:31:46 +0000"), "{text}");
-    assert!(row.contains("alice@client.e2e.test"), "{text}");
+    // The column is cut to its width: the full address is in `mailbox show`.
+    assert!(row.contains("Alice Example <alice@client.e"), "{text}");
     assert!(row.contains("Listed subject"), "{text}");
     assert!(row.split_whitespace().any(|f| f == stored.len().to_string()), "size {} in {row}", stored.len());
     assert_eq!(rows[2], "1 message(s)");
