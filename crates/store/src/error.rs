@@ -23,6 +23,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Users(#[from] UserError),
+    #[error(transparent)]
+    Aliases(Box<crate::aliases::AliasError>),
     #[error("no such mailbox: {0}")]
     NoSuchMailbox(String),
     #[error("no such message: {0}")]

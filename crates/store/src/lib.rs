@@ -11,7 +11,10 @@
 //! - [`fsync`]: every fsync, and directories created durably.
 //! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
 //!   form of a domain (IDNA), used wherever domains are compared.
-//! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot.
+//! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot; [`aliases`]: the
+//!   alias directory (`<data-dir>/aliases.toml`), cached the same way.
+//! - [`routing`]: where an address of a served domain goes (aliases, catch-all, subaddress folders,
+//!   postmaster@/abuse@, SRS addresses); [`srs`]: the Sender Rewriting Scheme for forwarded mail.
 //! - [`mailbox`]: reading a Maildir back (`mailroom mailbox list/show`).
 //! - [`unique`]: Maildir unique names and the tmp/ cleanup of dead processes' files.
 //!
@@ -19,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod aliases;
 pub mod commit;
 pub mod domain;
 pub mod error;
@@ -27,17 +31,22 @@ pub mod incoming;
 pub mod intent;
 pub mod mailbox;
 pub mod password;
+pub mod routing;
 pub mod spool;
+pub mod srs;
 pub mod store;
 pub mod unique;
 pub mod users;
 
+pub use aliases::{Alias, AliasDirectory, AliasError, Aliases};
 pub use address::{validate_address, validate_domain, MailboxId};
 pub use commit::Delivered;
 pub use domain::canonical_domain;
 pub use error::{StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
+pub use routing::{Expansion, RouteError, Router, RoutingSettings};
 pub use spool::Spool;
+pub use srs::{Srs, SrsError};
 pub use store::Store;
 pub use users::{User, UserDirectory, Users};
