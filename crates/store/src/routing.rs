@@ -270,29 +270,11 @@ impl Expansion {
 pub fn one_per_maildir<'a>(mailboxes: impl IntoIterator<Item = &'a MailboxId>) -> Vec<MailboxId> {
     let mut out: Vec<MailboxId> = Vec::new();
     for m in mailboxes {
-        match out.iter_mut().find(|o| o.local() == m.local() && o.domain() == m.domain()) {
+        match out.iter_mut().find(|o| o.inbox() == m.inbox()) {
             Some(existing) if existing.folder().is_some() && m.folder().is_none() => *existing = m.clone(),
             Some(_) => {}
             None => out.push(m.clone()),
         }
     }
     out
-}
-
-// TEMPORARY until the lead's store API is merged (MailboxId::folder, Store::existing_folder).
-trait PendingFolderApi {
-    fn folder(&self) -> Option<&str>;
-}
-impl PendingFolderApi for MailboxId {
-    fn folder(&self) -> Option<&str> {
-        None
-    }
-}
-trait PendingStoreApi {
-    fn existing_folder(&self, mailbox: &MailboxId, name: &str) -> Option<MailboxId>;
-}
-impl PendingStoreApi for Store {
-    fn existing_folder(&self, _mailbox: &MailboxId, _name: &str) -> Option<MailboxId> {
-        None
-    }
 }
