@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alias;
 mod bench;
 mod mailbox;
 mod queue;
@@ -29,6 +30,13 @@ enum Command {
     User {
         #[command(subcommand)]
         cmd: user::UserCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Manage aliases, catch-alls and forwarding.
+    Alias {
+        #[command(subcommand)]
+        cmd: alias::AliasCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
+        Command::Alias { cmd, dirs } => alias::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),

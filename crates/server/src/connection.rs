@@ -19,6 +19,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::{envelope, storage_failure, success_notice, Origin, Outgoing, Receiving};
 use crate::policy::{Client, Route};
+use mailroom_store::routing::one_per_maildir;
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
 use crate::trace::TraceInfo;
@@ -37,6 +38,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LOGGED_REFUSALS: u64 = 10;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+/// The sender of a RCPT outside a transaction (the session never asks for one).
+static NO_SENDER: ReversePath = ReversePath::Null;
 
 /// Serves one connection; every log line of it carries the session id and the peer (a tracing span).
 pub(crate) async fn serve(
@@ -217,7 +220,11 @@ impl Connection {
 
     async fn handle_rcpt(&mut self, to: &ForwardPath) {
         let shared = self.shared.clone();
-        let decision = match shared.policy.route(self.client(), to).await {
+        let (from, earlier) = match self.session.transaction() {
+            Some(tx) => (&tx.from, tx.routes()),
+            None => (&NO_SENDER, &[][..]),
+        };
+        let decision = match shared.policy.route(self.client(), from, to, earlier).await {
             Ok(route) => {
                 debug!(%to, ?route, "rcpt accepted");
                 Decision::AcceptRcpt(route)
@@ -244,6 +251,7 @@ impl Connection {
             id: "",
             from: &tx.from,
             rcpts: &tx.rcpts,
+            delivered_to: delivered_to(tx.routes()),
             now: SystemTime::now(),
         };
         let decision = match Receiving::begin(&self.shared.store, trace) {
@@ -274,7 +282,7 @@ impl Connection {
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
                 let routes = tx.map_or(&[][..], |t| t.routes());
-                let locals: Vec<_> = routes.iter().filter_map(Route::local).cloned().collect();
+                let locals = one_per_maildir(routes.iter().flat_map(Route::locals));
                 let origin = Origin { auth: self.session.authenticated(), client: self.peer.ip() };
                 let outgoing = tx.and_then(|t| envelope(t, origin, SystemTime::now())).map(|envelope| Outgoing {
                     queue: &shared.queue,
@@ -384,6 +392,17 @@ impl Connection {
         } else {
             info!(messages = self.messages, refused = self.refusals, "disconnect");
         }
+    }
+}
+
+/// The `Delivered-To` address of a message (the recipient as given, with its detail): only when the
+/// transaction has one recipient, an address of ours. The stored file is one inode linked into every
+/// recipient's Maildir, so it cannot carry a different header per mailbox, and naming every recipient
+/// would show each the others (Bcc); Dovecot's LMTP likewise writes it only for a single recipient.
+fn delivered_to(routes: &[Route]) -> Option<&str> {
+    match routes {
+        [only] if only.is_served => Some(&only.rcpt),
+        _ => None,
     }
 }
 

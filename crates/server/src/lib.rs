@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+pub mod config_routing;
 mod connection;
 mod delivery;
 pub mod limits;
