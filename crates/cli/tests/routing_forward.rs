@@ -130,7 +130,7 @@ fn a_bounce_to_the_srs_address_reaches_the_original_sender_and_a_tampered_one_is
     assert_eq!(reply.code, 250, "{reply:?}\n{}", rig.server.log_text());
     let got = rig.receiver.wait_messages(2, DELIVERY_WAIT);
     let bounce = got.iter().find(|g| g.rcpts() == [DAVE]).unwrap_or_else(|| panic!("no bounce for {DAVE}: {got:#?}"));
-    assert_eq!(bounce.env["mail_from"].as_str(), Some(""), "the bounce keeps its null sender");
+    assert_eq!(bounce.env["mail_from"].as_str(), Some("<>"), "the bounce keeps its null sender");
     assert_eq!(bounce.header("Subject").as_deref(), Some("Undelivered Mail Returned to Sender"));
     // Upper case on the way (a relay may do it) is still our address.
     let mut s = session(&rig.server);
