@@ -151,7 +151,12 @@ fn a_subaddress_detail_never_reaches_another_mailbox_or_folder() {
         make_folder(data, BOB, "inbox");
     });
     // Quoted where a dot-string cannot hold them; each is Alice, in her inbox.
-    let sneaky = ["alice+./bob@example.test", "\"alice+../bob\"@example.test", "\"alice+.shop\"@example.test", "\"alice+shop/..\"@example.test"];
+    let sneaky = [
+        "alice+./bob@example.test",
+        "\"alice+../bob\"@example.test",
+        "\"alice+.shop\"@example.test",
+        "\"alice+shop/..\"@example.test",
+    ];
     for (i, to) in sneaky.iter().enumerate() {
         deliver(&server, &[to], &format!("sneaky {i}"));
     }

@@ -38,7 +38,8 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-/// knotd, a receiver on 127.0.0.2, and mailroom with Alice, Bob and `sales@` -> Alice, Bob, FRIEND.
+/// knotd, a receiver on 127.0.0.2, and mailroom with Alice, Bob, `sales@` -> Alice, Bob, FRIEND and
+/// `old@` -> an address the receiver refuses.
 /// Loopback may relay (`relay_networks`), for the mixed-sender case.
 fn rig() -> Option<Rig> {
     if !support::have(PYTHON, &["-c", "import aiosmtpd, spf, dns.resolver"]) {
@@ -53,6 +54,7 @@ fn rig() -> Option<Rig> {
         user_add(data, ALICE);
         user_add(data, BOB);
         alias_add(data, "sales@example.test", &[ALICE, BOB, FRIEND]);
+        alias_add(data, "old@example.test", &["refuse-me@one.test"]);
     });
     Some(Rig { dns, receiver, server, _dir: dir })
 }
@@ -166,4 +168,17 @@ fn forwarded_and_relayed_copies_with_different_senders_go_in_separate_transactio
     let got = rig.receiver.wait_messages(1, DELIVERY_WAIT);
     assert_eq!(got[0].env["mail_from"].as_str(), Some(DAVE), "the relayed copy keeps its sender");
     assert_eq!(rig.server.new_files(ALICE).len(), 1);
+}
+
+#[test]
+fn a_forward_the_destination_refuses_bounces_to_the_original_sender() {
+    let Some(rig) = rig() else { return };
+    let reply = send(&rig.server, DAVE, &["old@example.test"], "to an old address");
+    assert_eq!(reply.code, 250, "{reply:?}");
+    // Our relay's own report goes to the sender behind the SRS address, not to our postmaster.
+    let got = rig.receiver.wait_messages(1, DELIVERY_WAIT);
+    assert_eq!(got[0].rcpts(), [DAVE], "{got:#?}\n{}", rig.server.log_text());
+    assert_eq!(got[0].env["mail_from"].as_str(), Some("<>"));
+    assert!(got[0].text().contains("refuse-me@one.test"), "the report names the refused address:\n{}", got[0].text());
+    assert!(rig.server.new_files("postmaster@example.test").is_empty());
 }

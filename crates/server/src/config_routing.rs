@@ -53,12 +53,9 @@ impl Default for RoutingSection {
 impl RoutingSection {
     /// The store's settings (call after [`RoutingSection::validate`]).
     pub fn settings(&self) -> RoutingSettings {
-        let postmaster = self.postmaster.iter().filter_map(|a| mailroom_store::aliases::normalize_target(a).ok()).collect();
-        RoutingSettings {
-            delimiter: self.recipient_delimiter.clone(),
-            max_depth: self.max_alias_depth,
-            postmaster,
-        }
+        let postmaster =
+            self.postmaster.iter().filter_map(|a| mailroom_store::aliases::normalize_target(a).ok()).collect();
+        RoutingSettings { delimiter: self.recipient_delimiter.clone(), max_depth: self.max_alias_depth, postmaster }
     }
 
     /// What serde cannot check; the message names the key.
@@ -67,7 +64,9 @@ impl RoutingSection {
             mailroom_store::aliases::normalize_target(a).map_err(|e| format!("routing.postmaster: {e}"))?;
         }
         let d = &self.recipient_delimiter;
-        if d.len() > MAX_DELIMITER_LEN || d.chars().any(|c| c == '@' || c == '.' || c == '/' || c == '\\' || !c.is_ascii_graphic()) {
+        if d.len() > MAX_DELIMITER_LEN
+            || d.chars().any(|c| c == '@' || c == '.' || c == '/' || c == '\\' || !c.is_ascii_graphic())
+        {
             return Err(format!(
                 "routing.recipient_delimiter: {d:?} must be at most {MAX_DELIMITER_LEN} printable ASCII characters, \
                  none of '@', '.', '/', '\\'"
@@ -94,9 +93,12 @@ fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
     let n = match Raw::deserialize(d)? {
         Raw::Days(n) => n,
-        Raw::Text(s) => s.trim().trim_end_matches('d').trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("{s:?} is not a number of days (e.g. 21 or \"21d\")"))
-        })?,
+        Raw::Text(s) => s
+            .trim()
+            .trim_end_matches('d')
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a number of days (e.g. 21 or \"21d\")")))?,
     };
     // Bounded before multiplying; validate() gives the real range.
     Ok(Duration::from_secs(n.min(100_000) * 86_400))

@@ -19,10 +19,10 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::{envelope, storage_failure, success_notice, Origin, Outgoing, Receiving};
 use crate::policy::{Client, Route};
-use mailroom_store::routing::one_per_maildir;
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
 use crate::trace::TraceInfo;
+use mailroom_store::routing::one_per_maildir;
 
 /// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;

@@ -171,7 +171,11 @@ impl Policy {
             if let Some(other) = earlier.iter().find(|r| !r.remotes.is_empty() && sender_of(r) != route.sender) {
                 debug!(rcpt = %route.rcpt, earlier = %other.rcpt, "queued copies need another envelope sender");
                 return Err(Refusal {
-                    reply: Reply::new(452, Enhanced(4, 5, 3), "Too many recipients: send this one in a new transaction"),
+                    reply: Reply::new(
+                        452,
+                        Enhanced(4, 5, 3),
+                        "Too many recipients: send this one in a new transaction",
+                    ),
                     reason: "another envelope sender for the queue",
                 });
             }
@@ -223,13 +227,9 @@ impl Policy {
             (e, ReversePath::Mailbox(a)) if e.is_forwarded && !e.remotes.is_empty() => self.srs_sender(a, served, now),
             _ => None,
         };
-        Ok(Route {
-            rcpt: rcpt_string(to),
-            locals: expansion.locals,
-            remotes: expansion.remotes,
-            sender,
-            is_served: true,
-        })
+        // The bare `<postmaster>` is recorded as the address it reached.
+        let rcpt = if matches!(to, ForwardPath::Postmaster) { format!("postmaster@{served}") } else { rcpt_string(to) };
+        Ok(Route { rcpt, locals: expansion.locals, remotes: expansion.remotes, sender, is_served: true })
     }
 
     /// The envelope sender of a forwarded copy: the SRS0 form at the forwarding domain when the sender's

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::validate_address;
 use crate::domain::canonical_domain;
-use crate::error::UserError;
+use crate::error::AliasError;
 use crate::fsync::sync_dir;
 use crate::users::{FileStamp, LockFile, DEFAULT_RELOAD_INTERVAL};
 
@@ -41,36 +41,6 @@ pub const ALIASES_FILE: &str = "aliases.toml";
 pub const MAX_TARGETS: usize = 1000;
 /// The reload thread wakes at least this often to notice a changed interval or a dropped store.
 const RELOAD_TICK: Duration = Duration::from_millis(100);
-
-/// Errors of the alias directory.
-#[derive(Debug, thiserror::Error)]
-pub enum AliasError {
-    #[error("invalid alias address {0:?}: {1}")]
-    InvalidAddress(String, String),
-    #[error("invalid target {0:?}: {1}")]
-    InvalidTarget(String, String),
-    #[error("alias {0} has no targets")]
-    NoTargets(String),
-    #[error("alias {0} has more than {MAX_TARGETS} targets")]
-    TooManyTargets(String),
-    #[error("no such alias: {0}")]
-    NotFound(String),
-    #[error("alias {0} has no target {1}")]
-    NoSuchTarget(String, String),
-    #[error("{path}: alias {address} is listed twice (addresses are case-insensitive)")]
-    Duplicate { path: PathBuf, address: String },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error(transparent)]
-    Lock(#[from] UserError),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> AliasError + 'a {
     move |source| AliasError::Io { op, path: path.to_path_buf(), source }
@@ -262,8 +232,8 @@ impl AliasDirectory {
 
     /// Parses and validates (normalizing addresses and targets, so hand edits in any case work).
     fn parse(&self, text: &str) -> Result<Vec<Alias>, AliasError> {
-        let file: AliasesFile = toml::from_str(text)
-            .map_err(|e| AliasError::Parse { path: self.path.clone(), message: e.to_string() })?;
+        let file: AliasesFile =
+            toml::from_str(text).map_err(|e| AliasError::Parse { path: self.path.clone(), message: e.to_string() })?;
         file.aliases
             .into_iter()
             .map(|a| {
@@ -272,7 +242,7 @@ impl AliasDirectory {
                     return Err(AliasError::NoTargets(address));
                 }
                 if a.targets.len() > MAX_TARGETS {
-                    return Err(AliasError::TooManyTargets(address));
+                    return Err(AliasError::TooManyTargets(address, MAX_TARGETS));
                 }
                 let targets = a.targets.iter().map(|t| normalize_target(t)).collect::<Result<_, _>>()?;
                 Ok(Alias { address, targets })
@@ -287,7 +257,7 @@ impl AliasDirectory {
         let mut aliases = self.read()?;
         change(&mut aliases)?;
         if let Some(a) = aliases.iter().find(|a| a.targets.len() > MAX_TARGETS) {
-            return Err(AliasError::TooManyTargets(a.address.clone()));
+            return Err(AliasError::TooManyTargets(a.address.clone(), MAX_TARGETS));
         }
         Aliases::from_aliases(&self.path, aliases.clone())?;
         self.write(&aliases)

@@ -38,11 +38,11 @@ pub mod store;
 pub mod unique;
 pub mod users;
 
-pub use aliases::{Alias, AliasDirectory, AliasError, Aliases};
 pub use address::{validate_address, validate_domain, MailboxId};
+pub use aliases::{Alias, AliasDirectory, Aliases};
 pub use commit::Delivered;
 pub use domain::canonical_domain;
-pub use error::{StoreError, UserError};
+pub use error::{AliasError, StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
 pub use routing::{Expansion, RouteError, Router, RoutingSettings};

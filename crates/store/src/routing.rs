@@ -217,7 +217,9 @@ impl Router {
         if self.settings.delimiter.is_empty() {
             return None;
         }
-        local.split_once(self.settings.delimiter.as_str()).filter(|(base, detail)| !base.is_empty() && !detail.is_empty())
+        local
+            .split_once(self.settings.delimiter.as_str())
+            .filter(|(base, detail)| !base.is_empty() && !detail.is_empty())
     }
 
     /// `postmaster@`/`abuse@` with no alias or user of that name.

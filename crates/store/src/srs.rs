@@ -118,7 +118,8 @@ impl Srs {
             return Err(SrsError::NotSrs);
         }
         let mut fields = local[SRS0.len() + 1..].splitn(4, '=');
-        let (Some(hash), Some(tt), Some(domain), Some(orig)) = (fields.next(), fields.next(), fields.next(), fields.next())
+        let (Some(hash), Some(tt), Some(domain), Some(orig)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Err(SrsError::Malformed);
         };

@@ -82,7 +82,8 @@ impl Store {
 
         let directory = UserDirectory::new(data_dir);
         let users = UsersCache::start(directory.clone(), is_new)?;
-        let aliases = AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
+        let aliases =
+            AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
         let log = IntentLog::create(&intents, &names.next()).map_err(io_err("create an intent record in", &intents))?;
         let sender = commit::start(committer, log).map_err(io_err("spawn syncers for", data_dir))?;
         Ok(Store {

@@ -30,7 +30,10 @@ fn setup(users: &[&str], aliases: &[(&str, &[&str])], settings: RoutingSettings)
 }
 
 fn addrs(e: &mailroom_store::Expansion) -> Vec<String> {
-    e.locals.iter().map(|m| format!("{}{}", m.address(), m.folder().map(|f| format!("/.{f}")).unwrap_or_default())).collect()
+    e.locals
+        .iter()
+        .map(|m| format!("{}{}", m.address(), m.folder().map(|f| format!("/.{f}")).unwrap_or_default()))
+        .collect()
 }
 
 fn now() -> SystemTime {
@@ -145,7 +148,11 @@ fn a_subaddress_selects_an_existing_folder_only_by_its_exact_name() {
     );
     maildir_folder(d.path(), "alice@example.test", "shop");
     assert_eq!(addrs(&r.expand("alice+shop", "example.test", now()).unwrap()), ["alice@example.test/.shop"]);
-    assert_eq!(addrs(&r.expand("alice+news", "example.test", now()).unwrap()), ["alice@example.test"], "no folder: inbox");
+    assert_eq!(
+        addrs(&r.expand("alice+news", "example.test", now()).unwrap()),
+        ["alice@example.test"],
+        "no folder: inbox"
+    );
     for sneaky in ["alice+./bob", "alice+../bob", "alice+.shop", "alice+shop/", "alice+SHOP/../../bob"] {
         let e = r.expand(sneaky, "example.test", now()).unwrap();
         assert_eq!(addrs(&e), ["alice@example.test"], "{sneaky} must reach only alice's inbox");
