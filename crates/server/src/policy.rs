@@ -167,8 +167,7 @@ impl Policy {
         let route = self.route_rcpt(client, from, to)?;
         // Quotas (issue 13) plug in here: a check of `route.locals` that may refuse with 452 4.2.2.
         if !route.remotes.is_empty() {
-            let sender_of = |r: &Route| r.sender.clone();
-            if let Some(other) = earlier.iter().find(|r| !r.remotes.is_empty() && sender_of(r) != route.sender) {
+            if let Some(other) = earlier.iter().find(|r| !r.remotes.is_empty() && r.sender != route.sender) {
                 debug!(rcpt = %route.rcpt, earlier = %other.rcpt, "queued copies need another envelope sender");
                 return Err(Refusal {
                     reply: Reply::new(
