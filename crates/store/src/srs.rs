@@ -13,7 +13,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
@@ -186,10 +186,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The secret file's content: hex, at least [`SECRET_LEN`] bytes.
-fn parse_secret(text: &str, path: &PathBuf) -> io::Result<Vec<u8>> {
+fn parse_secret(text: &str, path: &Path) -> io::Result<Vec<u8>> {
     let text = text.trim();
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a hex secret", path.display()));
-    if text.len() % 2 != 0 || text.len() < 2 * SECRET_LEN {
+    if !text.len().is_multiple_of(2) || text.len() < 2 * SECRET_LEN {
         return Err(invalid());
     }
     (0..text.len())
