@@ -108,7 +108,8 @@ impl Srs {
 
     /// Whether `local` (a local part of a served domain) is in SRS0 form, valid or not.
     pub fn is_srs(local: &str) -> bool {
-        local.len() > SRS0.len() && local[..SRS0.len() + 1].eq_ignore_ascii_case("SRS0=")
+        // `get`, not indexing: a UTF-8 local part may have a character across byte 5.
+        local.len() > SRS0.len() + 1 && local.get(..SRS0.len() + 1).is_some_and(|p| p.eq_ignore_ascii_case("SRS0="))
     }
 
     /// The original sender `(local, domain)` of the SRS0 local part `local`, checked: the hash must
@@ -263,6 +264,17 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
         fs::write(&path, "zz").unwrap();
         assert!(Srs::load_or_create(dir.path(), DEFAULT_MAX_AGE).is_err(), "a broken secret is an error");
+    }
+
+    #[test]
+    fn a_utf8_local_part_is_not_srs_and_does_not_panic() {
+        // SMTPUTF8 local parts reach this check from the network: byte 5 may fall inside a character.
+        let srs = Srs::new(b"0123456789abcdef0123456789abcdef", DEFAULT_MAX_AGE);
+        for local in ["SRSé=abcd", "SRS0é", "日本語のアドレス", "SRS0=é"] {
+            let _ = Srs::is_srs(local);
+            assert!(srs.reverse(local, at_day(1)).is_err(), "{local}");
+        }
+        assert!(!Srs::is_srs("SRSé=abcd"));
     }
 
     #[test]
