@@ -237,7 +237,7 @@ impl Policy {
     /// could not come back.
     fn srs_sender(&self, from: &Address, forwarding_domain: &str, now: SystemTime) -> Option<String> {
         let Domain::Name(domain) = from.domain() else { return None };
-        if self.is_served(domain) {
+        if self.is_served(domain) || is_quoted(from) {
             return None;
         }
         let rewritten = self.router.forward_sender(from.local(), domain, forwarding_domain, now);
@@ -247,6 +247,12 @@ impl Policy {
         }
         Some(rewritten)
     }
+}
+
+/// Whether the address's local part is written quoted (not a dot-string): the SRS form puts the local
+/// part inside its own, which must stay a dot-string, so such a sender is forwarded as it is.
+fn is_quoted(a: &Address) -> bool {
+    a.to_string().starts_with('"')
 }
 
 /// The reply for an address that has nowhere to go; loops are logged with their chain.
@@ -289,5 +295,17 @@ pub fn sender_allowed(user: &str, from: &ReversePath) -> bool {
             addr.to_lowercase() == user.to_lowercase()
         }
         ReversePath::Null => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_local_parts_are_told_apart() {
+        assert!(!is_quoted(&Address::parse("dave@mx.test").unwrap()));
+        assert!(!is_quoted(&Address::parse("d.a+ve=x@mx.test").unwrap()));
+        assert!(is_quoted(&Address::parse("\"john doe\"@mx.test").unwrap()));
     }
 }
