@@ -205,3 +205,13 @@ fn users_unavailable_is_not_no_such_user() {
     let r = Router::new(store, RoutingSettings::default(), Srs::new(SECRET, DEFAULT_MAX_AGE), &["example.test".into()]);
     assert_eq!(r.expand("alice", "example.test", now()), Err(RouteError::Unavailable));
 }
+
+#[test]
+fn a_missing_member_of_a_served_domain_refuses_the_alias() {
+    let (_d, r) = setup(
+        &["alice@example.test"],
+        &[("sales@example.test", &["alice@example.test", "typo@example.test"])],
+        RoutingSettings::default(),
+    );
+    assert_eq!(r.expand("sales", "example.test", now()), Err(RouteError::NoSuchUser));
+}
