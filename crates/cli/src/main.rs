@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alias;
 mod bench;
 mod check_config;
 mod dkim;
@@ -41,6 +42,13 @@ enum Command {
     Vacation {
         #[command(subcommand)]
         cmd: vacation::VacationCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Manage aliases, catch-alls and forwarding.
+    Alias {
+        #[command(subcommand)]
+        cmd: alias::AliasCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -114,6 +122,7 @@ fn main() -> ExitCode {
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
         Command::Vacation { cmd, dirs } => vacation::run(cmd, dirs),
+        Command::Alias { cmd, dirs } => alias::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::Dkim { cmd, dirs } => dkim::run(cmd, dirs),

@@ -526,11 +526,14 @@ impl Verdict {
     }
 }
 
-/// The message after the `Return-Path:` line and the `Received:` header (with its continuation lines),
-/// or None if the file does not start with them.
+/// The message after the `Return-Path:` line, the `Delivered-To:` line (one recipient only) and the
+/// `Received:` header (with its continuation lines), or None if the file does not start with them.
 fn without_trace(msg: &[u8]) -> Option<&[u8]> {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Received:"] {
+    for name in [&b"Return-Path:"[..], b"Delivered-To:", b"Received:"] {
+        if name == b"Delivered-To:" && !rest.starts_with(name) {
+            continue;
+        }
         if !rest.starts_with(name) {
             return None;
         }

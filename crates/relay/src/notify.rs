@@ -39,6 +39,10 @@ pub fn target(store: &Store, postmaster: &str, sender: &str) -> Result<Target, N
         if let Some(mb) = users.lookup(local, domain) {
             return Ok(Target::Local(mb));
         }
+        // A forwarded message's sender is our SRS address: the report goes to the original sender.
+        if let Some(original) = srs_original(store, local) {
+            return target(store, postmaster, &original);
+        }
         if users.domains().any(|d| mailroom_store::domain::is_same_domain(d, domain)) {
             // A served domain without that user (a forged or deleted sender): nobody to tell but the
             // postmaster; sending it out would come straight back.
@@ -46,6 +50,20 @@ pub fn target(store: &Store, postmaster: &str, sender: &str) -> Result<Target, N
         }
     }
     Ok(Target::Remote(sender.to_string()))
+}
+
+/// How old an SRS sender of our own queue entries may be when a report about it is built: the entry
+/// came from our queue, not from the network, so only the queue lifetime bounds it (a year covers any).
+const OWN_SRS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// The original sender behind an SRS0 local part made with this store's key (None: not one of ours).
+fn srs_original(store: &Store, local: &str) -> Option<String> {
+    if !mailroom_store::Srs::is_srs(local) {
+        return None;
+    }
+    let srs = mailroom_store::Srs::load_or_create(store.data_dir(), OWN_SRS_MAX_AGE).ok()?;
+    let (l, d) = srs.reverse(local, SystemTime::now()).ok()?;
+    Some(format!("{l}@{d}"))
 }
 
 /// The postmaster mailbox: `postmaster` as `local@domain`, or the postmaster of the first served domain.

@@ -56,6 +56,8 @@ pub struct Config {
     pub dns: Dns,
     /// `[vacation]`: vacation replies (crate::config_vacation).
     pub vacation: crate::config_vacation::VacationSection,
+    /// `[routing]`: aliases, subaddresses, postmaster@, SRS (see `config_routing`).
+    pub routing: crate::config_routing::RoutingSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -407,6 +409,7 @@ impl Config {
         }
         self.delivery.validate()?;
         self.vacation.validate().map_err(ConfigError::Invalid)?;
+        self.routing.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

@@ -22,6 +22,7 @@ use crate::policy::{Client, Route};
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
 use crate::trace::TraceInfo;
+use mailroom_store::routing::one_per_maildir;
 
 /// Socket read buffer at its largest; also the largest body chunk handed to the store in one write.
 const READ_BUFFER: usize = 64 * 1024;
@@ -37,6 +38,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_LOGGED_REFUSALS: u64 = 10;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+/// The sender of a RCPT outside a transaction (the session never asks for one).
+static NO_SENDER: ReversePath = ReversePath::Null;
 
 /// Serves one connection; every log line of it carries the session id and the peer (a tracing span).
 pub(crate) async fn serve(
@@ -221,7 +224,11 @@ impl Connection {
     async fn handle_rcpt(&mut self, to: &ForwardPath) {
         let shared = self.shared.clone();
         let declared = self.session.transaction().and_then(|t| t.params.size);
-        let routed = match shared.policy.route(self.client(), to).await {
+        let (from, earlier) = match self.session.transaction() {
+            Some(tx) => (&tx.from, tx.routes()),
+            None => (&NO_SENDER, &[][..]),
+        };
+        let routed = match shared.policy.route(self.client(), from, to, earlier).await {
             Ok(route) => shared.policy.check_quota(&route, declared).await.map(|()| route),
             Err(refusal) => Err(refusal),
         };
@@ -253,11 +260,12 @@ impl Connection {
             id: "",
             from: &tx.from,
             rcpts: &tx.rcpts,
+            delivered_to: delivered_to(tx.routes()),
             now: SystemTime::now(),
         };
         let decision = match Receiving::begin(&self.shared.store, trace) {
             Ok(mut r) => {
-                let locals: Vec<_> = tx.routes().iter().filter_map(Route::local).cloned().collect();
+                let locals: Vec<_> = tx.routes().iter().flat_map(|r| r.locals()).cloned().collect();
                 r.vacation = self.shared.vacation.watch(&tx.from, &locals);
                 r.sign_with(self.submission_signer());
                 self.receiving = Some(r);
@@ -293,7 +301,7 @@ impl Connection {
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
                 let routes = tx.map_or(&[][..], |t| t.routes());
-                let locals: Vec<_> = routes.iter().filter_map(Route::local).cloned().collect();
+                let locals = one_per_maildir(routes.iter().flat_map(Route::locals));
                 let origin = Origin { auth: self.session.authenticated(), client: self.peer.ip() };
                 let outgoing = tx.and_then(|t| envelope(t, origin, SystemTime::now())).map(|envelope| Outgoing {
                     queue: &shared.queue,
@@ -411,6 +419,17 @@ impl Connection {
         } else {
             info!(messages = self.messages, refused = self.refusals, "disconnect");
         }
+    }
+}
+
+/// The `Delivered-To` address of a message (the recipient as given, with its detail): only when the
+/// transaction has one recipient, an address of ours. The stored file is one inode linked into every
+/// recipient's Maildir, so it cannot carry a different header per mailbox, and naming every recipient
+/// would show each the others (Bcc); Dovecot's LMTP likewise writes it only for a single recipient.
+fn delivered_to(routes: &[Route]) -> Option<&str> {
+    match routes {
+        [only] if only.is_served => Some(&only.rcpt),
+        _ => None,
     }
 }
 

@@ -229,7 +229,7 @@ pub(crate) fn success_notice<'a>(
     let recipients: Vec<(String, Option<String>)> = tx
         .recipients()
         .zip(tx.rcpt_params())
-        .filter(|((_, route), params)| route.local().is_some() && params.notify.is_some_and(|n| n.success))
+        .filter(|((_, route), params)| route.is_local() && params.notify.is_some_and(|n| n.success))
         .map(|((to, _), params)| {
             let orcpt = params.orcpt.as_ref().map(|o| format!("{};{}", o.addr_type, o.address));
             let to = match to {
@@ -256,32 +256,37 @@ pub(crate) fn success_notice<'a>(
     Some(SuccessNotice { outbound: outbound.as_ref(), notice })
 }
 
-/// The envelope of the transaction's remote recipients (None when all are local): sender, recipients
-/// with their RFC 3461 parameters, who handed it over and when. The id and size are filled in by
-/// [`Receiving::finish`].
+/// The envelope of the transaction's queued copies (None when all are local): sender, recipients with
+/// their RFC 3461 parameters, who handed it over and when. Each address is queued once, however many
+/// recipients lead there. The sender is the one the routes ask for (the SRS form for forwarded copies;
+/// the policy keeps it one per transaction), else the transaction's. A forwarded copy carries the
+/// recipient that was forwarded as its ORCPT (RFC 3461 §4.2) unless the client gave one. The id and size
+/// are filled in by [`Receiving::finish`].
 pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemTime) -> Option<Envelope> {
-    let remote: Vec<(String, &RcptParams)> = tx
-        .routes()
-        .iter()
-        .zip(tx.rcpt_params())
-        .filter_map(|(route, params)| match route.remote()? {
-            ForwardPath::Mailbox(a) => Some((a.to_string(), params)),
-            // The policy routes postmaster locally; never remote.
-            ForwardPath::Postmaster => None,
-        })
-        .collect();
+    let mut remote: Vec<(&str, &Route, &RcptParams)> = Vec::new();
+    for (route, params) in tx.routes().iter().zip(tx.rcpt_params()) {
+        for address in &route.remotes {
+            if !remote.iter().any(|(a, _, _)| a.eq_ignore_ascii_case(address)) {
+                remote.push((address, route, params));
+            }
+        }
+    }
     if remote.is_empty() {
         return None;
     }
-    let from = match &tx.from {
-        ReversePath::Null => String::new(),
-        ReversePath::Mailbox(a) => a.to_string(),
+    let from = match (remote.iter().find_map(|(_, r, _)| r.sender.as_ref()), &tx.from) {
+        (Some(sender), _) => sender.clone(),
+        (None, ReversePath::Null) => String::new(),
+        (None, ReversePath::Mailbox(a)) => a.to_string(),
     };
-    let addresses: Vec<&str> = remote.iter().map(|(a, _)| a.as_str()).collect();
+    let addresses: Vec<&str> = remote.iter().map(|(a, _, _)| *a).collect();
     // Every recipient pending, due at arrival.
     let mut env = Envelope::new(String::new(), from, now, 0, &addresses);
-    for (rcpt, (_, params)) in env.rcpts.iter_mut().zip(&remote) {
+    for (rcpt, (address, route, params)) in env.rcpts.iter_mut().zip(&remote) {
         set_dsn(rcpt, params);
+        if rcpt.orcpt.is_none() && route.is_served && *address != route.rcpt {
+            rcpt.orcpt = Some(format!("rfc822;{}", route.rcpt));
+        }
     }
     env.ret = tx.params.ret.map(|r| match r {
         params::Ret::Full => mailroom_queue::Ret::Full,

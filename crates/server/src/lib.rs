@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+pub mod config_routing;
 pub mod config_vacation;
 mod connection;
 mod delivery;

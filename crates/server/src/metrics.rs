@@ -89,7 +89,10 @@ mod tests {
     fn policy(data: &std::path::Path) -> Policy {
         let store = mailroom_store::Store::open(data).unwrap();
         mailroom_store::users::UserDirectory::new(data).add("alice@example.test", None).unwrap();
-        Policy::new(vec!["example.test".into()], store, PerIp::new(IpLimits::default()))
+        let domains = vec!["example.test".to_owned()];
+        let srs = mailroom_store::Srs::load_or_create(data, mailroom_store::srs::DEFAULT_MAX_AGE).unwrap();
+        let router = mailroom_store::Router::new(store, Default::default(), srs, &domains);
+        Policy::new(domains, router, PerIp::new(IpLimits::default()))
     }
 
     fn rcpt(s: &str) -> ForwardPath {
@@ -103,7 +106,8 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let p = policy(data.path());
         let anon = Client { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), authenticated: None };
-        let reason = |to: &str| refusal_reason(&p.route_rcpt(anon, &rcpt(to)).unwrap_err());
+        let sender = mailroom_proto::ReversePath::Null;
+        let reason = |to: &str| refusal_reason(&p.route_rcpt(anon, &sender, &rcpt(to)).unwrap_err());
         assert_eq!(reason("<nobody@example.test>"), RefusalReason::NoSuchUser);
         assert_eq!(reason("<someone@elsewhere.test>"), RefusalReason::RelayDenied);
         assert_eq!(reason("<someone@[192.0.2.1]>"), RefusalReason::RelayDenied);

@@ -1,45 +1,70 @@
 //! Who may send and who may receive mail here: the one place where the server decides about a sender
-//! (bound to the authenticated user, the message rate per address) and routes a recipient: a served
-//! domain's user or postmaster@ (RFC 5321 §4.5.1) goes to a local mailbox; any other domain is relaying,
-//! allowed only to authenticated clients and clients in `[delivery] relay_networks`, and only when an
-//! outbound delivery agent is attached; everyone else gets 550 5.7.1. The connection driver (and later
-//! forwarding) asks [`Policy::route`] and carries out the answer; it decides nothing itself.
+//! (bound to the authenticated user, the message rate per address) and routes a recipient: an address of
+//! a served domain expands through the store's router (`mailroom_store::Router`: aliases, catch-all,
+//! subaddress folders, postmaster@/abuse@, SRS addresses) into local mailboxes and forwarded addresses;
+//! any other domain is relaying, allowed only to authenticated clients and clients in `[delivery]
+//! relay_networks`, and only when an outbound delivery agent is attached; everyone else gets 550 5.7.1.
+//! The connection driver asks [`Policy::route`] and carries out the answer; it decides nothing itself.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use mailroom_proto::{Domain, Enhanced, ForwardPath, Reply, ReversePath};
-use mailroom_store::{canonical_domain, MailboxId, Store};
+use mailroom_proto::address::MAX_LOCAL_PART;
+use mailroom_proto::{Address, Domain, Enhanced, ForwardPath, Reply, ReversePath};
+use mailroom_store::{canonical_domain, MailboxId, RouteError, Router};
+use tracing::{debug, warn};
 
 use crate::limits::{Cidr, PerIp};
 use crate::outbound::{Outbound, NULL_MX_TIMEOUT};
 
-/// Where an accepted recipient's mail goes. The session keeps it with the recipient until the end of
-/// data.
+/// Where an accepted recipient's mail goes: local mailboxes (each maybe a folder) and addresses for the
+/// outbound queue. The session keeps it with the recipient until the end of data, where the routes of
+/// every recipient are merged (one copy per Maildir, one queue recipient per address).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// A mailbox in the store.
-    Local(MailboxId),
-    /// Another domain: into the outbound queue, for the relay to deliver.
-    Remote(ForwardPath),
+pub struct Route {
+    /// The recipient as the client gave it (`alice+shop@example.org`): `Delivered-To`, the logs.
+    pub rcpt: String,
+    /// Mailboxes of the store.
+    pub locals: Vec<MailboxId>,
+    /// Addresses for the queue: the recipient itself when relayed, an alias's external targets when
+    /// forwarded, the original sender for an SRS address of ours.
+    pub remotes: Vec<String>,
+    /// The envelope sender of the queued copies when it is not the transaction's: the SRS form of the
+    /// sender for a forwarded message (see [`Policy::route`]).
+    pub sender: Option<String>,
+    /// The recipient is an address of a served domain (not relayed): it gets a `Delivered-To`.
+    pub is_served: bool,
 }
 
 impl Route {
-    /// The mailbox the message is stored in, for a local route.
-    pub fn local(&self) -> Option<&MailboxId> {
-        match self {
-            Route::Local(m) => Some(m),
-            Route::Remote(_) => None,
-        }
+    /// Relaying: the recipient itself goes to the queue.
+    fn relay(to: &ForwardPath) -> Route {
+        let rcpt = rcpt_string(to);
+        Route { rcpt: rcpt.clone(), locals: Vec::new(), remotes: vec![rcpt], sender: None, is_served: false }
     }
 
-    /// The recipient address, for a remote route.
-    pub fn remote(&self) -> Option<&ForwardPath> {
-        match self {
-            Route::Local(_) => None,
-            Route::Remote(to) => Some(to),
-        }
+    /// The mailboxes the message is stored in for this recipient.
+    pub fn locals(&self) -> &[MailboxId] {
+        &self.locals
+    }
+
+    /// The addresses queued for this recipient.
+    pub fn remotes(&self) -> &[String] {
+        &self.remotes
+    }
+
+    /// True when something of it goes to a local mailbox.
+    pub fn is_local(&self) -> bool {
+        !self.locals.is_empty()
+    }
+}
+
+/// The address of a forward path as text, without angle brackets (`postmaster` for the bare one).
+pub fn rcpt_string(to: &ForwardPath) -> String {
+    match to {
+        ForwardPath::Mailbox(a) => a.to_string(),
+        ForwardPath::Postmaster => "postmaster".to_string(),
     }
 }
 
@@ -64,7 +89,8 @@ pub struct Policy {
     /// Their canonical forms (`mailroom_store::canonical_domain`: UTS #46 A-labels), in the same order, so
     /// that `bücher.example` and `xn--bcher-kva.example` are one domain.
     canonical: Vec<String>,
-    store: Store,
+    /// Expands addresses of served domains (aliases, subaddresses, postmaster@, SRS).
+    router: Router,
     per_ip: Arc<PerIp>,
     /// `[delivery] relay_networks`: clients that may relay without AUTH.
     relay_networks: Vec<Cidr>,
@@ -74,9 +100,10 @@ pub struct Policy {
 
 impl Policy {
     /// `domains`: lowercased; the config check makes sure there is at least one and that each is valid.
-    pub fn new(domains: Vec<String>, store: Store, per_ip: Arc<PerIp>) -> Policy {
+    /// `router`: made with the same served domains.
+    pub fn new(domains: Vec<String>, router: Router, per_ip: Arc<PerIp>) -> Policy {
         let canonical = domains.iter().map(|d| canonical_domain(d).unwrap_or_else(|_| d.clone())).collect();
-        Policy { domains, canonical, store, per_ip, relay_networks: Vec::new(), outbound: None }
+        Policy { domains, canonical, router, per_ip, relay_networks: Vec::new(), outbound: None }
     }
 
     /// Enables relaying through `outbound` for authenticated clients and those in `relay_networks`.
@@ -122,12 +149,38 @@ impl Policy {
         Ok(())
     }
 
-    /// RCPT TO: where the recipient's mail goes, or why not; a remote recipient's domain is checked for a
-    /// null MX (RFC 7505 §4.2: 556 5.1.10 at once rather than a bounce later).
-    pub async fn route(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
-        let route = self.route_rcpt(client, to)?;
-        if let (Route::Remote(ForwardPath::Mailbox(a)), Some(outbound)) = (&route, &self.outbound) {
-            let domain = a.domain().as_str();
+    /// RCPT TO: where the recipient's mail goes, or why not. `from` is the transaction's sender and
+    /// `earlier` the routes of the recipients accepted before this one. A relayed recipient's domain is
+    /// checked for a null MX (RFC 7505 §4.2: 556 5.1.10 at once rather than a bounce later).
+    ///
+    /// One transaction makes one queue entry, which has one envelope sender: a recipient whose queued
+    /// copies need another sender than those accepted before (a forwarded copy's SRS sender beside a
+    /// relayed copy's original one) gets 452 4.5.3, and the client sends it in a later transaction
+    /// (RFC 5321 §4.5.3.1.10 asks clients to do so).
+    pub async fn route(
+        &self,
+        client: Client<'_>,
+        from: &ReversePath,
+        to: &ForwardPath,
+        earlier: &[Route],
+    ) -> Result<Route, Refusal> {
+        let route = self.route_rcpt(client, from, to)?;
+        // Quotas (issue 13) plug in here: a check of `route.locals` that may refuse with 452 4.2.2.
+        if !route.remotes.is_empty() {
+            if let Some(other) = earlier.iter().find(|r| !r.remotes.is_empty() && r.sender != route.sender) {
+                debug!(rcpt = %route.rcpt, earlier = %other.rcpt, "queued copies need another envelope sender");
+                return Err(Refusal {
+                    reply: Reply::new(
+                        452,
+                        Enhanced(4, 5, 3),
+                        "Too many recipients: send this one in a new transaction",
+                    ),
+                    reason: "another envelope sender for the queue",
+                });
+            }
+        }
+        if let (false, Some(outbound)) = (route.is_served, &self.outbound) {
+            let Some((_, domain)) = route.rcpt.rsplit_once('@') else { return Ok(route) };
             // A lookup that does not answer in time accepts: the relay decides later.
             if let Ok(true) = tokio::time::timeout(NULL_MX_TIMEOUT, outbound.null_mx(domain)).await {
                 return Err(Refusal {
@@ -142,16 +195,21 @@ impl Policy {
     /// RCPT TO, once routed: a local mailbox over its quota is refused (452 4.2.2 full, 552 5.2.2 when the
     /// declared SIZE would not fit; see `crate::quota`).
     pub async fn check_quota(&self, route: &Route, declared: Option<u64>) -> Result<(), Refusal> {
-        let Some(mailbox) = route.local() else { return Ok(()) };
-        crate::quota::check(&self.store, mailbox, declared).await.map_err(|(reply, reason)| Refusal { reply, reason })
+        for mailbox in route.locals() {
+            crate::quota::check(self.router.store(), mailbox, declared)
+                .await
+                .map_err(|(reply, reason)| Refusal { reply, reason })?;
+        }
+        Ok(())
     }
 
-    /// RCPT TO without the DNS check of [`Policy::route`]: where the recipient's mail goes, or why not.
-    pub fn route_rcpt(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
+    /// RCPT TO without the DNS and envelope checks of [`Policy::route`]: where the recipient's mail goes,
+    /// or why not.
+    pub fn route_rcpt(&self, client: Client<'_>, from: &ReversePath, to: &ForwardPath) -> Result<Route, Refusal> {
         let authenticated = client.authenticated.is_some();
         let (local, domain) = match to {
             ForwardPath::Postmaster => match self.domains.first() {
-                Some(d) => return self.postmaster(d),
+                Some(d) => ("postmaster", d.clone()),
                 None => return Err(relay_denied(authenticated)),
             },
             ForwardPath::Mailbox(a) => match a.domain() {
@@ -169,35 +227,63 @@ impl Policy {
         };
         let Some(served) = self.served(&domain) else {
             if self.is_relay_allowed(client) {
-                return Ok(Route::Remote(to.clone()));
+                return Ok(Route::relay(to));
             }
             return Err(relay_denied(authenticated));
         };
-        if local.eq_ignore_ascii_case("postmaster") {
-            return self.postmaster(served);
-        }
-        match self.store.users().resolve(local, &domain) {
-            Ok(Some(id)) => Ok(Route::Local(id)),
-            Ok(None) => {
-                Err(Refusal { reply: Reply::new(550, Enhanced(5, 1, 1), "No such user here"), reason: "no such user" })
-            }
-            // users.toml missing or empty since start-up: whether the user exists is unknown, so no 5xx.
-            Err(_) => Err(Refusal {
-                reply: Reply::new(451, Enhanced(4, 3, 0), "User directory unavailable, try again later"),
-                reason: "user directory unavailable",
-            }),
-        }
+        let now = SystemTime::now();
+        let expansion = self.router.expand(local, &domain, now).map_err(|e| refusal(&e, to))?;
+        let sender = match (&expansion, from) {
+            (e, ReversePath::Mailbox(a)) if e.is_forwarded && !e.remotes.is_empty() => self.srs_sender(a, served, now),
+            _ => None,
+        };
+        // The bare `<postmaster>` is recorded as the address it reached.
+        let rcpt = if matches!(to, ForwardPath::Postmaster) { format!("postmaster@{served}") } else { rcpt_string(to) };
+        Ok(Route { rcpt, locals: expansion.locals, remotes: expansion.remotes, sender, is_served: true })
     }
 
-    fn postmaster(&self, domain: &str) -> Result<Route, Refusal> {
-        match self.store.postmaster(domain) {
-            Ok(id) => Ok(Route::Local(id)),
-            Err(_) => Err(Refusal {
-                reply: Reply::new(451, Enhanced(4, 3, 0), "Mailbox unavailable, try again later"),
-                reason: "postmaster mailbox unavailable",
-            }),
+    /// The envelope sender of a forwarded copy: the SRS0 form at the forwarding domain when the sender's
+    /// domain is not ours (None: the sender as it is). The null sender stays null; a sender whose SRS form
+    /// would pass the 64-octet local part limit (RFC 5321 §4.5.3.1.1) is kept as it is, since its bounce
+    /// could not come back.
+    fn srs_sender(&self, from: &Address, forwarding_domain: &str, now: SystemTime) -> Option<String> {
+        let Domain::Name(domain) = from.domain() else { return None };
+        if self.is_served(domain) || is_quoted(from) {
+            return None;
         }
+        let rewritten = self.router.forward_sender(from.local(), domain, forwarding_domain, now);
+        if rewritten.rsplit_once('@').is_some_and(|(l, _)| l.len() > MAX_LOCAL_PART) {
+            warn!(%from, "SRS address would be too long: forwarding with the original sender");
+            return None;
+        }
+        Some(rewritten)
     }
+}
+
+/// Whether the address's local part is written quoted (not a dot-string): the SRS form puts the local
+/// part inside its own, which must stay a dot-string, so such a sender is forwarded as it is.
+fn is_quoted(a: &Address) -> bool {
+    a.to_string().starts_with('"')
+}
+
+/// The reply for an address that has nowhere to go; loops are logged with their chain.
+fn refusal(e: &RouteError, to: &ForwardPath) -> Refusal {
+    let (code, status, text, reason) = match e {
+        RouteError::NoSuchUser => (550, Enhanced(5, 1, 1), "No such user here", "no such user"),
+        RouteError::Srs(_) => (550, Enhanced(5, 1, 1), "Invalid or expired SRS address", "bad SRS address"),
+        RouteError::Loop(_) | RouteError::TooDeep { .. } => {
+            warn!(%to, error = %e, "alias loop");
+            (550, Enhanced(5, 4, 6), "Routing loop detected in alias expansion", "alias loop")
+        }
+        // users.toml missing or empty since start-up: whether the user exists is unknown, so no 5xx.
+        RouteError::Unavailable => {
+            (451, Enhanced(4, 3, 0), "User directory unavailable, try again later", "user directory unavailable")
+        }
+        RouteError::Mailbox(_) => {
+            (451, Enhanced(4, 3, 0), "Mailbox unavailable, try again later", "postmaster mailbox unavailable")
+        }
+    };
+    Refusal { reply: Reply::new(code, status, text), reason }
 }
 
 fn relay_denied(authenticated: bool) -> Refusal {
@@ -220,5 +306,17 @@ pub fn sender_allowed(user: &str, from: &ReversePath) -> bool {
             addr.to_lowercase() == user.to_lowercase()
         }
         ReversePath::Null => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_local_parts_are_told_apart() {
+        assert!(!is_quoted(&Address::parse("dave@mx.test").unwrap()));
+        assert!(!is_quoted(&Address::parse("d.a+ve=x@mx.test").unwrap()));
+        assert!(is_quoted(&Address::parse("\"john doe\"@mx.test").unwrap()));
     }
 }

@@ -89,7 +89,7 @@ impl Shared {
         Ok(Shared {
             smtp: Arc::new(proto),
             submission: Arc::new(submission),
-            policy: policy::Policy::new(config.domains(), store.clone(), per_ip.clone()),
+            policy: policy::Policy::new(config.domains(), router(config, &store)?, per_ip.clone()),
             store,
             tls: Arc::new(tls),
             tls_handshake_timeout: config.limits.tls_handshake_timeout,
@@ -110,6 +110,15 @@ impl Shared {
             Role::Submission | Role::Submissions => self.submission.clone(),
         }
     }
+}
+
+/// The routing decision for served domains, with the SRS key from the data directory (created there the
+/// first time).
+fn router(config: &Config, store: &Store) -> Result<mailroom_store::Router, ConfigError> {
+    let r = &config.routing;
+    let srs = mailroom_store::Srs::load_or_create(store.data_dir(), r.srs_max_age)
+        .map_err(|e| ConfigError::Read(store.data_dir().join(mailroom_store::srs::SRS_SECRET_FILE), e))?;
+    Ok(mailroom_store::Router::new(store.clone(), r.settings(), srs, &config.domains()))
 }
 
 /// The session settings of an smtp listener (submission listeners add AUTH on top).

@@ -1,5 +1,6 @@
-//! Trace headers written at delivery: `Return-Path:` (RFC 5321 §4.4) and `Received:` (RFC 5321 §4.4,
-//! RFC 5322 §3.6.7), with the protocol keywords of RFC 3848 and RFC 6531 §3.7.3.
+//! Trace headers written at delivery: `Return-Path:` (RFC 5321 §4.4), `Delivered-To:` (the recipient
+//! address as given, as Postfix and Dovecot write it) and `Received:` (RFC 5321 §4.4, RFC 5322 §3.6.7),
+//! with the protocol keywords of RFC 3848 and RFC 6531 §3.7.3.
 //!
 //! Everything here comes from values the protocol layer already validated (addresses, the HELO name,
 //! both free of control characters); the HELO name is still reduced to characters that cannot end a
@@ -18,6 +19,9 @@ pub struct TraceInfo<'a> {
     pub id: &'a str,
     pub from: &'a ReversePath,
     pub rcpts: &'a [ForwardPath],
+    /// `Delivered-To:` (the recipient address as given), written after `Return-Path:`; see
+    /// `connection::delivered_to` for when there is one.
+    pub delivered_to: Option<&'a str>,
     pub now: SystemTime,
 }
 
@@ -26,6 +30,9 @@ pub fn trace_headers(t: &TraceInfo<'_>) -> String {
     let helo: String =
         t.helo.chars().map(|c| if c.is_alphanumeric() || ".-_:[]".contains(c) { c } else { '?' }).take(255).collect();
     let mut h = format!("Return-Path: {}\n", t.from);
+    if let Some(to) = t.delivered_to {
+        h.push_str(&format!("Delivered-To: {to}\n"));
+    }
     h.push_str(&format!(
         "Received: from {helo} ([{}])\n\tby {} (mailroom) with {} id {}",
         t.peer, t.hostname, t.protocol, t.id
@@ -60,6 +67,7 @@ mod tests {
             id: "ID1",
             from: &from,
             rcpts: std::slice::from_ref(&a),
+            delivered_to: None,
             now: UNIX_EPOCH,
         };
         let one = trace_headers(&t);

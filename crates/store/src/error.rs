@@ -1,6 +1,6 @@
 //! The store's errors: [`StoreError`] for delivery and reading, [`UserError`] for the user directory
-//! and address validation. Here, not with their users, so that no module needs another only for its
-//! error type.
+//! and address validation, [`AliasError`] for the alias directory. Here, not with their users, so that
+//! no module needs another only for its error type.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Users(#[from] UserError),
+    #[error(transparent)]
+    Aliases(Box<AliasError>),
     #[error("no such mailbox: {0}")]
     NoSuchMailbox(String),
     #[error("no such message: {0}")]
@@ -102,6 +104,36 @@ pub enum UserError {
     /// with none it cannot say whether a user exists (451 4.3.0, not 550 5.1.1).
     #[error("{path} is missing or empty: the user directory is unavailable")]
     Unavailable { path: PathBuf },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Errors of the alias directory.
+#[derive(Debug, thiserror::Error)]
+pub enum AliasError {
+    #[error("invalid alias address {0:?}: {1}")]
+    InvalidAddress(String, String),
+    #[error("invalid target {0:?}: {1}")]
+    InvalidTarget(String, String),
+    #[error("alias {0} has no targets")]
+    NoTargets(String),
+    #[error("alias {0} has more than {1} targets")]
+    TooManyTargets(String, usize),
+    #[error("no such alias: {0}")]
+    NotFound(String),
+    #[error("alias {0} has no target {1}")]
+    NoSuchTarget(String, String),
+    #[error("{path}: alias {address} is listed twice (addresses are case-insensitive)")]
+    Duplicate { path: PathBuf, address: String },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(transparent)]
+    Lock(#[from] UserError),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

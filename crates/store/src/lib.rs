@@ -15,6 +15,10 @@
 //! - [`quota`]: per-user quotas and the Maildir++ `maildirsize` usage file; [`usage`]: the store's
 //!   entry points to them (a mailbox's usage, a delivery's delta).
 //! - [`vacation`]: vacation auto-reply settings, the record of who was answered, and the decision.
+//! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot; [`aliases`]: the
+//!   alias directory (`<data-dir>/aliases.toml`), cached the same way.
+//! - [`routing`]: where an address of a served domain goes (aliases, catch-all, subaddress folders,
+//!   postmaster@/abuse@, SRS addresses); [`srs`]: the Sender Rewriting Scheme for forwarded mail.
 //! - [`mailbox`]: reading a Maildir back (`mailroom mailbox list/show`).
 //! - [`unique`]: Maildir unique names and the tmp/ cleanup of dead processes' files.
 //!
@@ -22,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod aliases;
 pub mod commit;
 pub mod domain;
 pub mod error;
@@ -31,7 +36,9 @@ pub mod intent;
 pub mod mailbox;
 pub mod password;
 pub mod quota;
+pub mod routing;
 pub mod spool;
+pub mod srs;
 pub mod store;
 pub mod unique;
 pub mod usage;
@@ -39,12 +46,15 @@ pub mod users;
 pub mod vacation;
 
 pub use address::{validate_address, validate_domain, MailboxId};
+pub use aliases::{Alias, AliasDirectory, Aliases};
 pub use commit::Delivered;
 pub use domain::canonical_domain;
-pub use error::{StoreError, UserError};
+pub use error::{AliasError, StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
 pub use quota::{Quota, Usage};
+pub use routing::{Expansion, RouteError, Router, RoutingSettings};
 pub use spool::Spool;
+pub use srs::{Srs, SrsError};
 pub use store::Store;
 pub use users::{User, UserDirectory, Users};

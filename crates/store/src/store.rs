@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::address::{is_folder_name, validate_domain, MailboxId};
+use crate::aliases::{AliasDirectory, Aliases, AliasesCache};
 use crate::commit::{self, Committer};
 use crate::error::{io_err, StoreError};
 use crate::fsync;
@@ -35,6 +36,7 @@ struct Inner {
     mailboxes: PathBuf,
     directory: UserDirectory,
     users: Arc<UsersCache>,
+    aliases: Arc<AliasesCache>,
     intake: Arc<Intake>,
 }
 
@@ -80,6 +82,8 @@ impl Store {
 
         let directory = UserDirectory::new(data_dir);
         let users = UsersCache::start(directory.clone(), is_new)?;
+        let aliases =
+            AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
         let log = IntentLog::create(&intents, &names.next()).map_err(io_err("create an intent record in", &intents))?;
         let sender = commit::start(committer, log).map_err(io_err("spawn syncers for", data_dir))?;
         Ok(Store {
@@ -88,6 +92,7 @@ impl Store {
                 mailboxes,
                 directory,
                 users,
+                aliases,
                 intake: Arc::new(Intake { tmp, names, committer: sender }),
             }),
         })
@@ -96,6 +101,7 @@ impl Store {
     /// Changes how often the store checks `users.toml` for changes (tests use a short interval).
     pub fn with_reload_interval(self, interval: Duration) -> Store {
         self.inner.users.set_interval(interval);
+        self.inner.aliases.set_interval(interval);
         self
     }
 
@@ -118,6 +124,11 @@ impl Store {
     /// missing or empty (an editor mid-save), is logged and the previous snapshot kept.
     pub fn users(&self) -> Arc<Users> {
         self.inner.users.current()
+    }
+
+    /// The current alias snapshot (`aliases.toml`), reloaded like [`Store::users`]: never a file read.
+    pub fn aliases(&self) -> Arc<Aliases> {
+        self.inner.aliases.current()
     }
 
     /// The postmaster mailbox of `domain` (RFC 5321 §4.5.1). The domain is validated like a user's;

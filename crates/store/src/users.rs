@@ -362,7 +362,7 @@ const RELOAD_TICK: Duration = Duration::from_millis(100);
 
 /// What we compare to notice that `users.toml` changed (a rename gives a new inode).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     mtime: (i64, i64),
     len: u64,
     ino: u64,
@@ -370,7 +370,7 @@ struct FileStamp {
 }
 
 impl FileStamp {
-    fn of(path: &Path) -> Option<FileStamp> {
+    pub(crate) fn of(path: &Path) -> Option<FileStamp> {
         let m = fs::metadata(path).ok()?;
         Some(FileStamp { mtime: (m.mtime(), m.mtime_nsec()), len: m.len(), ino: m.ino(), dev: m.dev() })
     }
@@ -477,12 +477,12 @@ fn reload_loop(cache: &Weak<UsersCache>, directory: &UserDirectory, mut stamp: O
 /// An exclusive `flock` on `users.toml.lock`, held while the directory file is rewritten. The kernel drops it
 /// when the holder exits, however it exits: a crash or a power cut leaves a file behind but no lock, so the
 /// next writer never waits for a dead one. (The file stays; only the lock counts.)
-struct LockFile {
+pub(crate) struct LockFile {
     _file: File,
 }
 
 impl LockFile {
-    fn acquire(path: PathBuf) -> Result<LockFile, UserError> {
+    pub(crate) fn acquire(path: PathBuf) -> Result<LockFile, UserError> {
         let start = Instant::now();
         let file = OpenOptions::new()
             .read(true)

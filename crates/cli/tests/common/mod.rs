@@ -333,11 +333,15 @@ pub fn size_from_name(path: &Path) -> Option<u64> {
     s.split(':').next()?.parse().ok()
 }
 
-/// The message without the trace block the server prepends: the `Return-Path:` line and the
-/// `Received:` header with its continuation lines.
+/// The message without the trace block the server prepends: the `Return-Path:` line, the
+/// `Delivered-To:` line (one recipient of ours only), and the `Received:` header with its continuation
+/// lines.
 pub fn strip_trace(msg: &[u8]) -> &[u8] {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Received:"] {
+    for name in [&b"Return-Path:"[..], b"Delivered-To:", b"Received:"] {
+        if name == b"Delivered-To:" && !rest.starts_with(name) {
+            continue;
+        }
         assert!(
             rest.starts_with(name),
             "expected {} at {:?}",
@@ -355,7 +359,7 @@ pub fn strip_trace(msg: &[u8]) -> &[u8] {
     rest
 }
 
-/// The trace block (Return-Path + Received with continuations) as text.
+/// The trace block (Return-Path, Delivered-To if any, Received with continuations) as text.
 pub fn trace_block(msg: &[u8]) -> String {
     let body = strip_trace(msg);
     String::from_utf8_lossy(&msg[..msg.len() - body.len()]).into_owned()

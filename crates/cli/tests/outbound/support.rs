@@ -100,12 +100,17 @@ pub struct Dns {
 impl Dns {
     /// Starts knotd with [`ZONE`] and waits until it answers; None only when skipping is allowed.
     pub fn start() -> Option<Dns> {
+        Dns::start_zone(ZONE)
+    }
+
+    /// Like [`Dns::start`] with another zone file for `test.`.
+    pub fn start_zone(zone: &str) -> Option<Dns> {
         if !have(knotd(), &["--version"]) {
             return None;
         }
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("test.zone"), ZONE).unwrap();
+            std::fs::write(dir.path().join("test.zone"), zone).unwrap();
             let port = free_udp_tcp_port();
             let d = dir.path().display();
             let conf = format!(
