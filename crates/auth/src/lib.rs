@@ -2,3 +2,12 @@
 //! Authentication-Results header that records them (around Stalwart's `mail-auth`). No sockets of its
 //! own: DNS goes through the resolver it is given.
 #![forbid(unsafe_code)]
+
+pub mod arc;
+pub mod checks;
+pub mod dmarc;
+pub mod resolver;
+pub mod results;
+pub mod spf;
+
+pub use mail_auth;
