@@ -337,11 +337,26 @@ impl Committer {
 
     /// Creates `<mailboxes>/<domain>/<local>/{tmp,new,cur}` as needed, fsyncing each parent whose
     /// entries changed so the new directories survive a crash before anything is linked into them.
+    /// A Maildir++ folder (`<mbox>/.<name>`: local parts never start with a dot) gets its inbox's
+    /// Maildir first, and the empty `maildirfolder` file Maildir++ readers (Dovecot's quota) expect.
     fn ensure_maildir(&self, mbox: &Path) -> Result<(), StoreError> {
-        let domain_dir = mbox.parent().unwrap_or(&self.mailboxes);
-        fsync::create_dir_synced(domain_dir).map_err(io_err("create", domain_dir))?;
+        let parent = mbox.parent().unwrap_or(&self.mailboxes);
+        let is_folder = mbox.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+        if is_folder {
+            self.ensure_maildir(parent)?;
+        } else {
+            fsync::create_dir_synced(parent).map_err(io_err("create", parent))?;
+        }
         fsync::create_dir_synced(mbox).map_err(io_err("create", mbox))?;
         let mut created = false;
+        if is_folder {
+            let marker = mbox.join("maildirfolder");
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&marker) {
+                Ok(_) => created = true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io("create", &marker, e)),
+            }
+        }
         for sub in ["tmp", "new", "cur"] {
             let dir = mbox.join(sub);
             match fs::create_dir(&dir) {
