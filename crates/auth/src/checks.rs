@@ -76,8 +76,6 @@ impl Verdict {
 /// The checks of one message under way.
 pub struct MessageCheck {
     resolver: Arc<Resolver>,
-    budget: Budget,
-    spf: SpfCheck,
     authserv_id: String,
     /// The header section (bounded by the session's header size limit), for DMARC and ARC.
     header: Vec<u8>,
@@ -85,15 +83,9 @@ pub struct MessageCheck {
 }
 
 impl MessageCheck {
-    /// `spf` was checked at MAIL and spent part of `budget`; `authserv_id` is this server's host name.
-    pub fn new(
-        resolver: Arc<Resolver>,
-        budget: Budget,
-        spf: SpfCheck,
-        authserv_id: &str,
-        dkim: Box<dyn DkimSource>,
-    ) -> MessageCheck {
-        MessageCheck { resolver, budget, spf, authserv_id: authserv_id.to_string(), header: Vec::new(), dkim }
+    /// `authserv_id` is this server's host name.
+    pub fn new(resolver: Arc<Resolver>, authserv_id: &str, dkim: Box<dyn DkimSource>) -> MessageCheck {
+        MessageCheck { resolver, authserv_id: authserv_id.to_string(), header: Vec::new(), dkim }
     }
 
     /// The header section as stored (our own Authentication-Results fields already removed), with the
@@ -108,9 +100,10 @@ impl MessageCheck {
         self.dkim.handle_body(chunk);
     }
 
-    /// DKIM, ARC, DMARC, and the Authentication-Results field.
-    pub async fn finish(self) -> Verdict {
-        let MessageCheck { resolver, mut budget, spf, authserv_id, mut header, dkim } = self;
+    /// DKIM, ARC, DMARC, and the Authentication-Results field. `spf` was checked at MAIL and spent part
+    /// of the message's `budget`.
+    pub async fn finish(self, spf: SpfCheck, mut budget: Budget) -> Verdict {
+        let MessageCheck { resolver, authserv_id, mut header, dkim } = self;
         let dkim = dkim.finish(&resolver, &mut budget).await;
         if !header.ends_with(b"\r\n\r\n") {
             header.extend_from_slice(b"\r\n");

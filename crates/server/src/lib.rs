@@ -9,8 +9,10 @@
 
 mod auth;
 pub mod config;
+pub mod config_inbound;
 mod connection;
 mod delivery;
+mod inbound;
 pub mod limits;
 pub mod outbound;
 pub mod policy;

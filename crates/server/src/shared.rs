@@ -50,6 +50,8 @@ pub struct Shared {
     pub outbound: Option<Arc<dyn Outbound>>,
     /// `[delivery] max_hops`: more Received fields is a loop (554 5.4.6 at the end of data).
     pub max_hops: usize,
+    /// `[inbound]` checks (None when `checks = false`).
+    pub(crate) inbound: Option<Arc<crate::inbound::Inbound>>,
 }
 
 impl Shared {
@@ -76,6 +78,7 @@ impl Shared {
             queue,
             outbound: None,
             max_hops: config.delivery.max_hops,
+            inbound: crate::inbound::Inbound::new(config)?.map(Arc::new),
         })
     }
 
