@@ -57,7 +57,11 @@ pub async fn check_dmarc(
     }
     let policy = if output.dmarc_record().is_some() { output.policy() } else { Policy::None };
     debug!(domain = output.domain(), result, %policy, "dmarc");
-    DmarcCheck { result, policy, header_from: if output.domain().is_empty() { header_from } else { output.domain().to_string() } }
+    DmarcCheck {
+        result,
+        policy,
+        header_from: if output.domain().is_empty() { header_from } else { output.domain().to_string() },
+    }
 }
 
 /// The From domain as DMARC sees it: one domain, or none.

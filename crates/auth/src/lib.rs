@@ -5,9 +5,12 @@
 
 pub mod arc;
 pub mod checks;
+pub mod dkim;
 pub mod dmarc;
+pub mod keys;
 pub mod resolver;
 pub mod results;
 pub mod spf;
 
+/// mail-auth, for the types the API takes (`MessageAuthenticator`, its resolver and caches).
 pub use mail_auth;

@@ -19,13 +19,15 @@ use support::*;
 /// Sends one message from `from` (MAIL FROM and From) and returns the stored file's bytes.
 fn deliver(server: &common::Server, helo: &str, from: &str, subject: &str) -> Vec<u8> {
     let before = stored(server, "").len();
-    let (mail, end) = send(server, helo, from, &message(if from.is_empty() { "x@helo.test" } else { from }, subject, ""));
+    let (mail, end) =
+        send(server, helo, from, &message(if from.is_empty() { "x@helo.test" } else { from }, subject, ""));
     assert_eq!(mail, 250, "{end:?}");
     let end = end.unwrap();
     assert_eq!(end.code, 250, "{end:?}");
     let files = stored(server, "");
     assert_eq!(files.len(), before + 1);
-    let newest = files.iter().find(|f| std::fs::read(f).unwrap().windows(subject.len()).any(|w| w == subject.as_bytes()));
+    let newest =
+        files.iter().find(|f| std::fs::read(f).unwrap().windows(subject.len()).any(|w| w == subject.as_bytes()));
     std::fs::read(newest.expect("the message is stored")).unwrap()
 }
 
@@ -227,4 +229,35 @@ fn trusted_and_unchecked_clients_get_no_header() {
     let (_, end) = send(&off, "client.e2e.test", "a@pass.test", &message("ceo@reject.test", "off", ""));
     assert_eq!(end.unwrap().code, 250, "no DMARC with checks off");
     assert!(fields(&std::fs::read(&stored(&off, "")[0]).unwrap(), "Authentication-Results").is_empty());
+}
+
+#[test]
+fn an_aligned_dkim_pass_passes_dmarc_despite_an_spf_fail_and_a_changed_body_is_refused() {
+    let Some(dns) = Dns::start() else { return };
+    if !have(PYTHON, &["-c", "import dkim, nacl"]) {
+        return;
+    }
+    let server = mailroom(&dns.server(), "");
+    // dkim.test: SPF fails for 127.0.0.1, DMARC p=reject with strict DKIM alignment.
+    let signed = dkim_sign(&message("news@dkim.test", "signed", ""));
+    let (mail, end) = send(&server, "client.e2e.test", "news@dkim.test", &signed);
+    assert_eq!((mail, end.as_ref().map(|r| r.code)), (250, Some(250)), "{end:?}");
+    let msg = std::fs::read(&stored(&server, "")[0]).unwrap();
+    let field = &fields(&msg, "Authentication-Results")[0];
+    assert!(field.contains("spf=fail smtp.mailfrom=dkim.test"), "{field}");
+    assert!(field.contains("dkim=pass header.d=dkim.test"), "{field}");
+    assert!(field.contains("header.s=s1"), "{field}");
+    assert!(field.contains("dmarc=pass header.from=dkim.test"), "{field}");
+
+    // One byte of the body changed after signing: dkim=fail, so DMARC fails and p=reject refuses it.
+    let tampered = signed.replace("Hello.", "Hello!");
+    let (_, end) = send(&server, "client.e2e.test", "news@dkim.test", &tampered);
+    let end = end.unwrap();
+    assert!(end.is(550, "5.7.1"), "{end:?}");
+    let report = mailroom(&dns.server(), "dmarc = \"report-only\"");
+    let (_, end) = send(&report, "client.e2e.test", "news@dkim.test", &tampered);
+    assert_eq!(end.unwrap().code, 250);
+    let field = &fields(&std::fs::read(&stored(&report, "")[0]).unwrap(), "Authentication-Results")[0];
+    assert!(field.contains("dkim=fail reason=\"body hash mismatch\" header.d=dkim.test"), "{field}");
+    assert!(field.contains("dmarc=fail"), "{field}");
 }

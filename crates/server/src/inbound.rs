@@ -10,11 +10,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailroom_auth::checks::{spf_name, MessageCheck, NoDkim, Verdict};
+use mailroom_auth::checks::{spf_name, MessageCheck, Verdict};
+use mailroom_auth::mail_auth::SpfResult;
 use mailroom_auth::resolver::{Budget, Resolver};
 use mailroom_auth::results::strip_ours;
 use mailroom_auth::spf::{check_spf, SpfCheck, SpfInput};
-use mailroom_auth::mail_auth::SpfResult;
 use mailroom_proto::{Enhanced, Reply, ReversePath};
 use mailroom_store::{MailboxId, Store};
 use tokio::task::JoinHandle;
@@ -95,10 +95,15 @@ impl Inbound {
     /// The filter for a message's data; with `spf`, the message is checked too.
     pub(crate) fn filter(self: &Arc<Self>, spf: Option<Spf>) -> MessageFilter {
         let checking = spf.map(|spf| {
-            let check = MessageCheck::new(self.resolver.clone(), &self.hostname, Box::new(NoDkim));
+            let check = MessageCheck::new(self.resolver.clone(), &self.hostname, self.max_header_size);
             Checking { inbound: self.clone(), spf, check }
         });
-        MessageFilter { header: Some(Vec::new()), limit: self.max_header_size, hostname: self.hostname.clone(), checking }
+        MessageFilter {
+            header: Some(Vec::new()),
+            limit: self.max_header_size,
+            hostname: self.hostname.clone(),
+            checking,
+        }
     }
 }
 
@@ -164,7 +169,8 @@ impl Checking {
 }
 
 fn log_verdict(v: &Verdict) {
-    let dkim: Vec<String> = v.dkim.iter().map(|d| format!("{}:{}", d.signature.d, d.result)).collect();
+    let dkim: Vec<String> =
+        v.dkim.iter().map(|d| format!("{}:{}", d.domain.as_deref().unwrap_or("-"), d.status)).collect();
     debug!(
         spf = spf_name(v.spf.result()),
         dkim = %dkim.join(","),
@@ -235,14 +241,14 @@ impl MessageFilter {
         }
         let section = section.into_owned();
         if let Some(c) = self.checking.as_mut() {
-            c.check.handle_header_section(&section);
+            c.check.handle_data(&section);
         }
         section
     }
 
     fn feed_body(&mut self, chunk: &[u8]) {
         if let (Some(c), false) = (self.checking.as_mut(), chunk.is_empty()) {
-            c.check.handle_body(chunk);
+            c.check.handle_data(chunk);
         }
     }
 }
@@ -301,7 +307,8 @@ mod tests {
     #[test]
     fn an_endless_header_section_is_not_held_past_the_limit() {
         let mut f = filter();
-        let line = b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+        let line =
+            b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
         let mut stored = 0;
         for _ in 0..100 {
             let (head, rest) = f.handle_data(line);

@@ -285,3 +285,20 @@ pub fn field_names(msg: &[u8]) -> Vec<String> {
         .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
         .collect()
 }
+
+/// `message` (CRLF) signed by dkimpy with [`DKIM_KEY`] as `s1._domainkey.dkim.test`.
+pub fn dkim_sign(message: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(PYTHON)
+        .arg(script("dkim_sign.py"))
+        .args(["dkim.test", "s1", DKIM_KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dkim_sign.py: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
