@@ -261,3 +261,34 @@ fn an_aligned_dkim_pass_passes_dmarc_despite_an_spf_fail_and_a_changed_body_is_r
     assert!(field.contains("dkim=fail reason=\"body hash mismatch\" header.d=dkim.test"), "{field}");
     assert!(field.contains("dmarc=fail"), "{field}");
 }
+
+#[test]
+fn an_arc_chain_from_dkimpy_verifies_and_a_changed_body_breaks_it() {
+    let Some(dns) = Dns::start() else { return };
+    if !have(PYTHON, &["-c", "import dkim"]) {
+        return;
+    }
+    let server = mailroom(&dns.server(), "dmarc = \"report-only\"");
+    let forwarded =
+        message("a@pass.test", "arc", "Authentication-Results: fwd.test; spf=pass smtp.mailfrom=pass.test\r\n");
+    let sealed = arc_seal(&forwarded);
+    let msg = deliver_raw(&server, &sealed, "arc");
+    let field = &fields(&msg, "Authentication-Results")[0];
+    assert!(field.contains("arc=pass"), "{field}");
+
+    let broken = sealed.replace("Hello.", "Hello!");
+    let msg = deliver_raw(&server, &broken, "arc");
+    let field = &fields(&msg, "Authentication-Results")[0];
+    assert!(field.contains("arc=fail"), "{field}");
+}
+
+/// Sends `message` from a@pass.test and returns the newest stored file.
+fn deliver_raw(server: &common::Server, message: &str, what: &str) -> Vec<u8> {
+    let before = stored(server, "");
+    let (_, end) = send(server, "client.e2e.test", "a@pass.test", message);
+    assert_eq!(end.as_ref().map(|r| r.code), Some(250), "{what}: {end:?}");
+    let after = stored(server, "");
+    let new: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+    assert_eq!(new.len(), 1, "{what}");
+    std::fs::read(new[0]).unwrap()
+}

@@ -51,8 +51,10 @@ _dmarc.quarantine TXT \"v=DMARC1; p=quarantine\"
 dkim        TXT \"v=spf1 ip4:192.0.2.1 -all\"
 _dmarc.dkim TXT \"v=DMARC1; p=reject; adkim=s\"
 s1._domainkey.dkim TXT ( {} )
+arc._domainkey.fwd TXT ( {} )
 ",
-        dkim_record()
+        dkim_record(),
+        arc_record()
     )
 }
 
@@ -61,9 +63,23 @@ pub const DKIM_KEY: &str = "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=";
 /// Its public half (RFC 8463 Appendix A's example key pair).
 pub const DKIM_PUBLIC: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 
-/// The key record, split in quoted strings of at most 255 octets.
+/// The key record.
 fn dkim_record() -> String {
     format!("\"v=DKIM1; k=ed25519; p={DKIM_PUBLIC}\"")
+}
+
+/// The ARC sealer's key record (`arc._domainkey.fwd.test`, RSA 2048: `tests/inbound/arc.key`, public half
+/// in `arc.pub`), split in quoted strings of at most 255 octets.
+fn arc_record() -> String {
+    let public = std::fs::read_to_string(script("arc.pub")).unwrap();
+    let record = format!("v=DKIM1; k=rsa; p={}", public.trim());
+    record.as_bytes().chunks(200).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect::<Vec<_>>().join(" ")
+}
+
+/// `message` (CRLF, carrying an Authentication-Results field of `fwd.test`) sealed by dkimpy as the
+/// forwarder fwd.test (ARC instance 1).
+pub fn arc_seal(message: &str) -> String {
+    pipe_python("arc_seal.py", &["fwd.test", "arc", script("arc.key").to_str().unwrap(), "fwd.test"], message)
 }
 
 /// True when a missing tool may skip the test (never in CI).
@@ -288,17 +304,22 @@ pub fn field_names(msg: &[u8]) -> Vec<String> {
 
 /// `message` (CRLF) signed by dkimpy with [`DKIM_KEY`] as `s1._domainkey.dkim.test`.
 pub fn dkim_sign(message: &str) -> String {
+    pipe_python("dkim_sign.py", &["dkim.test", "s1", DKIM_KEY], message)
+}
+
+/// Runs `/usr/bin/python3 tests/inbound/SCRIPT ARGS...` with `input` on stdin; its stdout.
+fn pipe_python(name: &str, args: &[&str], input: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(PYTHON)
-        .arg(script("dkim_sign.py"))
-        .args(["dkim.test", "s1", DKIM_KEY])
+        .arg(script(name))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run python3");
-    child.stdin.take().unwrap().write_all(message.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dkim_sign.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
