@@ -400,7 +400,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
-        self.inbound.validate()?;
+        self.inbound.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;
@@ -550,7 +550,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -12,9 +12,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::config::{duration, ConfigError};
+use serde::{Deserialize, Deserializer};
 
 /// The shortest `dns_budget`: below it even a loopback resolver's answers may not fit.
 pub const MIN_DNS_BUDGET: Duration = Duration::from_millis(100);
@@ -67,7 +65,7 @@ pub struct Inbound {
     pub spf_fail: SpfFail,
     pub temperror: TempError,
     /// The time all DNS lookups of one message may take together; past it, `temperror`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "budget")]
     pub dns_budget: Duration,
 }
 
@@ -84,15 +82,38 @@ impl Default for Inbound {
 }
 
 impl Inbound {
-    /// The ranges serde cannot check.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// The ranges serde cannot check; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
         if !(MIN_DNS_BUDGET..=MAX_DNS_BUDGET).contains(&self.dns_budget) {
-            return Err(ConfigError::Invalid(format!(
+            return Err(format!(
                 "inbound.dns_budget: {:?} is outside {MIN_DNS_BUDGET:?} to {MAX_DNS_BUDGET:?}",
                 self.dns_budget
-            )));
+            ));
         }
         Ok(())
+    }
+}
+
+/// `dns_budget`: `"500ms"`, `"2s"` or a number of seconds (the units a budget of at most 30 s needs).
+fn budget<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    let bad = |s: &str| serde::de::Error::custom(format!("{s:?} is not a duration like \"2s\" or \"500ms\""));
+    match Raw::deserialize(d)? {
+        Raw::Secs(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => {
+            let t = s.trim();
+            let (num, scale) = match t.strip_suffix("ms") {
+                Some(n) => (n, 1),
+                None => (t.strip_suffix('s').unwrap_or(t), 1000),
+            };
+            let n: u64 = num.trim().parse().map_err(|_| bad(&s))?;
+            Ok(Duration::from_millis(n.checked_mul(scale).ok_or_else(|| bad(&s))?))
+        }
     }
 }
 
@@ -137,10 +158,11 @@ mod tests {
             "[inbound]\ndns_budget = \"10ms\"\n",
             "[inbound]\ndns_budget = \"1m\"\n",
             "[inbound]\ncheck = true\n",
+            "[inbound]\ndns_budget = \"2 minutes\"\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-        let e = parse("[inbound]\ndns_budget = \"1m\"\n").unwrap_err();
+        let e = parse("[inbound]\ndns_budget = \"60s\"\n").unwrap_err();
         assert!(e.contains("inbound.dns_budget"), "{e}");
     }
 }

@@ -240,7 +240,7 @@ impl Connection {
         let Some(inbound) = self.shared.inbound.clone() else { return Ok(()) };
         let ip = self.peer.ip();
         let trusted = self.shared.per_ip.is_trusted(ip);
-        if !inbound.is_checked(self.role, ip, self.session.authenticated().is_some(), trusted) {
+        if !inbound.is_checked(self.role == Role::Smtp, ip, self.session.authenticated().is_some(), trusted) {
             return Ok(());
         }
         let helo = self.session.helo().map_or("", |h| h.name.as_str()).to_string();

@@ -23,7 +23,6 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::config_inbound::{DmarcMode, SpfFail, TempError};
 use crate::limits::Cidr;
-use crate::shared::Role;
 
 /// The inbound checks' settings and resolver, shared by every session.
 pub(crate) struct Inbound {
@@ -58,9 +57,10 @@ impl Inbound {
         }))
     }
 
-    /// True when a client's mail is checked (see the module doc); `trusted` is its `trusted_networks` test.
-    pub(crate) fn is_checked(&self, role: Role, ip: IpAddr, authenticated: bool, trusted: bool) -> bool {
-        role == Role::Smtp && !authenticated && !trusted && !self.relay_networks.iter().any(|n| n.contains(ip))
+    /// True when a client's mail is checked (see the module doc): `is_smtp`, its listener's role is smtp;
+    /// `trusted`, it is in `trusted_networks`.
+    pub(crate) fn is_checked(&self, is_smtp: bool, ip: IpAddr, authenticated: bool, trusted: bool) -> bool {
+        is_smtp && !authenticated && !trusted && !self.relay_networks.iter().any(|n| n.contains(ip))
     }
 
     /// SPF for a new transaction: started on its own task; with `spf_fail = "reject"` waited for here, and
