@@ -23,6 +23,9 @@ pub async fn check_arc(resolver: &Resolver, budget: &mut Budget, message: &Authe
     if message.ams_headers.is_empty() && message.as_headers.is_empty() && message.aar_headers.is_empty() {
         return ArcCheck { result: "none", reason: None };
     }
+    if budget.is_spent() {
+        return ArcCheck { result: "fail", reason: Some("no time left for DNS".into()) };
+    }
     let lookups = resolver.lookups();
     let caches = lookups.caches();
     let Some(output) = budget.run(resolver.authenticator().verify_arc(caches.params(message))).await else {

@@ -61,17 +61,21 @@ impl MessageCheck {
         let prepared = input.prepare();
         let lookups = resolver.lookups();
         let caches = lookups.caches();
+        let had_time = !budget.is_spent();
         let verified = budget.run(prepared.verify_dkim(resolver.authenticator(), Some(caches.txt()))).await;
         let (outputs, dkim) = match verified {
             Some(v) => v,
             None => {
-                lookups.remember_failure();
+                if had_time {
+                    lookups.remember_failure();
+                }
                 (Vec::new(), timed_out(prepared.message.as_ref()))
             }
         };
         let (arc, dmarc) = match &prepared.message {
             Some(m) => {
                 let arc = check_arc(&resolver, &mut budget, m).await;
+                budget.reserve_for_policy();
                 let dmarc = check_dmarc(&resolver, &mut budget, m, &outputs, &spf).await;
                 (arc, dmarc)
             }

@@ -44,6 +44,9 @@ pub async fn check_dmarc(
     spf: &SpfCheck,
 ) -> DmarcCheck {
     let header_from = header_from(message);
+    if budget.is_spent() {
+        return DmarcCheck { result: "temperror", policy: Policy::None, header_from };
+    }
     let lookups = resolver.lookups();
     let caches = lookups.caches();
     let params = DmarcParameters::new(message, dkim, spf.domain(), &spf.output);

@@ -152,16 +152,28 @@ impl Resolver {
     }
 }
 
+/// DMARC, the check whose failure refuses mail, always gets at least this share (1/N) of the budget: a
+/// sender whose own SPF or DKIM key records answer slowly must not spend it all and so turn a forged From
+/// into `temperror` (accepted under `temperror = "accept"`). A message's lookups may so take up to 4/3 of
+/// the budget.
+pub const POLICY_RESERVE_DIVISOR: u32 = 3;
+
 /// The time left for one message's lookups: each check spends from it.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     left: Duration,
+    full: Duration,
 }
 
 impl Budget {
     /// A budget of `left`.
     pub fn new(left: Duration) -> Budget {
-        Budget { left }
+        Budget { left, full: left }
+    }
+
+    /// Before DMARC: tops what is left up to the reserve ([`POLICY_RESERVE_DIVISOR`]).
+    pub fn reserve_for_policy(&mut self) {
+        self.left = self.left.max(self.full / POLICY_RESERVE_DIVISOR);
     }
 
     /// Runs `f` in what is left of the budget and spends the time it took; None when the budget ran out
@@ -176,6 +188,12 @@ impl Budget {
     /// What is left.
     pub fn left(&self) -> Duration {
         self.left
+    }
+
+    /// True when nothing is left: a check then answers `temperror` without asking, and remembers no
+    /// failure (no name was really tried).
+    pub fn is_spent(&self) -> bool {
+        self.left.is_zero()
     }
 }
 
@@ -320,4 +338,35 @@ impl<K: Hash + Eq, V: Clone + 'static> ResolverCache<K, V> for Tracked<'_, K, V>
 fn failure_txt<V: Clone + 'static>() -> Option<V> {
     let failed = Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::Resolver("recent failure (cached)".into())));
     (&failed as &dyn std::any::Any).downcast_ref::<V>().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_spent_budget_times_out_at_once_and_dmarc_still_gets_its_reserve() {
+        let mut b = Budget::new(Duration::from_millis(300));
+        let slow = b.run(tokio::time::sleep(Duration::from_secs(5))).await;
+        assert!(slow.is_none() && b.is_spent());
+        let start = Instant::now();
+        assert!(b.run(tokio::time::sleep(Duration::from_millis(50))).await.is_none());
+        assert!(start.elapsed() < Duration::from_millis(40), "nothing left: no wait");
+        b.reserve_for_policy();
+        assert_eq!(b.left(), Duration::from_millis(100));
+        assert!(b.run(tokio::time::sleep(Duration::from_millis(20))).await.is_some());
+    }
+
+    #[test]
+    fn the_ttl_cache_expires_entries_and_stays_bounded() {
+        let c: TtlCache<u64, u64> = TtlCache::new();
+        let now = Instant::now();
+        c.insert(1, 10, now + Duration::from_secs(60));
+        c.insert(2, 20, now - Duration::from_secs(1));
+        assert_eq!((c.get(&1), c.get(&2)), (Some(10), None));
+        for k in 0..(MAX_CACHE_ENTRIES as u64 * 2) {
+            c.insert(k + 100, k, now + Duration::from_secs(60));
+        }
+        assert!(c.map.lock().unwrap().len() <= MAX_CACHE_ENTRIES);
+    }
 }

@@ -74,6 +74,10 @@ pub async fn check_spf(resolver: &Resolver, budget: &mut Budget, input: SpfInput
             input.helo,
         ),
     };
+    if budget.is_spent() {
+        let output = SpfOutput::new(domain.to_ascii_lowercase()).with_result(SpfResult::TempError);
+        return SpfCheck { output, identity };
+    }
     let lookups = resolver.lookups();
     let caches = lookups.caches();
     let output = match budget.run(resolver.authenticator().verify_spf(caches.params(params))).await {

@@ -36,8 +36,18 @@ pub(crate) struct Inbound {
 
 /// SPF of the current transaction: still running, or done with what is left of the message's DNS budget.
 pub(crate) enum Spf {
-    Running(JoinHandle<(SpfCheck, Budget)>),
+    Running(SpfTask),
     Done(SpfCheck, Budget),
+}
+
+/// A running SPF check, stopped when dropped: a new MAIL (or the end of the session) drops the previous
+/// one, so a client cycling MAIL/RSET keeps at most one check running.
+pub(crate) struct SpfTask(JoinHandle<(SpfCheck, Budget)>);
+
+impl Drop for SpfTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Inbound {
@@ -78,10 +88,11 @@ impl Inbound {
             let check = check_spf(&resolver, &mut budget, input).await;
             (check, budget)
         });
+        let mut task = SpfTask(task);
         if self.settings.spf_fail == SpfFail::Tag {
             return Ok(Spf::Running(task));
         }
-        let (check, budget) = join(task, &self.resolver).await;
+        let (check, budget) = join(&mut task, &self.resolver).await;
         match check.result() {
             SpfResult::Fail => {
                 info!(domain = check.domain(), "sender refused: SPF fail");
@@ -107,8 +118,8 @@ impl Inbound {
     }
 }
 
-async fn join(task: JoinHandle<(SpfCheck, Budget)>, resolver: &Resolver) -> (SpfCheck, Budget) {
-    match task.await {
+async fn join(task: &mut SpfTask, resolver: &Resolver) -> (SpfCheck, Budget) {
+    match (&mut task.0).await {
         Ok(done) => done,
         Err(e) => {
             // Only a panic in mail-auth gets here: record it as a DNS-less result rather than fail the session.
@@ -145,7 +156,7 @@ impl Checking {
         let Checking { inbound, spf, check } = self;
         let (spf, budget) = match spf {
             Spf::Done(check, budget) => (check, budget),
-            Spf::Running(task) => join(task, &inbound.resolver).await,
+            Spf::Running(mut task) => join(&mut task, &inbound.resolver).await,
         };
         let verdict = check.finish(spf, budget).await;
         log_verdict(&verdict);
