@@ -292,3 +292,27 @@ fn deliver_raw(server: &common::Server, message: &str, what: &str) -> Vec<u8> {
     assert_eq!(new.len(), 1, "{what}");
     std::fs::read(new[0]).unwrap()
 }
+
+#[test]
+fn a_slow_spf_record_does_not_turn_a_forged_from_into_temperror() {
+    let Some(dns) = Dns::start() else { return };
+    // Queries for names with a `slow` label are held 3 s by a forwarder in front of knotd.
+    let port = free_udp_tcp_port();
+    let mut proxy = std::process::Command::new(PYTHON)
+        .arg(script("slow_dns.py"))
+        .args([&port.to_string(), &dns.port.to_string(), "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("slow_dns.py");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(proxy.stdout.as_mut().unwrap()), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let server = mailroom(&format!("127.0.0.1:{port}"), "dns_budget = \"1s\"");
+    // SPF of slow.test spends the whole budget; DMARC of reject.test still runs on its reserve.
+    let (_, end) = send(&server, "client.e2e.test", "a@slow.test", &message("ceo@reject.test", "slow", ""));
+    let end = end.unwrap();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(end.is(550, "5.7.1"), "{end:?}");
+    assert!(stored(&server, "").is_empty());
+}
