@@ -333,10 +333,20 @@ pub fn size_from_name(path: &Path) -> Option<u64> {
 }
 
 /// The message without the trace block the server prepends: the `Return-Path:` line and the
-/// `Received:` header with its continuation lines.
+/// `Received:` header with its continuation lines, and the `Authentication-Results:` field of the inbound
+/// checks right below them when there is one.
 pub fn strip_trace(msg: &[u8]) -> &[u8] {
+    let rest = strip_fields(msg, &[b"Return-Path:", b"Received:"]);
+    if rest.starts_with(b"Authentication-Results:") {
+        return strip_fields(rest, &[b"Authentication-Results:"]);
+    }
+    rest
+}
+
+/// `msg` without its first fields, which must be `names` in this order (continuation lines included).
+fn strip_fields<'a>(msg: &'a [u8], names: &[&[u8]]) -> &'a [u8] {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Received:"] {
+    for name in names {
         assert!(
             rest.starts_with(name),
             "expected {} at {:?}",
@@ -356,7 +366,7 @@ pub fn strip_trace(msg: &[u8]) -> &[u8] {
 
 /// The trace block (Return-Path + Received with continuations) as text.
 pub fn trace_block(msg: &[u8]) -> String {
-    let body = strip_trace(msg);
+    let body = strip_fields(msg, &[b"Return-Path:", b"Received:"]);
     String::from_utf8_lossy(&msg[..msg.len() - body.len()]).into_owned()
 }
 
