@@ -530,7 +530,12 @@ impl Verdict {
 /// or None if the file does not start with them.
 fn without_trace(msg: &[u8]) -> Option<&[u8]> {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Received:"] {
+    // The inbound checks' Authentication-Results field, inserted below the trace headers once the body is
+    // on disk (Incoming::insert), belongs to the trace block too: the cuts also fall on that rewrite.
+    for name in [&b"Return-Path:"[..], b"Received:", b"Authentication-Results:"] {
+        if name == b"Authentication-Results:" && !rest.starts_with(name) {
+            break;
+        }
         if !rest.starts_with(name) {
             return None;
         }
