@@ -57,6 +57,8 @@ pub async fn check_dmarc(
     let result = name(&output);
     if result == "temperror" {
         lookups.remember_failure();
+    } else {
+        lookups.remember_voids();
     }
     let policy = if output.dmarc_record().is_some() { output.policy() } else { Policy::None };
     debug!(domain = output.domain(), result, %policy, "dmarc");

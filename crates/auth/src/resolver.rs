@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
-use mail_auth::{MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt, MX};
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::{DnsError, MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt, MX};
 
 /// How long one DNS query waits before it is sent again (or the next server is asked). Shorter than the
 /// relay's: a client is waiting, and the message's [`Budget`] caps the whole anyway.
@@ -33,6 +34,10 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 /// How long a failed TXT lookup is answered from the cache as a failure (RFC 2308 §7.1 allows caching
 /// server failures for up to five minutes; short, so a resolver that comes back is used soon).
 pub const FAILURE_CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long a TXT name that does not exist (NXDOMAIN) or has no TXT record is remembered as such
+/// (RFC 2308 §5 negative caching; a fixed, short time, since the SOA's negative TTL is not handed over):
+/// a sender without SPF or DMARC records must not cost every one of its messages the same lookups.
+pub const VOID_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Entries per cache (one cache per record type, plus the failures): a bound against a flood of distinct
 /// names. When full, expired entries go first, then the cache is emptied.
 pub const MAX_CACHE_ENTRIES: usize = 8192;
@@ -85,6 +90,8 @@ struct Caches {
     /// TXT names whose lookup failed recently (by keyed hash: the cache trait hands over a borrowed name
     /// of unknown type), and until when that is remembered.
     failed_txt: TtlCache<u64, ()>,
+    /// TXT names that came back void (NXDOMAIN, NODATA) recently, by the same keyed hash.
+    void_txt: TtlCache<u64, ()>,
     hasher: RandomState,
 }
 
@@ -131,6 +138,7 @@ impl Resolver {
             ipv6: TtlCache::new(),
             ptr: TtlCache::new(),
             failed_txt: TtlCache::new(),
+            void_txt: TtlCache::new(),
             hasher: RandomState::new(),
         };
         Ok(Resolver { authenticator: MessageAuthenticator(inner), caches, budget })
@@ -203,6 +211,8 @@ struct Entry {
     is_txt: bool,
     key: u64,
     answered: bool,
+    /// A void answered from [`VOID_CACHE_TTL`]'s cache (it still counts as a void lookup).
+    cached: bool,
 }
 
 /// One check's view of the shared caches: journals every lookup that missed them and whether an answer
@@ -267,10 +277,20 @@ impl<'a> Lookups<'a> {
         }
     }
 
-    fn note_miss(&self, is_txt: bool, key: u64) {
+    /// The check ended without a DNS failure: every TXT name it asked that got no answer was void;
+    /// remember them for [`VOID_CACHE_TTL`].
+    pub fn remember_voids(&self) {
+        let journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = Instant::now() + VOID_CACHE_TTL;
+        for e in journal.iter().filter(|e| e.is_txt && !e.answered && !e.cached) {
+            self.caches.void_txt.insert(e.key, (), until);
+        }
+    }
+
+    fn note_miss(&self, is_txt: bool, key: u64, cached: bool) {
         let mut journal = self.journal.lock().unwrap_or_else(PoisonError::into_inner);
         if journal.len() < MAX_JOURNAL {
-            journal.push(Entry { is_txt, key, answered: false });
+            journal.push(Entry { is_txt, key, answered: false, cached });
         }
     }
 
@@ -312,9 +332,14 @@ impl<K: Hash + Eq, V: Clone + 'static> ResolverCache<K, V> for Tracked<'_, K, V>
         if self.is_txt && self.lookups.caches.failed_txt.get(&key).is_some() {
             // Answered from the failure cache: no lookup, so nothing to journal. A typed value is needed
             // here; only TXT has an error variant, which mail-auth turns into `temperror`.
-            return failure_txt::<V>();
+            return cached_txt::<V>(DnsError::Resolver("recent failure (cached)".into()));
         }
-        self.lookups.note_miss(self.is_txt, key);
+        if self.is_txt && self.lookups.caches.void_txt.get(&key).is_some() {
+            // A void lookup all the same (RFC 7208 §4.6.4 counts it): journalled, unanswered.
+            self.lookups.note_miss(true, key, true);
+            return cached_txt::<V>(DnsError::RecordNotFound(ResponseCode::NXDomain));
+        }
+        self.lookups.note_miss(self.is_txt, key, false);
         None
     }
 
@@ -333,11 +358,11 @@ impl<K: Hash + Eq, V: Clone + 'static> ResolverCache<K, V> for Tracked<'_, K, V>
     }
 }
 
-/// A cached failure as a value of the TXT cache's type: `Txt::Error` with a resolver error. For any other
-/// value type (never asked: only TXT names enter the failure cache) nothing.
-fn failure_txt<V: Clone + 'static>() -> Option<V> {
-    let failed = Txt::Error(mail_auth::Error::Dns(mail_auth::DnsError::Resolver("recent failure (cached)".into())));
-    (&failed as &dyn std::any::Any).downcast_ref::<V>().cloned()
+/// A cached failure or void as a value of the TXT cache's type: `Txt::Error`. For any other value type
+/// (never asked: only TXT names enter these caches) nothing.
+fn cached_txt<V: Clone + 'static>(error: DnsError) -> Option<V> {
+    let value = Txt::Error(mail_auth::Error::Dns(error));
+    (&value as &dyn std::any::Any).downcast_ref::<V>().cloned()
 }
 
 #[cfg(test)]

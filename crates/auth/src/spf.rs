@@ -84,18 +84,18 @@ pub async fn check_spf(resolver: &Resolver, budget: &mut Budget, input: SpfInput
         Some(out) => out,
         None => SpfOutput::new(domain.to_ascii_lowercase()).with_result(SpfResult::TempError),
     };
-    let output = match output.result() {
-        SpfResult::TempError => {
-            lookups.remember_failure();
-            output
-        }
+    let output = if output.result() == SpfResult::TempError {
+        lookups.remember_failure();
+        output
+    } else {
+        lookups.remember_voids();
         // A void lookup past the limit ended evaluation with permerror before any later term matched:
         // mail-auth stops at the first match, so every void lookup it made came before it.
-        _ if lookups.unanswered() > MAX_VOID_LOOKUPS => {
-            let domain = output.domain().to_string();
-            SpfOutput::new(domain).with_result(SpfResult::PermError)
+        if lookups.unanswered() > MAX_VOID_LOOKUPS {
+            SpfOutput::new(output.domain().to_string()).with_result(SpfResult::PermError)
+        } else {
+            output
         }
-        _ => output,
     };
     debug!(domain = output.domain(), result = %output.result(), "spf");
     SpfCheck { output, identity }
