@@ -3,8 +3,14 @@
 //! own: DNS goes through the resolver it is given.
 #![forbid(unsafe_code)]
 
+pub mod arc;
+pub mod checks;
 pub mod dkim;
+pub mod dmarc;
 pub mod keys;
+pub mod resolver;
+pub mod results;
+pub mod spf;
 
 /// mail-auth, for the types the API takes (`MessageAuthenticator`, its resolver and caches).
 pub use mail_auth;

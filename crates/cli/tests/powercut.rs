@@ -526,12 +526,16 @@ impl Verdict {
     }
 }
 
-/// The message after the `Return-Path:` line, the `Delivered-To:` line (one recipient only) and the
-/// `Received:` header (with its continuation lines), or None if the file does not start with them.
+/// The message after the `Return-Path:` line, the `Delivered-To:` line (one recipient only), the
+/// `Received:` header (with its continuation lines) and the Authentication-Results field if any, or None
+/// if the file does not start with them.
 fn without_trace(msg: &[u8]) -> Option<&[u8]> {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Delivered-To:", b"Received:"] {
-        if name == b"Delivered-To:" && !rest.starts_with(name) {
+    // The inbound checks' Authentication-Results field, inserted below the trace headers once the body is
+    // on disk (Incoming::insert), belongs to the trace block too: the cuts also fall on that rewrite.
+    for name in [&b"Return-Path:"[..], b"Delivered-To:", b"Received:", b"Authentication-Results:"] {
+        let is_optional = name == b"Delivered-To:" || name == b"Authentication-Results:";
+        if is_optional && !rest.starts_with(name) {
             continue;
         }
         if !rest.starts_with(name) {

@@ -58,6 +58,8 @@ pub struct Config {
     pub vacation: crate::config_vacation::VacationSection,
     /// `[routing]`: aliases, subaddresses, postmaster@, SRS (see `config_routing`).
     pub routing: crate::config_routing::RoutingSection,
+    /// `[inbound]`: SPF, DKIM, DMARC and ARC checks of mail on the smtp listener.
+    pub inbound: crate::config_inbound::Inbound,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -410,6 +412,7 @@ impl Config {
         self.delivery.validate()?;
         self.vacation.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
+        self.inbound.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

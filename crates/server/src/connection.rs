@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::delivery::{envelope, storage_failure, success_notice, Origin, Outgoing, Receiving};
+use crate::inbound::{targets, Outcome, Spf};
 use crate::policy::{Client, Route};
 use crate::shared::{Phase, Role, Shared};
 use crate::stream::Stream;
@@ -108,6 +109,9 @@ pub(crate) struct Connection {
     input: Input,
     /// The message being received, between the session's DataStart and DataEnd/DataAborted.
     receiving: Option<Receiving>,
+    /// SPF of the current transaction, when its mail is checked (`[inbound]`).
+    spf: Option<Spf>,
+    role: Role,
     /// Messages stored in this session.
     messages: u64,
     /// Senders, recipients and messages refused in this session.
@@ -142,7 +146,19 @@ impl Connection {
             session.handle_shutdown();
         }
         let input = Input { buf: vec![0u8; INITIAL_READ_BUFFER], fed: 0, filled: 0 };
-        Some(Connection { session, stream, peer, shared, phase, input, receiving: None, messages: 0, refusals: 0 })
+        Some(Connection {
+            session,
+            stream,
+            peer,
+            shared,
+            phase,
+            input,
+            receiving: None,
+            spf: None,
+            role,
+            messages: 0,
+            refusals: 0,
+        })
     }
 
     /// Runs the session to its end: events, then replies, then more input or a wait.
@@ -181,7 +197,7 @@ impl Connection {
     async fn handle_events(&mut self) {
         while let Some(event) = self.session.poll_event() {
             match event {
-                Event::Mail { from, params } => self.handle_mail(&from, &params),
+                Event::Mail { from, params } => self.handle_mail(&from, &params).await,
                 Event::Rcpt { to, .. } => self.handle_rcpt(&to).await,
                 Event::DataStart => self.handle_data_start(),
                 Event::Data(chunk) => self.handle_data(&chunk),
@@ -204,12 +220,19 @@ impl Connection {
         self.refusals <= MAX_LOGGED_REFUSALS
     }
 
-    fn handle_mail(&mut self, from: &ReversePath, params: &MailParams) {
+    async fn handle_mail(&mut self, from: &ReversePath, params: &MailParams) {
+        self.spf = None;
         let decision = match self.shared.policy.check_sender(self.client(), from, Instant::now()) {
-            Ok(()) => {
-                debug!(%from, size = params.size, "mail");
-                Decision::Accept
-            }
+            Ok(()) => match self.start_spf(from).await {
+                Ok(()) => {
+                    debug!(%from, size = params.size, "mail");
+                    Decision::Accept
+                }
+                Err(reply) => {
+                    crate::metrics::record::refusal(crate::metrics::reason_of_reply(&reply));
+                    Decision::Reply(reply)
+                }
+            },
             Err(refusal) => {
                 crate::metrics::refusal(&refusal);
                 if self.note_refusal() {
@@ -219,6 +242,19 @@ impl Connection {
             }
         };
         self.session.answer(decision);
+    }
+
+    /// SPF for the new transaction, when this client's mail is checked (`[inbound]`).
+    async fn start_spf(&mut self, from: &ReversePath) -> Result<(), Reply> {
+        let Some(inbound) = self.shared.inbound.clone() else { return Ok(()) };
+        let ip = self.peer.ip();
+        let trusted = self.shared.per_ip.is_trusted(ip);
+        if !inbound.is_checked(self.role == Role::Smtp, ip, self.session.authenticated().is_some(), trusted) {
+            return Ok(());
+        }
+        let helo = self.session.helo().map_or("", |h| h.name.as_str()).to_string();
+        self.spf = Some(inbound.handle_mail(ip, &helo, from).await?);
+        Ok(())
     }
 
     async fn handle_rcpt(&mut self, to: &ForwardPath) {
@@ -263,7 +299,8 @@ impl Connection {
             delivered_to: delivered_to(tx.routes()),
             now: SystemTime::now(),
         };
-        let decision = match Receiving::begin(&self.shared.store, trace) {
+        let filter = self.shared.inbound.as_ref().map(|i| i.filter(self.spf.take()));
+        let decision = match Receiving::begin(&self.shared.store, trace, filter) {
             Ok(mut r) => {
                 let locals: Vec<_> = tx.routes().iter().flat_map(|r| r.locals()).cloned().collect();
                 r.vacation = self.shared.vacation.watch(&tx.from, &locals);
@@ -301,7 +338,12 @@ impl Connection {
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
                 let routes = tx.map_or(&[][..], |t| t.routes());
-                let locals = one_per_maildir(routes.iter().flat_map(Route::locals));
+                let mut locals = one_per_maildir(routes.iter().flat_map(Route::locals));
+                match r.finish_checks().await {
+                    Some(Outcome::Refuse(reply)) => return self.refuse_message(reply),
+                    Some(Outcome::Deliver { junk, .. }) => locals = targets(&shared.store, locals, junk),
+                    None => {}
+                }
                 let origin = Origin { auth: self.session.authenticated(), client: self.peer.ip() };
                 let outgoing = tx.and_then(|t| envelope(t, origin, SystemTime::now())).map(|envelope| Outgoing {
                     queue: &shared.queue,
@@ -322,6 +364,13 @@ impl Connection {
         if reply.code == 250 {
             self.messages += 1;
         }
+        self.session.answer(Decision::Reply(reply));
+    }
+
+    /// The checks refused the message (DMARC reject, or deferred): nothing is stored.
+    fn refuse_message(&mut self, reply: Reply) {
+        crate::metrics::record::refusal(crate::metrics::reason_of_reply(&reply));
+        self.note_refusal();
         self.session.answer(Decision::Reply(reply));
     }
 

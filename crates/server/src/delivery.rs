@@ -14,6 +14,7 @@ use mailroom_queue::{Envelope, Queue, Recipient};
 use mailroom_store::{Incoming, MailboxId, Store, StoreError};
 use tracing::{info, warn};
 
+use crate::inbound::{MessageFilter, Outcome};
 use crate::outbound::{DeliveredNotice, Outbound};
 use crate::policy::Route;
 use crate::signing::MessageSigner;
@@ -55,12 +56,18 @@ pub(crate) struct Receiving {
     trace_len: u64,
     /// DKIM signing of submitted mail (`signing.rs`), when the client may submit and keys exist.
     signer: Option<MessageSigner>,
+    /// The inbound filter and checks (`[inbound]`), when on.
+    filter: Option<MessageFilter>,
 }
 
 impl Receiving {
     /// Opens the message file and writes the trace headers (`Return-Path:`, `Received:`); `trace` holds
     /// everything but the message id, which the store gives.
-    pub(crate) fn begin(store: &Store, trace: TraceInfo<'_>) -> Result<Receiving, StoreError> {
+    pub(crate) fn begin(
+        store: &Store,
+        trace: TraceInfo<'_>,
+        filter: Option<MessageFilter>,
+    ) -> Result<Receiving, StoreError> {
         let mut incoming = store.begin()?;
         let headers = trace_headers(&TraceInfo { id: incoming.id(), ..trace });
         incoming.write(headers.as_bytes())?;
@@ -75,11 +82,12 @@ impl Receiving {
             store: store.clone(),
             trace_len,
             signer: None,
+            filter,
         })
     }
 
     /// Where mailroom's own trace headers (Return-Path, Received) end in the stored file.
-    #[allow(dead_code)] // for the inbound checks and DKIM signing, being built
+    #[allow(dead_code)] // for DKIM signing, being built
     pub(crate) fn trace_len(&self) -> u64 {
         self.trace_len
     }
@@ -99,14 +107,44 @@ impl Receiving {
         if let Some(watch) = self.vacation.as_mut() {
             watch.handle_data(chunk);
         }
-        if self.failed.is_some() {
+        match self.filter.as_mut() {
+            Some(f) => {
+                let (header, rest) = f.handle_data(chunk);
+                if let Some(h) = header {
+                    self.write(&h);
+                }
+                self.write(rest);
+            }
+            None => self.write(chunk),
+        }
+    }
+
+    /// Converts and writes; keeps the first error.
+    fn write(&mut self, bytes: &[u8]) {
+        if self.failed.is_some() || bytes.is_empty() {
             return;
         }
         self.scratch.clear();
-        self.lf.convert(chunk, &mut self.scratch);
+        self.lf.convert(bytes, &mut self.scratch);
         if let Err(e) = self.incoming.write(&self.scratch) {
             self.failed = Some(e);
         }
+    }
+
+    /// The inbound checks at the end of data (None when the message is not checked): a message to store
+    /// gets its Authentication-Results field below the trace headers.
+    pub(crate) async fn finish_checks(&mut self) -> Option<Outcome> {
+        let (held, checking) = self.filter.take()?.finish();
+        if let Some(h) = held {
+            self.write(&h);
+        }
+        let outcome = checking?.finish().await;
+        if let (Outcome::Deliver { field, .. }, None) = (&outcome, &self.failed) {
+            if let Err(e) = self.incoming.insert(self.trace_len, field.as_bytes()) {
+                self.failed = Some(e);
+            }
+        }
+        Some(outcome)
     }
 
     /// Makes the message durable in every local recipient's mailbox and, with `outgoing`, in the queue,
@@ -171,6 +209,10 @@ impl Receiving {
 
     /// Writes what the converter still holds; the reply for a write that failed on the way.
     fn finish_body(&mut self) -> Result<(), Reply> {
+        // A header section still held (the checks were not run): it goes to disk as it is filtered.
+        if let Some((Some(h), _)) = self.filter.take().map(MessageFilter::finish) {
+            self.write(&h);
+        }
         if self.failed.is_none() {
             self.scratch.clear();
             self.lf.finish(&mut self.scratch);

@@ -9,10 +9,12 @@
 
 mod auth;
 pub mod config;
+pub mod config_inbound;
 pub mod config_routing;
 pub mod config_vacation;
 mod connection;
 mod delivery;
+mod inbound;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;

@@ -65,6 +65,8 @@ pub struct Shared {
     pub(crate) vacation: Arc<crate::vacation::Responder>,
     /// DKIM keys for signing what authenticated and `relay_networks` clients send.
     pub signing: Arc<crate::signing::Signing>,
+    /// `[inbound]` checks (None when `checks = false`).
+    pub(crate) inbound: Option<Arc<crate::inbound::Inbound>>,
 }
 
 impl Shared {
@@ -101,6 +103,7 @@ impl Shared {
             max_hops: config.delivery.max_hops,
             vacation: Arc::new(vacation),
             signing: Arc::new(crate::signing::Signing::load(&config.server.data_dir)),
+            inbound: crate::inbound::Inbound::new(config)?.map(Arc::new),
         })
     }
 

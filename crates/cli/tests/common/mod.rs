@@ -334,14 +334,29 @@ pub fn size_from_name(path: &Path) -> Option<u64> {
 }
 
 /// The message without the trace block the server prepends: the `Return-Path:` line, the
-/// `Delivered-To:` line (one recipient of ours only), and the `Received:` header with its continuation
-/// lines.
+/// `Delivered-To:` line (one recipient of ours only), the `Received:` header with its continuation
+/// lines, and the `Authentication-Results:` field of the inbound checks right below them when there is one.
 pub fn strip_trace(msg: &[u8]) -> &[u8] {
+    let rest = trace_fields(msg);
+    if rest.starts_with(b"Authentication-Results:") {
+        return strip_fields(rest, &[b"Authentication-Results:"]);
+    }
+    rest
+}
+
+/// `msg` after Return-Path, Delivered-To (if any) and Received.
+fn trace_fields(msg: &[u8]) -> &[u8] {
+    let mut rest = strip_fields(msg, &[b"Return-Path:"]);
+    if rest.starts_with(b"Delivered-To:") {
+        rest = strip_fields(rest, &[b"Delivered-To:"]);
+    }
+    strip_fields(rest, &[b"Received:"])
+}
+
+/// `msg` without its first fields, which must be `names` in this order (continuation lines included).
+fn strip_fields<'a>(msg: &'a [u8], names: &[&[u8]]) -> &'a [u8] {
     let mut rest = msg;
-    for name in [&b"Return-Path:"[..], b"Delivered-To:", b"Received:"] {
-        if name == b"Delivered-To:" && !rest.starts_with(name) {
-            continue;
-        }
+    for name in names {
         assert!(
             rest.starts_with(name),
             "expected {} at {:?}",
@@ -361,7 +376,7 @@ pub fn strip_trace(msg: &[u8]) -> &[u8] {
 
 /// The trace block (Return-Path, Delivered-To if any, Received with continuations) as text.
 pub fn trace_block(msg: &[u8]) -> String {
-    let body = strip_trace(msg);
+    let body = trace_fields(msg);
     String::from_utf8_lossy(&msg[..msg.len() - body.len()]).into_owned()
 }
 
