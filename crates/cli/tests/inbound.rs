@@ -176,9 +176,13 @@ fn a_forged_authentication_results_header_is_removed_and_ours_parses() {
     assert_eq!(ours.len(), 1, "only our own field is left: {}", String::from_utf8_lossy(&msg));
     assert!(ours[0].contains("spf=pass") && ours[0].contains("dkim=none"), "{ours:?}");
     assert!(fields(&msg, "Authentication-Results").iter().any(|f| f.starts_with("other.example;")), "others stay");
-    // Placement: right below our Return-Path and Received, above what the message arrived with.
+    // Placement: right below our Return-Path, Delivered-To (one recipient) and Received, above what the
+    // message arrived with.
     let names = field_names(&msg);
-    assert_eq!(&names[..4], ["Return-Path", "Received", "Authentication-Results", "Authentication-Results"]);
+    assert_eq!(
+        &names[..5],
+        ["Return-Path", "Delivered-To", "Received", "Authentication-Results", "Authentication-Results"]
+    );
     assert!(fields(&msg, "Authentication-Results")[1].starts_with("other.example"));
     // The stored file's size in its name still matches (the insert kept `,S=`).
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
