@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod mailbox;
+mod notify;
+mod privilege;
 mod queue;
 mod send;
 mod sendmail;

@@ -80,6 +80,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     check_delivery_files(&cfg)?;
+    crate::privilege::set_umask(&mailroom_server::config_store::modes(&cfg)?);
+    // Connected now, while the socket is surely reachable (before any privilege drop).
+    let notify = Arc::new(crate::notify::Notifier::from_env());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();
@@ -89,20 +92,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
             .with_context(|| format!("cannot serve {}", data_dir.display()))?;
         let server = Server::bind(cfg.clone()).await?;
+        // Listeners bound, TLS key read, store open: root is no longer needed.
+        crate::privilege::after_bind(&cfg)?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         let tls = server.tls();
+        let on_hup = notify.clone();
+        // Both handlers are in place before READY=1: a manager that signals at once finds them.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
             while hup.recv().await.is_some() {
+                on_hup.reloading();
                 if let Err(e) = tls.reload() {
                     tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
                 }
+                on_hup.ready();
             }
         });
-        server.run(shutdown_signal()).await;
+        notify.ready();
+        server
+            .run(async {
+                shutdown_signal(term).await;
+                notify.stopping();
+            })
+            .await;
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
         if let Some(task) = relay {
@@ -282,10 +298,8 @@ pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+/// Resolves on SIGTERM (through `term`, installed by the caller) or Ctrl-C.
+async fn shutdown_signal(mut term: tokio::signal::unix::Signal) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => info!("interrupt received"),

@@ -52,6 +52,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// File modes of the data directory ([`crate::config_store`]).
+    pub store: crate::config_store::StoreSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -70,6 +72,10 @@ pub struct ServerSection {
     pub domains: Vec<String>,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Started as root: the user to run as once the listeners are bound ([`crate::config_store`]).
+    pub user: Option<String>,
+    /// With `user`: the group to run as; default: the user's primary group.
+    pub group: Option<String>,
 }
 
 /// `[limits]`: every bound on what a client may make the server do.
@@ -337,6 +343,8 @@ impl Default for ServerSection {
             submissions: Vec::new(),
             domains: vec!["localhost".into()],
             shutdown_grace: Duration::from_secs(30),
+            user: None,
+            group: None,
         }
     }
 }
@@ -398,6 +406,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
+        crate::config_store::validate(self)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+pub mod config_store;
 mod connection;
 mod delivery;
 pub mod limits;
@@ -70,7 +71,7 @@ impl Server {
     /// listener (so a port clash is reported before anything runs).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let store = Store::open(&config.server.data_dir)?;
+        let store = Store::open_with(&config.server.data_dir, config_store::modes(&config)?)?;
         // The certificate before the listeners: once a port accepts connections, TLS is ready (and a
         // self-signed certificate is on disk for clients to trust).
         let tls = tls::TlsHandle::load_or_generate(
