@@ -20,8 +20,10 @@ use nix::unistd::{getgid, getgroups, getuid, Gid, Uid};
 /// directory over and drops to the user; as root without it, warns (once: this runs once per start);
 /// as the configured user already (systemd's `User=`), nothing; as another user, refuses.
 pub fn after_bind(cfg: &mailroom_server::Config) -> anyhow::Result<()> {
-    let run_as = mailroom_server::config_store::run_as(cfg)?;
-    let modes = mailroom_server::config_store::modes(cfg)?;
+    use mailroom_server::config_store;
+    let run_as =
+        config_store::run_as(cfg.server.user.as_deref(), cfg.server.group.as_deref()).map_err(anyhow::Error::msg)?;
+    let modes = config_store::modes(&cfg.store).map_err(anyhow::Error::msg)?;
     match run_as {
         Some(to) if is_root() && to.uid != 0 => {
             hand_over_data_dir(&cfg.server.data_dir, &to, &modes)?;

@@ -80,7 +80,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     check_delivery_files(&cfg)?;
-    crate::privilege::set_umask(&mailroom_server::config_store::modes(&cfg)?);
+    crate::privilege::set_umask(&mailroom_server::config_store::modes(&cfg.store).map_err(anyhow::Error::msg)?);
     // Connected now, while the socket is surely reachable (before any privilege drop).
     let notify = Arc::new(crate::notify::Notifier::from_env());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

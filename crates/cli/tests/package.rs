@@ -44,7 +44,8 @@ fn is_ready() -> bool {
         missing.push("root".to_string());
     }
     for tool in ["dpkg", "dpkg-deb", "lintian", "setpriv", "cargo-deb", "systemd-analyze"] {
-        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map_or(true, |o| !o.status.success()) {
+        if Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map_or(true, |o| !o.status.success())
+        {
             missing.push(tool.to_string());
         }
     }

@@ -406,7 +406,8 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
-        crate::config_store::validate(self)?;
+        crate::config_store::validate(self.server.user.as_deref(), self.server.group.as_deref(), &self.store)
+            .map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

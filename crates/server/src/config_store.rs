@@ -14,8 +14,6 @@ use mailroom_store::Modes;
 use nix::unistd::{Group, User};
 use serde::Deserialize;
 
-use crate::config::{Config, ConfigError};
-
 /// `[store]`: how the data directory is shared.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,24 +32,25 @@ pub struct RunAs {
 }
 
 /// Checks that the users and groups named exist (so `check-config` says so, not the start-up as root).
-pub fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    run_as(cfg)?;
-    modes(cfg)?;
-    if cfg.server.group.is_some() && cfg.server.user.is_none() {
-        return Err(ConfigError::Invalid("server.group is set without server.user".into()));
+/// Takes `[server] user`, `[server] group` and `[store]`; the message names the key.
+pub fn validate(user: Option<&str>, group: Option<&str>, store: &StoreSection) -> Result<(), String> {
+    if group.is_some() && user.is_none() {
+        return Err("server.group is set without server.user".into());
     }
+    run_as(user, group)?;
+    modes(store)?;
     Ok(())
 }
 
 /// `[server] user`/`group` resolved; None when no user is set.
-pub fn run_as(cfg: &Config) -> Result<Option<RunAs>, ConfigError> {
-    let Some(name) = &cfg.server.user else { return Ok(None) };
+pub fn run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+    let Some(name) = user else { return Ok(None) };
     let user = match User::from_name(name) {
         Ok(Some(u)) => u,
-        Ok(None) => return Err(ConfigError::Invalid(format!("server.user: no user {name:?} on this system"))),
-        Err(e) => return Err(ConfigError::Invalid(format!("server.user: cannot look up {name:?}: {e}"))),
+        Ok(None) => return Err(format!("server.user: no user {name:?} on this system")),
+        Err(e) => return Err(format!("server.user: cannot look up {name:?}: {e}")),
     };
-    let gid = match &cfg.server.group {
+    let gid = match group {
         Some(g) => group_id("server.group", g)?,
         None => user.gid.as_raw(),
     };
@@ -59,21 +58,19 @@ pub fn run_as(cfg: &Config) -> Result<Option<RunAs>, ConfigError> {
 }
 
 /// The store's file modes from `[store] group`.
-pub fn modes(cfg: &Config) -> Result<Modes, ConfigError> {
-    Ok(match &cfg.store.group {
+pub fn modes(store: &StoreSection) -> Result<Modes, String> {
+    Ok(match &store.group {
         Some(g) => Modes::shared(group_id("store.group", g)?),
         None => Modes::private(),
     })
 }
 
 /// A group's id by name (a number is taken as a gid only if it names no group, as chgrp does).
-fn group_id(key: &str, name: &str) -> Result<u32, ConfigError> {
+fn group_id(key: &str, name: &str) -> Result<u32, String> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => {
-            name.parse::<u32>().map_err(|_| ConfigError::Invalid(format!("{key}: no group {name:?} on this system")))
-        }
-        Err(e) => Err(ConfigError::Invalid(format!("{key}: cannot look up {name:?}: {e}"))),
+        Ok(None) => name.parse::<u32>().map_err(|_| format!("{key}: no group {name:?} on this system")),
+        Err(e) => Err(format!("{key}: cannot look up {name:?}: {e}")),
     }
 }
 
@@ -83,23 +80,17 @@ mod tests {
 
     #[test]
     fn root_resolves_and_unknown_names_are_refused() {
-        let mut cfg = Config::default();
-        cfg.server.user = Some("root".into());
-        assert_eq!(run_as(&cfg).unwrap(), Some(RunAs { user: "root".into(), uid: 0, gid: 0 }));
-        cfg.server.user = Some("no-such-user-mailroom-test".into());
-        let e = validate(&cfg).unwrap_err().to_string();
+        assert_eq!(run_as(Some("root"), None).unwrap(), Some(RunAs { user: "root".into(), uid: 0, gid: 0 }));
+        let e = validate(Some("no-such-user-mailroom-test"), None, &StoreSection::default()).unwrap_err();
         assert!(e.contains("server.user") && e.contains("no-such-user-mailroom-test"), "{e}");
-        cfg.server.user = None;
-        cfg.store.group = Some("no-such-group-mailroom-test".into());
-        assert!(validate(&cfg).unwrap_err().to_string().contains("store.group"));
-        cfg.store.group = Some("root".into());
-        assert_eq!(modes(&cfg).unwrap(), Modes::shared(0));
+        let store = StoreSection { group: Some("no-such-group-mailroom-test".into()) };
+        assert!(validate(None, None, &store).unwrap_err().contains("store.group"));
+        let store = StoreSection { group: Some("root".into()) };
+        assert_eq!(modes(&store).unwrap(), Modes::shared(0));
     }
 
     #[test]
     fn group_without_user_is_refused() {
-        let mut cfg = Config::default();
-        cfg.server.group = Some("root".into());
-        assert!(validate(&cfg).unwrap_err().to_string().contains("server.group"));
+        assert!(validate(None, Some("root"), &StoreSection::default()).unwrap_err().contains("server.group"));
     }
 }

@@ -117,14 +117,14 @@ impl Modes {
         Ok(())
     }
 
-    /// At open: the data directory's own directories get their modes (and group), so a data directory
+    /// At open: the data directory's own directories (the store adds its private ones, `intent/`) get
+    /// their modes (and group), so a data directory
     /// made by an older version (0755), or before the group was configured, is brought in line. Only
     /// directories, never message files: existing messages keep their modes (README: `chmod -R g+rX`
     /// the mailboxes to share what was delivered before).
     pub fn apply_at_open(&self, data_dir: &Path) -> io::Result<()> {
         self.set_dir(data_dir, DirKind::Traverse)?;
         self.set_dir(&data_dir.join("tmp"), DirKind::Staging)?;
-        self.set_dir(&data_dir.join(crate::intent::INTENT_DIR), DirKind::Private)?;
         let mailboxes = data_dir.join("mailboxes");
         self.set_dir(&mailboxes, DirKind::Traverse)?;
         for domain in subdirs(&mailboxes)? {
@@ -212,14 +212,14 @@ mod tests {
     fn apply_at_open_tightens_an_old_0755_data_dir() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
-        for p in ["tmp", "intent", "mailboxes/example.org/bob/new"] {
+        for p in ["tmp", "mailboxes/example.org/bob/new"] {
             fs::create_dir_all(root.join(p)).unwrap();
         }
-        for p in ["", "tmp", "intent", "mailboxes", "mailboxes/example.org"] {
+        for p in ["", "tmp", "mailboxes", "mailboxes/example.org"] {
             fs::set_permissions(root.join(p), Permissions::from_mode(0o755)).unwrap();
         }
         Modes::private().apply_at_open(root).unwrap();
-        for p in ["", "tmp", "intent", "mailboxes", "mailboxes/example.org"] {
+        for p in ["", "tmp", "mailboxes", "mailboxes/example.org"] {
             assert_eq!(mode(&root.join(p)), 0o700, "{p}");
         }
     }

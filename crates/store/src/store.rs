@@ -79,6 +79,7 @@ impl Store {
         }
         if apply {
             modes.apply_at_open(data_dir).map_err(io_err("set the modes of", data_dir))?;
+            modes.set_dir(&intents, crate::modes::DirKind::Private).map_err(io_err("set the mode of", &intents))?;
         }
         let names = Arc::new(UniqueNames::new());
         let committer = Committer { mailboxes: mailboxes.clone(), tmp: tmp.clone(), modes };
