@@ -46,6 +46,9 @@ pub(crate) struct Receiving {
     failed: Option<StoreError>,
     /// Counts the Received fields of the header section (the loop check).
     scan: HeaderScan,
+    /// Bytes of mailroom's own trace headers at the start of the file: headers known only at the end
+    /// (Authentication-Results, DKIM-Signature) are inserted here.
+    trace_len: u64,
 }
 
 impl Receiving {
@@ -55,13 +58,21 @@ impl Receiving {
         let mut incoming = store.begin()?;
         let headers = trace_headers(&TraceInfo { id: incoming.id(), ..trace });
         incoming.write(headers.as_bytes())?;
+        let trace_len = incoming.len();
         Ok(Receiving {
             incoming,
             lf: ToLf::default(),
             scratch: Vec::with_capacity(SCRATCH),
             failed: None,
             scan: HeaderScan::default(),
+            trace_len,
         })
+    }
+
+    /// Where mailroom's own trace headers (Return-Path, Received) end in the stored file.
+    #[allow(dead_code)] // for the inbound checks and DKIM signing, being built
+    pub(crate) fn trace_len(&self) -> u64 {
+        self.trace_len
     }
 
     /// Body bytes as the session hands them over (CRLF line endings, unstuffed).
@@ -170,12 +181,7 @@ impl SuccessNotice<'_> {
     }
 
     fn store_path(&self, mailbox: &MailboxId, d: &mailroom_store::Delivered) -> std::path::PathBuf {
-        self.notice
-            .message
-            .join(mailbox.domain())
-            .join(mailbox.local())
-            .join("new")
-            .join(format!("{},S={}", d.id, d.size))
+        self.notice.message.join(mailbox.relative_dir()).join("new").join(format!("{},S={}", d.id, d.size))
     }
 }
 

@@ -31,12 +31,31 @@ pub const MAX_LABEL: usize = 63;
 pub struct MailboxId {
     local: String,
     domain: String,
+    /// A Maildir++ folder of the mailbox (`.NAME/` inside it, Dovecot's layout), without the leading
+    /// dot; `None` is the inbox. Only the store sets it, from a name read from the mailbox's own
+    /// directory listing ([`crate::Store::existing_folder`]) or a fixed name ([`crate::Store::junk`]).
+    folder: Option<String>,
 }
 
 impl MailboxId {
     /// Callers guarantee both parts passed `users::validate_*`.
     pub(crate) fn new_validated(local: String, domain: String) -> MailboxId {
-        MailboxId { local, domain }
+        MailboxId { local, domain, folder: None }
+    }
+
+    /// The same mailbox delivering into its folder `name`; callers guarantee [`is_folder_name`].
+    pub(crate) fn with_folder(&self, name: &str) -> MailboxId {
+        MailboxId { folder: Some(name.to_owned()), ..self.clone() }
+    }
+
+    /// The Maildir++ folder this id delivers into (without its leading dot); `None` is the inbox.
+    pub fn folder(&self) -> Option<&str> {
+        self.folder.as_deref()
+    }
+
+    /// The same mailbox's inbox.
+    pub fn inbox(&self) -> MailboxId {
+        MailboxId { folder: None, ..self.clone() }
     }
 
     pub fn address(&self) -> String {
@@ -51,16 +70,43 @@ impl MailboxId {
         &self.domain
     }
 
-    /// `<mailboxes>/<domain>/<local>`.
+    /// The Maildir's path relative to `<data-dir>/mailboxes`: `<domain>/<local>[/.<folder>]`.
+    pub fn relative_dir(&self) -> PathBuf {
+        self.dir(Path::new(""))
+    }
+
+    /// `<mailboxes>/<domain>/<local>`, or `<mailboxes>/<domain>/<local>/.<folder>` for a folder.
     pub(crate) fn dir(&self, mailboxes: &Path) -> PathBuf {
-        mailboxes.join(&self.domain).join(&self.local)
+        let inbox = mailboxes.join(&self.domain).join(&self.local);
+        match &self.folder {
+            Some(f) => inbox.join(format!(".{f}")),
+            None => inbox,
+        }
     }
 }
 
 impl fmt::Display for MailboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.local, self.domain)
+        write!(f, "{}@{}", self.local, self.domain)?;
+        match &self.folder {
+            Some(folder) => write!(f, " (folder {folder})"),
+            None => Ok(()),
+        }
     }
+}
+
+/// Longest Maildir++ folder name taken (a file name is at most 255 bytes; Dovecot's own limit on a
+/// mailbox name is lower still).
+pub const MAX_FOLDER_NAME: usize = 200;
+
+/// True for a name that can be a Maildir++ folder under a mailbox: one path component, not empty, not
+/// starting with a dot (so never `.` or `..` once the folder's own dot is added), no `/`, no NUL or
+/// other control bytes. Folder names come from a directory listing, so this is a second line of defence.
+pub fn is_folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_FOLDER_NAME
+        && !name.starts_with('.')
+        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
 }
 
 /// Validates an address for the user directory and returns the normalized `(local, domain)`.

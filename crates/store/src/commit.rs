@@ -339,13 +339,28 @@ impl Committer {
 
     /// Creates `<mailboxes>/<domain>/<local>/{tmp,new,cur}` as needed, fsyncing each parent whose
     /// entries changed so the new directories survive a crash before anything is linked into them.
+    /// A Maildir++ folder (`<mbox>/.<name>`: local parts never start with a dot) gets its inbox's
+    /// Maildir first, and the empty `maildirfolder` file Maildir++ readers (Dovecot's quota) expect.
     fn ensure_maildir(&self, mbox: &Path) -> Result<(), StoreError> {
         use crate::modes::DirKind;
-        let domain_dir = mbox.parent().unwrap_or(&self.mailboxes);
         let modes = &self.modes;
-        fsync::create_dir_synced_with(domain_dir, modes, DirKind::Traverse).map_err(io_err("create", domain_dir))?;
+        let parent = mbox.parent().unwrap_or(&self.mailboxes);
+        let is_folder = mbox.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
+        if is_folder {
+            self.ensure_maildir(parent)?;
+        } else {
+            fsync::create_dir_synced_with(parent, modes, DirKind::Traverse).map_err(io_err("create", parent))?;
+        }
         fsync::create_dir_synced_with(mbox, modes, DirKind::Mailbox).map_err(io_err("create", mbox))?;
         let mut created = false;
+        if is_folder {
+            let marker = mbox.join("maildirfolder");
+            match OpenOptions::new().write(true).create_new(true).mode(modes.message_mode()).open(&marker) {
+                Ok(_) => created = true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::io("create", &marker, e)),
+            }
+        }
         for sub in ["tmp", "new", "cur"] {
             let dir = mbox.join(sub);
             created |= modes.create_dir(&dir, DirKind::Mailbox).map_err(io_err("create", &dir))?;

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use crate::address::MailboxId;
 use crate::commit::{Delivered, Job};
 use crate::error::{io_err, StoreError};
 use crate::spool::Spool;
-use crate::unique::UniqueNames;
+use crate::unique::{UniqueNames, INSERT_SUFFIX};
 
 /// Size of the write buffer in front of an incoming message file: large enough that a message
 /// costs few write(2) calls, small enough that nothing holds a whole message.
@@ -92,6 +92,55 @@ impl Incoming {
                 Err(StoreError::io("write", &self.path, e))
             }
         }
+    }
+
+    /// Inserts `bytes` at offset `at` of what was written so far (`at <= len()`): headers known only
+    /// once the body is on disk (Authentication-Results, DKIM-Signature) go in after the trace headers
+    /// this way. The message is rewritten into a new file under `tmp/` by a kernel-side copy
+    /// (copy_file_range), never read into memory; the old file is removed. After an error the message
+    /// can only be dropped.
+    pub fn insert(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let result = if at > self.len { Err(StoreError::WriteFailed) } else { self.rewrite_with(at, bytes) };
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn rewrite_with(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let Some(writer) = self.file.take() else {
+            return Err(StoreError::WriteFailed);
+        };
+        let old = writer.into_inner().map_err(|e| StoreError::io("write", &self.path, e.into_error()))?;
+        let new_path = self.intake.tmp.join(format!("{}{INSERT_SUFFIX}", self.unique));
+        let mut new = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.intake.modes.message_mode())
+            .open(&new_path)
+            .map_err(io_err("create", &new_path))?;
+        let copied = (|| -> std::io::Result<()> {
+            let mut source = File::open(&self.path)?;
+            std::io::copy(&mut (&mut source).take(at), &mut new)?;
+            new.write_all(bytes)?;
+            std::io::copy(&mut source, &mut new)?;
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            drop(new);
+            let _ = fs::remove_file(&new_path);
+            return Err(StoreError::io("copy", &new_path, e));
+        }
+        drop(old);
+        // The new file takes the message's tmp name, so that everything after (commit, intent records,
+        // clean-up of abandoned files) sees one file under one name, as before.
+        fs::rename(&new_path, &self.path).map_err(io_err("rename", &self.path))?;
+        self.len += bytes.len() as u64;
+        self.file = Some(BufWriter::with_capacity(WRITE_BUFFER, new));
+        Ok(())
     }
 
     /// Bytes written so far.

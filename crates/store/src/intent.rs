@@ -17,7 +17,7 @@
 //!
 //! Format (text, so that a human can read it): a header line `mailroom-intent 2 <body length>
 //! <FNV-1a 64 of the body, hex>`, then one line per message: `<tmp name> TAB <final name> (TAB
-//! <domain>/<local>)... [TAB spool TAB <name> TAB <msg dir> TAB <sidecar dir>]`; bytes after it are
+//! <domain>/<local>[/.<folder>])... [TAB spool TAB <name> TAB <msg dir> TAB <sidecar dir>]`; bytes after it are
 //! leftovers of longer records. The optional `spool` part names a queue entry ([`crate::Spool`]) made
 //! in the same batch: a message with a spool always gets a record (it is at least two operations: the
 //! message link and the sidecar rename). Version 1 records (no spool part) are still read. A file starting with a zero
@@ -30,7 +30,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use crate::address::{validate_domain, validate_local, MailboxId};
+use crate::address::{is_folder_name, validate_domain, validate_local, MailboxId};
 use crate::fsync;
 use crate::spool::{is_plain_name, is_safe_dir};
 
@@ -140,6 +140,10 @@ fn encode(entries: &[IntentEntry]) -> Vec<u8> {
             body.push_str(m.domain());
             body.push('/');
             body.push_str(m.local());
+            if let Some(folder) = m.folder() {
+                body.push_str("/.");
+                body.push_str(folder);
+            }
         }
         if let Some(sp) = &e.spool {
             // Checked by `Spool::validated` before the job reached the committer: no tabs or newlines.
@@ -187,9 +191,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Vec<IntentEntry>> {
                 spool = Some(decode_spool(&mut fields)?);
                 break;
             }
-            let (domain, local) = m.split_once('/')?;
+            let (domain, rest) = m.split_once('/')?;
+            let (local, folder) = match rest.split_once("/.") {
+                Some((local, folder)) => (local, Some(Some(folder).filter(|f| is_folder_name(f))?)),
+                None => (rest, None),
+            };
             let (domain, local) = (validate_domain(domain).ok()?, validate_local(local).ok()?);
-            mailboxes.push(MailboxId::new_validated(local, domain));
+            let inbox = MailboxId::new_validated(local, domain);
+            mailboxes.push(match folder {
+                Some(f) => inbox.with_folder(f),
+                None => inbox,
+            });
         }
         if fields.next().is_some() {
             return None;
@@ -248,6 +260,21 @@ mod tests {
             final_name: format!("{tmp},S=12"),
             mailboxes: boxes.iter().map(|(l, d)| MailboxId::new_validated(l.to_string(), d.to_string())).collect(),
             spool: None,
+        }
+    }
+
+    #[test]
+    fn folders_round_trip_and_are_checked() {
+        let mut e = entry("1.M1P2Q6.h", &[("a", "example.test"), ("b", "example.test")]);
+        e.mailboxes[1] = e.mailboxes[1].with_folder("Junk");
+        let record = encode(std::slice::from_ref(&e));
+        assert_eq!(decode(&record), Some(vec![e.clone()]));
+        assert!(String::from_utf8_lossy(&record).contains("example.test/b/.Junk"));
+        for bad in ["example.test/b/..", "example.test/b/.", "example.test/b/.x/y", "example.test/b/."] {
+            let body = format!("1.M1P2Q6.h\t1.M1P2Q6.h,S=12\t{bad}\n");
+            let mut forged = format!("{MAGIC} {} {:016x}\n", body.len(), fnv1a64(body.as_bytes())).into_bytes();
+            forged.extend_from_slice(body.as_bytes());
+            assert_eq!(decode(&forged), None, "{bad} must not decode");
         }
     }
 

@@ -8,11 +8,12 @@
 //! On disk: `<data-dir>/mailboxes/<domain>/<local>/{tmp,new,cur}` is a standard Maildir.
 
 use std::fmt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::address::{validate_domain, MailboxId};
+use crate::address::{is_folder_name, validate_domain, MailboxId};
 use crate::commit::{self, Committer};
 use crate::error::{io_err, StoreError};
 use crate::fsync;
@@ -148,7 +149,33 @@ impl Store {
     pub fn begin(&self) -> Result<Incoming, StoreError> {
         self.inner.intake.begin()
     }
+
+    /// The same mailbox delivering into its existing Maildir++ folder `.NAME/` (Dovecot's layout),
+    /// where NAME equals `name` exactly as read from the mailbox directory's listing; `None` when there
+    /// is no such folder (or `name` could not be one). The path is never built from `name`: what a
+    /// client sent (`alice+./bob@`) can only select a folder that is already there.
+    pub fn existing_folder(&self, mailbox: &MailboxId, name: &str) -> Option<MailboxId> {
+        if !is_folder_name(name) {
+            return None;
+        }
+        let inbox = mailbox.inbox();
+        let entries = fs::read_dir(inbox.dir(self.mailboxes_dir())).ok()?;
+        entries.flatten().find_map(|entry| {
+            let listed = entry.file_name();
+            let folder = listed.to_str()?.strip_prefix('.')?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            (folder == name && is_dir && is_folder_name(folder)).then(|| inbox.with_folder(folder))
+        })
+    }
+
+    /// The mailbox's `Junk` folder (`.Junk/`, as Dovecot lays it out), made at commit when missing.
+    pub fn junk(&self, mailbox: &MailboxId) -> MailboxId {
+        mailbox.inbox().with_folder(JUNK_FOLDER)
+    }
 }
+
+/// The folder quarantined mail goes to: the name Dovecot's and most clients' special-use Junk has.
+pub const JUNK_FOLDER: &str = "Junk";
 
 #[cfg(test)]
 mod tests {
