@@ -97,21 +97,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
-        let tls = server.tls();
-        let on_hup = notify.clone();
         // Both handlers are in place before READY=1: a manager that signals at once finds them.
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                on_hup.reloading();
-                if let Err(e) = tls.reload() {
-                    tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
-                }
-                on_hup.ready();
-            }
-        });
+        handle_reloads(server.tls(), notify.clone())?;
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         notify.ready();
         server
             .run(async {
@@ -128,6 +117,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// On SIGHUP: RELOADING=1, the TLS certificate and key read again, READY=1. The handler is installed
+/// before this returns.
+fn handle_reloads(
+    tls: Arc<mailroom_server::tls::TlsHandle>,
+    notify: Arc<crate::notify::Notifier>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            notify.reloading();
+            if let Err(e) = tls.reload() {
+                tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
+            }
+            notify.ready();
+        }
+    });
+    Ok(())
 }
 
 /// How long the relay gets to finish the attempts under way once the server has stopped; an attempt cut
