@@ -196,3 +196,32 @@ fn systemd_analyze_verifies_the_unit() {
         assert!(unit.lines().any(|l| l == key), "the unit lacks {key}");
     }
 }
+
+#[test]
+fn completions_for_bash_zsh_fish_and_man_pages_come_from_the_cli_definition() {
+    for (shell, marker) in
+        [("bash", "complete -F _mailroom"), ("zsh", "#compdef mailroom"), ("fish", "complete -c mailroom")]
+    {
+        let out = Command::new(common::bin()).args(["completions", shell]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(marker), "{shell}: {text}");
+        // Subcommands and their flags are in it.
+        // fish writes long flags as `-l data-dir`.
+        let has_flag = text.contains("--data-dir") || text.contains("-l data-dir");
+        assert!(text.contains("check-config") && has_flag, "{shell} lacks commands or flags");
+    }
+    let bad = Command::new(common::bin()).args(["completions", "tcsh"]).output().unwrap();
+    assert!(!bad.status.success(), "an unknown shell is refused");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin()).arg("man").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["mailroom.1", "mailroom-serve.1", "mailroom-user-add.1", "mailroom-completions.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap_or_default();
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page} is not a man page: {text:.100}");
+    }
+    let serve = std::fs::read_to_string(dir.path().join("mailroom-serve.1")).unwrap();
+    assert!(serve.contains("data\\-dir") && serve.contains("submissions"), "serve's page lacks its options");
+    // The man generator is hidden: --help lists only what users run.
+    let help = Command::new(common::bin()).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).lines().any(|l| l.trim_start().starts_with("man ")));
+}
