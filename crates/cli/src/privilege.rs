@@ -26,8 +26,13 @@ pub fn after_bind(cfg: &mailroom_server::Config) -> anyhow::Result<()> {
     let modes = config_store::modes(&cfg.store).map_err(anyhow::Error::msg)?;
     match run_as {
         Some(to) if is_root() && to.uid != 0 => {
-            hand_over_data_dir(&cfg.server.data_dir, &to, &modes)?;
-            drop_to(&to)
+            let data_dir = &cfg.server.data_dir;
+            hand_over_data_dir(data_dir, &to, &modes)?;
+            drop_to(&to)?;
+            // The data directory's parents must let the user through: say so now, not at the first message.
+            std::fs::read_dir(data_dir.join("tmp")).map(drop).with_context(|| {
+                format!("user {} cannot reach {} (is a parent directory closed to it?)", to.user, data_dir.display())
+            })
         }
         Some(to) if getuid().as_raw() != to.uid && !is_root() => {
             bail!("server.user is {:?} (uid {}), but this process runs as uid {} and cannot switch: start it as root or as that user", to.user, to.uid, getuid())

@@ -50,7 +50,7 @@ impl Drop for Guard {
     }
 }
 
-/// A temporary directory the unprivileged users can traverse (tempdir makes it 0700 root).
+/// A temporary directory the unprivileged users can traverse (whatever mode tempdir gave it).
 fn open_tempdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -304,4 +304,49 @@ fn dovecot_in_the_store_group_reads_a_delivered_message() {
     // The mail process read it as `mail` (a member of the store group, not the owner).
     assert!(dlog().contains("Login: user=<bob@example.test>"), "{}", dlog());
     let _ = std::io::stderr().flush();
+}
+
+#[test]
+fn a_data_dir_the_user_cannot_reach_is_refused_at_start() {
+    if !is_root_or_skip("the unreachable-data-dir test") {
+        return;
+    }
+    // A parent directory closed to the user (root's, 0700): the server must say so and exit.
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = closed.join("data");
+    let port = common::free_port();
+    let cfg = dir.path().join("mailroom.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\nuser = \"{TEST_USER}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server kept running on a data directory its user cannot reach");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("cannot reach") && err.contains(TEST_USER), "{err}");
 }
