@@ -4,12 +4,16 @@
 //! step again. Values given as flags are not asked for. It reads stdin line by line, so a script can pipe
 //! the answers in; the end of input gives up cleanly. The TLS flags apply as in a plain `send`; with
 //! `--user U --password-stdin` the first line of input is the password, never echoed.
+//!
+//! Without TLS flags it copes with a submission port by asking: a server that offers STARTTLS is offered
+//! to the person (and the session starts again over TLS), a certificate that does not verify asks for a
+//! CA file to trust, and a server that requires AUTH (530 to MAIL) asks for a user and a password.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo, Tls};
+use mailroom_client::{default_helo_name, Client, Error, Message, MessageInfo, Secret, Tls};
 use mailroom_proto::client::{Error as ProtoError, Step};
 use mailroom_proto::{Address, ForwardPath, ReversePath};
 
@@ -147,12 +151,7 @@ async fn connect(
             None => ask_helo(p, args, &srv).ok_or_else(gave_up)?,
         };
         println!("Connecting to {srv} ...");
-        let mut builder =
-            args.builder(srv.clone(), tls).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
-        if let Some((user, pw)) = credentials {
-            builder = builder.credentials(user.clone(), pw.clone());
-        }
-        match builder.connect().await {
+        match open(p, args, &srv, &helo, (timeout, tls), credentials).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 println!("Could not open a session: {e}");
@@ -169,6 +168,77 @@ async fn connect(
                 }
                 println!("Try another server, or end the input to give up.");
             }
+        }
+    }
+}
+
+/// One session with `srv`, TLS as the person wants it: without TLS flags, a server that offers STARTTLS
+/// is offered to the person and the session starts again over TLS; a certificate that does not verify
+/// (a self-signed one, a private CA) asks for a CA file to trust, unless one was given.
+async fn open(
+    p: &mut Prompter,
+    args: &SendArgs,
+    srv: &str,
+    helo: &str,
+    (timeout, mut tls): (Duration, Tls),
+    credentials: &Option<(String, String)>,
+) -> Result<Client, Error> {
+    let mut cafile: Option<String> = None;
+    loop {
+        let mut builder =
+            args.builder(srv.to_owned(), tls).timeout(timeout).helo_name(helo).transcript(stdout_transcript());
+        if let Some(ca) = &cafile {
+            builder = builder.cafile(ca.clone());
+        }
+        if let Some((user, pw)) = credentials {
+            builder = builder.credentials(user.clone(), pw.clone());
+        }
+        let client = match builder.connect().await {
+            Ok(c) => c,
+            Err(e @ Error::Certificate { .. }) if cafile.is_none() && args.cafile.is_none() && !args.insecure => {
+                println!("The server's certificate does not verify: {e}");
+                let answer = p.ask("CA file to trust (for mailroom: <data-dir>/tls/cert.pem; empty to give up): ");
+                match answer.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()) {
+                    Some(path) => cafile = Some(path),
+                    None => return Err(e),
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if tls == Tls::None && !client.is_tls() && client.capabilities().starttls {
+            let answer = p.ask("The server offers STARTTLS (encryption). Use it? [Y/n]: ");
+            if !matches!(answer.as_deref().map(str::trim), Some("n" | "N" | "no") | None) {
+                let _ = client.quit().await;
+                println!("Connecting to {srv} again, with STARTTLS ...");
+                tls = Tls::StartTls;
+                continue;
+            }
+        }
+        return Ok(client);
+    }
+}
+
+/// AUTH after the server required it (530 to MAIL): a user (the sender by default) and a password. A
+/// refused password is reported, and the sender step asks again; other errors end the session.
+async fn login(p: &mut Prompter, client: &mut Client, sender: &str) -> Result<(), End> {
+    println!("The server requires authentication (AUTH) before it takes mail.");
+    let user = p.ask_or("User", sender).ok_or_else(|| End::Quit(gave_up()))?;
+    let password = p.ask_secret(&format!("Password for {user}: ")).ok_or_else(|| End::Quit(gave_up()))?;
+    match client.authenticate(&user, &Secret::new(password)).await {
+        Ok(m) => {
+            println!("Authenticated as {user} ({m}).");
+            Ok(())
+        }
+        Err(Error::Protocol(ProtoError::Rejected { reply, .. })) => {
+            println!("Authentication failed: {reply}");
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(hint) = error_hint(Settings::Flags, &e) {
+                println!("{hint}");
+            }
+            Err(End::Now(fail_with(&e)))
         }
     }
 }
@@ -224,6 +294,11 @@ async fn ask_sender(p: &mut Prompter, client: &mut Client, args: &SendArgs) -> R
         };
         match client.mail(&ReversePath::Mailbox(addr.clone()), &MessageInfo::unknown(None)).await {
             Ok(r) if r.is_positive() => return Ok((name, addr)),
+            // 530 5.7.0: authentication required (RFC 4954 §6); then the same sender again.
+            Ok(r) if r.code == 530 && client.authenticated().is_none() => {
+                login(p, client, &addr.to_string()).await?;
+                from_flag = Some(answer);
+            }
             Ok(_) => println!("The server refused this sender; enter another."),
             Err(e) => return Err(End::Now(fail_with(&e))),
         }

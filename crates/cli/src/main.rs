@@ -1,4 +1,4 @@
-//! The `mailroom` binary: serve, send, sendmail, user, mailbox, queue (and `mailq`), check-config.
+//! The `mailroom` binary: serve, send, sendmail, user, mailbox, queue (and `mailq`), dkim, check-config.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -7,15 +7,20 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod bench;
+mod check_config;
 mod completions;
+mod dkim;
+mod logging;
 mod mailbox;
 mod notify;
 mod privilege;
 mod queue;
+mod quota;
 mod send;
 mod sendmail;
 mod serve;
 mod user;
+mod vacation;
 
 #[derive(Debug, Parser)]
 #[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
@@ -35,7 +40,14 @@ enum Command {
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
-    /// Read delivered mail.
+    /// Vacation auto-replies (RFC 3834).
+    Vacation {
+        #[command(subcommand)]
+        cmd: vacation::VacationCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Read (and delete) delivered mail.
     Mailbox {
         #[command(subcommand)]
         cmd: mailbox::MailboxCommand,
@@ -49,8 +61,16 @@ enum Command {
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
-    /// Validate a config file and print the settings in force.
+    /// DKIM signing keys: make one (and print its DNS record), list them.
+    Dkim {
+        #[command(subcommand)]
+        cmd: dkim::DkimCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Validate a config file and print the settings in force (as TOML).
     CheckConfig {
+        /// Config file to check [default: none, the defaults are shown].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -58,8 +78,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Send a message through an SMTP server.
     Send(send::SendArgs),
-    /// Read a message on stdin and send it, like /usr/sbin/sendmail.
+    /// Read a message on stdin and send it, like /usr/sbin/sendmail (`mailroom sendmail --help`).
     Sendmail {
+        /// sendmail's own flags and the recipients (see `mailroom sendmail --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
@@ -102,13 +123,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             // Kept until the end, so that every line is written before exit.
-            let _log = init_logging();
+            let _log = logging::init(args.log_format);
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
+        Command::Vacation { cmd, dirs } => vacation::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
-        Command::CheckConfig { config } => check_config(config),
+        Command::Dkim { cmd, dirs } => dkim::run(cmd, dirs),
+        Command::CheckConfig { config } => check_config::run(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),
         Command::Sendmail { args } => return sendmail::main(args),
@@ -124,35 +147,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = serve::load_config(config.as_ref(), None)?;
-    cfg.validate()?;
-    serve::check_delivery_files(&cfg)?;
-    println!("config ok");
-    println!("{cfg:#?}");
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
 
-/// Logs to stderr; `RUST_LOG` (or `MAILROOM_LOG`) picks the level, `info` by default. Lines are written
-/// by a background thread, so a session never waits on the terminal or the log file; it is lossless
-/// (a full queue slows sessions down rather than dropping lines).
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("MAILROOM_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("mailroom-log")
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-    guard
+    /// Every subcommand says what it does and every argument has a description, all the way down
+    /// (`--help` and `--version`, which clap writes itself, aside).
+    #[test]
+    fn every_subcommand_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} <{id}>"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() && sub.get_name() != "help" {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "mailroom", &mut missing);
+        assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
+    }
 }

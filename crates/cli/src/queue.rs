@@ -34,15 +34,27 @@ pub enum QueueCommand {
         json: bool,
     },
     /// Show one entry: envelope, state of each recipient, attempt history, message headers.
-    Show { id: String },
+    Show {
+        /// The queue id (as `queue list` shows it).
+        id: String,
+    },
     /// Ask the running server to attempt deferred recipients now (all entries without an ID).
-    Flush { ids: Vec<String> },
+    Flush {
+        /// Queue ids to try now [default: all].
+        ids: Vec<String>,
+    },
     /// Remove entries without a bounce.
     #[command(arg_required_else_help = true)]
-    Delete { ids: Vec<String> },
+    Delete {
+        /// Queue ids to drop.
+        ids: Vec<String>,
+    },
     /// Bounce every recipient not yet delivered, now (the sender gets a DSN).
     #[command(arg_required_else_help = true)]
-    Bounce { ids: Vec<String> },
+    Bounce {
+        /// Queue ids to bounce.
+        ids: Vec<String>,
+    },
 }
 
 pub fn run(cmd: QueueCommand, dirs: DataDirArgs) -> anyhow::Result<()> {

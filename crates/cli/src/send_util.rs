@@ -194,6 +194,13 @@ pub fn warn_insecure(prog: &str) {
 /// Reports refused recipients on stderr and picks the exit code: 0 when all have the message, 69 when a
 /// refusal was permanent, 75 when every refusal was temporary.
 pub fn report_outcome(prog: &str, outcome: &Outcome) -> ExitCode {
+    // A refused MAIL FROM is the sender's problem: the recipients were never tried (or were answered
+    // only to a transaction that did not exist), so they are not named as refused.
+    if !outcome.mail.is_positive() {
+        eprintln!("{prog}: sender refused (MAIL FROM): {}", outcome.mail);
+        let code = if outcome.mail.is_transient() { EX_TEMPFAIL } else { EX_UNAVAILABLE };
+        return ExitCode::from(code);
+    }
     let mut permanent = false;
     let mut refused = 0;
     for r in outcome.refused() {

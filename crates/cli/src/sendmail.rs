@@ -11,7 +11,7 @@
 //! mean nothing here are ignored as sendmail ignores what it does not know.
 
 #[path = "sendmail_config.rs"]
-mod config;
+pub(crate) mod config;
 #[path = "sendmail_message.rs"]
 mod message;
 
@@ -38,8 +38,24 @@ struct Args {
     recipients: Vec<String>,
 }
 
-const USAGE: &str =
-    "usage: mailroom sendmail [--config FILE] [-t] [-i] [-f FROM] [-F NAME] [-v] [RECIPIENT...] < message";
+const USAGE: &str = "\
+usage: mailroom sendmail [--config FILE] [-t] [-i] [-f FROM] [-F NAME] [-v] [RECIPIENT...] < message
+
+Reads a message on stdin and sends it through the server of the [client] section of the config.
+
+Options:
+  --config FILE   config file with a [client] section [default: $MAILROOM_CONFIG, then
+                  ~/.config/mailroom/mailroom.toml; without one: 127.0.0.1:2525]
+  -t              also send to the To, Cc and Bcc recipients of the message (Bcc is removed)
+  -i, -oi         a line holding a single \".\" does not end the message
+  -f FROM         envelope sender [default: [client] from, then the AUTH user, then the From header,
+                  then $USER@domain]; -f '<>' is the null sender
+  -F NAME         full name for a From header that is added
+  -v              print the SMTP transcript
+  --help          print this help
+
+RECIPIENT is an address, or a bare local name (root) completed with [client] domain (default: this
+host's name). Exit codes: 0 sent, 64 usage, 65 bad message, 69 refused, 75 try again, 78 config.";
 
 /// Parses sendmail's flags. Errors are usage messages.
 fn parse_args(args: Vec<OsString>) -> Result<Option<Args>, String> {
@@ -130,7 +146,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{PROG}: {e}\n{USAGE}");
+            eprintln!(
+                "{PROG}: {e}\n{}\n(mailroom sendmail --help lists the options)",
+                USAGE.lines().next().unwrap_or("")
+            );
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -182,22 +201,14 @@ fn stop(msg: impl std::fmt::Display, code: u8) -> ExitCode {
 /// The message to send and its envelope, from the input, the flags and the config.
 fn prepare(args: &Args, cfg: &config::ClientConfig, input: &[u8]) -> Result<(Vec<u8>, Envelope), ExitCode> {
     let parsed = message::Incoming::parse(input).map_err(|e| stop(e, EX_DATAERR))?;
-    // The envelope sender: -f, else the From header, else the config's or the user at this host.
-    let from = match args.from.as_deref().map(str::trim) {
-        Some("<>") | Some("") => ReversePath::Null,
-        Some(f) => ReversePath::Mailbox(parse_mailbox(f).map_err(|e| stop(format!("-f: {e}"), EX_USAGE))?.1),
-        None => match parsed.from.as_deref().map(parse_mailbox) {
-            Some(Ok((_, a))) => ReversePath::Mailbox(a),
-            _ => ReversePath::Mailbox(default_sender(cfg.from.as_deref()).map_err(|e| stop(e, EX_USAGE))?),
-        },
-    };
+    let from = envelope_sender(args, cfg, parsed.from.as_deref())?;
     let mut recipients: Vec<Address> = Vec::new();
     let mut listed: Vec<String> = args.recipients.iter().flat_map(|r| split_list(r)).collect();
     if args.extract {
         listed.extend(parsed.recipients.iter().cloned());
     }
     for r in listed {
-        let (_, a) = parse_mailbox(&r).map_err(|e| stop(e, EX_DATAERR))?;
+        let (_, a) = parse_recipient(&r, &cfg.domain).map_err(|e| stop(e, EX_DATAERR))?;
         if !recipients.contains(&a) {
             recipients.push(a);
         }
@@ -209,15 +220,43 @@ fn prepare(args: &Args, cfg: &config::ClientConfig, input: &[u8]) -> Result<(Vec
     Ok((message, Envelope::new(from, recipients.into_iter().map(ForwardPath::Mailbox).collect())))
 }
 
-/// `$USER@host` as sendmail does, with the config's `from` first when set.
-fn default_sender(configured: Option<&str>) -> Result<Address, String> {
-    if let Some(f) = configured {
-        return parse_mailbox(f).map(|(_, a)| a);
+/// The envelope sender: `-f`; else `[client] from`; else the AUTH user when it is an address (an
+/// authenticated server takes only that one); else the From header; else `$USER@` the `[client] domain`,
+/// as sendmail makes it.
+fn envelope_sender(args: &Args, cfg: &config::ClientConfig, header: Option<&str>) -> Result<ReversePath, ExitCode> {
+    match args.from.as_deref().map(str::trim) {
+        Some("<>") | Some("") => return Ok(ReversePath::Null),
+        Some(f) => {
+            let (_, a) = parse_recipient(f, &cfg.domain).map_err(|e| stop(format!("-f: {e}"), EX_USAGE))?;
+            return Ok(ReversePath::Mailbox(a));
+        }
+        None => {}
+    }
+    // `from` was checked when the config was read.
+    if let Some(Ok((_, a))) = cfg.from.as_deref().map(parse_mailbox) {
+        return Ok(ReversePath::Mailbox(a));
+    }
+    if let Some(Ok((_, a))) = cfg.user.as_deref().filter(|u| u.contains('@')).map(parse_mailbox) {
+        return Ok(ReversePath::Mailbox(a));
+    }
+    if let Some(Ok((_, a))) = header.map(parse_mailbox) {
+        return Ok(ReversePath::Mailbox(a));
     }
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
-    let host = mailroom_client::default_helo_name();
-    Address::parse(&format!("{user}@{host}"))
-        .map_err(|e| format!("cannot make a sender from {user}@{host}: {e}; use -f"))
+    let made = Address::parse(&format!("{user}@{}", cfg.domain))
+        .map_err(|e| stop(format!("cannot make a sender from {user}@{}: {e}; use -f", cfg.domain), EX_USAGE))?;
+    Ok(ReversePath::Mailbox(made))
+}
+
+/// A recipient as Postfix and msmtp take it: an address, or a bare local name (`root`, cron's
+/// `MAILTO=root`) completed with `domain`.
+fn parse_recipient(text: &str, domain: &str) -> Result<(Option<String>, Address), String> {
+    let t = text.trim();
+    let bare = !t.is_empty() && !t.contains(['@', '<', '>', ' ', '"', ',', '(']);
+    if bare {
+        return parse_mailbox(&format!("{t}@{domain}"));
+    }
+    parse_mailbox(t)
 }
 
 #[cfg(test)]
@@ -244,5 +283,37 @@ mod tests {
         assert!(parse(&["-bp"]).is_err());
         assert!(parse(&["-f"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn bare_local_names_take_the_configured_domain() {
+        let a = |s: &str| parse_recipient(s, "example.test").unwrap().1.to_string();
+        assert_eq!(a("root"), "root@example.test");
+        assert_eq!(a("alice@other.test"), "alice@other.test");
+        assert_eq!(a("Alice <alice@other.test>"), "alice@other.test");
+        assert!(parse_recipient("bad name", "example.test").is_err());
+    }
+
+    #[test]
+    fn the_envelope_sender_is_f_then_from_then_the_auth_user_then_the_header() {
+        let sender = |args: &Args, cfg: &config::ClientConfig, header| match envelope_sender(args, cfg, header) {
+            Ok(ReversePath::Mailbox(a)) => a.to_string(),
+            Ok(ReversePath::Null) => "<>".into(),
+            Err(_) => panic!("no sender"),
+        };
+        let mut cfg = config::parse("[client]\ndomain = \"example.test\"\n").unwrap();
+        let none = Args::default();
+        let f = Args { from: Some("flag@x.test".into()), ..Args::default() };
+        let header = Some("Header <header@x.test>");
+        std::env::set_var("USER", "someone");
+        assert_eq!(sender(&none, &cfg, None), "someone@example.test");
+        assert_eq!(sender(&none, &cfg, header), "header@x.test");
+        cfg.user = Some("auth@x.test".into());
+        assert_eq!(sender(&none, &cfg, header), "auth@x.test");
+        cfg.from = Some("configured@x.test".into());
+        assert_eq!(sender(&none, &cfg, header), "configured@x.test");
+        assert_eq!(sender(&f, &cfg, header), "flag@x.test");
+        let bare = Args { from: Some("cron".into()), ..Args::default() };
+        assert_eq!(sender(&bare, &cfg, header), "cron@example.test");
     }
 }

@@ -12,7 +12,8 @@
 //! password_command = "pass mail"    #   first line of what `sh -c COMMAND` prints
 //! allow_plaintext_auth = false      # true: AUTH without TLS, to a server on a loopback address only
 //! helo = "laptop.example.org"       # name for EHLO, default this host's name
-//! from = "alice@example.org"        # envelope sender when neither -f nor a From header gives one
+//! from = "alice@example.org"        # envelope sender without -f (then the AUTH user, the From header)
+//! domain = "example.org"            # for bare local names (`sendmail root`); default this host's name
 //! timeout = "60s"                   # bound on each step
 //! ```
 //!
@@ -45,10 +46,11 @@ struct File {
     client: Section,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct Section {
     server: Option<String>,
+    domain: Option<String>,
     tls: Option<String>,
     user: Option<String>,
     helo: Option<String>,
@@ -76,6 +78,8 @@ pub struct ClientConfig {
     pub user: Option<String>,
     pub helo: Option<String>,
     pub from: Option<String>,
+    /// The domain of bare local names (`sendmail root`): `domain`, else this host's name.
+    pub domain: String,
     pub timeout: Duration,
     pub password: Option<PasswordSource>,
     pub cafile: Option<PathBuf>,
@@ -175,6 +179,7 @@ pub fn parse(text: &str) -> Result<ClientConfig, String> {
 pub fn parse_in(text: &str, base: Option<&Path>) -> Result<ClientConfig, String> {
     let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
     let c = file.client;
+    check_values(&c)?;
     let tls = match c.tls.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("none") | Some("off") | Some("plain") | Some("no") => Tls::None,
         Some("starttls") => Tls::StartTls,
@@ -216,12 +221,41 @@ pub fn parse_in(text: &str, base: Option<&Path>) -> Result<ClientConfig, String>
         user: c.user,
         helo: c.helo,
         from: c.from,
+        domain: c.domain.map(|d| d.to_ascii_lowercase()).unwrap_or_else(mailroom_client::default_helo_name),
         timeout,
         password,
         cafile: c.cafile.map(|p| resolve(&p, base)),
         insecure,
         allow_plaintext_auth,
     })
+}
+
+/// The values serde takes as any string, checked now rather than at the first send: `server` is
+/// `host:port`, `from` an address, `helo` and `domain` host names.
+fn check_values(c: &Section) -> Result<(), String> {
+    let is_name = |s: &str| mailroom_store::users::validate_domain(s).is_ok();
+    if let Some(server) = &c.server {
+        let host_port = server.rsplit_once(':').filter(|(h, p)| {
+            let host = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+            p.parse::<u16>().is_ok_and(|p| p != 0) && (host.parse::<std::net::IpAddr>().is_ok() || is_name(host))
+        });
+        if host_port.is_none() {
+            return Err(format!(
+                "[client] server = {server:?}: expected \"host:port\" (e.g. \"mail.example.org:587\")"
+            ));
+        }
+    }
+    if let Some(from) = &c.from {
+        crate::send::util::parse_mailbox(from).map_err(|e| format!("[client] from = {from:?}: {e}"))?;
+    }
+    for (key, value) in [("helo", &c.helo), ("domain", &c.domain)] {
+        // An address literal (`[192.0.2.1]`, RFC 5321 §4.1.3) is a valid EHLO name too.
+        let is_literal = |v: &str| key == "helo" && v.starts_with('[') && v.ends_with(']');
+        if let Some(v) = value.as_deref().filter(|v| !is_name(v) && !is_literal(v)) {
+            return Err(format!("[client] {key} = {v:?} is not a host name"));
+        }
+    }
+    Ok(())
 }
 
 /// The first line of `text`, without its line end; an empty one is no password.
@@ -276,6 +310,48 @@ pub fn run_password_command(cmd: &str) -> Result<String, String> {
 }
 
 impl ClientConfig {
+    /// The settings in force as a `[client]` table, defaults filled in, that [`parse`] reads back to the
+    /// same settings (`mailroom check-config` prints it). The password itself is never in it.
+    pub fn to_toml_value(&self) -> Result<toml::Value, String> {
+        let (password_file, password_command) = match &self.password {
+            Some(PasswordSource::File(p)) => (Some(p.clone()), None),
+            Some(PasswordSource::Command(c)) => (None, Some(c.clone())),
+            None => (None, None),
+        };
+        let tls = match self.tls {
+            Tls::StartTls => "starttls",
+            Tls::Implicit => "tls",
+            _ => "none",
+        };
+        let section = Section {
+            server: Some(self.server.clone()),
+            domain: Some(self.domain.clone()),
+            tls: Some(tls.into()),
+            user: self.user.clone(),
+            helo: self.helo.clone(),
+            from: self.from.clone(),
+            timeout: Some(mailroom_server::config::format_duration(self.timeout)),
+            password_file,
+            password_command,
+            cafile: self.cafile.clone(),
+            insecure: Some(self.insecure),
+            allow_plaintext_auth: Some(self.allow_plaintext_auth),
+        };
+        toml::Value::try_from(section).map_err(|e| e.to_string())
+    }
+
+    /// Reads what the settings name now, as a send would: the password file (its mode too) and the CA
+    /// file. The password command is not run (it runs only when a server asks).
+    pub fn check_files(&self) -> Result<(), String> {
+        if let Some(PasswordSource::File(path)) = &self.password {
+            read_password_file(path)?;
+        }
+        if let Some(ca) = &self.cafile {
+            std::fs::File::open(ca).map_err(|e| format!("[client] cafile {}: {e}", ca.display()))?;
+        }
+        Ok(())
+    }
+
     /// A client builder for these settings; or why it cannot be had. A password file is read now (a
     /// bad one stops us before the message is taken); a password command is only run once a server
     /// has offered AUTH.

@@ -22,9 +22,9 @@ pub struct ServeArgs {
     /// Where users, mailboxes and spool live [default: ./mailroom-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to accept SMTP on, repeatable [default: 127.0.0.1:2525].
+    /// Address to accept SMTP on, IP:PORT or HOST:PORT (every address of HOST), repeatable [default: 127.0.0.1:2525].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<String>,
     /// Domain to receive mail for, repeatable [default: localhost].
     #[arg(long, value_name = "NAME")]
     pub domain: Vec<String>,
@@ -33,16 +33,28 @@ pub struct ServeArgs {
     pub hostname: Option<String>,
     /// Submission listener (port-587 style: STARTTLS, then AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
-    pub submission: Vec<SocketAddr>,
+    pub submission: Vec<String>,
     /// Submissions listener (port-465 style: TLS from the first byte, AUTH before MAIL), repeatable.
     #[arg(long, value_name = "ADDR")]
-    pub submissions: Vec<SocketAddr>,
+    pub submissions: Vec<String>,
     /// TLS certificate chain (PEM) [default: a self-signed one made in <data-dir>/tls/].
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Log line format on stderr (the level: MAILROOM_LOG or RUST_LOG, e.g. `debug`).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+}
+
+/// Every address of each `--listen`-style flag (host names resolved).
+fn resolve_all(flags: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for f in flags {
+        out.extend(mailroom_server::config::resolve_listen(f)?);
+    }
+    Ok(out)
 }
 
 /// The config file, then the flags on top.
@@ -60,13 +72,13 @@ pub fn load_config(config: Option<&PathBuf>, data_dir: Option<&PathBuf>) -> anyh
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(args.config.as_ref(), args.data_dir.as_ref())?;
     if !args.listen.is_empty() {
-        cfg.server.listen = args.listen;
+        cfg.server.listen = resolve_all(&args.listen)?;
     }
     if !args.submission.is_empty() {
-        cfg.server.submission = args.submission;
+        cfg.server.submission = resolve_all(&args.submission)?;
     }
     if !args.submissions.is_empty() {
-        cfg.server.submissions = args.submissions;
+        cfg.server.submissions = resolve_all(&args.submissions)?;
     }
     if args.tls_cert.is_some() {
         cfg.tls.cert = args.tls_cert;
@@ -80,11 +92,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     check_delivery_files(&cfg)?;
+    // Before anything records; the web listener's /metrics renders it (install again: the same handle).
+    mailroom_server::metrics::install();
     crate::privilege::set_umask(&mailroom_server::config_store::modes(&cfg.store).map_err(anyhow::Error::msg)?);
     // Connected now, while the socket is surely reachable (before any privilege drop).
     let notify = Arc::new(crate::notify::Notifier::from_env());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
+        // The handlers first: a SIGTERM or SIGHUP during start-up (a service manager or a test that signals
+        // as soon as the port answers, before READY=1) is acted on once serving, never fatal.
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let data_dir = cfg.server.data_dir.clone();
         // One server per data directory, before anything is opened: a second one exits at once, naming the
         // first. The lock (flock) goes with the process, so a crash leaves none behind; `mailroom queue`
@@ -97,10 +116,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
-        // Both handlers are in place before READY=1: a manager that signals at once finds them.
-        handle_reloads(server.tls(), notify.clone())?;
-        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
+        tokio::spawn(reload_on_hup_and_timer(hup, server.tls(), server.signing(), notify.clone()));
         notify.ready();
         server
             .run(async {
@@ -119,24 +135,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// On SIGHUP: RELOADING=1, the TLS certificate and key read again, READY=1. The handler is installed
-/// before this returns.
-fn handle_reloads(
+/// SIGHUP (through `hup`, installed by the caller) reloads the certificate (renewing a self-signed one
+/// that is due) and the DKIM keys, between RELOADING=1 and READY=1 to the service manager; the timer
+/// renews a self-signed certificate once fewer than 30 days remain, so a server left running never serves
+/// an expired one.
+async fn reload_on_hup_and_timer(
+    mut hup: tokio::signal::unix::Signal,
     tls: Arc<mailroom_server::tls::TlsHandle>,
+    signing: Arc<mailroom_server::signing::Signing>,
     notify: Arc<crate::notify::Notifier>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            notify.reloading();
-            if let Err(e) = tls.reload() {
-                tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
+) {
+    let mut timer = tokio::time::interval(mailroom_server::tls::RENEW_CHECK_INTERVAL);
+    timer.tick().await; // the first tick is now: the start has just checked
+    loop {
+        tokio::select! {
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                notify.reloading();
+                if let Err(e) = tls.reload() {
+                    tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
+                }
+                signing.reload();
+                notify.ready();
             }
-            notify.ready();
+            _ = timer.tick() => {
+                if let Err(e) = tls.renew_if_due() {
+                    tracing::warn!(error = %e, "renewing the self-signed certificate failed; the old one stays in force");
+                }
+            }
         }
-    });
-    Ok(())
+    }
 }
 
 /// How long the relay gets to finish the attempts under way once the server has stopped; an attempt cut
@@ -290,10 +320,24 @@ impl Outbound for RelayOutbound {
 }
 
 /// The files `[delivery]` names must be readable now, not at the first relayhost connection hours later:
-/// `check-config` and `serve` both say so at once. The password itself is not kept or shown.
+/// `check-config` and `serve` both say so at once. The password itself is not kept or shown. The password
+/// file must not be readable by others (its group may read it: a root-owned 0640 file in the server's
+/// group is the usual way to hand a daemon a secret).
 pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let d = &cfg.delivery;
     if let Some(path) = &d.relayhost_password_file {
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o007 != 0 {
+            anyhow::bail!(
+                "delivery.relayhost_password_file: {} is readable by others (mode {:04o}): chmod 600 (or 640) it",
+                path.display(),
+                mode & 0o7777
+            );
+        }
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("delivery.relayhost_password_file: cannot read {}", path.display()))?;
         if text.lines().next().is_none_or(|l| l.is_empty()) {

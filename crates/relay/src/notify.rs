@@ -71,7 +71,7 @@ pub async fn send_report(
     report: &Report,
     original: &[u8],
 ) -> Result<String, NotifyError> {
-    let body = dsn::build(report, original);
+    let body = sign(store.data_dir(), &report.hostname, dsn::build(report, original));
     let target = target(store, postmaster, &report.sender)?;
     let mut incoming = store.begin()?;
     let id = incoming.id().to_string();
@@ -101,6 +101,26 @@ pub async fn send_report(
         }
     }
     Ok(id)
+}
+
+/// The report (LF line ends) with DKIM-Signature fields in front when the host name's domain has a key (the host name
+/// itself, else its parent: `mail.example.org` signs as `example.org`). Keys are read each time: reports
+/// are rare, and a key made since start is used without a reload.
+fn sign(data_dir: &std::path::Path, hostname: &str, report: Vec<u8>) -> Vec<u8> {
+    let keys = std::sync::Arc::new(mailroom_auth::keys::KeyStore::load(data_dir).0);
+    let parent = hostname.split_once('.').map(|(_, p)| p).filter(|p| p.contains('.'));
+    let Some(domain) = [Some(hostname), parent].into_iter().flatten().find(|d| !keys.signing_keys(d).is_empty()) else {
+        return report;
+    };
+    // Signed in its wire form: the report is built with LF line ends (and holds no bare CR).
+    let wire: Vec<u8> = report.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
+    match mailroom_auth::dkim::sign_message(keys, domain, &wire, SystemTime::now()) {
+        Ok(fields) => [fields, report].concat(),
+        Err(e) => {
+            tracing::warn!(error = %e, "report not DKIM-signed");
+            report
+        }
+    }
 }
 
 /// CRLF to LF (the store's and the queue's line ends; the wire gets CRLF back).

@@ -26,10 +26,11 @@ pub(crate) async fn authenticate<R>(shared: &Shared, creds: Credentials) -> Deci
     // Free the slot before any failure delay: a guesser must not hold up other users' logins.
     drop(slot);
     if ok {
-        info!(user = %username, ?mechanism, "authenticated");
+        info!(user = %username, %mechanism, "authenticated");
         Decision::Accept
     } else {
         info!(user = %username, "authentication failed");
+        crate::metrics::record::smtp_auth_failure();
         tokio::time::sleep(shared.auth.failure_delay).await;
         Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
     }

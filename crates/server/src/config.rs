@@ -26,12 +26,14 @@
 //! (and more: see README.md's configuration reference.) Every duration and size is range-checked by
 //! [`Config::validate`] (see [`ranges`]), which `check-config`, `serve` and `Server::bind` all run.
 //! A `[client]` section (used by `mailroom sendmail`) may sit in the same file; the server ignores it.
+//! Every section derives `Serialize` as well ([`Config::to_toml`], what `check-config` prints): a new
+//! section must too, its durations written with [`write_duration`] so that the output reads back the same.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,7 +45,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -52,25 +54,31 @@ pub struct Config {
     pub auth: AuthSection,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// `[vacation]`: vacation replies (crate::config_vacation).
+    pub vacation: crate::config_vacation::VacationSection,
     /// File modes of the data directory ([`crate::config_store`]).
     pub store: crate::config_store::StoreSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub hostname: String,
     pub data_dir: PathBuf,
-    /// `smtp` listeners (port-25 style): anyone may deliver to local users; STARTTLS offered.
+    /// `smtp` listeners (port-25 style): anyone may deliver to local users; STARTTLS offered. Written
+    /// `IP:PORT` or `HOST:PORT` (a host name listens on every address it resolves to; see [`resolve_listen`]).
+    #[serde(deserialize_with = "listen_addrs")]
     pub listen: Vec<SocketAddr>,
     /// `submission` listeners (port-587 style, RFC 6409): STARTTLS, then AUTH before MAIL.
+    #[serde(deserialize_with = "listen_addrs")]
     pub submission: Vec<SocketAddr>,
     /// `submissions` listeners (port-465 style, RFC 8314): TLS from the first byte, AUTH before MAIL.
+    #[serde(deserialize_with = "listen_addrs")]
     pub submissions: Vec<SocketAddr>,
     pub domains: Vec<String>,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub shutdown_grace: Duration,
     /// Started as root: the user to run as once the listeners are bound ([`crate::config_store`]).
     pub user: Option<String>,
@@ -79,7 +87,7 @@ pub struct ServerSection {
 }
 
 /// `[limits]`: every bound on what a client may make the server do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Octets; advertised as SIZE (RFC 1870). 552 5.3.4 beyond it.
@@ -91,10 +99,10 @@ pub struct Limits {
     /// Bad commands per session before 421 4.7.0 and close.
     pub max_errors: usize,
     /// Idle time waiting for a command before 421 4.4.2 (RFC 5321 §4.5.3.2.7: at least 5 minutes).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub command_timeout: Duration,
     /// Idle time waiting for message data before 421 4.4.2.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub data_timeout: Duration,
     /// Failed AUTH attempts per session before 421 4.7.0 and close.
     pub max_auth_failures: usize,
@@ -113,12 +121,12 @@ pub struct Limits {
     /// Octets in a message's header section; 552 5.3.4 beyond it.
     pub max_header_size: usize,
     /// How long each error reply waits once a session has made half of `max_errors`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub error_delay: Duration,
     /// How long a TLS handshake (STARTTLS or implicit TLS) may take from the first byte we wait for to
     /// the finished handshake. Short, and separate from `command_timeout`: a client that sends a few bytes
     /// of a ClientHello and stalls must not hold a connection slot for minutes.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub tls_handshake_timeout: Duration,
 }
 
@@ -127,7 +135,7 @@ pub struct Limits {
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[tls]`: the certificate and key (PEM). Without them a self-signed pair is made in `<data-dir>/tls/`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     pub cert: Option<PathBuf>,
@@ -135,19 +143,19 @@ pub struct TlsSection {
 }
 
 /// `[auth]`: how AUTH behaves.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Offer AUTH without TLS. Only for development on loopback: passwords would cross the wire in clear.
     pub allow_plaintext_auth: bool,
     /// How long a failed AUTH waits before its 535, to slow down password guessing.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub failure_delay: Duration,
 }
 
 /// `[delivery]`: outbound mail — who may relay, and how the relay delivers (the relay reads these through
 /// the command line's mapping; the server itself uses `relay_networks` and `max_hops`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Delivery {
     /// Client networks (CIDR) that may relay without AUTH, e.g. `["127.0.0.1/32"]`. Empty by default:
@@ -168,15 +176,15 @@ pub struct Delivery {
     /// File holding the relayhost password (first line), so it stays out of the config file.
     pub relayhost_password_file: Option<PathBuf>,
     /// First retry delay of a deferred recipient; doubles per attempt up to `max_backoff`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub min_backoff: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub max_backoff: Duration,
     /// A recipient still deferred this long after arrival is bounced (RFC 5321 §4.5.4.1: 4-5 days).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub max_queue_lifetime: Duration,
     /// Send a "delayed" DSN once a recipient has been deferred this long; absent or `"off"`: never.
-    #[serde(deserialize_with = "optional_duration")]
+    #[serde(deserialize_with = "optional_duration", serialize_with = "write_optional_duration")]
     pub delay_warning: Option<Duration>,
     /// Concurrent connections to one destination (MX domain or relayhost).
     pub max_connections_per_destination: usize,
@@ -188,7 +196,7 @@ pub struct Delivery {
 }
 
 /// `[delivery] tls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// STARTTLS when offered, without certificate checks; plaintext when not (RFC 7435).
@@ -198,7 +206,7 @@ pub enum TlsPolicy {
 }
 
 /// `[delivery] relayhost_tls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RelayhostTls {
     None,
@@ -320,7 +328,7 @@ impl Default for Delivery {
 pub const DEFAULT_MAX_HOPS: usize = 100;
 
 /// `[dns]`: every DNS lookup mailroom makes (MX and addresses for delivery, the null-MX check at RCPT).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     /// Resolvers to ask, as `"IP:PORT"`; empty (the default): the system's (/etc/resolv.conf).
@@ -406,6 +414,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
+        self.vacation.validate().map_err(ConfigError::Invalid)?;
         crate::config_store::validate(self.server.user.as_deref(), self.server.group.as_deref(), &self.store)
             .map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
@@ -438,6 +447,13 @@ impl Config {
         number_in("limits.max_header_lines", l.max_header_lines, 1, MAX_HEADER_LINES)?;
         number_in("limits.max_header_size", l.max_header_size, 1, MAX_HEADER_SIZE)?;
         Ok(())
+    }
+
+    /// The whole configuration as TOML that [`Config::load`] reads back to the same settings (durations
+    /// written as `30s`, host names of listeners as the addresses they resolved to). Generic over the
+    /// sections: every section derives `Serialize`, so a new one prints without code here.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Invalid(format!("cannot print the configuration: {e}")))
     }
 
     /// Served domains, lowercased.
@@ -557,7 +573,68 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// Writes a duration the way [`parse_duration`] reads it, in the largest unit that is exact (`5d`, `1h`,
+/// `30s`, `250ms`), so that `check-config`'s output reads back to the same value.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}s", d.as_secs_f64());
+    }
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms != 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// `#[serde(serialize_with = "crate::config::write_duration")]` for a section's `Duration` field (read
+/// with `deserialize_with = "crate::config::duration"`): written as [`format_duration`] does.
+pub fn write_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// `"off"` for None, as [`optional_duration`] reads it.
+pub fn write_optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.map_or_else(|| "off".to_owned(), format_duration))
+}
+
+/// A listener address, `IP:PORT` (`[::1]:25` for IPv6) or `HOST:PORT`: a host name is resolved (the
+/// hosts file, then DNS) and stands for every address it has, duplicates removed, so `localhost:2525`
+/// listens where local clients connect. Errors name the address.
+pub fn resolve_listen(text: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let bad = |why: String| ConfigError::Invalid(format!("listener address {text:?}: {why}"));
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("expected HOST:PORT or IP:PORT".into()))?;
+    port.parse::<u16>().map_err(|_| bad(format!("{port:?} is not a port number")))?;
+    if host.is_empty() || mailroom_store::users::validate_domain(host).is_err() {
+        return Err(bad("expected HOST:PORT or IP:PORT".into()));
+    }
+    let mut found: Vec<SocketAddr> = Vec::new();
+    for addr in text.to_socket_addrs().map_err(|e| bad(format!("cannot resolve {host}: {e}")))? {
+        if !found.contains(&addr) {
+            found.push(addr);
+        }
+    }
+    if found.is_empty() {
+        return Err(bad(format!("{host} has no address")));
+    }
+    Ok(found)
+}
+
+fn listen_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let mut out = Vec::new();
+    for text in Vec::<String>::deserialize(d)? {
+        out.extend(resolve_listen(&text).map_err(serde::de::Error::custom)?);
+    }
+    Ok(out)
+}
+
+/// Reads a duration field: a number of seconds or a string [`parse_duration`] takes.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -571,7 +648,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 }
 
 /// A duration that may be off: absent, `"off"` or 0 is None.
-fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -602,6 +679,54 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("1e400").is_err());
         assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(5 * 86400));
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for (d, text) in [
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(5 * 86400), "5d"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::ZERO, "0ms"),
+            (Duration::from_secs(90), "90s"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+        }
+        let odd = Duration::from_nanos(1_500_000_001);
+        assert_eq!(parse_duration(&format_duration(odd)).unwrap(), odd);
+    }
+
+    #[test]
+    fn listener_host_names_resolve_and_bad_ones_are_named() {
+        assert_eq!(resolve_listen("127.0.0.1:25").unwrap(), vec!["127.0.0.1:25".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(resolve_listen("[::1]:25").unwrap(), vec!["[::1]:25".parse::<SocketAddr>().unwrap()]);
+        let local = resolve_listen("localhost:2525").unwrap();
+        assert!(!local.is_empty() && local.iter().all(|a| a.ip().is_loopback() && a.port() == 2525), "{local:?}");
+        for bad in ["localhost", "localhost:x", ":25", "bad host:25", "localhost:70000"] {
+            assert!(resolve_listen(bad).unwrap_err().to_string().contains(bad), "{bad}");
+        }
+        let cfg: Config = toml::from_str("[server]\nlisten = [\"localhost:2525\"]\n").unwrap();
+        assert!(cfg.server.listen.iter().all(|a| a.port() == 2525));
+        assert!(toml::from_str::<Config>("[server]\nlisten = [\"no-such-host.invalid:25\"]\n").is_err());
+    }
+
+    #[test]
+    fn printed_config_reads_back_the_same() {
+        let cfg: Config = toml::from_str(
+            "[server]\nshutdown_grace = \"45s\"\n[limits]\ncommand_timeout = \"2m\"\n[delivery]\n\
+             delay_warning = \"4h\"\ntls = \"required\"\n[client]\nserver = \"x:25\"\n",
+        )
+        .unwrap();
+        let text = cfg.to_toml().unwrap();
+        assert!(text.contains("shutdown_grace = \"45s\"") && text.contains("delay_warning = \"4h\""), "{text}");
+        let again: Config = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again.to_toml().unwrap(), text);
+        let off: Config = toml::from_str("").unwrap();
+        assert!(off.to_toml().unwrap().contains("delay_warning = \"off\""));
     }
 
     #[test]

@@ -12,10 +12,10 @@
 
 use mailroom_store::Modes;
 use nix::unistd::{Group, User};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[store]`: how the data directory is shared.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// Group that may read the mailboxes (directories 2750, messages 0640); unset: everything private

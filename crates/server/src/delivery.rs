@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::outbound::{DeliveredNotice, Outbound};
 use crate::policy::Route;
+use crate::signing::MessageSigner;
 use crate::trace::{trace_headers, TraceInfo};
 
 /// The remote half of a transaction: its envelope (the message id and size are filled in at commit),
@@ -46,9 +47,14 @@ pub(crate) struct Receiving {
     failed: Option<StoreError>,
     /// Counts the Received fields of the header section (the loop check).
     scan: HeaderScan,
+    /// The header section kept for the vacation decision, when a recipient has a reply on.
+    pub(crate) vacation: Option<crate::vacation::Watch>,
+    store: Store,
     /// Bytes of mailroom's own trace headers at the start of the file: headers known only at the end
     /// (Authentication-Results, DKIM-Signature) are inserted here.
     trace_len: u64,
+    /// DKIM signing of submitted mail (`signing.rs`), when the client may submit and keys exist.
+    signer: Option<MessageSigner>,
 }
 
 impl Receiving {
@@ -65,7 +71,10 @@ impl Receiving {
             scratch: Vec::with_capacity(SCRATCH),
             failed: None,
             scan: HeaderScan::default(),
+            vacation: None,
+            store: store.clone(),
             trace_len,
+            signer: None,
         })
     }
 
@@ -75,10 +84,21 @@ impl Receiving {
         self.trace_len
     }
 
+    /// Signs the message with `signer` (DKIM-Signature fields go in below the trace headers at the end).
+    pub(crate) fn sign_with(&mut self, signer: Option<MessageSigner>) {
+        self.signer = signer;
+    }
+
     /// Body bytes as the session hands them over (CRLF line endings, unstuffed).
     pub(crate) fn handle_data(&mut self, chunk: &[u8]) {
+        if let Some(s) = &mut self.signer {
+            s.handle_data(chunk);
+        }
         // The session bounds the header section itself; here it is only counted.
         self.scan.feed(chunk, usize::MAX, usize::MAX);
+        if let Some(watch) = self.vacation.as_mut() {
+            watch.handle_data(chunk);
+        }
         if self.failed.is_some() {
             return;
         }
@@ -109,6 +129,7 @@ impl Receiving {
         let hops = self.scan.received() + 1;
         if hops > max_hops {
             info!(hops, max_hops, "message refused: too many Received headers (a mail loop?)");
+            crate::metrics::record::refusal(crate::metrics::RefusalReason::MailLoop);
             return Reply::new(554, Enhanced(5, 4, 6), "Too many hops: mail loop detected");
         }
         let (id, size) = (self.incoming.id().to_owned(), self.incoming.len());
@@ -118,8 +139,13 @@ impl Receiving {
             o
         });
         let spool = outgoing.as_ref().map(|o| o.queue.spool_for(&o.envelope));
-        match self.incoming.commit_with(locals, spool).await {
+        let started = std::time::Instant::now();
+        let committed = self.incoming.commit_with(locals, spool).await;
+        crate::metrics::record::commit_duration(started.elapsed());
+        match committed {
             Ok(d) => {
+                crate::quota::handle_stored(&self.store, locals, d.size);
+                crate::metrics::record::message_received(d.size);
                 let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
                 if let Some(n) = notice {
                     n.send(&d, locals);
@@ -152,6 +178,11 @@ impl Receiving {
                 if let Err(e) = self.incoming.write(&self.scratch) {
                     self.failed = Some(e);
                 }
+            }
+        }
+        if let (None, Some(fields)) = (&self.failed, self.signer.take().and_then(MessageSigner::finish)) {
+            if let Err(e) = self.incoming.insert(self.trace_len, &fields) {
+                self.failed = Some(e);
             }
         }
         match &self.failed {

@@ -3,22 +3,27 @@
 //! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
 //! to the store and the outbound queue (`delivery`), the window on the relay (`outbound`), AUTH (`auth`)
-//! and TLS (`tls`). Graceful shutdown: stop accepting, let
+//! TLS (`tls`) and DKIM signing of submitted mail (`signing`). Graceful shutdown: stop accepting, let
 //! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
 mod auth;
 pub mod config;
 pub mod config_store;
+pub mod config_vacation;
 mod connection;
 mod delivery;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
+mod quota;
 mod shared;
+pub mod signing;
 mod stream;
 pub mod tls;
 pub mod trace;
+mod vacation;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,6 +120,11 @@ impl Server {
         self.listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect()
     }
 
+    /// The DKIM signing keys, to reload on SIGHUP.
+    pub fn signing(&self) -> Arc<signing::Signing> {
+        self.shared.signing.clone()
+    }
+
     /// A handle to reload the TLS certificate and key (on SIGHUP).
     pub fn tls(&self) -> Arc<tls::TlsHandle> {
         self.shared.tls.clone()
@@ -128,7 +138,7 @@ impl Server {
         let mut accept_tasks = Vec::new();
         for (listener, role) in self.listeners {
             let addr = listener.local_addr().ok();
-            info!(listen = ?addr, ?role, domains = ?self.shared.policy.domains(), hostname = %self.shared.smtp.hostname, "listening");
+            info!(listen = addr.map(tracing::field::display), %role, domains = %self.shared.policy.domains().join(","), hostname = %self.shared.smtp.hostname, "listening");
             accept_tasks.push(tokio::spawn(accept_loop(
                 listener,
                 role,
@@ -138,7 +148,7 @@ impl Server {
             )));
         }
         shutdown.await;
-        info!(grace = ?self.config.server.shutdown_grace, "shutting down: no new connections, draining sessions");
+        info!(grace = %config::format_duration(self.config.server.shutdown_grace), "shutting down: no new connections, draining sessions");
         for t in &accept_tasks {
             t.abort();
         }
@@ -202,7 +212,7 @@ async fn accept_loop(
         let slot = match shared.per_ip.connect(peer.ip(), Instant::now()) {
             Ok(slot) => slot,
             Err(why) => {
-                info!(%peer, ?why, "refused: per-address limit");
+                info!(%peer, why = why.as_str(), "refused: per-address limit");
                 let text = match why {
                     limits::Refused::TooManyConnections => "Too many connections from your address, try again later",
                     limits::Refused::ConnectionRate => {
@@ -234,9 +244,11 @@ async fn accept_loop(
 /// Says `421 4.7.0 <text>` and closes, without holding up the accept loop. 421 rather than 554 (RFC 5321
 /// §3.1) because the condition is temporary: the client should come back later.
 fn refuse(mut stream: tokio::net::TcpStream, proto: Arc<mailroom_proto::server::Config>, text: &'static str) {
+    metrics::record::refusal(metrics::RefusalReason::ConnectionLimit);
     tokio::spawn(async move {
         let mut s = Session::refuse(proto, Instant::now(), Reply::new(421, Enhanced(4, 7, 0), text));
         if let Some(out) = s.poll_transmit() {
+            metrics::record::replies(&out);
             let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
         }
         let _ = stream.shutdown().await;

@@ -109,6 +109,16 @@ pub enum Refused {
     ConnectionRate,
 }
 
+impl Refused {
+    /// The reason as a plain word for the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::TooManyConnections => "too-many-connections",
+            Refused::ConnectionRate => "connection-rate",
+        }
+    }
+}
+
 pub struct PerIp {
     limits: IpLimits,
     table: Mutex<HashMap<IpAddr, Entry>>,

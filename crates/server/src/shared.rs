@@ -32,6 +32,17 @@ pub enum Role {
     Submissions,
 }
 
+/// The role as configured (`smtp`, `submission`, `submissions`), for log lines.
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+            Role::Submissions => "submissions",
+        })
+    }
+}
+
 pub struct Shared {
     pub smtp: Arc<mailroom_proto::server::Config>,
     pub submission: Arc<mailroom_proto::server::Config>,
@@ -50,6 +61,10 @@ pub struct Shared {
     pub outbound: Option<Arc<dyn Outbound>>,
     /// `[delivery] max_hops`: more Received fields is a loop (554 5.4.6 at the end of data).
     pub max_hops: usize,
+    /// Vacation replies (RFC 3834).
+    pub(crate) vacation: Arc<crate::vacation::Responder>,
+    /// DKIM keys for signing what authenticated and `relay_networks` clients send.
+    pub signing: Arc<crate::signing::Signing>,
 }
 
 impl Shared {
@@ -63,6 +78,14 @@ impl Shared {
         let per_ip = limits::PerIp::new(ip_limits(&config.limits)?);
         let proto = proto_config(config);
         let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
+        let vacation = crate::vacation::Responder::new(
+            store.clone(),
+            queue.clone(),
+            config.server.hostname.clone(),
+            config.vacation.interval,
+            config.limits.max_header_size,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("vacation: {e}")))?;
         Ok(Shared {
             smtp: Arc::new(proto),
             submission: Arc::new(submission),
@@ -76,6 +99,8 @@ impl Shared {
             queue,
             outbound: None,
             max_hops: config.delivery.max_hops,
+            vacation: Arc::new(vacation),
+            signing: Arc::new(crate::signing::Signing::load(&config.server.data_dir)),
         })
     }
 

@@ -15,6 +15,9 @@ use tracing::info;
 
 use crate::stream::Rewound;
 
+pub mod cert;
+pub use cert::{RENEW_BEFORE, RENEW_CHECK_INTERVAL, SELF_SIGNED_VALIDITY};
+
 /// The most of a ClientHello read before rustls takes over: one whole record (RFC 8446 §5.1: a record
 /// holds at most 2^14 octets) and its 5-octet header. A hello spread over more records is not inspected.
 const MAX_INSPECTED_HELLO: usize = 5 + 16 * 1024;
@@ -31,12 +34,22 @@ pub enum TlsError {
     Generate(String),
     #[error("writing {0}: {1}")]
     Write(PathBuf, std::io::Error),
+    #[error("the key in {key} does not belong to the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+}
+
+/// Checks that `cert` and `key` can be read and that the key belongs to the certificate (rustls compares
+/// the key's public key with the certificate's SubjectPublicKeyInfo), as `serve` would load them.
+pub fn check_pair(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    acceptor(cert, key).map(|_| ())
 }
 
 /// The certificate and key in force; swapped whole on reload, so a handshake never sees half of a change.
 pub struct TlsHandle {
     cert: PathBuf,
     key: PathBuf,
+    /// The host name of a self-signed pair made by us (None: configured files, never replaced).
+    self_signed: Option<String>,
     current: RwLock<TlsAcceptor>,
 }
 
@@ -44,11 +57,11 @@ impl TlsHandle {
     /// Loads `cert` and `key` (PEM).
     pub fn load(cert: &Path, key: &Path) -> Result<TlsHandle, TlsError> {
         let acceptor = acceptor(cert, key)?;
-        Ok(TlsHandle { cert: cert.to_owned(), key: key.to_owned(), current: RwLock::new(acceptor) })
+        Ok(TlsHandle { cert: cert.to_owned(), key: key.to_owned(), self_signed: None, current: RwLock::new(acceptor) })
     }
 
     /// Uses the configured files, or `<data-dir>/tls/{cert,key}.pem`, making a self-signed pair there first
-    /// if there is none.
+    /// if there is none or the one there expires within [`RENEW_BEFORE`].
     pub fn load_or_generate(
         cert: Option<&Path>,
         key: Option<&Path>,
@@ -60,19 +73,40 @@ impl TlsHandle {
         }
         let dir = data_dir.join("tls");
         let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-        if !c.exists() || !k.exists() {
-            generate_self_signed(&dir, &c, &k, hostname)?;
+        if !k.exists() || cert::is_due(&c, std::time::SystemTime::now()) {
+            cert::generate_self_signed(&dir, &c, &k, hostname)?;
             info!(cert = %c.display(), "made a self-signed TLS certificate (set tls.cert and tls.key for a real one)");
         }
-        TlsHandle::load(&c, &k)
+        let mut handle = TlsHandle::load(&c, &k)?;
+        handle.self_signed = Some(hostname.to_owned());
+        Ok(handle)
+    }
+
+    /// For a self-signed pair of ours: makes a new one when fewer than [`RENEW_BEFORE`] remain, and loads
+    /// it. True when it renewed. Configured files are never touched (false).
+    pub fn renew_if_due(&self) -> Result<bool, TlsError> {
+        let Some(hostname) = &self.self_signed else { return Ok(false) };
+        if !cert::is_due(&self.cert, std::time::SystemTime::now()) {
+            return Ok(false);
+        }
+        let dir = self.cert.parent().unwrap_or(Path::new("."));
+        cert::generate_self_signed(dir, &self.cert, &self.key, hostname)?;
+        let fresh = acceptor(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        info!(cert = %self.cert.display(), "renewed the self-signed TLS certificate (it was about to expire)");
+        Ok(true)
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Reads the files again; on error the old certificate stays in force.
+    /// Reads the files again (renewing a self-signed pair that is due first); on error the old
+    /// certificate stays in force.
     pub fn reload(&self) -> Result<(), TlsError> {
+        if self.renew_if_due()? {
+            return Ok(());
+        }
         let fresh = acceptor(&self.cert, &self.key)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -88,39 +122,20 @@ fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(cert.to_owned()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read(key.to_owned(), e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read(key.to_owned(), e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        // rustls compares the key's public key with the certificate's (SubjectPublicKeyInfo).
+        .with_single_cert(certs, key_der)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() }
+            }
+            other => TlsError::Rustls(other),
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// A self-signed certificate for the host name, localhost, 127.0.0.1 and ::1; the key readable only by us.
-fn generate_self_signed(dir: &Path, cert: &Path, key: &Path, hostname: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut names = vec![hostname.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
-    names.dedup();
-    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
-    // Fsynced into its parent, like every directory mailroom creates (it must survive a power cut).
-    mailroom_store::fsync::create_dir_all_synced(dir).map_err(|e| TlsError::Write(dir.to_owned(), e))?;
-    let write = |path: &Path, text: String, mode: u32| -> Result<(), TlsError> {
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| TlsError::Write(tmp.clone(), e))?;
-        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| TlsError::Write(tmp.clone(), e))?;
-        std::fs::rename(&tmp, path).map_err(|e| TlsError::Write(path.to_owned(), e))
-    };
-    write(key, certified.signing_key.serialize_pem(), 0o600)?;
-    write(cert, certified.cert.pem(), 0o644)?;
-    Ok(())
 }
 
 /// The server side of a TLS handshake on `tcp`. The first record is read (not peeked: waiting for more

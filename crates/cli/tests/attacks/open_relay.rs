@@ -237,6 +237,8 @@ fn check_config_refuses_bad_relay_settings_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let password = dir.path().join("relay-password");
     std::fs::write(&password, "secret\n").unwrap();
+    // Not readable by others: check-config refuses a password file that is.
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let good = format!(
         "[delivery]\nrelay_networks = [\"127.0.0.1/32\", \"::1\"]\nrelayhost = \"[smart.example]:587\"\n\
          relayhost_user = \"me@example.test\"\nrelayhost_password_file = \"{}\"\nmax_queue_lifetime = \"2d\"\n\

@@ -44,10 +44,11 @@ pub fn user_remove(data: &Path, addr: &str) {
     assert!(out.status.success(), "user remove {addr}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `mailroom user add ADDR --password-stdin` with PASSWORD, which must succeed.
+/// `mailroom user add ADDR --password-stdin --allow-weak` with PASSWORD (fixtures may use short ones), which
+/// must succeed.
 pub fn user_add_password(data: &Path, addr: &str, password: &str) {
     let mut child = Command::new(bin())
-        .args(["user", "add", addr, "--password-stdin", "--data-dir"])
+        .args(["user", "add", addr, "--password-stdin", "--allow-weak", "--data-dir"])
         .arg(data)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
