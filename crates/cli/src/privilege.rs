@@ -70,7 +70,8 @@ pub fn hand_over_data_dir(data_dir: &Path, to: &RunAs, modes: &Modes) -> anyhow:
     let meta = std::fs::symlink_metadata(data_dir).with_context(|| format!("cannot stat {}", data_dir.display()))?;
     let whole = meta.uid() != to.uid;
     let mut changed = 0usize;
-    walk(data_dir, &mut |path, meta, in_maildir| {
+    let mailboxes = data_dir.join("mailboxes");
+    walk(data_dir, &mailboxes, &mut |path, meta, in_maildir| {
         if meta.uid() != to.uid || (meta.gid() != to.gid && Some(meta.gid()) != modes.group) {
             let gid = if Some(meta.gid()) == modes.group { None } else { Some(to.gid) };
             std::os::unix::fs::lchown(path, Some(to.uid), gid)
@@ -86,20 +87,22 @@ pub fn hand_over_data_dir(data_dir: &Path, to: &RunAs, modes: &Modes) -> anyhow:
 }
 
 /// Visits `dir` and what is below it (symlinks are not followed). `visit(path, meta, is_message_dir)`
-/// returns whether to descend into a directory; `is_message_dir` is true for a Maildir's tmp/new/cur.
+/// returns whether to descend into a directory; `is_message_dir` is true for a Maildir's tmp/new/cur
+/// (below `mailboxes`).
 fn walk(
     dir: &Path,
+    mailboxes: &Path,
     visit: &mut dyn FnMut(&Path, &std::fs::Metadata, bool) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let is_message_dir = matches!(name, "tmp" | "new" | "cur") && dir.ancestors().any(|a| a.ends_with("mailboxes"));
+    let is_message_dir = matches!(name, "tmp" | "new" | "cur") && dir.starts_with(mailboxes);
     let descend = visit(dir, &meta, is_message_dir)?;
     if !meta.is_dir() || !descend {
         return Ok(());
     }
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        walk(&entry?.path(), visit)?;
+        walk(&entry?.path(), mailboxes, visit)?;
     }
     Ok(())
 }
@@ -158,6 +161,29 @@ mod tests {
 
     fn to() -> RunAs {
         RunAs { user: "u".into(), uid: 1000, gid: 1000 }
+    }
+
+    #[test]
+    fn walk_marks_only_maildir_message_dirs_and_can_skip_them() {
+        let d = tempfile::tempdir().unwrap();
+        // A data directory whose own path has a "mailboxes" component: only its mailboxes/ counts.
+        let data = d.path().join("mailboxes").join("data");
+        for p in ["tmp/x", "queue/msg", "mailboxes/ex.test/bob/new", "mailboxes/ex.test/bob/.Junk/cur"] {
+            std::fs::create_dir_all(data.join(p)).unwrap();
+        }
+        std::fs::write(data.join("mailboxes/ex.test/bob/new/m1"), b"").unwrap();
+        let mut seen = Vec::new();
+        walk(&data, &data.join("mailboxes"), &mut |path, _, is_message_dir| {
+            let rel = path.strip_prefix(&data).unwrap().to_string_lossy().into_owned();
+            seen.push((rel, is_message_dir));
+            Ok(!is_message_dir)
+        })
+        .unwrap();
+        let marked: Vec<&str> = seen.iter().filter(|(_, m)| *m).map(|(p, _)| p.as_str()).collect();
+        assert_eq!(marked.len(), 2, "{seen:?}");
+        assert!(marked.contains(&"mailboxes/ex.test/bob/new") && marked.contains(&"mailboxes/ex.test/bob/.Junk/cur"));
+        assert!(seen.iter().any(|(p, _)| p == "tmp/x"), "the data dir's tmp/ is walked: {seen:?}");
+        assert!(!seen.iter().any(|(p, _)| p.ends_with("m1")), "a skipped message dir was descended: {seen:?}");
     }
 
     #[test]
