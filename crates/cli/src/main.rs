@@ -4,14 +4,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod alias;
 mod bench;
 mod check_config;
+mod completions;
 mod dkim;
 mod logging;
 mod mailbox;
+mod notify;
+mod privilege;
 mod queue;
 mod quota;
 mod send;
@@ -89,6 +92,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (one per command) into DIR; used to build the package.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write mailroom.1, mailroom-serve.1, ... into.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +144,8 @@ fn main() -> ExitCode {
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),
         Command::Sendmail { args } => return sendmail::main(args),
+        Command::Completions { shell } => completions::run_completions(shell, Cli::command()),
+        Command::Man { dir } => completions::run_man(&dir, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

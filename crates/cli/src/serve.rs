@@ -94,23 +94,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_delivery_files(&cfg)?;
     // Before anything records; the web listener's /metrics renders it (install again: the same handle).
     mailroom_server::metrics::install();
+    crate::privilege::set_umask(&mailroom_server::config_store::modes(&cfg.store).map_err(anyhow::Error::msg)?);
+    // Connected now, while the socket is surely reachable (before any privilege drop).
+    let notify = Arc::new(crate::notify::Notifier::from_env());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
+        // The handlers first: a SIGTERM, SIGINT or SIGHUP during start-up (a service manager or a test that
+        // signals as soon as the port answers, before READY=1) is acted on once serving, never fatal (the
+        // default action would end the process without the log flushed).
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let stop = StopSignals::install()?;
         let data_dir = cfg.server.data_dir.clone();
         // One server per data directory, before anything is opened: a second one exits at once, naming the
         // first. The lock (flock) goes with the process, so a crash leaves none behind; `mailroom queue`
         // leaves the entries to the server that holds it.
         let _queue_lock = mailroom_queue::lock::ServerLock::acquire(&data_dir)
             .with_context(|| format!("cannot serve {}", data_dir.display()))?;
-        // Before the listeners open: a SIGTERM that comes as soon as the port answers is a clean stop,
-        // not the default action (death without the log flushed).
-        let stop = StopSignals::install()?;
         let server = Server::bind(cfg.clone()).await?;
+        // Listeners bound, TLS key read, store open: root is no longer needed.
+        crate::privilege::after_bind(&cfg)?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
-        tokio::spawn(reload_on_hup_and_timer(server.tls(), server.signing()));
-        server.run(stop.recv()).await;
+        tokio::spawn(reload_on_hup_and_timer(hup, server.tls(), server.signing(), notify.clone()));
+        notify.ready();
+        server
+            .run(async {
+                stop.recv().await;
+                notify.stopping();
+            })
+            .await;
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
         if let Some(task) = relay {
@@ -122,15 +136,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// SIGHUP reloads the certificate (renewing a self-signed one that is due) and the DKIM keys; the timer
+/// SIGHUP (through `hup`, installed by the caller) reloads the certificate (renewing a self-signed one
+/// that is due) and the DKIM keys, between RELOADING=1 and READY=1 to the service manager; the timer
 /// renews a self-signed certificate once fewer than 30 days remain, so a server left running never serves
 /// an expired one.
 async fn reload_on_hup_and_timer(
+    mut hup: tokio::signal::unix::Signal,
     tls: Arc<mailroom_server::tls::TlsHandle>,
     signing: Arc<mailroom_server::signing::Signing>,
+    notify: Arc<crate::notify::Notifier>,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     let mut timer = tokio::time::interval(mailroom_server::tls::RENEW_CHECK_INTERVAL);
     timer.tick().await; // the first tick is now: the start has just checked
     loop {
@@ -139,10 +154,12 @@ async fn reload_on_hup_and_timer(
                 if got.is_none() {
                     return;
                 }
+                notify.reloading();
                 if let Err(e) = tls.reload() {
                     tracing::warn!(error = %e, "TLS reload failed; the old certificate stays in force");
                 }
                 signing.reload();
+                notify.ready();
             }
             _ = timer.tick() => {
                 if let Err(e) = tls.renew_if_due() {
@@ -335,7 +352,6 @@ pub fn check_delivery_files(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
 /// SIGTERM and SIGINT, caught from the moment they are installed.
 struct StopSignals {
     term: tokio::signal::unix::Signal,

@@ -60,6 +60,8 @@ pub struct Config {
     pub routing: crate::config_routing::RoutingSection,
     /// `[inbound]`: SPF, DKIM, DMARC and ARC checks of mail on the smtp listener.
     pub inbound: crate::config_inbound::Inbound,
+    /// File modes of the data directory ([`crate::config_store`]).
+    pub store: crate::config_store::StoreSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -82,6 +84,10 @@ pub struct ServerSection {
     pub domains: Vec<String>,
     #[serde(deserialize_with = "duration", serialize_with = "write_duration")]
     pub shutdown_grace: Duration,
+    /// Started as root: the user to run as once the listeners are bound ([`crate::config_store`]).
+    pub user: Option<String>,
+    /// With `user`: the group to run as; default: the user's primary group.
+    pub group: Option<String>,
 }
 
 /// `[limits]`: every bound on what a client may make the server do.
@@ -349,6 +355,8 @@ impl Default for ServerSection {
             submissions: Vec::new(),
             domains: vec!["localhost".into()],
             shutdown_grace: Duration::from_secs(30),
+            user: None,
+            group: None,
         }
     }
 }
@@ -413,6 +421,8 @@ impl Config {
         self.vacation.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
         self.inbound.validate().map_err(ConfigError::Invalid)?;
+        crate::config_store::validate(self.server.user.as_deref(), self.server.group.as_deref(), &self.store)
+            .map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

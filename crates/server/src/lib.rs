@@ -11,6 +11,7 @@ mod auth;
 pub mod config;
 pub mod config_inbound;
 pub mod config_routing;
+pub mod config_store;
 pub mod config_vacation;
 mod connection;
 mod delivery;
@@ -78,7 +79,8 @@ impl Server {
     /// listener (so a port clash is reported before anything runs).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let store = Store::open(&config.server.data_dir)?;
+        let modes = config_store::modes(&config.store).map_err(ConfigError::Invalid)?;
+        let store = Store::open_with(&config.server.data_dir, modes)?;
         // The certificate before the listeners: once a port accepts connections, TLS is ready (and a
         // self-signed certificate is on disk for clients to trust).
         let tls = tls::TlsHandle::load_or_generate(

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
@@ -108,6 +108,8 @@ pub(crate) struct Committer {
     pub(crate) mailboxes: PathBuf,
     /// `<data-dir>/tmp/`, where the message files are (for recovery).
     pub(crate) tmp: PathBuf,
+    /// Modes and group of the directories it creates ([`crate::modes`]).
+    pub(crate) modes: crate::modes::Modes,
 }
 
 impl Committer {
@@ -340,18 +342,20 @@ impl Committer {
     /// A Maildir++ folder (`<mbox>/.<name>`: local parts never start with a dot) gets its inbox's
     /// Maildir first, and the empty `maildirfolder` file Maildir++ readers (Dovecot's quota) expect.
     fn ensure_maildir(&self, mbox: &Path) -> Result<(), StoreError> {
+        use crate::modes::DirKind;
+        let modes = &self.modes;
         let parent = mbox.parent().unwrap_or(&self.mailboxes);
         let is_folder = mbox.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."));
         if is_folder {
             self.ensure_maildir(parent)?;
         } else {
-            fsync::create_dir_synced(parent).map_err(io_err("create", parent))?;
+            fsync::create_dir_synced_with(parent, modes, DirKind::Traverse).map_err(io_err("create", parent))?;
         }
-        fsync::create_dir_synced(mbox).map_err(io_err("create", mbox))?;
+        fsync::create_dir_synced_with(mbox, modes, DirKind::Mailbox).map_err(io_err("create", mbox))?;
         let mut created = false;
         if is_folder {
             let marker = mbox.join("maildirfolder");
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&marker) {
+            match OpenOptions::new().write(true).create_new(true).mode(modes.message_mode()).open(&marker) {
                 Ok(_) => created = true,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::io("create", &marker, e)),
@@ -359,11 +363,7 @@ impl Committer {
         }
         for sub in ["tmp", "new", "cur"] {
             let dir = mbox.join(sub);
-            match fs::create_dir(&dir) {
-                Ok(()) => created = true,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::io("create", &dir, e)),
-            }
+            created |= modes.create_dir(&dir, DirKind::Mailbox).map_err(io_err("create", &dir))?;
         }
         if created {
             sync_dir(mbox).map_err(io_err("fsync", mbox))?;
@@ -492,10 +492,13 @@ fn copy_into(tmp: &Path, mbox: &Path, unique: &str, dest: &Path) -> Result<(), S
     let staged = mbox.join("tmp").join(unique);
     let result = (|| {
         let mut src = File::open(tmp).map_err(io_err("open", tmp))?;
+        // The copy keeps the original's mode (0600, or 0640 with a store group); its group comes from
+        // the Maildir's tmp/ (set-group-ID with a store group).
+        let mode = src.metadata().map_err(io_err("stat", tmp))?.permissions().mode() & 0o777;
         let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&staged)
             .map_err(io_err("create", &staged))?;
         io::copy(&mut src, &mut dst).map_err(io_err("copy to", &staged))?;

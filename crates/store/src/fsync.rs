@@ -44,14 +44,25 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` (whose parent exists) and fsyncs its parent. Ok if it already exists: a directory
-/// that exists was either made durable by whoever made it, or by this function on an earlier run.
+/// Creates `dir` (whose parent exists), private (0700, [`crate::modes`]), and fsyncs its parent. Ok if
+/// it already exists: a directory that exists was either made durable by whoever made it, or by this
+/// function on an earlier run.
 pub fn create_dir_synced(dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(crate::modes::PRIVATE_DIR).create(dir) {
         Ok(()) => sync_dir(dir.parent().unwrap_or(Path::new("."))),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Creates `dir` (whose parent exists) with the mode and group of `kind` under `modes`, and fsyncs its
+/// parent when it was created.
+pub fn create_dir_synced_with(dir: &Path, modes: &crate::modes::Modes, kind: crate::modes::DirKind) -> io::Result<()> {
+    if modes.create_dir(dir, kind)? {
+        sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
 }
 
 /// Like `fs::create_dir_all`, but every directory it creates is fsynced into its parent.

@@ -31,6 +31,8 @@ pub(crate) struct Intake {
     pub(crate) tmp: PathBuf,
     pub(crate) names: Arc<UniqueNames>,
     pub(crate) committer: mpsc::Sender<Job>,
+    /// Message files are created with `modes.message_mode()` (0600, or 0640 with a store group).
+    pub(crate) modes: crate::modes::Modes,
 }
 
 impl Intake {
@@ -39,8 +41,9 @@ impl Intake {
         let unique = self.names.next();
         let path = self.tmp.join(&unique);
         // create_new: a unique name is never reused, so nothing is ever overwritten.
+        let mode = self.modes.message_mode();
         let file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err("create", &path))?;
+            OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io_err("create", &path))?;
         Ok(Incoming {
             intake: self.clone(),
             unique,
@@ -116,7 +119,7 @@ impl Incoming {
         let mut new = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(self.intake.modes.message_mode())
             .open(&new_path)
             .map_err(io_err("create", &new_path))?;
         let copied = (|| -> std::io::Result<()> {

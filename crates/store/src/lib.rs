@@ -9,6 +9,7 @@
 //! - [`spool`]: [`Spool`], a queue entry (message link + envelope sidecar) that a commit makes
 //!   durable in the same batch as the Maildir links, all-or-none with them.
 //! - [`fsync`]: every fsync, and directories created durably.
+//! - [`modes`]: file modes and the store group (private by default; mailboxes shared with a group).
 //! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
 //!   form of a domain (IDNA), used wherever domains are compared.
 //! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot.
@@ -34,6 +35,7 @@ pub mod fsync;
 pub mod incoming;
 pub mod intent;
 pub mod mailbox;
+pub mod modes;
 pub mod password;
 pub mod quota;
 pub mod routing;
@@ -52,6 +54,7 @@ pub use domain::canonical_domain;
 pub use error::{AliasError, StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
+pub use modes::Modes;
 pub use quota::{Quota, Usage};
 pub use routing::{Expansion, RouteError, Router, RoutingSettings};
 pub use spool::Spool;

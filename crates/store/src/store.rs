@@ -20,6 +20,7 @@ use crate::error::{io_err, StoreError};
 use crate::fsync;
 use crate::incoming::{Incoming, Intake};
 use crate::intent::{self, IntentLog, INTENT_DIR};
+use crate::modes::Modes;
 use crate::unique::{self, UniqueNames};
 use crate::users::{UserDirectory, Users, UsersCache};
 
@@ -53,7 +54,20 @@ impl Store {
     /// removes tmp files of dead processes (store-wide and in each Maildir's tmp/: never acknowledged,
     /// so the sender still has them); loads the user directory (a new data directory gets an empty
     /// one); starts the committer.
+    ///
+    /// Directories it creates are private (0700) and existing ones are left as they are; the server
+    /// opens with [`Store::open_with`] and its configured [`Modes`].
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_impl(data_dir, Modes::private(), false)
+    }
+
+    /// [`Store::open`] with file modes: new directories and message files get `modes`, and the data
+    /// directory's existing directories are brought to them ([`Modes::apply_at_open`]).
+    pub fn open_with(data_dir: &Path, modes: Modes) -> Result<Store, StoreError> {
+        Self::open_impl(data_dir, modes, true)
+    }
+
+    fn open_impl(data_dir: &Path, modes: Modes, apply: bool) -> Result<Store, StoreError> {
         unique::mark_process_opened();
         fsync::warn_if_unsafe();
         let mailboxes = data_dir.join("mailboxes");
@@ -66,8 +80,12 @@ impl Store {
         for dir in [&mailboxes, &tmp, &intents] {
             fsync::create_dir_synced(dir).map_err(io_err("create", dir))?;
         }
+        if apply {
+            modes.apply_at_open(data_dir).map_err(io_err("set the modes of", data_dir))?;
+            modes.set_dir(&intents, crate::modes::DirKind::Private).map_err(io_err("set the mode of", &intents))?;
+        }
         let names = Arc::new(UniqueNames::new());
-        let committer = Committer { mailboxes: mailboxes.clone(), tmp: tmp.clone() };
+        let committer = Committer { mailboxes: mailboxes.clone(), tmp: tmp.clone(), modes };
 
         // Copies staged in a Maildir's tmp/ are never needed to recover: clean them first. The
         // store-wide tmp/ holds the data files that recovery links from: clean it after.
@@ -93,7 +111,7 @@ impl Store {
                 directory,
                 users,
                 aliases,
-                intake: Arc::new(Intake { tmp, names, committer: sender }),
+                intake: Arc::new(Intake { tmp, names, committer: sender, modes }),
             }),
         })
     }
