@@ -12,7 +12,9 @@ mod queue;
 mod send;
 mod sendmail;
 mod serve;
+mod token;
 mod user;
+mod web;
 
 #[derive(Debug, Parser)]
 #[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
@@ -43,6 +45,13 @@ enum Command {
     Queue {
         #[command(subcommand)]
         cmd: queue::QueueCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Manage API tokens (bearer tokens for the web API).
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
         Command::User { cmd, dirs } => user::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
+        Command::Token { cmd, dirs } => token::run(cmd, dirs),
         Command::CheckConfig { config } => check_config(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),

@@ -43,6 +43,12 @@ pub struct ServeArgs {
     /// TLS private key (PEM).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Web interface and API address [default: 127.0.0.1:8025; if busy, no HTTP and a warning].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    pub http: Option<SocketAddr>,
+    /// Serve no web interface or API.
+    #[arg(long)]
+    pub no_http: bool,
 }
 
 /// The config file, then the flags on top.
@@ -78,6 +84,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(h) = args.hostname {
         cfg.server.hostname = h;
     }
+    if args.http.is_some() {
+        cfg.http.listen = args.http;
+    }
+    cfg.http.enabled &= !args.no_http;
     cfg.validate()?;
     check_delivery_files(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -91,6 +101,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(cfg.clone()).await?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
+        let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
+        let web = crate::web::start(&server, &cfg, web_stopped).await?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         let tls = server.tls();
         tokio::spawn(async move {
@@ -103,6 +115,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
         server.run(shutdown_signal()).await;
+        let _ = stop_web.send(true);
+        if let Some(task) = web {
+            let _ = tokio::time::timeout(RELAY_STOP_WAIT, task).await;
+        }
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
         if let Some(task) = relay {

@@ -29,6 +29,9 @@ pub enum UserCommand {
         /// Read a password from stdin (the first line), for AUTH on the submission ports.
         #[arg(long)]
         password_stdin: bool,
+        /// Make the user an admin of the web interface and API (queue, users, status; not others' mail).
+        #[arg(long)]
+        admin: bool,
     },
     /// Set or change a user's password (read from stdin; asked for when stdin is a terminal).
     Passwd { address: String },
@@ -36,6 +39,15 @@ pub enum UserCommand {
     List,
     /// Remove a user; its mailbox and mail stay on disk.
     Remove { address: String },
+    /// Grant (on) or take away (off) a user's admin rights in the web interface and API.
+    Admin { address: String, state: OnOff },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
@@ -44,10 +56,17 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
     mailroom_store::fsync::create_dir_all_synced(&data_dir)?;
     let dir = UserDirectory::new(&data_dir);
     match cmd {
-        UserCommand::Add { address, password_stdin } => {
+        UserCommand::Add { address, password_stdin, admin } => {
             let hash = if password_stdin { Some(hash(&read_password()?)?) } else { None };
             let u = dir.add(&address, hash)?;
-            println!("added {}", u.address);
+            if admin {
+                dir.set_admin(&u.address, true)?;
+            }
+            println!("added {}{}", u.address, if admin { " (admin)" } else { "" });
+        }
+        UserCommand::Admin { address, state } => {
+            dir.set_admin(&address, state == OnOff::On)?;
+            println!("{address}: admin {}", if state == OnOff::On { "on" } else { "off" });
         }
         UserCommand::List => {
             for u in dir.list()? {

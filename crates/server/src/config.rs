@@ -52,6 +52,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// `[http]`: the web interface and API listener.
+    pub http: crate::config_http::HttpSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -398,6 +400,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
+        self.http.validate()?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

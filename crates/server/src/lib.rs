@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+pub mod config_http;
 mod connection;
 mod delivery;
 pub mod limits;

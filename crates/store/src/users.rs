@@ -41,13 +41,16 @@ pub struct User {
     pub domain: String,
     /// An argon2 PHC string, for SMTP AUTH later.
     pub password_hash: Option<String>,
+    /// May see the queue, the users and the server status in the web interface and API (never other
+    /// users' mail). `admin = true` in the user's entry.
+    pub admin: bool,
 }
 
 impl User {
     /// Validates and normalizes `address` (see [`validate_address`]).
     pub fn parse(address: &str, password_hash: Option<String>) -> Result<User, UserError> {
         let (local, domain) = validate_address(address)?;
-        Ok(User { address: format!("{local}@{domain}"), local, domain, password_hash })
+        Ok(User { address: format!("{local}@{domain}"), local, domain, password_hash, admin: false })
     }
 
     /// The mailbox of this user.
@@ -153,6 +156,12 @@ struct UserEntry {
     address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     password: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    admin: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 const FILE_HEADER: &str = "\
@@ -160,6 +169,7 @@ const FILE_HEADER: &str = "\
 # (the server rereads it within seconds). One [[user]] table per mailbox:
 #   address  = \"alice@example.test\"   (matched case-insensitively, stored lowercase)
 #   password = \"$argon2id$...\"        (optional PHC string)
+#   admin    = true                     (optional: web/API admin)
 ";
 
 /// Reads and writes `<data-dir>/users.toml`.
@@ -241,6 +251,17 @@ impl UserDirectory {
         })
     }
 
+    /// Grants or takes away a user's admin rights (web interface and API).
+    pub fn set_admin(&self, address: &str, admin: bool) -> Result<(), UserError> {
+        let target = User::parse(address, None)?.address;
+        self.modify(|users| {
+            let user =
+                users.iter_mut().find(|u| u.address == target).ok_or_else(|| UserError::NotFound(target.clone()))?;
+            user.admin = admin;
+            Ok(())
+        })
+    }
+
     /// Sets or clears a user's password hash.
     pub fn set_password(&self, address: &str, password_hash: Option<String>) -> Result<(), UserError> {
         let target = User::parse(address, None)?.address;
@@ -264,7 +285,7 @@ impl UserDirectory {
     fn parse(&self, text: &str) -> Result<Vec<User>, UserError> {
         let file: UsersFile =
             toml::from_str(text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
-        file.users.into_iter().map(|e| User::parse(&e.address, e.password)).collect()
+        file.users.into_iter().map(|e| Ok(User { admin: e.admin, ..User::parse(&e.address, e.password)? })).collect()
     }
 
     /// Read-modify-write under the lock file, so concurrent `user add`s do not lose each other.
@@ -283,7 +304,7 @@ impl UserDirectory {
         let file = UsersFile {
             users: users
                 .iter()
-                .map(|u| UserEntry { address: u.address.clone(), password: u.password_hash.clone() })
+                .map(|u| UserEntry { address: u.address.clone(), password: u.password_hash.clone(), admin: u.admin })
                 .collect(),
         };
         let mut text = String::from(FILE_HEADER);
@@ -476,5 +497,22 @@ mod tests {
         assert!(users.get("aLiCe@example.TEST").is_some());
         assert_eq!(users.domains().collect::<Vec<_>>(), vec!["example.test"]);
         assert_eq!(users.len(), 1);
+    }
+
+    #[test]
+    fn admin_flag_is_written_read_back_and_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::new(dir.path());
+        users.add("a@example.test", None).unwrap();
+        users.add("b@example.test", None).unwrap();
+        users.set_admin("A@example.test", true).unwrap();
+        let text = fs::read_to_string(users.path()).unwrap();
+        assert_eq!(text.matches("admin = true").count(), 1, "only a's entry says admin: {text}");
+        let loaded = users.load().unwrap();
+        assert!(loaded.get("a@example.test").unwrap().admin);
+        assert!(!loaded.get("b@example.test").unwrap().admin);
+        users.set_admin("a@example.test", false).unwrap();
+        assert!(!users.load().unwrap().get("a@example.test").unwrap().admin);
+        assert!(matches!(users.set_admin("c@example.test", true), Err(UserError::NotFound(_))));
     }
 }
