@@ -400,7 +400,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
-        self.http.validate()?;
+        self.http.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

@@ -6,8 +6,6 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
 /// The listener's address when none is configured: loopback only (the UI is for this machine unless
 /// an admin opts in), port 8025 as Mailpit/MailHog users expect.
 pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8025));
@@ -45,12 +43,13 @@ impl HttpSection {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// What is wrong with the section, if anything (`Config::validate` reports it).
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(token) = &self.metrics_token {
             if token.len() < MIN_METRICS_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ConfigError::Invalid(format!(
+                return Err(format!(
                     "http.metrics_token: at least {MIN_METRICS_TOKEN} printable ASCII characters, no spaces"
-                )));
+                ));
             }
         }
         Ok(())

@@ -1,34 +1,25 @@
-//! Who is asking: a session cookie, HTTP Basic (over TLS or from loopback only), or a bearer token.
-//! Passwords are checked as SMTP AUTH checks them — argon2 off the async threads, a bounded number at
-//! once, `[auth] failure_delay` after a failure, a dummy check for unknown users — and a client address
-//! that failed `[limits] max_auth_failures` times within [`FAILURE_WINDOW`] is refused until it passes.
+//! Who is asking: a session cookie, HTTP Basic (over TLS or from loopback only, checked by
+//! `crate::login`), or a bearer token.
 //!
 //! [`csrf_guard`] refuses state-changing requests from other sites: any non-GET request whose
 //! `Origin`/`Sec-Fetch-Site` says cross-site, and any one that rides on the session cookie without the
 //! session's CSRF token (header `X-CSRF-Token`, or form field `csrf`).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use mailroom_store::{Mailbox, Store};
-use tokio::sync::Semaphore;
+use mailroom_store::Mailbox;
 
 use crate::errors::ApiError;
 use crate::listener::Peer;
+use crate::login::LoginError;
 use crate::session::COOKIE;
 use crate::state::AppState;
 
-/// Window over which failed logins from one client address are counted.
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Client addresses tracked for failures at most (memory bound under a spray of sources).
-const MAX_TRACKED: usize = 10_000;
 /// Name of the CSRF header and form field.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const CSRF_FIELD: &str = "csrf";
@@ -43,76 +34,6 @@ pub struct Caller {
     pub csrf: String,
     /// The session id, when the request came with the cookie.
     pub session: Option<String>,
-}
-
-/// Password checks: argon2 slots, failure delay, per-address failure counts.
-pub struct LoginLimiter {
-    slots: Semaphore,
-    failure_delay: Duration,
-    max_failures: usize,
-    failures: Mutex<HashMap<IpAddr, (usize, Instant)>>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum LoginError {
-    Invalid,
-    /// Too many failures from this address lately.
-    Blocked,
-}
-
-impl LoginLimiter {
-    pub fn new(failure_delay: Duration, max_failures: usize) -> LoginLimiter {
-        let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
-        LoginLimiter { slots: Semaphore::new(slots), failure_delay, max_failures, failures: Mutex::default() }
-    }
-
-    /// The normalized address when `password` is right for `address`.
-    pub async fn check(&self, store: &Store, ip: IpAddr, address: &str, password: &str) -> Result<String, LoginError> {
-        if self.is_blocked(ip) {
-            tokio::time::sleep(self.failure_delay).await;
-            return Err(LoginError::Blocked);
-        }
-        let user = store.users().get(address).cloned();
-        let password = password.to_owned();
-        let slot = self.slots.acquire().await;
-        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-        let ok = tokio::task::spawn_blocking(move || match hash {
-            Some(hash) => mailroom_store::password::verify_password(&hash, &password),
-            None => {
-                mailroom_store::password::dummy_verify(&password);
-                false
-            }
-        })
-        .await
-        .unwrap_or(false);
-        drop(slot);
-        match user {
-            Some(u) if ok => Ok(u.address),
-            _ => {
-                self.record_failure(ip);
-                tracing::info!(user = %address, client = %ip, "web login failed");
-                tokio::time::sleep(self.failure_delay).await;
-                Err(LoginError::Invalid)
-            }
-        }
-    }
-
-    fn is_blocked(&self, ip: IpAddr) -> bool {
-        let map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&ip).is_some_and(|(n, since)| *n >= self.max_failures && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
-        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-        }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -245,11 +166,12 @@ pub async fn csrf_guard(State(state): State<Arc<AppState>>, request: Request, ne
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
-/// `Sec-Fetch-Site: cross-site|same-site`, or an `Origin` whose host is not this request's `Host`.
+/// `Sec-Fetch-Site` other than `same-origin`/`none`; without that header, an `Origin` whose host is
+/// not this request's `Host`.
 fn is_cross_site(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return true;
+    // Browsers that send Sec-Fetch-Site say it best (`none`: typed by the user, `same-origin`: our page).
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return !matches!(site, "same-origin" | "none");
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;

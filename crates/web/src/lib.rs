@@ -5,8 +5,9 @@
 //!   *default* address is a warning, an explicit one fatal) and running it ([`Web::run`]);
 //! - `listener`: plain and TLS listeners, and the peer info (address, TLS) every handler can see;
 //! - `state`: the shared state of the handlers;
-//! - `auth`: who is asking (session cookie, HTTP Basic, bearer token), login checks off the async
-//!   threads with SMTP AUTH's failure delay, and the CSRF guard; `session`: the session table;
+//! - `auth`: who is asking (session cookie, HTTP Basic, bearer token) and the CSRF guard; `login`:
+//!   password checks off the async threads with SMTP AUTH's failure delay; `session`: the session table;
+//! - `health`: `/healthz`, `/readyz`, `/metrics`;
 //! - [`tokens`]: API tokens (`mailroom token create`), stored hashed in the data directory;
 //! - `mail`: a user's Maildir as the API sees it (folders, listing, flags, move, delete) — every id is
 //!   matched against the user's own directory listing, no path is built from request input;
@@ -20,7 +21,9 @@ mod api;
 mod api_admin;
 mod auth;
 mod errors;
+mod health;
 mod listener;
+mod login;
 mod mail;
 mod message;
 mod page;
@@ -121,8 +124,8 @@ fn routes(state: Arc<state::AppState>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(state::readyz))
-        .route("/metrics", get(state::metrics))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .merge(ui::routes())
         .merge(ui_admin::routes())
         .nest("/api/v1", api::routes().merge(api_admin::routes()))

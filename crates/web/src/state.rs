@@ -1,20 +1,15 @@
-//! The state every handler shares, the limits on requests, and the unauthenticated endpoints
-//! (`/readyz`, `/metrics`).
+//! The state every handler shares, and the limits on requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use mailroom_queue::Queue;
 use mailroom_server::tls::TlsHandle;
 use mailroom_server::Config;
 use mailroom_store::Store;
 
-use crate::auth::LoginLimiter;
-use crate::listener::Peer;
+use crate::login::LoginLimiter;
 use crate::session::Sessions;
 use crate::tokens::TokenFile;
 use crate::{MetricsRender, WebContext};
@@ -56,37 +51,4 @@ impl AppState {
             pages: crate::page::Pages::new(),
         }
     }
-}
-
-/// Ready when the user directory is readable (without it nobody can log in and RCPT gets 451).
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.store.users().is_available() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "user directory unavailable\n").into_response()
-    }
-}
-
-/// Prometheus text format: open to loopback clients; from elsewhere only with `[http] metrics_token`
-/// as a bearer token (and not at all without one).
-pub async fn metrics(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-) -> Response {
-    let Some(render) = state.metrics.clone() else {
-        return (StatusCode::NOT_FOUND, "no metrics in this build\n").into_response();
-    };
-    if !peer.is_loopback() {
-        let expected = state.config.http.metrics_token.as_deref();
-        let given = crate::auth::bearer(&headers);
-        let allowed =
-            matches!((expected, given), (Some(e), Some(g)) if crate::tokens::same(e.as_bytes(), g.as_bytes()));
-        if !allowed {
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "metrics need a token\n")
-                .into_response();
-        }
-    }
-    let body = render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

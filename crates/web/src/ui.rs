@@ -250,7 +250,8 @@ async fn events(caller: Caller, Query(q): Query<HashMap<String, String>>) -> Res
             let stamp = tokio::task::spawn_blocking(move || folder_stamp(&c, &n)).await.ok().flatten();
             let changed = last.as_ref().is_some_and(|l| *l != stamp);
             if last.is_none() || changed {
-                let event = Event::default().event(if changed { "change" } else { "ready" }).data("");
+                // Browsers drop events with no data (HTML, server-sent events: "data buffer is empty").
+                let event = Event::default().event(if changed { "change" } else { "ready" }).data(name.as_str());
                 return Some((Ok::<_, Infallible>(event), (caller, name, Some(stamp))));
             }
             tokio::time::sleep(EVENTS_POLL).await;

@@ -102,6 +102,15 @@ async fn state_changes_need_the_csrf_token_and_same_origin() {
         .await
         .unwrap();
     assert_eq!(cross.status(), 403, "cross-site POST refused even with the token");
+    let fetch_site = c
+        .post(&url)
+        .header("cookie", &s.cookie)
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", &s.csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetch_site.status(), 403, "Sec-Fetch-Site: cross-site refused");
     let api = web.url(&format!("/api/v1/folders/INBOX/messages/{id}"));
     assert_eq!(
         c.delete(&api).header("cookie", &s.cookie).send().await.unwrap().status(),

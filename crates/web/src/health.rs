@@ -1,0 +1,44 @@
+//! The endpoints without a login: `/healthz` (the process answers), `/readyz` (it can serve users) and
+//! `/metrics` (loopback, or `[http] metrics_token`).
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::listener::Peer;
+use crate::state::AppState;
+
+/// Ready when the user directory is readable (without it nobody can log in and RCPT gets 451).
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.store.users().is_available() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "user directory unavailable\n").into_response()
+    }
+}
+
+/// Prometheus text format: open to loopback clients; from elsewhere only with `[http] metrics_token`
+/// as a bearer token (and not at all without one).
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(render) = state.metrics.clone() else {
+        return (StatusCode::NOT_FOUND, "no metrics in this build\n").into_response();
+    };
+    if !peer.is_loopback() {
+        let expected = state.config.http.metrics_token.as_deref();
+        let given = crate::auth::bearer(&headers);
+        let allowed =
+            matches!((expected, given), (Some(e), Some(g)) if crate::tokens::same(e.as_bytes(), g.as_bytes()));
+        if !allowed {
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "metrics need a token\n")
+                .into_response();
+        }
+    }
+    let body = render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
