@@ -9,11 +9,13 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod mailbox;
 mod queue;
+mod quota;
 mod send;
 mod sendmail;
 mod serve;
 mod token;
 mod user;
+mod vacation;
 mod web;
 
 #[derive(Debug, Parser)]
@@ -31,6 +33,13 @@ enum Command {
     User {
         #[command(subcommand)]
         cmd: user::UserCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Vacation auto-replies (RFC 3834).
+    Vacation {
+        #[command(subcommand)]
+        cmd: vacation::VacationCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -101,6 +110,7 @@ fn main() -> ExitCode {
             serve::run(args)
         }
         Command::User { cmd, dirs } => user::run(cmd, dirs),
+        Command::Vacation { cmd, dirs } => vacation::run(cmd, dirs),
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::Token { cmd, dirs } => token::run(cmd, dirs),

@@ -90,6 +90,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     cfg.http.enabled &= !args.no_http;
     cfg.validate()?;
     check_delivery_files(&cfg)?;
+    // Before anything records; the web listener's /metrics renders it (install again: the same handle).
+    mailroom_server::metrics::install();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let data_dir = cfg.server.data_dir.clone();

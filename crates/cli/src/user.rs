@@ -39,6 +39,14 @@ pub enum UserCommand {
     List,
     /// Remove a user; its mailbox and mail stay on disk.
     Remove { address: String },
+    /// Set a user's quota: SIZE in octets or with K/M/G (100M, 1G); 0 is no limit.
+    Quota {
+        address: String,
+        size: String,
+        /// The most messages the mailbox may hold (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        messages: u64,
+    },
     /// Grant (on) or take away (off) a user's admin rights in the web interface and API.
     Admin { address: String, state: OnOff },
 }
@@ -68,11 +76,8 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
             dir.set_admin(&address, state == OnOff::On)?;
             println!("{address}: admin {}", if state == OnOff::On { "on" } else { "off" });
         }
-        UserCommand::List => {
-            for u in dir.list()? {
-                println!("{}", u.address);
-            }
-        }
+        UserCommand::List => crate::quota::list(&data_dir, &dir)?,
+        UserCommand::Quota { address, size, messages } => crate::quota::set(&dir, &address, &size, messages)?,
         UserCommand::Passwd { address } => {
             let h = hash(&read_password()?)?;
             dir.set_password(&address, Some(h))?;

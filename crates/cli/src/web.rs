@@ -15,11 +15,18 @@ pub async fn start(
         queue: server.queue(),
         tls: server.tls(),
         smtp_listeners: server.local_addrs(),
-        metrics: None,
+        metrics: Some(metrics()),
     };
     let Some(web) = mailroom_web::bind(ctx).await? else { return Ok(None) };
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     Ok(Some(tokio::spawn(web.run(shutdown))))
+}
+
+/// `/metrics`: the process's Prometheus registry (installed by `serve` before the server binds;
+/// installing again returns the same handle).
+fn metrics() -> mailroom_web::MetricsRender {
+    let handle = mailroom_server::metrics::install();
+    std::sync::Arc::new(move || handle.render())
 }

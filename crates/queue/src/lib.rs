@@ -66,5 +66,5 @@ pub use backend::QueueBackend;
 pub use backoff::{is_expired, next_retry};
 pub use envelope::{Attempt, Envelope, Notify, Recipient, Ret, State};
 pub use error::QueueError;
-pub use queue::{Claim, Entry, Outcome, Queue};
+pub use queue::{Census, Claim, Entry, Outcome, Queue};
 pub use request::Request;

@@ -46,6 +46,22 @@ pub enum Outcome {
     Bounced { reply: String, status: String, remote_mta: Option<String> },
 }
 
+/// What the queue holds at one moment, counted (for the metrics gauges): recipients not final by where
+/// they stand, entries, and the oldest entry's arrival.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Not attempted yet, and not in flight.
+    pub pending: usize,
+    /// Waiting for their next attempt, and not in flight.
+    pub deferred: usize,
+    /// An attempt under way.
+    pub in_flight: usize,
+    /// Entries (messages).
+    pub messages: usize,
+    /// The arrival of the oldest entry; `None` when the queue is empty.
+    pub oldest: Option<SystemTime>,
+}
+
 /// An entry with recipients due for an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -362,6 +378,27 @@ impl Queue {
         let slot = slot.ok_or_else(|| QueueError::NoSuchEntry(id.to_string()))?;
         let env = lock(&slot).clone();
         Ok(env)
+    }
+
+    /// Counts what the queue holds, in memory and without copying an envelope. An entry whose envelope is
+    /// being rewritten at that moment counts as a message but not its recipients (never waited for).
+    pub fn census(&self) -> Census {
+        let mem = lock(&self.inner.state);
+        let mut c = Census { messages: mem.entries.len(), ..Census::default() };
+        for (id, slot) in &mem.entries {
+            let Ok(env) = slot.try_lock() else { continue };
+            let arrival = env.arrival_time();
+            c.oldest = Some(c.oldest.map_or(arrival, |o| o.min(arrival)));
+            for (i, r) in env.rcpts.iter().enumerate() {
+                match r.state {
+                    _ if r.state.is_final() => {}
+                    _ if mem.is_in_flight(id, i) => c.in_flight += 1,
+                    State::Deferred => c.deferred += 1,
+                    _ => c.pending += 1,
+                }
+            }
+        }
+        c
     }
 
     /// Leaves a request for the server (`queue/requests/<id>.<what>`). `id` may be [`request::ALL`] for

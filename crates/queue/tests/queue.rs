@@ -362,3 +362,18 @@ fn a_data_dir_given_with_dotdot_works() {
     assert_eq!(fs::read(dir.path().join("data/queue/msg").join(&env.id)).unwrap(), MESSAGE);
     assert_eq!(queue.list().unwrap().len(), 1);
 }
+
+#[test]
+fn the_census_counts_recipients_by_state_and_finds_the_oldest_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = open(dir.path());
+    assert_eq!(queue.census(), mailroom_queue::Census::default(), "empty");
+    let first = enqueue(&store, &queue, &["a@remote.example", "b@remote.example", "c@remote.example"]);
+    let second = enqueue(&store, &queue, &["d@remote.example"]);
+    let claim = queue.claim(&first.id, &[0, 1]).unwrap();
+    queue.record(claim, vec![(0, delivered()), (1, deferred(60))]).unwrap();
+    let _in_flight = queue.claim(&second.id, &[0]).unwrap();
+    let c = queue.census();
+    assert_eq!((c.pending, c.deferred, c.in_flight, c.messages), (1, 1, 1, 2), "{c:?}");
+    assert_eq!(c.oldest, Some(first.arrival_time().min(second.arrival_time())));
+}

@@ -12,6 +12,7 @@
 //! - [`notify`]: where a DSN goes (a local Maildir, the queue with a null sender, the postmaster).
 //! - [`dsn`]: building RFC 3464 delivery status notifications.
 //! - [`message`]: the queued message as it leaves (our `Return-Path:` line dropped).
+//! - [`metrics`]: delivery attempts by result and the queue gauges (`mailroom-metrics`).
 //!
 //! The crate does not depend on the server: the cli maps the server's configuration to [`Settings`]
 //! and connects the server's `Outbound` hooks to [`Relay::waker`] and [`dns::Resolver::null_mx`].
@@ -22,6 +23,7 @@ pub mod deliver;
 pub mod dns;
 pub mod dsn;
 pub mod message;
+pub mod metrics;
 pub mod notify;
 pub mod pool;
 pub mod relay;

@@ -72,10 +72,12 @@ impl Relay {
         let this = Arc::new(self);
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(shutdown);
+        let mut gauges = crate::metrics::Gauges::default();
         loop {
             this.handle_requests(&mut tasks).await;
             this.pool.purge();
             this.start_due(&mut tasks).await;
+            gauges.update(&this.queue);
             let wait = this.sleep_time();
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -294,6 +296,7 @@ impl Relay {
             let rcpt = &env.rcpts[r.index];
             log_attempt(&env, &rcpt.address, relay, now, &r);
             let (outcome, action) = self.outcome(&env, &r, now);
+            crate::metrics::attempt(&outcome);
             if let Some(action) = action {
                 // The report says what the queue records (an expiry turns a 4xx into 5.4.7).
                 let (status, diagnostic) = match &outcome {

@@ -30,6 +30,7 @@ pub(crate) async fn authenticate<R>(shared: &Shared, creds: Credentials) -> Deci
         Decision::Accept
     } else {
         info!(user = %username, "authentication failed");
+        crate::metrics::record::smtp_auth_failure();
         tokio::time::sleep(shared.auth.failure_delay).await;
         Decision::Reply(Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"))
     }

@@ -54,6 +54,8 @@ pub struct Config {
     pub dns: Dns,
     /// `[http]`: the web interface and API listener.
     pub http: crate::config_http::HttpSection,
+    /// `[vacation]`: vacation replies (crate::config_vacation).
+    pub vacation: crate::config_vacation::VacationSection,
     /// `mailroom sendmail`'s settings; read by the CLI, not the server.
     pub client: Option<toml::Value>,
 }
@@ -401,6 +403,7 @@ impl Config {
         }
         self.delivery.validate()?;
         self.http.validate().map_err(ConfigError::Invalid)?;
+        self.vacation.validate().map_err(ConfigError::Invalid)?;
         for n in &self.limits.trusted_networks {
             n.parse::<crate::limits::Cidr>()
                 .map_err(|e| ConfigError::Invalid(format!("limits.trusted_networks: {e}")))?;

@@ -49,6 +49,7 @@ pub(crate) async fn serve(
     let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", id = %format_args!("{id:08X}"), %peer);
     async move {
+        let _active = crate::metrics::record::session_opened(crate::metrics::listener(role));
         info!(?role, "connect");
         if let Some(connection) = Connection::open(tcp, peer, role, shared, phase).await {
             connection.run().await;
@@ -125,6 +126,7 @@ impl Connection {
             match handshake(stream, &shared, &mut phase).await {
                 Ok(tls) => stream = tls,
                 Err(e) => {
+                    crate::metrics::record::tls_handshake_failed();
                     info!(error = %e, "TLS handshake failed");
                     return None;
                 }
@@ -206,6 +208,7 @@ impl Connection {
                 Decision::Accept
             }
             Err(refusal) => {
+                crate::metrics::refusal(&refusal);
                 if self.note_refusal() {
                     info!(%from, reason = refusal.reason, "sender refused");
                 }
@@ -217,12 +220,18 @@ impl Connection {
 
     async fn handle_rcpt(&mut self, to: &ForwardPath) {
         let shared = self.shared.clone();
-        let decision = match shared.policy.route(self.client(), to).await {
+        let declared = self.session.transaction().and_then(|t| t.params.size);
+        let routed = match shared.policy.route(self.client(), to).await {
+            Ok(route) => shared.policy.check_quota(&route, declared).await.map(|()| route),
+            Err(refusal) => Err(refusal),
+        };
+        let decision = match routed {
             Ok(route) => {
                 debug!(%to, ?route, "rcpt accepted");
                 Decision::AcceptRcpt(route)
             }
             Err(refusal) => {
+                crate::metrics::refusal(&refusal);
                 if self.note_refusal() {
                     info!(%to, reply = %refusal.reply, "rcpt refused");
                 }
@@ -247,7 +256,9 @@ impl Connection {
             now: SystemTime::now(),
         };
         let decision = match Receiving::begin(&self.shared.store, trace) {
-            Ok(r) => {
+            Ok(mut r) => {
+                let locals: Vec<_> = tx.routes().iter().filter_map(Route::local).cloned().collect();
+                r.vacation = self.shared.vacation.watch(&tx.from, &locals);
                 self.receiving = Some(r);
                 Decision::Accept
             }
@@ -269,7 +280,7 @@ impl Connection {
     /// is the store's verdict.
     async fn handle_data_end(&mut self) {
         let reply = match self.receiving.take() {
-            Some(r) => {
+            Some(mut r) => {
                 let shared = self.shared.clone();
                 let tx = self.session.transaction();
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
@@ -283,7 +294,12 @@ impl Connection {
                 });
                 let mailboxes = shared.store.data_dir().join("mailboxes");
                 let notice = tx.and_then(|t| success_notice(t, shared.outbound.as_ref(), mailboxes, SystemTime::now()));
-                r.finish(&locals, outgoing, notice, &from, shared.max_hops).await
+                let vacation = r.vacation.take();
+                let reply = r.finish(&locals, outgoing, notice, &from, shared.max_hops).await;
+                if let (250, Some(watch)) = (reply.code, vacation) {
+                    shared.vacation.handle_stored(watch, shared.outbound.clone());
+                }
+                reply
             }
             None => Reply::new(451, Enhanced(4, 3, 0), "Message lost, try again"),
         };
@@ -295,6 +311,7 @@ impl Connection {
 
     fn handle_data_aborted(&mut self, reason: AbortReason) {
         self.receiving = None; // dropping the Incoming removes its file
+        crate::metrics::data_aborted(reason);
         if self.note_refusal() {
             info!(?reason, "message refused");
         }
@@ -318,6 +335,7 @@ impl Connection {
                 }
             }
             Err(e) => {
+                crate::metrics::record::tls_handshake_failed();
                 info!(error = %e, "STARTTLS handshake failed");
                 self.session.handle_eof();
             }
@@ -334,6 +352,7 @@ impl Connection {
     /// `command_timeout` to drain it, not forever (it would hold a connection slot).
     async fn flush(&mut self) -> bool {
         let Some(out) = self.session.poll_transmit() else { return true };
+        crate::metrics::record::replies(&out);
         let limit = self.session.config().command_timeout;
         match tokio::time::timeout(limit, self.stream.write_all(&out)).await {
             Ok(Ok(())) => return true,
@@ -400,6 +419,7 @@ async fn handshake(stream: Stream, shared: &Shared, phase: &mut watch::Receiver<
         () = shutdown_begins(phase) => return Err(io::Error::other("server shutting down")),
     };
     let (_, conn) = tls.get_ref();
+    crate::metrics::record::tls_handshake(crate::metrics::tls_version(conn.protocol_version()));
     info!(version = ?conn.protocol_version(), cipher = ?conn.negotiated_cipher_suite().map(|c| c.suite()), "TLS established");
     Ok(Stream::Tls(Box::new(tls)))
 }

@@ -46,6 +46,9 @@ pub(crate) struct Receiving {
     failed: Option<StoreError>,
     /// Counts the Received fields of the header section (the loop check).
     scan: HeaderScan,
+    /// The header section kept for the vacation decision, when a recipient has a reply on.
+    pub(crate) vacation: Option<crate::vacation::Watch>,
+    store: Store,
     /// Bytes of mailroom's own trace headers at the start of the file: headers known only at the end
     /// (Authentication-Results, DKIM-Signature) are inserted here.
     trace_len: u64,
@@ -65,6 +68,8 @@ impl Receiving {
             scratch: Vec::with_capacity(SCRATCH),
             failed: None,
             scan: HeaderScan::default(),
+            vacation: None,
+            store: store.clone(),
             trace_len,
         })
     }
@@ -79,6 +84,9 @@ impl Receiving {
     pub(crate) fn handle_data(&mut self, chunk: &[u8]) {
         // The session bounds the header section itself; here it is only counted.
         self.scan.feed(chunk, usize::MAX, usize::MAX);
+        if let Some(watch) = self.vacation.as_mut() {
+            watch.handle_data(chunk);
+        }
         if self.failed.is_some() {
             return;
         }
@@ -109,6 +117,7 @@ impl Receiving {
         let hops = self.scan.received() + 1;
         if hops > max_hops {
             info!(hops, max_hops, "message refused: too many Received headers (a mail loop?)");
+            crate::metrics::record::refusal(crate::metrics::RefusalReason::MailLoop);
             return Reply::new(554, Enhanced(5, 4, 6), "Too many hops: mail loop detected");
         }
         let (id, size) = (self.incoming.id().to_owned(), self.incoming.len());
@@ -118,8 +127,13 @@ impl Receiving {
             o
         });
         let spool = outgoing.as_ref().map(|o| o.queue.spool_for(&o.envelope));
-        match self.incoming.commit_with(locals, spool).await {
+        let started = std::time::Instant::now();
+        let committed = self.incoming.commit_with(locals, spool).await;
+        crate::metrics::record::commit_duration(started.elapsed());
+        match committed {
             Ok(d) => {
+                crate::quota::handle_stored(&self.store, locals, d.size);
+                crate::metrics::record::message_received(d.size);
                 let mut to: Vec<String> = locals.iter().map(|m| m.address()).collect();
                 if let Some(n) = notice {
                     n.send(&d, locals);

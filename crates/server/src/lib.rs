@@ -10,15 +10,19 @@
 mod auth;
 pub mod config;
 pub mod config_http;
+pub mod config_vacation;
 mod connection;
 mod delivery;
 pub mod limits;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
+mod quota;
 mod shared;
 mod stream;
 pub mod tls;
 pub mod trace;
+mod vacation;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -233,9 +237,11 @@ async fn accept_loop(
 /// Says `421 4.7.0 <text>` and closes, without holding up the accept loop. 421 rather than 554 (RFC 5321
 /// §3.1) because the condition is temporary: the client should come back later.
 fn refuse(mut stream: tokio::net::TcpStream, proto: Arc<mailroom_proto::server::Config>, text: &'static str) {
+    metrics::record::refusal(metrics::RefusalReason::ConnectionLimit);
     tokio::spawn(async move {
         let mut s = Session::refuse(proto, Instant::now(), Reply::new(421, Enhanced(4, 7, 0), text));
         if let Some(out) = s.poll_transmit() {
+            metrics::record::replies(&out);
             let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, stream.write_all(&out)).await;
         }
         let _ = stream.shutdown().await;

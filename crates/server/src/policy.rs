@@ -139,6 +139,13 @@ impl Policy {
         Ok(route)
     }
 
+    /// RCPT TO, once routed: a local mailbox over its quota is refused (452 4.2.2 full, 552 5.2.2 when the
+    /// declared SIZE would not fit; see `crate::quota`).
+    pub async fn check_quota(&self, route: &Route, declared: Option<u64>) -> Result<(), Refusal> {
+        let Some(mailbox) = route.local() else { return Ok(()) };
+        crate::quota::check(&self.store, mailbox, declared).await.map_err(|(reply, reason)| Refusal { reply, reason })
+    }
+
     /// RCPT TO without the DNS check of [`Policy::route`]: where the recipient's mail goes, or why not.
     pub fn route_rcpt(&self, client: Client<'_>, to: &ForwardPath) -> Result<Route, Refusal> {
         let authenticated = client.authenticated.is_some();

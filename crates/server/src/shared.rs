@@ -50,6 +50,8 @@ pub struct Shared {
     pub outbound: Option<Arc<dyn Outbound>>,
     /// `[delivery] max_hops`: more Received fields is a loop (554 5.4.6 at the end of data).
     pub max_hops: usize,
+    /// Vacation replies (RFC 3834).
+    pub(crate) vacation: Arc<crate::vacation::Responder>,
 }
 
 impl Shared {
@@ -63,6 +65,14 @@ impl Shared {
         let per_ip = limits::PerIp::new(ip_limits(&config.limits)?);
         let proto = proto_config(config);
         let submission = mailroom_proto::server::Config { auth: true, auth_required: true, ..proto.clone() };
+        let vacation = crate::vacation::Responder::new(
+            store.clone(),
+            queue.clone(),
+            config.server.hostname.clone(),
+            config.vacation.interval,
+            config.limits.max_header_size,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("vacation: {e}")))?;
         Ok(Shared {
             smtp: Arc::new(proto),
             submission: Arc::new(submission),
@@ -76,6 +86,7 @@ impl Shared {
             queue,
             outbound: None,
             max_hops: config.delivery.max_hops,
+            vacation: Arc::new(vacation),
         })
     }
 

@@ -12,6 +12,9 @@
 //! - [`address`]: [`MailboxId`] and the validation that keeps paths safe; [`domain`]: the canonical
 //!   form of a domain (IDNA), used wherever domains are compared.
 //! - [`users`]: the user directory (`<data-dir>/users.toml`) and its cached snapshot.
+//! - [`quota`]: per-user quotas and the Maildir++ `maildirsize` usage file; [`usage`]: the store's
+//!   entry points to them (a mailbox's usage, a delivery's delta).
+//! - [`vacation`]: vacation auto-reply settings, the record of who was answered, and the decision.
 //! - [`mailbox`]: reading a Maildir back (`mailroom mailbox list/show`).
 //! - [`unique`]: Maildir unique names and the tmp/ cleanup of dead processes' files.
 //!
@@ -27,10 +30,13 @@ pub mod incoming;
 pub mod intent;
 pub mod mailbox;
 pub mod password;
+pub mod quota;
 pub mod spool;
 pub mod store;
 pub mod unique;
+pub mod usage;
 pub mod users;
+pub mod vacation;
 
 pub use address::{validate_address, validate_domain, MailboxId};
 pub use commit::Delivered;
@@ -38,6 +44,7 @@ pub use domain::canonical_domain;
 pub use error::{StoreError, UserError};
 pub use incoming::{Commit, Incoming};
 pub use mailbox::{Mailbox, MessageSummary};
+pub use quota::{Quota, Usage};
 pub use spool::Spool;
 pub use store::Store;
 pub use users::{User, UserDirectory, Users};

@@ -24,6 +24,7 @@ use crate::address::MailboxId;
 use crate::domain::canonical_domain;
 use crate::error::{user_io_err as io_err, UserError};
 use crate::fsync::sync_dir;
+use crate::quota::Quota;
 
 pub use crate::address::{validate_address, validate_domain, MAX_DOMAIN, MAX_LABEL, MAX_LOCAL_PART};
 
@@ -44,13 +45,22 @@ pub struct User {
     /// May see the queue, the users and the server status in the web interface and API (never other
     /// users' mail). `admin = true` in the user's entry.
     pub admin: bool,
+    /// Limits of the mailbox (`quota`, `quota_messages` in users.toml; absent: none).
+    pub quota: Quota,
 }
 
 impl User {
     /// Validates and normalizes `address` (see [`validate_address`]).
     pub fn parse(address: &str, password_hash: Option<String>) -> Result<User, UserError> {
         let (local, domain) = validate_address(address)?;
-        Ok(User { address: format!("{local}@{domain}"), local, domain, password_hash, admin: false })
+        Ok(User {
+            address: format!("{local}@{domain}"),
+            local,
+            domain,
+            password_hash,
+            admin: false,
+            quota: Quota::default(),
+        })
     }
 
     /// The mailbox of this user.
@@ -123,6 +133,13 @@ impl Users {
         self.by_address.get(&key(&local, &domain)?)
     }
 
+    /// The quota of the user whose mailbox this is (none for mailboxes without a user: postmaster@).
+    pub fn quota_of(&self, mailbox: &MailboxId) -> Quota {
+        key(mailbox.local(), mailbox.domain())
+            .and_then(|k| self.by_address.get(&k))
+            .map_or_else(Quota::default, |u| u.quota)
+    }
+
     /// Every domain that has at least one user, sorted.
     pub fn domains(&self) -> impl Iterator<Item = &str> + '_ {
         self.domains.iter().map(String::as_str)
@@ -158,6 +175,16 @@ struct UserEntry {
     password: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     admin: bool,
+    /// Octets; absent or 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    quota: u64,
+    /// Messages; absent or 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    quota_messages: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -170,6 +197,8 @@ const FILE_HEADER: &str = "\
 #   address  = \"alice@example.test\"   (matched case-insensitively, stored lowercase)
 #   password = \"$argon2id$...\"        (optional PHC string)
 #   admin    = true                     (optional: web/API admin)
+#   quota = 104857600                  (optional: octets; `mailroom user quota`)
+#   quota_messages = 10000             (optional: messages)
 ";
 
 /// Reads and writes `<data-dir>/users.toml`.
@@ -273,6 +302,17 @@ impl UserDirectory {
         })
     }
 
+    /// Sets a user's quota (0 for either limit: none).
+    pub fn set_quota(&self, address: &str, quota: Quota) -> Result<(), UserError> {
+        let target = User::parse(address, None)?.address;
+        self.modify(|users| {
+            let user =
+                users.iter_mut().find(|u| u.address == target).ok_or_else(|| UserError::NotFound(target.clone()))?;
+            user.quota = quota;
+            Ok(())
+        })
+    }
+
     fn read(&self) -> Result<Vec<User>, UserError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -285,7 +325,11 @@ impl UserDirectory {
     fn parse(&self, text: &str) -> Result<Vec<User>, UserError> {
         let file: UsersFile =
             toml::from_str(text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
-        file.users.into_iter().map(|e| Ok(User { admin: e.admin, ..User::parse(&e.address, e.password)? })).collect()
+        let user = |e: UserEntry| {
+            let quota = Quota { bytes: e.quota, messages: e.quota_messages };
+            User::parse(&e.address, e.password).map(|u| User { quota, admin: e.admin, ..u })
+        };
+        file.users.into_iter().map(user).collect()
     }
 
     /// Read-modify-write under the lock file, so concurrent `user add`s do not lose each other.
@@ -304,7 +348,13 @@ impl UserDirectory {
         let file = UsersFile {
             users: users
                 .iter()
-                .map(|u| UserEntry { address: u.address.clone(), password: u.password_hash.clone(), admin: u.admin })
+                .map(|u| UserEntry {
+                    address: u.address.clone(),
+                    password: u.password_hash.clone(),
+                    quota: u.quota.bytes,
+                    quota_messages: u.quota.messages,
+                    admin: u.admin,
+                })
                 .collect(),
         };
         let mut text = String::from(FILE_HEADER);

@@ -29,16 +29,32 @@ pub async fn metrics(
     let Some(render) = state.metrics.clone() else {
         return (StatusCode::NOT_FOUND, "no metrics in this build\n").into_response();
     };
-    if !peer.is_loopback() {
-        let expected = state.config.http.metrics_token.as_deref();
-        let given = crate::auth::bearer(&headers);
-        let allowed =
-            matches!((expected, given), (Some(e), Some(g)) if crate::tokens::same(e.as_bytes(), g.as_bytes()));
-        if !allowed {
-            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "metrics need a token\n")
-                .into_response();
-        }
+    let expected = state.config.http.metrics_token.as_deref();
+    if !is_metrics_allowed(peer.is_loopback(), expected, crate::auth::bearer(&headers)) {
+        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "metrics need a token\n")
+            .into_response();
     }
     let body = render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// Loopback clients may scrape; others only with the configured token (and never without one).
+fn is_metrics_allowed(is_loopback: bool, expected: Option<&str>, given: Option<&str>) -> bool {
+    is_loopback || matches!((expected, given), (Some(e), Some(g)) if crate::tokens::same(e.as_bytes(), g.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_metrics_allowed;
+
+    #[test]
+    fn metrics_need_loopback_or_the_token() {
+        let token = Some("0123456789abcdef0123");
+        assert!(is_metrics_allowed(true, None, None));
+        assert!(!is_metrics_allowed(false, None, None), "no token configured: loopback only");
+        assert!(!is_metrics_allowed(false, None, Some("anything")));
+        assert!(!is_metrics_allowed(false, token, None));
+        assert!(!is_metrics_allowed(false, token, Some("0123456789abcdef0124")));
+        assert!(is_metrics_allowed(false, token, token));
+    }
 }
