@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -79,6 +79,15 @@ pub fn message(caller: &Caller, folder_name: &str, id: &str) -> ApiResult<(Folde
     Ok((folder, entry))
 }
 
+/// The query string as a map; a malformed one reads as empty (axum's own rejection is plain text,
+/// and a bad query is better answered by the checks on each value).
+pub fn query_map(q: Option<String>) -> HashMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 /// A page of a listing or search.
 #[derive(Debug, serde::Serialize)]
 pub struct Page {
@@ -134,12 +143,8 @@ pub fn list_page(caller: &Caller, name: &str, page: usize, per_page: usize, sear
     Ok(Page { folder: folder.name, page, per_page, total, truncated, messages })
 }
 
-async fn list(
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Page>> {
-    let (page, per_page, search) = page_query(&q)?;
+async fn list(caller: Caller, Path(name): Path<String>, RawQuery(q): RawQuery) -> ApiResult<Json<Page>> {
+    let (page, per_page, search) = page_query(&query_map(q))?;
     blocking(move || list_page(&caller, &name, page, per_page, &search).map(Json)).await
 }
 
@@ -154,9 +159,9 @@ pub fn read_message(entry: &Entry) -> ApiResult<Vec<u8>> {
 async fn show(
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult<Json<crate::message::View>> {
-    let images = q.get("images").is_some_and(|v| v == "1" || v == "true");
+    let images = query_map(q).get("images").is_some_and(|v| v == "1" || v == "true");
     blocking(move || {
         let (folder, entry) = message(&caller, &name, &id)?;
         let raw = read_message(&entry)?;

@@ -144,8 +144,9 @@ async fn add_user(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require_admin(&caller)?;
     let new = body(json)?;
+    let admin = new.admin;
     let address = blocking(move || add(&state, &new)).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "address": address, "admin": false }))))
+    Ok((StatusCode::CREATED, Json(json!({ "address": address, "admin": admin }))))
 }
 
 /// Removes a user (mailbox kept on disk) and ends their sessions.

@@ -2,12 +2,11 @@
 //! events), one message, and the forms that mark, move and delete. Every action goes through the same
 //! functions as the API (`crate::api`), so both see and change exactly the same things.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -110,9 +109,9 @@ async fn folder_page(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(q): RawQuery,
 ) -> Response {
-    let (page, per_page, search) = match api::page_query(&q) {
+    let (page, per_page, search) = match api::page_query(&api::query_map(q)) {
         Ok(p) => p,
         Err(e) => return error_page(&state, Some(&caller), e),
     };
@@ -141,9 +140,9 @@ async fn message_page(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(q): RawQuery,
 ) -> Response {
-    let images = q.get("images").is_some_and(|v| v == "1");
+    let images = api::query_map(q).get("images").is_some_and(|v| v == "1");
     let c = caller.clone();
     let viewed = blocking(move || {
         let (folder, entry) = api::message(&c, &name, &id)?;
@@ -241,8 +240,8 @@ fn folder_stamp(caller: &Caller, name: &str) -> Option<Vec<(SystemTime, u64)>> {
 }
 
 /// `/events?folder=NAME`: an event `change` whenever the folder changes, polled every [`EVENTS_POLL`].
-async fn events(caller: Caller, Query(q): Query<HashMap<String, String>>) -> Response {
-    let name = q.get("folder").cloned().unwrap_or_else(|| INBOX.to_owned());
+async fn events(caller: Caller, RawQuery(q): RawQuery) -> Response {
+    let name = api::query_map(q).get("folder").cloned().unwrap_or_else(|| INBOX.to_owned());
     let start = (caller, name, None::<Option<Vec<(SystemTime, u64)>>>);
     let stream = futures_util::stream::unfold(start, |(caller, name, last)| async move {
         loop {
