@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/users", get(users).post(add_user))
         .route("/users/{address}", axum::routing::delete(remove_user))
         .route("/users/{address}/admin", put(set_admin))
+        .route("/users/{address}/quota", put(set_quota))
         .route("/status", get(status))
 }
 
@@ -94,7 +95,10 @@ async fn users(State(state): State<Arc<AppState>>, caller: Caller) -> ApiResult<
         .store
         .users()
         .iter()
-        .map(|u| json!({ "address": u.address, "admin": u.admin, "has_password": u.password_hash.is_some() }))
+        .map(|u| {
+            let quota = json!({ "bytes": u.quota.bytes, "messages": u.quota.messages });
+            json!({ "address": u.address, "admin": u.admin, "has_password": u.password_hash.is_some(), "quota": quota })
+        })
         .collect();
     Ok(Json(json!({ "users": list })))
 }
@@ -183,6 +187,34 @@ async fn set_admin(
     let addr = address.clone();
     blocking(move || state.store.directory().set_admin(&addr, flag.admin).map_err(user_error)).await?;
     Ok(Json(json!({ "address": address, "admin": flag.admin })))
+}
+
+/// A mailbox's limits; 0 is no limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaBody {
+    pub bytes: u64,
+    #[serde(default)]
+    pub messages: u64,
+}
+
+/// Sets a user's quota (as `mailroom user quota`).
+pub fn quota(state: &AppState, address: &str, q: &QuotaBody) -> ApiResult<()> {
+    let quota = mailroom_store::quota::Quota { bytes: q.bytes, messages: q.messages };
+    state.store.directory().set_quota(address, quota).map_err(user_error)
+}
+
+async fn set_quota(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(address): Path<String>,
+    json: Result<Json<QuotaBody>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&caller)?;
+    let q = body(json)?;
+    let (bytes, messages, addr) = (q.bytes, q.messages, address.clone());
+    blocking(move || quota(&state, &addr, &q)).await?;
+    Ok(Json(json!({ "address": address, "bytes": bytes, "messages": messages })))
 }
 
 /// The status page's facts: version, uptime, listeners, users, queue by state.

@@ -133,6 +133,11 @@ impl Folder {
         Ok(found)
     }
 
+    /// Its `new/` and `cur/` directories.
+    pub fn subdirs(&self) -> [PathBuf; 2] {
+        [self.dir.join("new"), self.dir.join("cur")]
+    }
+
     /// The message with this id, matched against the listing.
     pub fn find(&self, id: &str) -> io::Result<Option<Entry>> {
         if !is_id(id) {

@@ -18,6 +18,9 @@ use crate::{MetricsRender, WebContext};
 /// move request.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
+/// Live views (server-sent event streams) open at once, over all users: each costs two stats per poll.
+pub const MAX_EVENT_STREAMS: usize = 256;
+
 pub struct AppState {
     pub config: Config,
     pub store: Store,
@@ -31,6 +34,8 @@ pub struct AppState {
     pub tokens: TokenFile,
     pub metrics: Option<MetricsRender>,
     pub pages: crate::page::Pages,
+    /// Permits for live views (at most [`MAX_EVENT_STREAMS`]).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -49,6 +54,7 @@ impl AppState {
             logins,
             metrics: ctx.metrics,
             pages: crate::page::Pages::new(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }
     }
 }

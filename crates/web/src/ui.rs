@@ -230,20 +230,24 @@ async fn move_message(
     }
 }
 
-/// What changes when mail arrives, is marked, moved or deleted: the folder's `new/` and `cur/`
-/// directories' modification times and entry counts.
-fn folder_stamp(caller: &Caller, name: &str) -> Option<Vec<(SystemTime, u64)>> {
+/// What changes when mail arrives, is marked, moved or deleted: the modification times of the folder's
+/// `new/` and `cur/` directories (an entry added, removed or renamed changes them). Two stats, however
+/// big the folder.
+fn folder_stamp(caller: &Caller, name: &str) -> Option<Vec<Option<SystemTime>>> {
     let folder = mail::open_folder(&caller.mailbox, name)?;
-    let entries = folder.entries().ok()?;
-    let newest = entries.first().map(|e| e.mtime).unwrap_or(SystemTime::UNIX_EPOCH);
-    Some(vec![(newest, entries.len() as u64)])
+    Some(folder.subdirs().iter().map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok()).collect())
 }
 
-/// `/events?folder=NAME`: an event `change` whenever the folder changes, polled every [`EVENTS_POLL`].
-async fn events(caller: Caller, RawQuery(q): RawQuery) -> Response {
+/// `/events?folder=NAME`: an event `change` whenever the folder changes, polled every [`EVENTS_POLL`];
+/// at most `state::MAX_EVENT_STREAMS` streams at once (503 beyond).
+async fn events(State(state): State<Arc<AppState>>, caller: Caller, RawQuery(q): RawQuery) -> Response {
+    let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
+        return ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy", "too many live views")
+            .into_response();
+    };
     let name = api::query_map(q).get("folder").cloned().unwrap_or_else(|| INBOX.to_owned());
-    let start = (caller, name, None::<Option<Vec<(SystemTime, u64)>>>);
-    let stream = futures_util::stream::unfold(start, |(caller, name, last)| async move {
+    let start = (caller, name, None::<Option<Vec<Option<SystemTime>>>>, permit);
+    let stream = futures_util::stream::unfold(start, |(caller, name, last, permit)| async move {
         loop {
             let (c, n) = (caller.clone(), name.clone());
             let stamp = tokio::task::spawn_blocking(move || folder_stamp(&c, &n)).await.ok().flatten();
@@ -251,7 +255,7 @@ async fn events(caller: Caller, RawQuery(q): RawQuery) -> Response {
             if last.is_none() || changed {
                 // Browsers drop events with no data (HTML, server-sent events: "data buffer is empty").
                 let event = Event::default().event(if changed { "change" } else { "ready" }).data(name.as_str());
-                return Some((Ok::<_, Infallible>(event), (caller, name, Some(stamp))));
+                return Some((Ok::<_, Infallible>(event), (caller, name, Some(stamp), permit)));
             }
             tokio::time::sleep(EVENTS_POLL).await;
         }

@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users", get(users_page).post(add_user))
         .route("/admin/users/{address}/remove", post(remove_user))
         .route("/admin/users/{address}/admin", post(set_admin))
+        .route("/admin/users/{address}/quota", post(set_quota))
         .route("/admin/status", get(status_page))
 }
 
@@ -58,7 +59,12 @@ async fn users_page(State(state): State<Arc<AppState>>, caller: Caller) -> Respo
         .store
         .users()
         .iter()
-        .map(|u| context! { address => u.address, admin => u.admin, has_password => u.password_hash.is_some() })
+        .map(|u| {
+            context! {
+                address => u.address, admin => u.admin, has_password => u.password_hash.is_some(),
+                quota_bytes => u.quota.bytes, quota_messages => u.quota.messages,
+            }
+        })
         .collect();
     state.pages.render("users.html", context! { me => me(&caller), users => users })
 }
@@ -119,6 +125,30 @@ async fn set_admin(
         s.store.directory().set_admin(&address, on).map_err(|_| crate::errors::ApiError::not_found("no such user"))
     });
     match set.await {
+        Ok(()) => Redirect::to("/admin/users").into_response(),
+        Err(e) => error_page(&state, Some(&caller), e),
+    }
+}
+
+#[derive(Deserialize)]
+struct QuotaForm {
+    bytes: u64,
+    #[serde(default)]
+    messages: u64,
+}
+
+async fn set_quota(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(address): Path<String>,
+    Form(form): Form<QuotaForm>,
+) -> Response {
+    if let Err(e) = require_admin(&caller) {
+        return error_page(&state, Some(&caller), e);
+    }
+    let s = state.clone();
+    let q = api_admin::QuotaBody { bytes: form.bytes, messages: form.messages };
+    match blocking(move || api_admin::quota(&s, &address, &q)).await {
         Ok(()) => Redirect::to("/admin/users").into_response(),
         Err(e) => error_page(&state, Some(&caller), e),
     }

@@ -258,4 +258,68 @@ async fn admin_routes_are_for_admins_only() {
         .unwrap();
     assert_eq!(add.status(), 201);
     assert!(mailroom_store::UserDirectory::new(web.dir.path()).load().unwrap().get("d@example.test").is_some());
+    let quota = c
+        .put(web.url("/api/v1/users/b@example.test/quota"))
+        .basic_auth("a@example.test", Some(PASSWORD))
+        .json(&json!({ "bytes": 1000000, "messages": 10 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(quota.status(), 200);
+    let b = mailroom_store::UserDirectory::new(web.dir.path()).load().unwrap().get("b@example.test").unwrap().quota;
+    assert_eq!((b.bytes, b.messages), (1_000_000, 10));
+    let denied = c
+        .put(web.url("/api/v1/users/b@example.test/quota"))
+        .basic_auth("b@example.test", Some(PASSWORD))
+        .json(&json!({ "bytes": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403, "b cannot lift their own quota");
+}
+
+/// One HTTP/1.1 request over TLS to the test server, trusting its self-signed certificate; returns the
+/// response head and body as text.
+async fn https_request(web: &TestWeb, request: &str) -> String {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(web.dir.path().join("tls/cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(web.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("mail.example.test").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn https_with_the_server_certificate_and_secure_cookies() {
+    let web = start_with(|c| c.http.tls = true).await;
+    let health = https_request(&web, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"), "{health}");
+    let form = format!("address=a%40example.test&password={}", PASSWORD.replace(' ', "+"));
+    let login = https_request(
+        &web,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    let cookie = login.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).expect(&login).to_owned();
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    // Plain HTTP to the TLS port gets no page.
+    assert!(client().get(web.url("/healthz")).send().await.is_err());
 }
