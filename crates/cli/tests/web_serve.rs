@@ -90,3 +90,37 @@ fn token_and_admin_commands_work_against_the_api() {
     assert_eq!(c.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().unwrap().status(), 401);
     assert!(!mailroom(&server.data, &["token", "create", "nobody@example.test"]).status.success());
 }
+
+#[test]
+fn no_http_flag_overrides_the_config() {
+    let (smtp, http) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[http]\nlisten = \"127.0.0.1:{http}\"\n")).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--no-http", "--listen", &format!("127.0.0.1:{smtp}")])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The greeting comes once the server runs, which is after the HTTP listener would have been bound.
+    let deadline = std::time::Instant::now() + WAIT;
+    let greeted = || {
+        use std::io::Read;
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", smtp)) else { return false };
+        let _ = s.set_read_timeout(Some(WAIT));
+        let mut buf = [0u8; 3];
+        s.read_exact(&mut buf).is_ok() && &buf == b"220"
+    };
+    while !greeted() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let http_open = std::net::TcpStream::connect(("127.0.0.1", http)).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!http_open, "--no-http: nothing listens on the configured HTTP address");
+}
