@@ -75,7 +75,8 @@ pub fn view(raw: &[u8], id: &str, folder: &str, seen: bool, images: bool) -> Vie
         .iter()
         .filter_map(|h| m.header(h.clone()).map(|v| Header { name: h.as_str().to_owned(), value: header_text(v) }))
         .collect();
-    let html_part = (!m.html_body.is_empty() && m.html_body != m.text_body).then(|| m.body_html(0)).flatten();
+    // An HTML part proper (a text-only message's "HTML body" is its text converted by the parser).
+    let html_part = m.html_part(0).filter(|p| p.is_text_html()).and_then(|_| m.body_html(0));
     let (html, has_remote_images) = match html_part {
         Some(h) => {
             let (clean, remote) = sanitize(&h, images);
@@ -189,6 +190,18 @@ mod tests {
         assert!(clean.contains("data:image/png"), "inline images stay: {clean}");
         let (with_images, _) = sanitize(dirty, true);
         assert!(with_images.contains("http://127.0.0.1:9/canary.png"));
+    }
+
+    #[test]
+    fn html_only_messages_show_their_html_and_text_only_ones_none() {
+        let html_only = b"Subject: h\r\nContent-Type: text/html\r\n\r\n<p>Hi <b>there</b><script>x()</script></p>\r\n";
+        let v = view(html_only, "1", "INBOX", false, false);
+        let html = v.html.expect("the HTML part is shown");
+        assert!(html.contains("<b>there</b>") && !html.contains("script"), "{html}");
+        let text_only = b"Subject: t\r\n\r\n<b>not html</b>\r\n";
+        let v = view(text_only, "2", "INBOX", false, false);
+        assert!(v.html.is_none(), "a text part is never rendered as HTML");
+        assert_eq!(v.text.as_deref().map(str::trim), Some("<b>not html</b>"));
     }
 
     #[test]
