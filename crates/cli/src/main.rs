@@ -20,8 +20,10 @@ mod quota;
 mod send;
 mod sendmail;
 mod serve;
+mod token;
 mod user;
 mod vacation;
+mod web;
 
 #[derive(Debug, Parser)]
 #[command(name = "mailroom", version, about = "Receive, store, relay and send mail")]
@@ -73,6 +75,13 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         cmd: dkim::DkimCommand,
+        #[command(flatten)]
+        dirs: user::DataDirArgs,
+    },
+    /// Manage API tokens (bearer tokens for the web API).
+    Token {
+        #[command(subcommand)]
+        cmd: token::TokenCommand,
         #[command(flatten)]
         dirs: user::DataDirArgs,
     },
@@ -140,6 +149,7 @@ fn main() -> ExitCode {
         Command::Mailbox { cmd, dirs } => mailbox::run(cmd, dirs),
         Command::Queue { cmd, dirs } => queue::run(cmd, dirs),
         Command::Dkim { cmd, dirs } => dkim::run(cmd, dirs),
+        Command::Token { cmd, dirs } => token::run(cmd, dirs),
         Command::CheckConfig { config } => check_config::run(config),
         Command::Send(args) => return send::run(args),
         Command::Bench(args) => return bench::run(args),

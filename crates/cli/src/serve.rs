@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Log line format on stderr (the level: MAILROOM_LOG or RUST_LOG, e.g. `debug`).
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
+    /// Web interface and API address [default: 127.0.0.1:8025; if busy, no HTTP and a warning].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    pub http: Option<SocketAddr>,
+    /// Serve no web interface or API.
+    #[arg(long)]
+    pub no_http: bool,
 }
 
 /// Every address of each `--listen`-style flag (host names resolved).
@@ -90,6 +96,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(h) = args.hostname {
         cfg.server.hostname = h;
     }
+    if args.http.is_some() {
+        cfg.http.listen = args.http;
+    }
+    cfg.http.enabled &= !args.no_http;
     cfg.validate()?;
     check_delivery_files(&cfg)?;
     // Before anything records; the web listener's /metrics renders it (install again: the same handle).
@@ -116,6 +126,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         crate::privilege::after_bind(&cfg)?;
         let (stop_relay, relay_stopped) = tokio::sync::watch::channel(false);
         let (server, relay) = start_relay(server, &cfg, relay_stopped)?;
+        let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
+        let web = crate::web::start(&server, &cfg, web_stopped).await?;
         info!(data_dir = %data_dir.display(), "mailroom serving");
         tokio::spawn(reload_on_hup_and_timer(hup, server.tls(), server.signing(), notify.clone()));
         notify.ready();
@@ -125,6 +137,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 notify.stopping();
             })
             .await;
+        let _ = stop_web.send(true);
+        if let Some(task) = web {
+            let _ = tokio::time::timeout(RELAY_STOP_WAIT, task).await;
+        }
         // Sessions are over: nothing more is queued. The relay ends its attempts under way and stops.
         let _ = stop_relay.send(true);
         if let Some(task) = relay {

@@ -52,6 +52,9 @@ pub enum UserCommand {
         /// Accept a password shorter than 8 characters.
         #[arg(long)]
         allow_weak: bool,
+        /// Make the user an admin of the web interface and API (queue, users, status; not others' mail).
+        #[arg(long)]
+        admin: bool,
     },
     /// Set or change a user's password (read from stdin; asked for when stdin is a terminal).
     Passwd {
@@ -81,14 +84,30 @@ pub enum UserCommand {
         #[arg(long, value_name = "N", default_value_t = 0)]
         messages: u64,
     },
+    /// Grant (on) or take away (off) a user's admin rights in the web interface and API.
+    Admin { address: String, state: OnOff },
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
     match cmd {
-        UserCommand::Add { address, password_stdin, allow_weak } => add(&dirs, &address, password_stdin, allow_weak),
+        UserCommand::Add { address, password_stdin, allow_weak, admin } => {
+            add(&dirs, &address, password_stdin, allow_weak, admin)
+        }
         UserCommand::List => {
             let data_dir = dirs.existing()?;
             crate::quota::list(&data_dir, &UserDirectory::new(&data_dir))
+        }
+        UserCommand::Admin { address, state } => {
+            UserDirectory::new(&dirs.existing()?).set_admin(&address, state == OnOff::On)?;
+            println!("{address}: admin {}", if state == OnOff::On { "on" } else { "off" });
+            Ok(())
         }
         UserCommand::Quota { address, size, messages } => {
             crate::quota::set(&UserDirectory::new(&dirs.existing()?), &address, &size, messages)
@@ -109,14 +128,18 @@ pub fn run(cmd: UserCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
     }
 }
 
-fn add(dirs: &DataDirArgs, address: &str, password_stdin: bool, allow_weak: bool) -> anyhow::Result<()> {
+fn add(dirs: &DataDirArgs, address: &str, password_stdin: bool, allow_weak: bool, admin: bool) -> anyhow::Result<()> {
     let cfg = crate::serve::load_config(dirs.config.as_ref(), dirs.data_dir.as_ref())?;
     let data_dir = cfg.server.data_dir.clone();
     let hash = if password_stdin { Some(hash(&read_password(true, allow_weak)?)?) } else { None };
     // Fsynced into its parent: the data directory must survive a power cut like everything in it.
     mailroom_store::fsync::create_dir_all_synced(&data_dir)?;
-    let u = UserDirectory::new(&data_dir).add(address, hash)?;
-    println!("added {}", u.address);
+    let dir = UserDirectory::new(&data_dir);
+    let u = dir.add(address, hash)?;
+    if admin {
+        dir.set_admin(&u.address, true)?;
+    }
+    println!("added {}{}", u.address, if admin { " (admin)" } else { "" });
     let domain = u.mailbox().domain().to_owned();
     let served = cfg.domains();
     if !served.iter().any(|d| mailroom_store::users::validate_domain(d).is_ok_and(|d| d == domain)) {

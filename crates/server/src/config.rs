@@ -54,6 +54,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub delivery: Delivery,
     pub dns: Dns,
+    /// `[http]`: the web interface and API listener.
+    pub http: crate::config_http::HttpSection,
     /// `[vacation]`: vacation replies (crate::config_vacation).
     pub vacation: crate::config_vacation::VacationSection,
     /// `[routing]`: aliases, subaddresses, postmaster@, SRS (see `config_routing`).
@@ -418,6 +420,7 @@ impl Config {
             return bad(format!("dns.servers: more than {} servers", ranges::MAX_DNS_SERVERS));
         }
         self.delivery.validate()?;
+        self.http.validate().map_err(ConfigError::Invalid)?;
         self.vacation.validate().map_err(ConfigError::Invalid)?;
         self.routing.validate().map_err(ConfigError::Invalid)?;
         self.inbound.validate().map_err(ConfigError::Invalid)?;

@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod config;
+pub mod config_http;
 pub mod config_inbound;
 pub mod config_routing;
 pub mod config_store;

@@ -42,6 +42,9 @@ pub struct User {
     pub domain: String,
     /// An argon2 PHC string, for SMTP AUTH later.
     pub password_hash: Option<String>,
+    /// May see the queue, the users and the server status in the web interface and API (never other
+    /// users' mail). `admin = true` in the user's entry.
+    pub admin: bool,
     /// Limits of the mailbox (`quota`, `quota_messages` in users.toml; absent: none).
     pub quota: Quota,
 }
@@ -50,7 +53,14 @@ impl User {
     /// Validates and normalizes `address` (see [`validate_address`]).
     pub fn parse(address: &str, password_hash: Option<String>) -> Result<User, UserError> {
         let (local, domain) = validate_address(address)?;
-        Ok(User { address: format!("{local}@{domain}"), local, domain, password_hash, quota: Quota::default() })
+        Ok(User {
+            address: format!("{local}@{domain}"),
+            local,
+            domain,
+            password_hash,
+            admin: false,
+            quota: Quota::default(),
+        })
     }
 
     /// The mailbox of this user.
@@ -163,6 +173,8 @@ struct UserEntry {
     address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     password: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    admin: bool,
     /// Octets; absent or 0: no limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     quota: u64,
@@ -175,11 +187,16 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 const FILE_HEADER: &str = "\
 # mailroom user directory. Managed by `mailroom user add/remove`; safe to edit by hand
 # (the server rereads it within seconds). One [[user]] table per mailbox:
 #   address  = \"alice@example.test\"   (matched case-insensitively, stored lowercase)
 #   password = \"$argon2id$...\"        (optional PHC string)
+#   admin    = true                     (optional: web/API admin)
 #   quota = 104857600                  (optional: octets; `mailroom user quota`)
 #   quota_messages = 10000             (optional: messages)
 ";
@@ -263,6 +280,17 @@ impl UserDirectory {
         })
     }
 
+    /// Grants or takes away a user's admin rights (web interface and API).
+    pub fn set_admin(&self, address: &str, admin: bool) -> Result<(), UserError> {
+        let target = User::parse(address, None)?.address;
+        self.modify(|users| {
+            let user =
+                users.iter_mut().find(|u| u.address == target).ok_or_else(|| UserError::NotFound(target.clone()))?;
+            user.admin = admin;
+            Ok(())
+        })
+    }
+
     /// Sets or clears a user's password hash.
     pub fn set_password(&self, address: &str, password_hash: Option<String>) -> Result<(), UserError> {
         let target = User::parse(address, None)?.address;
@@ -299,7 +327,7 @@ impl UserDirectory {
             toml::from_str(text).map_err(|source| UserError::Parse { path: self.path.clone(), source })?;
         let user = |e: UserEntry| {
             let quota = Quota { bytes: e.quota, messages: e.quota_messages };
-            User::parse(&e.address, e.password).map(|u| User { quota, ..u })
+            User::parse(&e.address, e.password).map(|u| User { quota, admin: e.admin, ..u })
         };
         file.users.into_iter().map(user).collect()
     }
@@ -325,6 +353,7 @@ impl UserDirectory {
                     password: u.password_hash.clone(),
                     quota: u.quota.bytes,
                     quota_messages: u.quota.messages,
+                    admin: u.admin,
                 })
                 .collect(),
         };
@@ -518,5 +547,22 @@ mod tests {
         assert!(users.get("aLiCe@example.TEST").is_some());
         assert_eq!(users.domains().collect::<Vec<_>>(), vec!["example.test"]);
         assert_eq!(users.len(), 1);
+    }
+
+    #[test]
+    fn admin_flag_is_written_read_back_and_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::new(dir.path());
+        users.add("a@example.test", None).unwrap();
+        users.add("b@example.test", None).unwrap();
+        users.set_admin("A@example.test", true).unwrap();
+        let text = fs::read_to_string(users.path()).unwrap();
+        assert_eq!(text.matches("admin = true").count(), 1, "only a's entry says admin: {text}");
+        let loaded = users.load().unwrap();
+        assert!(loaded.get("a@example.test").unwrap().admin);
+        assert!(!loaded.get("b@example.test").unwrap().admin);
+        users.set_admin("a@example.test", false).unwrap();
+        assert!(!users.load().unwrap().get("a@example.test").unwrap().admin);
+        assert!(matches!(users.set_admin("c@example.test", true), Err(UserError::NotFound(_))));
     }
 }
