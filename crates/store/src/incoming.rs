@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{mpsc, Arc};
@@ -20,11 +20,14 @@ use crate::address::MailboxId;
 use crate::commit::{Delivered, Job};
 use crate::error::{io_err, StoreError};
 use crate::spool::Spool;
-use crate::unique::{UniqueNames, INSERT_SUFFIX};
+use crate::unique::UniqueNames;
 
 /// Size of the write buffer in front of an incoming message file: large enough that a message
 /// costs few write(2) calls, small enough that nothing holds a whole message.
 pub const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Largest piece of a message's tail that [`Incoming::insert`] moves at a time (and keeps in memory).
+pub const SHIFT_CHUNK: u64 = 64 * 1024;
 
 /// Where messages are received: `<data-dir>/tmp/`, the names, and the way to the committer.
 pub(crate) struct Intake {
@@ -42,8 +45,13 @@ impl Intake {
         let path = self.tmp.join(&unique);
         // create_new: a unique name is never reused, so nothing is ever overwritten.
         let mode = self.modes.message_mode();
-        let file =
-            OpenOptions::new().write(true).create_new(true).mode(mode).open(&path).map_err(io_err("create", &path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
         Ok(Incoming {
             intake: self.clone(),
             unique,
@@ -96,9 +104,11 @@ impl Incoming {
 
     /// Inserts `bytes` at offset `at` of what was written so far (`at <= len()`): headers known only
     /// once the body is on disk (Authentication-Results, DKIM-Signature) go in after the trace headers
-    /// this way. The message is rewritten into a new file under `tmp/` by a kernel-side copy
-    /// (copy_file_range), never read into memory; the old file is removed. After an error the message
-    /// can only be dropped.
+    /// this way. The tail of the file after `at` is moved up in place, [`SHIFT_CHUNK`] at a time from the
+    /// end, so the message is never held in memory and no second file is created (a file creation costs
+    /// more than moving a small message's few KiB). The file is under `tmp/`, not yet acknowledged: a
+    /// crash in the middle leaves a file the next start removes. After an error the message can only be
+    /// dropped.
     pub fn insert(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
         if bytes.is_empty() {
             return Ok(());
@@ -111,35 +121,28 @@ impl Incoming {
     }
 
     fn rewrite_with(&mut self, at: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let Some(writer) = self.file.take() else {
+        let Some(writer) = self.file.as_mut() else {
             return Err(StoreError::WriteFailed);
         };
-        let old = writer.into_inner().map_err(|e| StoreError::io("write", &self.path, e.into_error()))?;
-        let new_path = self.intake.tmp.join(format!("{}{INSERT_SUFFIX}", self.unique));
-        let mut new = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(self.intake.modes.message_mode())
-            .open(&new_path)
-            .map_err(io_err("create", &new_path))?;
-        let copied = (|| -> std::io::Result<()> {
-            let mut source = File::open(&self.path)?;
-            std::io::copy(&mut (&mut source).take(at), &mut new)?;
-            new.write_all(bytes)?;
-            std::io::copy(&mut source, &mut new)?;
-            Ok(())
-        })();
-        if let Err(e) = copied {
-            drop(new);
-            let _ = fs::remove_file(&new_path);
-            return Err(StoreError::io("copy", &new_path, e));
+        let path = &self.path;
+        writer.flush().map_err(|e| StoreError::io("write", path, e))?;
+        let file = writer.get_mut();
+        let shift = bytes.len() as u64;
+        let tail = self.len - at;
+        let mut piece = vec![0; tail.min(SHIFT_CHUNK) as usize];
+        // From the end backwards: each piece moves to a place past what is still to be read.
+        let mut end = self.len;
+        while end > at {
+            let start = end.saturating_sub(piece.len() as u64).max(at);
+            let piece = &mut piece[..(end - start) as usize];
+            file.read_exact_at(piece, start).map_err(|e| StoreError::io("read", path, e))?;
+            file.write_all_at(piece, start + shift).map_err(|e| StoreError::io("write", path, e))?;
+            end = start;
         }
-        drop(old);
-        // The new file takes the message's tmp name, so that everything after (commit, intent records,
-        // clean-up of abandoned files) sees one file under one name, as before.
-        fs::rename(&new_path, &self.path).map_err(io_err("rename", &self.path))?;
-        self.len += bytes.len() as u64;
-        self.file = Some(BufWriter::with_capacity(WRITE_BUFFER, new));
+        file.write_all_at(bytes, at).map_err(|e| StoreError::io("write", path, e))?;
+        // pread/pwrite leave the offset alone: later writes go after the new end.
+        file.seek(SeekFrom::End(0)).map_err(|e| StoreError::io("seek", path, e))?;
+        self.len += shift;
         Ok(())
     }
 

@@ -103,9 +103,6 @@ pub(crate) fn is_dead_process_file(name: &str, mtime: SystemTime, hostname: &str
     }
 }
 
-/// Suffix of the copy `Incoming::insert` writes beside a message before it takes the message's name.
-pub(crate) const INSERT_SUFFIX: &str = ".insert";
-
 /// Removes the files in a tmp/ directory that no live process is writing: those of a dead process of
 /// this host ([`is_dead_process_file`]) and anything older than [`TMP_ABANDONED_AFTER`]. Removing
 /// *every* file would be wrong: `mailroom mailbox list` opens the store while a server may be
@@ -122,11 +119,8 @@ pub(crate) fn clean_tmp_dir(tmp: &Path, hostname: &str) {
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         let age = SystemTime::now().duration_since(mtime).unwrap_or_default();
         let name = entry.file_name();
-        // A sidecar staged for a spool, and the copy `Incoming::insert` makes, are named after their
-        // message: they live and die with it.
-        let owner = name.to_str().map(|n| {
-            n.strip_suffix(crate::spool::SIDECAR_SUFFIX).or_else(|| n.strip_suffix(INSERT_SUFFIX)).unwrap_or(n)
-        });
+        // A sidecar staged for a spool is named after its message: it lives and dies with it.
+        let owner = name.to_str().map(|n| n.strip_suffix(crate::spool::SIDECAR_SUFFIX).unwrap_or(n));
         let stale = age > TMP_ABANDONED_AFTER || owner.is_some_and(|n| is_dead_process_file(n, mtime, hostname));
         if stale {
             let path = entry.path();

@@ -105,3 +105,23 @@ fn insert_past_the_end_fails_and_the_dropped_message_leaves_nothing() {
     drop(incoming);
     assert_eq!(files(&dir.path().join("tmp")).len(), 0);
 }
+
+#[tokio::test]
+async fn insert_moves_a_tail_longer_than_one_piece() {
+    let (dir, store, ids) = setup(&["alice@example.test"]);
+    let mut incoming = store.begin().unwrap();
+    let head = b"Return-Path: <a@b>\n".to_vec();
+    // A body of several shift pieces, each byte telling its position, so a misplaced piece shows.
+    let body: Vec<u8> =
+        (0..(3 * mailroom_store::incoming::SHIFT_CHUNK as usize + 12_345)).map(|i| (i % 251) as u8).collect();
+    incoming.write(&head).unwrap();
+    incoming.write(&body).unwrap();
+    let field = b"Authentication-Results: h; none\n";
+    incoming.insert(head.len() as u64, field).unwrap();
+    incoming.commit(&ids).await.unwrap();
+    let stored = fs::read(&files(&inbox(dir.path(), &ids[0]).join("new"))[0]).unwrap();
+    assert_eq!(stored.len(), head.len() + field.len() + body.len());
+    assert_eq!(&stored[..head.len()], &head[..]);
+    assert_eq!(&stored[head.len()..head.len() + field.len()], field);
+    assert!(stored[head.len() + field.len()..] == body[..], "the body moved intact");
+}
