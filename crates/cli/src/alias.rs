@@ -11,14 +11,21 @@ pub enum AliasCommand {
     /// other aliases, external addresses (forwarded through the queue with SRS). Adds to an existing
     /// alias.
     Add {
+        /// The alias: an address of a served domain, or `@domain` for the domain's catch-all.
         address: String,
+        /// Where its mail goes: local users, other aliases, external addresses.
         #[arg(required = true)]
         targets: Vec<String>,
     },
     /// List the aliases and their targets.
     List,
     /// Remove TARGETs from ADDRESS, or the whole alias when none are given.
-    Remove { address: String, targets: Vec<String> },
+    Remove {
+        /// The alias (or `@domain`).
+        address: String,
+        /// The targets to take out; none: the whole alias.
+        targets: Vec<String>,
+    },
 }
 
 pub fn run(cmd: AliasCommand, dirs: DataDirArgs) -> anyhow::Result<()> {

@@ -54,7 +54,38 @@ fn parse_filter(text: &str) -> Result<EnvFilter, String> {
             return Err(format!("{directive:?}: expected a level ({}) or TARGET=LEVEL", LEVELS.join(", ")));
         }
     }
-    EnvFilter::builder().parse(text).map_err(|e| e.to_string())
+    EnvFilter::builder().parse(ours_at_bare_levels(text)).map_err(|e| e.to_string())
+}
+
+/// mailroom's own crates (log targets), which a bare level such as `debug` is about.
+const OUR_TARGETS: [&str; 10] = [
+    "mailroom",
+    "mailroom_proto",
+    "mailroom_store",
+    "mailroom_queue",
+    "mailroom_server",
+    "mailroom_relay",
+    "mailroom_client",
+    "mailroom_auth",
+    "mailroom_web",
+    "mailroom_metrics",
+];
+
+/// A bare `debug` or `trace` is meant for mailroom: its libraries (the DNS resolver, TLS, HTTP) stay at
+/// `info` unless named (`debug,hickory_proto=debug`), or their internals (Rust `Debug` dumps of their
+/// settings) would drown the session events. Other levels, and every `TARGET=LEVEL`, are as written.
+fn ours_at_bare_levels(text: &str) -> String {
+    let mut out = Vec::new();
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_verbose = ["debug", "trace"].iter().any(|l| l.eq_ignore_ascii_case(directive));
+        if is_verbose {
+            out.push("info".to_owned());
+            out.extend(OUR_TARGETS.iter().map(|t| format!("{t}={directive}")));
+        } else {
+            out.push(directive.to_owned());
+        }
+    }
+    out.join(",")
 }
 
 /// Logs to stderr in `format`. Lines are written by a background thread, so a session never waits on the
@@ -93,5 +124,14 @@ mod tests {
         for bad in ["verbose", "debgu", "info,loud", "mailroom=shouty"] {
             assert!(parse_filter(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn a_bare_debug_is_for_mailroom_and_named_targets_are_as_written() {
+        let f = ours_at_bare_levels("debug,hickory_proto=trace");
+        assert!(f.starts_with("info,mailroom=debug,") && f.contains("mailroom_auth=debug"), "{f}");
+        assert!(f.ends_with(",hickory_proto=trace"), "{f}");
+        assert_eq!(ours_at_bare_levels("warn"), "warn");
+        assert_eq!(ours_at_bare_levels("mailroom_server=debug,warn"), "mailroom_server=debug,warn");
     }
 }

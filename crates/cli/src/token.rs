@@ -9,11 +9,17 @@ use crate::user::DataDirArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
     /// Make a token that acts as ADDRESS (an existing user); it is printed once and not stored.
-    Create { address: String },
+    Create {
+        /// The user the token acts as.
+        address: String,
+    },
     /// List the tokens (ids and owners, never the tokens).
     List,
     /// Revoke the token with this id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `token create` and `token list` show it.
+        id: String,
+    },
 }
 
 pub fn run(cmd: TokenCommand, dirs: DataDirArgs) -> anyhow::Result<()> {

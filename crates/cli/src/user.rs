@@ -85,7 +85,12 @@ pub enum UserCommand {
         messages: u64,
     },
     /// Grant (on) or take away (off) a user's admin rights in the web interface and API.
-    Admin { address: String, state: OnOff },
+    Admin {
+        /// The user's mail address.
+        address: String,
+        /// `on` or `off`.
+        state: OnOff,
+    },
 }
 
 /// `on` or `off`.

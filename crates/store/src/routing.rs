@@ -194,9 +194,16 @@ impl Router {
         if let Some(targets) = w.aliases.get(local, domain) {
             return self.targets(w, targets);
         }
-        if let Some(mailbox) = w.users.resolve(local, domain).map_err(|_| RouteError::Unavailable)? {
-            w.out.push_local(mailbox);
-            return Ok(());
+        let is_role = ROLE_ADDRESSES.iter().any(|r| local.eq_ignore_ascii_case(r));
+        match w.users.resolve(local, domain) {
+            Ok(Some(mailbox)) => {
+                w.out.push_local(mailbox);
+                return Ok(());
+            }
+            Ok(None) => {}
+            // No user directory yet: postmaster@ must still be accepted (RFC 5321 §4.5.1).
+            Err(_) if is_role => return self.postmaster(w, domain),
+            Err(_) => return Err(RouteError::Unavailable),
         }
         if let Some((base, detail)) = self.split_detail(local) {
             if let Some(targets) = w.aliases.get(base, domain) {
@@ -208,7 +215,7 @@ impl Router {
                 return Ok(());
             }
         }
-        if ROLE_ADDRESSES.iter().any(|r| local.eq_ignore_ascii_case(r)) {
+        if is_role {
             return self.postmaster(w, domain);
         }
         if let Some(targets) = w.aliases.catch_all(domain) {
