@@ -50,7 +50,9 @@ fn the_api_matches_its_openapi_document() {
     // The token works, so the generated requests reach the handlers (not just the 401 path).
     let me = reqwest::blocking::Client::new().get(format!("{base}/me")).bearer_auth(&token).send().unwrap();
     assert_eq!(me.status(), 200);
+    // In the server's temporary directory: schemathesis leaves its .hypothesis/ database in its cwd.
     let out = Command::new(bin)
+        .current_dir(&server.data)
         .args(["run", &format!("{base}/openapi.json"), "--base-url", &base])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all", "--hypothesis-max-examples", "25", "--hypothesis-seed", "15"])
