@@ -12,6 +12,7 @@ use crate::dkim::{DkimResult, DkimStatus, DkimVerifier};
 use crate::dmarc::{check_dmarc, DmarcCheck};
 use crate::resolver::{Budget, Resolver};
 use crate::results::{AuthResults, MethodResult};
+pub use crate::spf::spf_name;
 use crate::spf::{Identity, SpfCheck};
 
 /// Everything checked about one message.
@@ -107,19 +108,6 @@ fn timed_out(message: Option<&mail_auth::AuthenticatedMessage<'_>>) -> Vec<DkimR
             reason: Some("DNS lookup timed out".into()),
         })
         .collect()
-}
-
-/// The RFC 8601 result name of an SPF result (RFC 7208 §2.6).
-pub fn spf_name(r: SpfResult) -> &'static str {
-    match r {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
-    }
 }
 
 /// The field: spf, one dkim per signature (or `dkim=none`), dmarc, arc.

@@ -97,6 +97,19 @@ pub async fn check_spf(resolver: &Resolver, budget: &mut Budget, input: SpfInput
             output
         }
     };
-    debug!(domain = output.domain(), result = %output.result(), "spf");
+    debug!(domain = output.domain(), result = spf_name(output.result()), "spf");
     SpfCheck { output, identity }
+}
+
+/// The RFC 8601 result name of an SPF result (RFC 7208 §2.6).
+pub fn spf_name(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
 }

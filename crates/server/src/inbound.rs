@@ -18,7 +18,7 @@ use mailroom_auth::spf::{check_spf, SpfCheck, SpfInput};
 use mailroom_proto::{Enhanced, Reply, ReversePath};
 use mailroom_store::{MailboxId, Store};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{Config, ConfigError};
 use crate::config_inbound::{DmarcMode, SpfFail, TempError};
@@ -82,12 +82,16 @@ impl Inbound {
             ReversePath::Mailbox(a) => Some(format!("{}@{}", a.local(), a.domain().as_str())),
             ReversePath::Null => None,
         };
-        let task = tokio::spawn(async move {
-            let mut budget = resolver.budget();
-            let input = SpfInput { ip, helo: &helo, mail_from: from.as_deref(), hostname: &hostname };
-            let check = check_spf(&resolver, &mut budget, input).await;
-            (check, budget)
-        });
+        // In the session's span, so that its log line names the session.
+        let task = tokio::spawn(
+            async move {
+                let mut budget = resolver.budget();
+                let input = SpfInput { ip, helo: &helo, mail_from: from.as_deref(), hostname: &hostname };
+                let check = check_spf(&resolver, &mut budget, input).await;
+                (check, budget)
+            }
+            .instrument(tracing::Span::current()),
+        );
         let mut task = SpfTask(task);
         if self.settings.spf_fail == SpfFail::Tag {
             return Ok(Spf::Running(task));
