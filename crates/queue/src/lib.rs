@@ -9,6 +9,7 @@
 //!   shared backend (PostgreSQL) can implement later.
 //! - [`request`]: flush/delete/bounce requests that `mailroom queue` leaves for the running server.
 //! - [`backoff`]: retry arithmetic ([`next_retry`]) and expiry ([`is_expired`]).
+//! - `dirsync`: the group commit of `env/`'s fsyncs (concurrent removals and rewrites share one).
 //! - [`lock`]: the marker of a running server, so the CLI knows whether it may act on its own.
 //!
 //! # On disk
@@ -42,7 +43,7 @@
 //! "In flight" lives only in memory (a [`Claim`]); pending, deferred (with the next attempt, the last
 //! reply, the remote MTA and the status) and the final states are in the envelope file. Each
 //! [`Queue::record`] rewrites the whole envelope atomically (write `<id>.tmp`, fdatasync, rename over
-//! `<id>`, fsync `env/`) before it returns, and the entry (envelope first, then message) is removed when
+//! `<id>`, fsync `env/` — one fsync shared by the rewrites and removals that happen meanwhile, `dirsync`) before it returns, and the entry (envelope first, then message) is removed when
 //! every recipient is final.
 //!
 //! **At-least-once.** A result is durable before the relay moves on, so after a crash a recipient
@@ -56,6 +57,7 @@
 
 pub mod backend;
 pub mod backoff;
+mod dirsync;
 pub mod envelope;
 pub mod error;
 pub mod lock;

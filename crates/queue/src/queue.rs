@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use mailroom_store::fsync;
 use mailroom_store::Spool;
 
+use crate::dirsync::DirSyncer;
 use crate::envelope::{unix_secs, Attempt, Envelope, State, MAX_HISTORY};
 use crate::error::{io_err, QueueError};
 use crate::request::{self, Request, ALL, MAX_REQUESTS_PER_POLL};
@@ -145,6 +146,8 @@ struct Dirs {
 
 struct Inner {
     dirs: Dirs,
+    /// `env/`'s fsyncs, shared by the removals and rewrites that happen at the same time.
+    env_sync: DirSyncer,
     state: Mutex<Memory>,
 }
 
@@ -210,7 +213,8 @@ impl Queue {
         for d in [&dirs.msg, &dirs.env, &dirs.corrupt, &dirs.requests] {
             fsync::create_dir_synced(d).map_err(io_err("create", d))?;
         }
-        let queue = Queue { inner: Arc::new(Inner { dirs, state: Mutex::new(Memory::default()) }) };
+        let env_sync = DirSyncer::new(dirs.env.clone());
+        let queue = Queue { inner: Arc::new(Inner { dirs, env_sync, state: Mutex::new(Memory::default()) }) };
         queue.reload()?;
         queue.remove_orphans();
         Ok(queue)
@@ -578,7 +582,7 @@ impl Queue {
             f.write_all(&bytes).map_err(io_err("write", &tmp))?;
             fsync::sync_data(&f).map_err(io_err("fsync", &tmp))?;
             fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-            fsync::sync_dir(dir).map_err(io_err("fsync", dir))
+            self.inner.env_sync.sync().map_err(io_err("fsync", dir))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -595,7 +599,7 @@ impl Queue {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(QueueError::io("remove", &env, e)),
             _ => {}
         }
-        fsync::sync_dir(&dirs.env).map_err(io_err("fsync", &dirs.env))?;
+        self.inner.env_sync.sync().map_err(io_err("fsync", &dirs.env))?;
         let msg = dirs.msg.join(id);
         match fs::remove_file(&msg) {
             // The envelope is gone: a leftover message is removed as an orphan at a later open.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mailroom_proto::params::{Notify as ProtoNotify, Orcpt, RcptParams, Ret as ProtoRet};
 use mailroom_proto::{Address, ForwardPath, ReversePath};
@@ -73,8 +73,14 @@ impl Relay {
         let mut tasks: JoinSet<()> = JoinSet::new();
         tokio::pin!(shutdown);
         let mut gauges = crate::metrics::Gauges::default();
+        let mut requests_read: Option<Instant> = None;
         loop {
-            this.handle_requests(&mut tasks).await;
+            // The CLI's requests are files: read their directory twice per REQUEST_POLL, not at every
+            // wake-up (each commit and each result is one).
+            if requests_read.is_none_or(|t| t.elapsed() >= REQUEST_POLL / 2) {
+                requests_read = Some(Instant::now());
+                this.handle_requests(&mut tasks).await;
+            }
             this.pool.purge();
             this.start_due(&mut tasks).await;
             gauges.update(&this.queue);
@@ -157,6 +163,10 @@ impl Relay {
 
     /// Claims every due recipient, checks what needs no connection, and starts one task per destination.
     async fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        if self.is_busy() {
+            // Nothing could start: do not scan the queue (every commit and every result wakes us).
+            return;
+        }
         let now = SystemTime::now();
         let mut groups: HashMap<Destination, Vec<Work>> = HashMap::new();
         for entry in self.queue.due(now) {
@@ -351,8 +361,18 @@ impl Relay {
                 tracing::error!(id = %env.id, error = %e, "cannot record the delay warning");
             }
         }
-        if let Err(e) = self.queue.record(claim, outcomes) {
-            tracing::error!(id = %env.id, error = %e, "cannot record delivery results; they will be retried");
+        // Recording syncs the queue's files: off the async workers, so that a slow fsync stalls no
+        // session (the envelope directory's fsync is shared by the results recorded meanwhile).
+        let queue = self.queue.clone();
+        let recorded = tokio::task::spawn_blocking(move || queue.record(claim, outcomes)).await;
+        match recorded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(id = %env.id, error = %e, "cannot record delivery results; they will be retried")
+            }
+            Err(e) => {
+                tracing::error!(id = %env.id, error = %e, "recording delivery results failed; they will be retried")
+            }
         }
     }
 
