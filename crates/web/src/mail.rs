@@ -9,6 +9,7 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_parser::{HeaderName, MessageParser};
@@ -109,8 +110,20 @@ pub fn is_id(id: &str) -> bool {
 }
 
 impl Folder {
-    /// Every message in `new/` and `cur/`, newest first (modification time, then name).
-    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+    /// A folder at `dir` (unit tests of the listing cache).
+    #[cfg(test)]
+    pub fn for_test(dir: &Path) -> Folder {
+        Folder { name: INBOX.to_owned(), dir: dir.to_path_buf() }
+    }
+
+    /// Every message in `new/` and `cur/`, newest first (modification time, then name); from the
+    /// listing cache (`crate::listing`) while the two directories are unchanged.
+    pub fn entries(&self) -> io::Result<Arc<Vec<Entry>>> {
+        crate::listing::entries(&self.dir, || self.scan())
+    }
+
+    /// Lists `new/` and `cur/` (one `stat` per message), newest first.
+    fn scan(&self) -> io::Result<Vec<Entry>> {
         let mut found = Vec::new();
         for (sub, is_new) in [("new", true), ("cur", false)] {
             let entries = match fs::read_dir(self.dir.join(sub)) {
@@ -143,7 +156,7 @@ impl Folder {
         if !is_id(id) {
             return Ok(None);
         }
-        Ok(self.entries()?.into_iter().find(|e| e.id == id))
+        Ok(self.entries()?.iter().find(|e| e.id == id).cloned())
     }
 
     /// Sets or clears the Seen flag: the file moves to `cur/` with `:2,<flags>` (flags sorted, as the
@@ -159,6 +172,7 @@ impl Folder {
         let name = format!("{base}:2,{}", flags.into_iter().collect::<String>());
         let cur = self.dir.join("cur");
         fs::create_dir_all(&cur)?;
+        crate::listing::forget(&self.dir);
         fs::rename(&entry.path, cur.join(name))?;
         sync_parents(&entry.path, &cur)
     }
@@ -173,12 +187,15 @@ impl Folder {
         if target.join(&entry.file).exists() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a message with that name is there"));
         }
+        crate::listing::forget(&self.dir);
+        crate::listing::forget(&dest.dir);
         fs::rename(&entry.path, target.join(&entry.file))?;
         sync_parents(&entry.path, &target)
     }
 
     /// Removes the message for good (an IMAP expunge).
     pub fn delete(&self, entry: &Entry) -> io::Result<()> {
+        crate::listing::forget(&self.dir);
         fs::remove_file(&entry.path)?;
         match entry.path.parent() {
             Some(dir) => mailroom_store::fsync::sync_dir(dir),

@@ -33,6 +33,7 @@ pub struct AppState {
     pub logins: LoginLimiter,
     pub tokens: TokenFile,
     pub metrics: Option<MetricsRender>,
+    pub submitter: Option<mailroom_server::submit::Submitter>,
     pub pages: crate::page::Pages,
     /// Permits for live views (at most [`MAX_EVENT_STREAMS`]).
     pub event_streams: Arc<tokio::sync::Semaphore>,
@@ -53,6 +54,7 @@ impl AppState {
             sessions: Sessions::default(),
             logins,
             metrics: ctx.metrics,
+            submitter: ctx.submitter,
             pages: crate::page::Pages::new(),
             event_streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }
