@@ -160,9 +160,8 @@ fn check(draft: &Draft, user: &str) -> ApiResult<Checked> {
     if draft.to.len() + draft.cc.len() + draft.bcc.len() > MAX_ADDRESS_ENTRIES {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "too_many_recipients", "too many recipients"));
     }
-    let from = parse_mailbox(draft.from.as_deref().unwrap_or(user)).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_sender", e.message.replacen("recipient", "sender", 1))
-    })?;
+    let from = parse_mailbox(draft.from.as_deref().unwrap_or(user))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_sender", e.message))?;
     let list = |l: &[String]| l.iter().map(|e| parse_mailbox(e)).collect::<ApiResult<Vec<_>>>();
     let (to, cc, bcc) = (list(&draft.to)?, list(&draft.cc)?, list(&draft.bcc)?);
     let mut rcpts: Vec<Address> = Vec::new();
@@ -296,4 +295,53 @@ pub fn reply_draft(raw: &[u8], forward: bool) -> Draft {
     references.extend(id.clone());
     let quoted: String = body.lines().map(|l| format!("> {l}\n")).collect();
     Draft { to: vec![to], subject, text: format!("\n\n{quoted}"), in_reply_to: id, references, ..Draft::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_split_on_commas_outside_quotes_and_brackets() {
+        let l = split_list(r#""Doe, Jane" <jane@x.test>, bob@x.test; <odd,one@x.test> , "#);
+        assert_eq!(l, [r#""Doe, Jane" <jane@x.test>"#, "bob@x.test", "<odd,one@x.test>"]);
+        let (name, addr) = parse_mailbox(&l[0]).unwrap();
+        assert_eq!((name.as_deref(), addr.to_string().as_str()), (Some("Doe, Jane"), "jane@x.test"));
+        assert_eq!(parse_mailbox("bob@x.test").unwrap().0, None);
+        for bad in ["", "bob", "a b@x.test", "bob@x.test\r\nBcc: evil@x.test", "bøb@x.test", "<>"] {
+            assert_eq!(parse_mailbox(bad).unwrap_err().code, "invalid_recipient", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_answers_the_sender_and_keeps_the_thread() {
+        let raw = b"From: Carol <carol@x.test>\r\nReply-To: list@x.test\r\nSubject: Plans\r\n\
+                    Message-ID: <m2@x.test>\r\nReferences: <m1@x.test>\r\n\r\nShall we?\r\n";
+        let d = reply_draft(raw, false);
+        assert_eq!(d.to, ["list@x.test"], "Reply-To wins over From");
+        assert_eq!(d.subject, "Re: Plans");
+        assert_eq!(d.in_reply_to.as_deref(), Some("<m2@x.test>"));
+        assert_eq!(d.references, ["<m1@x.test>", "<m2@x.test>"]);
+        assert!(d.text.contains("> Shall we?"));
+        assert_eq!(reply_draft(b"Subject: Re: Plans\r\n\r\nx\r\n", false).subject, "Re: Plans", "no Re: Re:");
+        let f = reply_draft(raw, true);
+        assert!(f.to.is_empty() && f.subject == "Fwd: Plans" && f.text.contains("Shall we?"), "{f:?}");
+    }
+
+    #[test]
+    fn the_built_message_has_no_bcc() {
+        let draft = Draft {
+            to: vec!["b@x.test".into()],
+            bcc: vec!["hidden@x.test".into()],
+            subject: "s".into(),
+            text: "t\r\n".into(),
+            ..Draft::default()
+        };
+        let checked = check(&draft, "a@x.test").unwrap();
+        assert_eq!(checked.rcpts.len(), 2);
+        let (bytes, id) = build(&draft, &checked).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(!text.to_lowercase().contains("hidden") && !text.to_lowercase().contains("bcc"), "{text}");
+        assert!(text.contains(&format!("Message-ID: {id}")) && id.ends_with("@x.test>"), "{text}");
+    }
 }

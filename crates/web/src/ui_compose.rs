@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::api::{self, blocking};
 use crate::auth::Caller;
 use crate::compose::{self, Draft};
+use crate::errors::ApiError;
 use crate::listener::Peer;
 use crate::mail;
 use crate::state::AppState;
@@ -25,16 +26,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .layer(axum::extract::DefaultBodyLimit::max(compose::MAX_COMPOSE_REQUEST))
 }
 
-fn render(state: &AppState, caller: &Caller, draft: &Draft, error: Option<String>) -> Response {
+fn render(state: &AppState, caller: &Caller, draft: &Draft, error: Option<ApiError>) -> Response {
     let d = context! {
         from => draft.from, to => draft.to, cc => draft.cc, bcc => draft.bcc, subject => draft.subject,
         text => draft.text, in_reply_to => draft.in_reply_to, references => draft.references,
     };
     let folders = mail::folders(&caller.mailbox);
+    let status = error.as_ref().map(|e| e.status);
+    let error = error.map(|e| format!("{} ({})", e.message, e.code));
     let mut r =
         state.pages.render("compose.html", context! { me => me(caller), folders => folders, d => d, error => error });
-    if error.is_some() {
-        *r.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    if let Some(status) = status {
+        *r.status_mut() = status;
     }
     r
 }
@@ -107,6 +110,6 @@ async fn send(
     let draft = form.draft();
     match compose::submit(&state, &caller, peer, &draft).await {
         Ok(sent) => Redirect::to(&format!("/folders/INBOX?sent={}", crate::ui::urlencode(&sent.id))).into_response(),
-        Err(e) => render(&state, &caller, &draft, Some(format!("{} ({})", e.message, e.code))),
+        Err(e) => render(&state, &caller, &draft, Some(e)),
     }
 }
