@@ -155,7 +155,7 @@ pub async fn csrf_guard(State(state): State<Arc<AppState>>, request: Request, ne
     }
     let (parts, body) = request.into_parts();
     // The largest body any route takes (compose); each route's own limit applies after this.
-    let Ok(bytes) = axum::body::to_bytes(body, crate::compose::MAX_COMPOSE_REQUEST).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, crate::state::MAX_COMPOSE_REQUEST).await else {
         return ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
             .into_response();
     };

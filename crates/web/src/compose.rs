@@ -22,11 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::errors::{ApiError, ApiResult};
 use crate::listener::Peer;
-use crate::state::AppState;
+use crate::state::{AppState, MAX_COMPOSE_REQUEST};
 
-/// Largest compose request (JSON or form): text only, no attachments. Larger than the other routes'
-/// [`crate::state::MAX_REQUEST_BODY`]; the message itself is bounded by `[limits] max_message_size`.
-pub const MAX_COMPOSE_REQUEST: usize = 1024 * 1024;
 /// Longest subject, in characters: one header line's limit (RFC 5322 §2.1.1, 998 octets).
 pub const MAX_SUBJECT: usize = 998;
 /// Longest address entry (display name and address), in octets.

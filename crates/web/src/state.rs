@@ -18,6 +18,10 @@ use crate::{MetricsRender, WebContext};
 /// move request.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
+/// Largest compose request (JSON or form): text only, no attachments. Larger than the other routes'
+/// [`MAX_REQUEST_BODY`]; the message itself is bounded by `[limits] max_message_size`.
+pub const MAX_COMPOSE_REQUEST: usize = 1024 * 1024;
+
 /// Live views (server-sent event streams) open at once, over all users: each costs two stats per poll.
 pub const MAX_EVENT_STREAMS: usize = 256;
 

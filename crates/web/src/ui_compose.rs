@@ -23,7 +23,7 @@ use crate::ui::{error_page, me};
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/compose", get(compose_page).post(send))
-        .layer(axum::extract::DefaultBodyLimit::max(compose::MAX_COMPOSE_REQUEST))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::state::MAX_COMPOSE_REQUEST))
 }
 
 fn render(state: &AppState, caller: &Caller, draft: &Draft, error: Option<ApiError>) -> Response {
