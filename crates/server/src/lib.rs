@@ -4,8 +4,8 @@
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
 //! to the store and the outbound queue (`delivery`), the window on the relay (`outbound`), AUTH (`auth`)
 //! TLS (`tls`), DKIM signing of submitted mail (`signing`) and in-process submission for the web
-//! interface (`submit`). Graceful shutdown: stop accepting, let
-//! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
+//! interface (`submit`). Graceful shutdown: stop accepting, let transactions under way finish within a
+//! grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
 mod auth;
