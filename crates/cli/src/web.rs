@@ -16,6 +16,7 @@ pub async fn start(
         tls: server.tls(),
         smtp_listeners: server.local_addrs(),
         metrics: Some(metrics()),
+        submitter: Some(server.submitter()),
     };
     let Some(web) = mailroom_web::bind(ctx).await? else { return Ok(None) };
     let shutdown = async move {

@@ -5,6 +5,8 @@
 //!   "mark read" moves the file to cur/ with the S flag, delete removes it; the inbox and message pages
 //!   are saved as screenshots under docs/screenshots/;
 //! - an admin retries a deferred queue entry from the queue page;
+//! - a user composes and sends a message; it appears in the recipient's inbox, who replies from the
+//!   message page (the reply form comes pre-filled) and the answer reaches the first user;
 //! - an HTML message carrying a catalogue of XSS payloads runs no script and fetches nothing from a
 //!   loopback canary server until the user clicks "load images".
 
@@ -143,6 +145,44 @@ fn browser_admin_retries_a_deferred_queue_entry() {
     bob.login(&base, "bob@example.test", PASSWORD);
     bob.goto(&format!("{base}/admin/queue"));
     assert!(bob.find_all("#queue").is_empty());
+}
+
+#[test]
+fn browser_compose_send_and_reply() {
+    if web_support::skip() {
+        return;
+    }
+    let (server, base) = server();
+    let alice = Browser::start();
+    alice.login(&base, "alice@example.test", PASSWORD);
+    alice.click("#compose");
+    alice.type_into("#compose-to", "Bob <bob@example.test>");
+    alice.type_into("#compose-subject", "Dinner on Friday");
+    alice.type_into("#compose-text", "Shall we meet at eight?");
+    alice.click("#send");
+    assert!(alice.text("#sent").contains("Message sent"), "the inbox says it was sent");
+    let stored = server.expect_new("bob@example.test", 1);
+    let text = std::fs::read_to_string(&stored[0]).unwrap();
+    assert!(text.contains("with HTTP (web interface, user alice@example.test)"), "{text}");
+
+    let bob = Browser::start();
+    bob.login(&base, "bob@example.test", PASSWORD);
+    assert!(bob.text("#messages").contains("Dinner on Friday"), "in bob's inbox");
+    bob.click("#messages tr a");
+    assert!(bob.text("#text-part").contains("Shall we meet at eight?"));
+    bob.click("#reply");
+    let to = bob.script("return document.getElementById('compose-to').value;");
+    assert!(to.as_str().unwrap().contains("alice@example.test"), "reply goes to the sender: {to}");
+    let subject = bob.script("return document.getElementById('compose-subject').value;");
+    assert_eq!(subject, "Re: Dinner on Friday");
+    bob.type_into("#compose-text", "Eight is fine.");
+    bob.click("#send");
+    bob.wait_for("#sent");
+    // Alice's open inbox shows the answer without a reload.
+    alice.wait_for("#messages tr.unread a");
+    assert!(alice.text("#messages").contains("Re: Dinner on Friday"));
+    let answer = std::fs::read_to_string(&server.expect_new("alice@example.test", 1)[0]).unwrap();
+    assert!(answer.contains("In-Reply-To: <") && answer.contains("Eight is fine."), "{answer}");
 }
 
 /// A loopback HTTP server that records the request line of every connection it gets.

@@ -475,7 +475,7 @@ impl Connection {
 /// transaction has one recipient, an address of ours. The stored file is one inode linked into every
 /// recipient's Maildir, so it cannot carry a different header per mailbox, and naming every recipient
 /// would show each the others (Bcc); Dovecot's LMTP likewise writes it only for a single recipient.
-fn delivered_to(routes: &[Route]) -> Option<&str> {
+pub(crate) fn delivered_to(routes: &[Route]) -> Option<&str> {
     match routes {
         [only] if only.is_served => Some(&only.rcpt),
         _ => None,

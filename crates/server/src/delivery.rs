@@ -305,8 +305,22 @@ pub(crate) fn success_notice<'a>(
 /// recipient that was forwarded as its ORCPT (RFC 3461 §4.2) unless the client gave one. The id and size
 /// are filled in by [`Receiving::finish`].
 pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemTime) -> Option<Envelope> {
+    envelope_of(&tx.from, tx.routes(), tx.rcpt_params(), &tx.params, origin, now)
+}
+
+/// [`envelope`] from its parts: the sender, each accepted recipient's route and RCPT parameters (in the
+/// same order) and the MAIL parameters (RET, ENVID). The in-process submission (`crate::submit`) builds
+/// its queue entry with this too.
+pub(crate) fn envelope_of(
+    from: &ReversePath,
+    routes: &[Route],
+    rcpt_params: &[RcptParams],
+    mail_params: &params::MailParams,
+    origin: Origin<'_>,
+    now: SystemTime,
+) -> Option<Envelope> {
     let mut remote: Vec<(&str, &Route, &RcptParams)> = Vec::new();
-    for (route, params) in tx.routes().iter().zip(tx.rcpt_params()) {
+    for (route, params) in routes.iter().zip(rcpt_params) {
         for address in &route.remotes {
             if !remote.iter().any(|(a, _, _)| a.eq_ignore_ascii_case(address)) {
                 remote.push((address, route, params));
@@ -316,7 +330,7 @@ pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemT
     if remote.is_empty() {
         return None;
     }
-    let from = match (remote.iter().find_map(|(_, r, _)| r.sender.as_ref()), &tx.from) {
+    let from = match (remote.iter().find_map(|(_, r, _)| r.sender.as_ref()), from) {
         (Some(sender), _) => sender.clone(),
         (None, ReversePath::Null) => String::new(),
         (None, ReversePath::Mailbox(a)) => a.to_string(),
@@ -330,11 +344,11 @@ pub(crate) fn envelope(tx: &Transaction<Route>, origin: Origin<'_>, now: SystemT
             rcpt.orcpt = Some(format!("rfc822;{}", route.rcpt));
         }
     }
-    env.ret = tx.params.ret.map(|r| match r {
+    env.ret = mail_params.ret.map(|r| match r {
         params::Ret::Full => mailroom_queue::Ret::Full,
         params::Ret::Hdrs => mailroom_queue::Ret::Hdrs,
     });
-    env.envid.clone_from(&tx.params.envid);
+    env.envid.clone_from(&mail_params.envid);
     env.auth = origin.auth.map(str::to_owned);
     env.client = Some(origin.client.to_string());
     Some(env)

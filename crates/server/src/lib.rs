@@ -3,8 +3,9 @@
 //! Listeners and the connection cap (here), the per-connection driver (`connection`), the policy that
 //! decides about senders and routes recipients (`policy`), per-address limits (`limits`), the hand-off
 //! to the store and the outbound queue (`delivery`), the window on the relay (`outbound`), AUTH (`auth`)
-//! TLS (`tls`) and DKIM signing of submitted mail (`signing`). Graceful shutdown: stop accepting, let
-//! transactions under way finish within a grace period, 421 4.3.2 to idle sessions.
+//! TLS (`tls`), DKIM signing of submitted mail (`signing`) and in-process submission for the web
+//! interface (`submit`). Graceful shutdown: stop accepting, let transactions under way finish within a
+//! grace period, 421 4.3.2 to idle sessions.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -25,6 +26,7 @@ mod quota;
 mod shared;
 pub mod signing;
 mod stream;
+pub mod submit;
 pub mod tls;
 pub mod trace;
 mod vacation;
@@ -127,6 +129,13 @@ impl Server {
     /// The DKIM signing keys, to reload on SIGHUP.
     pub fn signing(&self) -> Arc<signing::Signing> {
         self.shared.signing.clone()
+    }
+
+    /// In-process submission for users authenticated elsewhere (the web interface's compose): the same
+    /// sender binding, routing, limits, signing and commit as SMTP AUTH submission. Take it after
+    /// [`Server::with_outbound`] (which needs the server's state unshared) so it sees the relay.
+    pub fn submitter(&self) -> submit::Submitter {
+        submit::Submitter::new(self.shared.clone())
     }
 
     /// A handle to reload the TLS certificate and key (on SIGHUP).

@@ -154,7 +154,8 @@ pub async fn csrf_guard(State(state): State<Arc<AppState>>, request: Request, ne
         return csrf_refusal("missing CSRF token");
     }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, crate::state::MAX_REQUEST_BODY).await else {
+    // The largest body any route takes (compose); each route's own limit applies after this.
+    let Ok(bytes) = axum::body::to_bytes(body, crate::state::MAX_COMPOSE_REQUEST).await else {
         return ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body too large")
             .into_response();
     };

@@ -9,20 +9,25 @@
 //!   password checks off the async threads with SMTP AUTH's failure delay; `session`: the session table;
 //! - `health`: `/healthz`, `/readyz`, `/metrics`;
 //! - [`tokens`]: API tokens (`mailroom token create`), stored hashed in the data directory;
+//! - `listing`: the listing cache (each folder's sorted listing while its `new/` and `cur/` are unchanged);
+//! - `compose`: compose and send (`POST /api/v1/messages/send` and the compose page), through the
+//!   server's in-process submission (`mailroom_server::submit`);
 //! - `mail`: a user's Maildir as the API sees it (folders, listing, flags, move, delete) — every id is
 //!   matched against the user's own directory listing, no path is built from request input;
 //! - `message`: one message parsed for display (headers, text, sanitised HTML, attachments);
 //! - `api`, `api_admin`: the JSON API under `/api/v1` (its OpenAPI document is `openapi.json` beside
-//!   them); `ui`, `ui_admin`: the server-rendered pages; `page`: templates, assets and security headers;
+//!   them); `ui`, `ui_admin`, `ui_compose`: the server-rendered pages; `page`: templates, assets and security headers;
 //! - `errors`: the JSON error body with its stable codes.
 #![forbid(unsafe_code)]
 
 mod api;
 mod api_admin;
 mod auth;
+mod compose;
 mod errors;
 mod health;
 mod listener;
+mod listing;
 mod login;
 mod mail;
 mod message;
@@ -32,6 +37,7 @@ mod state;
 pub mod tokens;
 mod ui;
 mod ui_admin;
+mod ui_compose;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,6 +64,8 @@ pub struct WebContext {
     pub smtp_listeners: Vec<SocketAddr>,
     /// `/metrics`; None: 404 there.
     pub metrics: Option<MetricsRender>,
+    /// Compose and send ([`mailroom_server::Server::submitter`]); None: sending answers 503.
+    pub submitter: Option<mailroom_server::submit::Submitter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +136,8 @@ fn routes(state: Arc<state::AppState>) -> axum::Router {
         .route("/metrics", get(health::metrics))
         .merge(ui::routes())
         .merge(ui_admin::routes())
-        .nest("/api/v1", api::routes().merge(api_admin::routes()))
+        .merge(ui_compose::routes())
+        .nest("/api/v1", api::routes().merge(api_admin::routes()).merge(compose::routes()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::csrf_guard))
         .layer(axum::middleware::from_fn(page::security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(state::MAX_REQUEST_BODY))

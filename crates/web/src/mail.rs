@@ -9,11 +9,20 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mail_parser::{HeaderName, MessageParser};
 use mailroom_store::Mailbox;
 use serde::Serialize;
+
+use crate::listing::Listings;
+
+/// The process's listing cache (`crate::listing`): each folder's sorted entries while it is unchanged.
+fn listings() -> &'static Listings<Entry> {
+    static LISTINGS: OnceLock<Listings<Entry>> = OnceLock::new();
+    LISTINGS.get_or_init(Listings::default)
+}
 
 /// The name the API and UI give the mailbox's own Maildir (new/ + cur/), as IMAP does.
 pub const INBOX: &str = "INBOX";
@@ -109,8 +118,20 @@ pub fn is_id(id: &str) -> bool {
 }
 
 impl Folder {
-    /// Every message in `new/` and `cur/`, newest first (modification time, then name).
-    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+    /// A folder at `dir` (unit tests of the listing cache).
+    #[cfg(test)]
+    pub fn for_test(dir: &Path) -> Folder {
+        Folder { name: INBOX.to_owned(), dir: dir.to_path_buf() }
+    }
+
+    /// Every message in `new/` and `cur/`, newest first (modification time, then name); from the
+    /// listing cache (`crate::listing`) while the two directories are unchanged.
+    pub fn entries(&self) -> io::Result<Arc<Vec<Entry>>> {
+        listings().entries(&self.dir, || self.scan())
+    }
+
+    /// Lists `new/` and `cur/` (one `stat` per message), newest first.
+    fn scan(&self) -> io::Result<Vec<Entry>> {
         let mut found = Vec::new();
         for (sub, is_new) in [("new", true), ("cur", false)] {
             let entries = match fs::read_dir(self.dir.join(sub)) {
@@ -143,7 +164,7 @@ impl Folder {
         if !is_id(id) {
             return Ok(None);
         }
-        Ok(self.entries()?.into_iter().find(|e| e.id == id))
+        Ok(self.entries()?.iter().find(|e| e.id == id).cloned())
     }
 
     /// Sets or clears the Seen flag: the file moves to `cur/` with `:2,<flags>` (flags sorted, as the
@@ -159,6 +180,7 @@ impl Folder {
         let name = format!("{base}:2,{}", flags.into_iter().collect::<String>());
         let cur = self.dir.join("cur");
         fs::create_dir_all(&cur)?;
+        listings().forget(&self.dir);
         fs::rename(&entry.path, cur.join(name))?;
         sync_parents(&entry.path, &cur)
     }
@@ -173,12 +195,15 @@ impl Folder {
         if target.join(&entry.file).exists() {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "a message with that name is there"));
         }
+        listings().forget(&self.dir);
+        listings().forget(&dest.dir);
         fs::rename(&entry.path, target.join(&entry.file))?;
         sync_parents(&entry.path, &target)
     }
 
     /// Removes the message for good (an IMAP expunge).
     pub fn delete(&self, entry: &Entry) -> io::Result<()> {
+        listings().forget(&self.dir);
         fs::remove_file(&entry.path)?;
         match entry.path.parent() {
             Some(dir) => mailroom_store::fsync::sync_dir(dir),
@@ -284,5 +309,116 @@ impl Search {
         let needle = text.to_lowercase();
         let body = message.body_text(0).unwrap_or_default().to_lowercase();
         body.contains(&needle) || summary.subject.to_lowercase().contains(&needle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::{MAX_CACHED_FOLDERS, SETTLE};
+    use std::time::Duration;
+
+    fn is_cached(dir: &Path) -> bool {
+        listings().is_cached(dir)
+    }
+
+    fn usage() -> (usize, usize) {
+        listings().usage()
+    }
+
+    /// Sets the times of `new/` and `cur/` back by `ago` (their change times stay now).
+    fn age(dir: &Path, ago: Duration) {
+        for sub in ["new", "cur"] {
+            let t = SystemTime::now() - ago;
+            fs::File::open(dir.join(sub)).unwrap().set_modified(t).unwrap();
+        }
+    }
+
+    fn maildir() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("box");
+        for sub in ["tmp", "new", "cur"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        for i in 0..3 {
+            fs::write(dir.join("new").join(format!("100{i}.M1P1.host,S=10")), "Subject: x\n\nbody\n").unwrap();
+        }
+        (tmp, dir)
+    }
+
+    /// Waits until the directories' change times (which cannot be set back) are older than SETTLE.
+    fn settle() {
+        std::thread::sleep(SETTLE + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn changes_made_outside_the_web_are_seen_on_the_next_listing() {
+        let (_tmp, dir) = maildir();
+        let folder = Folder::for_test(&dir);
+        assert_eq!(folder.entries().unwrap().len(), 3);
+        assert!(!is_cached(&dir), "a folder that just changed is not cached");
+        age(&dir, Duration::from_secs(10));
+        settle();
+        assert_eq!(folder.entries().unwrap().len(), 3);
+        assert!(is_cached(&dir), "a settled folder is cached");
+        let cached = folder.entries().unwrap();
+        assert!(Arc::ptr_eq(&cached, &folder.entries().unwrap()), "unchanged: the same listing");
+
+        // A delivery by someone else: a new file in new/.
+        fs::write(dir.join("new/2000.M2P2.host,S=10"), "Subject: y\n\nbody\n").unwrap();
+        let listed = folder.entries().unwrap();
+        assert_eq!(listed.len(), 4, "the new message is listed");
+
+        // A flag change by an IMAP server: new/ -> cur/ with :2,S, on a cached listing.
+        age(&dir, Duration::from_secs(10));
+        settle();
+        assert_eq!(folder.entries().unwrap().len(), 4);
+        assert!(is_cached(&dir));
+        fs::rename(dir.join("new/1001.M1P1.host,S=10"), dir.join("cur/1001.M1P1.host,S=10:2,S")).unwrap();
+        let listed = folder.entries().unwrap();
+        let e = listed.iter().find(|e| e.id == "1001.M1P1.host").unwrap();
+        assert!(e.is_seen() && !e.is_new, "the flag change is seen: {e:?}");
+    }
+
+    #[test]
+    fn a_change_that_keeps_the_modification_time_is_still_seen() {
+        let (_tmp, dir) = maildir();
+        let folder = Folder::for_test(&dir);
+        age(&dir, Duration::from_secs(10));
+        settle();
+        assert_eq!(folder.entries().unwrap().len(), 3);
+        assert!(is_cached(&dir));
+        // Two changes in one tick look like this: the modification time as it was.
+        let before = fs::metadata(dir.join("new")).unwrap().modified().unwrap();
+        fs::remove_file(dir.join("new/1000.M1P1.host,S=10")).unwrap();
+        fs::File::open(dir.join("new")).unwrap().set_modified(before).unwrap();
+        assert_eq!(fs::metadata(dir.join("new")).unwrap().modified().unwrap(), before);
+        assert_eq!(folder.entries().unwrap().len(), 2, "the change time told");
+    }
+
+    #[test]
+    fn the_web_s_own_changes_forget_the_listing_and_the_cache_is_bounded() {
+        let (_tmp, dir) = maildir();
+        let folder = Folder::for_test(&dir);
+        age(&dir, Duration::from_secs(10));
+        settle();
+        let entries = folder.entries().unwrap();
+        assert!(is_cached(&dir));
+        folder.set_seen(&entries[0], true).unwrap();
+        assert!(!is_cached(&dir), "set_seen forgets");
+
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..MAX_CACHED_FOLDERS + 5 {
+            let d = tmp.path().join(format!("f{i}"));
+            fs::create_dir_all(d.join("new")).unwrap();
+            fs::create_dir_all(d.join("cur")).unwrap();
+            age(&d, Duration::from_secs(10));
+        }
+        settle();
+        for i in 0..MAX_CACHED_FOLDERS + 5 {
+            Folder::for_test(&tmp.path().join(format!("f{i}"))).entries().unwrap();
+        }
+        assert!(usage().0 <= MAX_CACHED_FOLDERS, "{:?}", usage());
+        assert!(is_cached(&tmp.path().join(format!("f{}", MAX_CACHED_FOLDERS + 4))), "the newest is kept");
     }
 }

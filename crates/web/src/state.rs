@@ -18,6 +18,10 @@ use crate::{MetricsRender, WebContext};
 /// move request.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
+/// Largest compose request (JSON or form): text only, no attachments. Larger than the other routes'
+/// [`MAX_REQUEST_BODY`]; the message itself is bounded by `[limits] max_message_size`.
+pub const MAX_COMPOSE_REQUEST: usize = 1024 * 1024;
+
 /// Live views (server-sent event streams) open at once, over all users: each costs two stats per poll.
 pub const MAX_EVENT_STREAMS: usize = 256;
 
@@ -33,6 +37,7 @@ pub struct AppState {
     pub logins: LoginLimiter,
     pub tokens: TokenFile,
     pub metrics: Option<MetricsRender>,
+    pub submitter: Option<mailroom_server::submit::Submitter>,
     pub pages: crate::page::Pages,
     /// Permits for live views (at most [`MAX_EVENT_STREAMS`]).
     pub event_streams: Arc<tokio::sync::Semaphore>,
@@ -53,6 +58,7 @@ impl AppState {
             sessions: Sessions::default(),
             logins,
             metrics: ctx.metrics,
+            submitter: ctx.submitter,
             pages: crate::page::Pages::new(),
             event_streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }

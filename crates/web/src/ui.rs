@@ -111,7 +111,10 @@ async fn folder_page(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let (page, per_page, search) = match api::page_query(&api::query_map(q)) {
+    let query = api::query_map(q);
+    // After compose: the store's id of the message sent, shown as a note.
+    let sent = query.get("sent").filter(|id| mail::is_id(id)).cloned();
+    let (page, per_page, search) = match api::page_query(&query) {
         Ok(p) => p,
         Err(e) => return error_page(&state, Some(&caller), e),
     };
@@ -131,7 +134,7 @@ async fn folder_page(
         context! {
             me => me(&caller), folders => folders, page => page, pages => pages,
             search => context! { from => search.from, to => search.to, subject => search.subject, text => search.text },
-            is_search => !search.is_empty(),
+            is_search => !search.is_empty(), sent => sent,
         },
     )
 }

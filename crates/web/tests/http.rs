@@ -44,6 +44,7 @@ async fn a_busy_default_address_is_skipped_an_explicit_one_is_fatal() {
             tls: std::sync::Arc::new(tls),
             smtp_listeners: Vec::new(),
             metrics: None,
+            submitter: None,
         }
     };
     let err = mailroom_web::bind(ctx(Some(port))).await.err().expect("explicit busy address is an error");

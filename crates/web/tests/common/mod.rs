@@ -55,6 +55,7 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestWeb {
         tls: Arc::new(tls),
         smtp_listeners: Vec::new(),
         metrics: Some(Arc::new(|| "# TYPE test_metric counter\ntest_metric 1\n".to_string())),
+        submitter: None,
     };
     let web = mailroom_web::bind(ctx).await.unwrap().expect("bound");
     let addr = web.local_addr();
