@@ -215,7 +215,10 @@ fn report(args: &BenchArgs, mut t: Tally, elapsed: Duration, size: usize) -> Exi
         });
         println!("{v}");
     } else if args.connect_only {
-        println!("{} connections (greeting, EHLO, QUIT) over {} session(s) in {secs:.2} s", t.delivered, args.connections);
+        println!(
+            "{} connections (greeting, EHLO, QUIT) over {} session(s) in {secs:.2} s",
+            t.delivered, args.connections
+        );
         println!("{rate:.1} connections/s");
         println!(
             "latency (connect to the close after QUIT): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
