@@ -253,7 +253,7 @@ impl Connection {
             return Ok(());
         }
         let helo = self.session.helo().map_or("", |h| h.name.as_str()).to_string();
-        // Boxed: the SPF lookup's future is large and most sessions never build it (see `Big`).
+        // Boxed: the SPF lookup's future is large and most sessions never build it.
         self.spf = Some(Box::pin(inbound.handle_mail(ip, &helo, from)).await?);
         Ok(())
     }
