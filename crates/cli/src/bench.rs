@@ -69,6 +69,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Measure the cost of a connection on its own: each of --messages rounds connects, reads the
+    /// greeting, says EHLO and QUIT, and sends no mail (rates and latencies are then per connection).
+    #[arg(long)]
+    pub connect_only: bool,
 }
 
 #[derive(Default)]
@@ -160,6 +164,7 @@ fn run_inner(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 insecure: args.insecure,
                 allow_plaintext_auth: args.allow_plaintext_auth,
                 per_connection: args.per_connection,
+                connect_only: args.connect_only,
                 message: plan.message.clone(),
                 envelope: plan.envelope.clone(),
                 remaining: remaining.clone(),
@@ -196,6 +201,7 @@ fn report(args: &BenchArgs, mut t: Tally, elapsed: Duration, size: usize) -> Exi
         let v = serde_json::json!({
             "server": args.server,
             "connections": args.connections,
+            "connect_only": args.connect_only,
             "messages": args.messages,
             "size": size,
             "recipients": args.recipients,
@@ -208,6 +214,19 @@ fn report(args: &BenchArgs, mut t: Tally, elapsed: Duration, size: usize) -> Exi
             "latency_ms": {"p50": pct(50.0), "p90": pct(90.0), "p99": pct(99.0), "max": pct(100.0)},
         });
         println!("{v}");
+    } else if args.connect_only {
+        println!(
+            "{} connections (greeting, EHLO, QUIT) over {} session(s) in {secs:.2} s",
+            t.delivered, args.connections
+        );
+        println!("{rate:.1} connections/s");
+        println!(
+            "latency (connect to the close after QUIT): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            pct(50.0),
+            pct(90.0),
+            pct(99.0),
+            pct(100.0)
+        );
     } else {
         println!(
             "{} messages of {size} octets to {} recipient(s) over {} session(s) in {secs:.2} s",
@@ -221,11 +240,11 @@ fn report(args: &BenchArgs, mut t: Tally, elapsed: Duration, size: usize) -> Exi
             pct(99.0),
             pct(100.0)
         );
-        if errors > 0 {
-            println!("errors: {errors}");
-            for (k, n) in &t.errors {
-                println!("  {k}: {n}");
-            }
+    }
+    if !args.json && errors > 0 {
+        println!("errors: {errors}");
+        for (k, n) in &t.errors {
+            println!("  {k}: {n}");
         }
     }
     if errors == 0 {
@@ -244,6 +263,7 @@ struct Worker {
     insecure: bool,
     allow_plaintext_auth: bool,
     per_connection: u64,
+    connect_only: bool,
     message: Arc<Vec<u8>>,
     envelope: Arc<Envelope>,
     remaining: Arc<AtomicU64>,
@@ -262,52 +282,71 @@ impl Worker {
         self.bar.inc(1);
     }
 
+    fn builder(&self) -> mailroom_client::ClientBuilder {
+        let builder = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls);
+        let builder = match &self.credentials {
+            Some((u, p)) => builder.credentials(u.clone(), p.clone()),
+            None => builder,
+        };
+        let builder = match &self.cafile {
+            Some(f) => builder.cafile(f.clone()),
+            None => builder,
+        };
+        builder.insecure(self.insecure).allow_plaintext_auth(self.allow_plaintext_auth)
+    }
+
+    fn handle_success(&self, t0: Instant) {
+        let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+        t.latencies.push(t0.elapsed());
+        t.delivered += 1;
+        drop(t);
+        self.bar.inc(1);
+    }
+
     async fn run(self) {
         while self.claim() {
-            let builder = Client::builder(self.server.clone()).timeout(self.timeout).tls(self.tls);
-            let builder = match &self.credentials {
-                Some((u, p)) => builder.credentials(u.clone(), p.clone()),
-                None => builder,
-            };
-            let builder = match &self.cafile {
-                Some(f) => builder.cafile(f.clone()),
-                None => builder,
-            };
-            let builder = builder.insecure(self.insecure).allow_plaintext_auth(self.allow_plaintext_auth);
-            let mut client = match builder.connect().await {
+            let t0 = Instant::now();
+            let client = match self.builder().connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     self.error(error_key(&e));
                     continue;
                 }
             };
-            let mut sent = 0u64;
-            loop {
-                let t0 = Instant::now();
-                match client.send(&self.envelope, Message::from_bytes(&self.message)).await {
-                    Ok(outcome) if outcome.refused().next().is_none() => {
-                        let mut t = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-                        t.latencies.push(t0.elapsed());
-                        t.delivered += 1;
-                        drop(t);
-                        self.bar.inc(1);
-                    }
-                    Ok(outcome) => {
-                        let code = outcome.refused().next().and_then(|r| r.result.as_ref().err().map(|e| e.code));
-                        self.error(code.map_or("refused".into(), |c| c.to_string()));
-                    }
-                    Err(e) => {
-                        self.error(error_key(&e));
-                        break;
-                    }
+            if self.connect_only {
+                // The round counts once the server has answered QUIT: the whole connection, timed.
+                match client.quit().await {
+                    Ok(()) => self.handle_success(t0),
+                    Err(e) => self.error(error_key(&e)),
                 }
-                sent += 1;
-                if (self.per_connection > 0 && sent >= self.per_connection) || !self.claim() {
+                continue;
+            }
+            self.send_messages(client).await;
+        }
+    }
+
+    /// Sends messages over one connection until `per_connection` or the shared count runs out, then QUIT.
+    async fn send_messages(&self, mut client: Client) {
+        let mut sent = 0u64;
+        loop {
+            let t0 = Instant::now();
+            match client.send(&self.envelope, Message::from_bytes(&self.message)).await {
+                Ok(outcome) if outcome.refused().next().is_none() => self.handle_success(t0),
+                Ok(outcome) => {
+                    let code = outcome.refused().next().and_then(|r| r.result.as_ref().err().map(|e| e.code));
+                    self.error(code.map_or("refused".into(), |c| c.to_string()));
+                }
+                Err(e) => {
+                    self.error(error_key(&e));
                     break;
                 }
             }
-            let _ = client.quit().await;
+            sent += 1;
+            if (self.per_connection > 0 && sent >= self.per_connection) || !self.claim() {
+                break;
+            }
         }
+        let _ = client.quit().await;
     }
 }
 

@@ -100,7 +100,10 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("mailroom-log")
-        .finish(std::io::stderr());
+        // Buffered: the log thread writes every line queued meanwhile in one write(2) and flushes each
+        // time the queue is empty, so a line waits no longer than before (stderr itself is unbuffered,
+        // one system call per line).
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -70,14 +70,19 @@ impl Reply {
     }
 
     /// Appends the wire form: `250-first`, ..., `250 last`, each line ending in CRLF.
+    /// Written in place (no string per line): every reply of every session goes through here.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
         let n = self.lines.len().max(1);
+        // Code, separator, enhanced code and its space, CRLF: about 16 octets per line besides the text.
+        out.reserve(self.lines.iter().map(|l| l.len() + 16).sum::<usize>().max(16));
         for i in 0..n {
             let text = self.lines.get(i).map(|s| s.as_ref()).unwrap_or("");
             let sep = if i + 1 < n { '-' } else { ' ' };
-            out.extend_from_slice(format!("{}{}", self.code, sep).as_bytes());
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{}{}", self.code, sep);
             if let Some(e) = self.enhanced {
-                out.extend_from_slice(e.to_string().as_bytes());
+                let _ = write!(out, "{e}");
                 if !text.is_empty() {
                     out.push(b' ');
                 }
@@ -130,6 +135,16 @@ mod tests {
     fn multi_line_uses_dash_until_the_last() {
         let r = Reply::plain(250, "mx.example").line("PIPELINING").line("SIZE 10");
         assert_eq!(r.to_bytes(), b"250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    /// Every line carries the enhanced code; an empty line gets no space after it; a reply appends to
+    /// what is already queued.
+    #[test]
+    fn multi_line_with_enhanced_code_appends() {
+        let r = Reply::new(451, Enhanced(4, 3, 0), "first").line("").line("last");
+        let mut out = b"250 ok\r\n".to_vec();
+        r.write_to(&mut out);
+        assert_eq!(out, b"250 ok\r\n451-4.3.0 first\r\n451-4.3.0\r\n451 4.3.0 last\r\n");
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Connection {
     ) -> Option<Connection> {
         let mut stream = Stream::Plain(tcp);
         if role == Role::Submissions {
-            match handshake(stream, &shared, &mut phase).await {
+            match Box::pin(handshake(stream, &shared, &mut phase)).await {
                 Ok(tls) => stream = tls,
                 Err(e) => {
                     crate::metrics::record::tls_handshake_failed();
@@ -178,7 +178,7 @@ impl Connection {
                 continue;
             }
             if self.session.is_closed() {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+                self.close().await;
                 break;
             }
             if self.session.is_waiting() {
@@ -253,7 +253,8 @@ impl Connection {
             return Ok(());
         }
         let helo = self.session.helo().map_or("", |h| h.name.as_str()).to_string();
-        self.spf = Some(inbound.handle_mail(ip, &helo, from).await?);
+        // Boxed: the SPF lookup's future is large and most sessions never build it.
+        self.spf = Some(Box::pin(inbound.handle_mail(ip, &helo, from)).await?);
         Ok(())
     }
 
@@ -339,7 +340,9 @@ impl Connection {
                 let from = tx.map(|t| t.from.to_string()).unwrap_or_default();
                 let routes = tx.map_or(&[][..], |t| t.routes());
                 let mut locals = one_per_maildir(routes.iter().flat_map(Route::locals));
-                match r.finish_checks().await {
+                // Boxed (the checks' DNS futures are large), and only built when the message is checked.
+                let checked = if r.is_checked() { Box::pin(r.finish_checks()).await } else { None };
+                match checked {
                     Some(Outcome::Refuse(reply)) => return self.refuse_message(reply),
                     Some(Outcome::Deliver { junk, .. }) => locals = targets(&shared.store, locals, junk),
                     None => {}
@@ -390,7 +393,7 @@ impl Connection {
             return;
         }
         let plain = std::mem::replace(&mut self.stream, Stream::Gone);
-        match handshake(plain, &self.shared, &mut self.phase).await {
+        match Box::pin(handshake(plain, &self.shared, &mut self.phase)).await {
             Ok(tls) => {
                 self.stream = tls;
                 self.session.handle_tls_established(Instant::now());
@@ -408,7 +411,7 @@ impl Connection {
     }
 
     async fn handle_auth(&mut self, creds: Credentials) {
-        let decision = crate::auth::authenticate(&self.shared, creds).await;
+        let decision = Box::pin(crate::auth::authenticate(&self.shared, creds)).await;
         self.session.answer(decision);
     }
 
@@ -426,6 +429,15 @@ impl Connection {
         }
         self.session.handle_eof();
         false
+    }
+
+    /// Ends the connection after the last reply. Under TLS that sends close_notify (bounded by
+    /// [`CLOSE_TIMEOUT`]); a plain socket needs no shutdown(2) of its own: dropping it closes it, and its
+    /// FIN follows the replies already written (one system call less per connection).
+    async fn close(&mut self) {
+        if matches!(self.stream, Stream::Tls(_)) {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+        }
     }
 
     /// Gives the session the next slice of input already read; false when there is none to give.
@@ -523,5 +535,41 @@ fn abort_reason(reason: AbortReason) -> &'static str {
         AbortReason::BareLineEnding => "bare-line-ending",
         AbortReason::HeaderTooLarge => "header-too-large",
         AbortReason::Reset => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the future of a rare event's handler may add to a connection's future. Tokio moves a task's
+    /// whole future when it spawns it and as the task starts and ends, and a future is as large as its
+    /// largest await: the TLS handshake, SPF, the end-of-data checks and AUTH are boxed, so that a
+    /// connection that never uses them (most: greeting, EHLO, mail, QUIT) does not carry their size.
+    const MAX_RARE_HANDLER_FUTURE: usize = 512;
+
+    #[tokio::test]
+    async fn rare_large_awaits_are_boxed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::Config::default();
+        config.server.data_dir = dir.path().to_path_buf();
+        config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let server = crate::Server::bind(config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let (_phase_tx, phase) = watch::channel(Phase::Running);
+        let mut c = Connection::open(tcp, peer, Role::Smtp, server.shared.clone(), phase).await.unwrap();
+        let starttls = std::mem::size_of_val(&c.handle_starttls());
+        assert!(starttls <= MAX_RARE_HANDLER_FUTURE, "STARTTLS's future takes {starttls} octets");
+        let spf = std::mem::size_of_val(&c.start_spf(&NO_SENDER));
+        assert!(spf <= MAX_RARE_HANDLER_FUTURE, "SPF's future takes {spf} octets");
+        let creds = Credentials {
+            username: "u".into(),
+            password: mailroom_proto::sasl::Secret::new("p".into()),
+            mechanism: mailroom_proto::sasl::Mechanism::Plain,
+        };
+        let auth = std::mem::size_of_val(&c.handle_auth(creds));
+        assert!(auth <= MAX_RARE_HANDLER_FUTURE, "AUTH's future takes {auth} octets");
     }
 }

@@ -131,6 +131,11 @@ impl Receiving {
         }
     }
 
+    /// Whether the message goes through the inbound checks (`[inbound]`) at the end of data.
+    pub(crate) fn is_checked(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// The inbound checks at the end of data (None when the message is not checked): a message to store
     /// gets its Authentication-Results field below the trace headers.
     pub(crate) async fn finish_checks(&mut self) -> Option<Outcome> {

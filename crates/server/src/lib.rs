@@ -241,7 +241,9 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let phase = phase.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, role, shared, phase).await;
+                    // Boxed: tokio moves a task's future at spawn and as the task starts and ends; a
+                    // pointer moves cheaply, the session's state (kilobytes) once.
+                    Box::pin(connection::serve(stream, peer, role, shared, phase)).await;
                     drop(slot);
                     drop(permit);
                 });

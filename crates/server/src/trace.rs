@@ -25,24 +25,39 @@ pub struct TraceInfo<'a> {
     pub now: SystemTime,
 }
 
-/// The header block (LF line endings, as stored) prepended to every delivered message.
+/// Room for a typical trace block (Return-Path, Delivered-To, Received with its date), so that building
+/// it takes one allocation.
+const TRACE_CAPACITY: usize = 512;
+
+/// The longest HELO name written into the `Received:` field (a domain name is at most 255 octets, RFC 1035
+/// §2.3.4; the session bounds the command line anyway).
+const MAX_HELO_IN_TRACE: usize = 255;
+
+/// The header block (LF line endings, as stored) prepended to every delivered message. Written into one
+/// string (no intermediate ones): it is built for every message.
 pub fn trace_headers(t: &TraceInfo<'_>) -> String {
-    let helo: String =
-        t.helo.chars().map(|c| if c.is_alphanumeric() || ".-_:[]".contains(c) { c } else { '?' }).take(255).collect();
-    let mut h = format!("Return-Path: {}\n", t.from);
+    use std::fmt::Write as _;
+    let mut h = String::with_capacity(TRACE_CAPACITY);
+    // Writing into a String cannot fail.
+    let _ = writeln!(h, "Return-Path: {}", t.from);
     if let Some(to) = t.delivered_to {
-        h.push_str(&format!("Delivered-To: {to}\n"));
+        let _ = writeln!(h, "Delivered-To: {to}");
     }
-    h.push_str(&format!(
-        "Received: from {helo} ([{}])\n\tby {} (mailroom) with {} id {}",
-        t.peer, t.hostname, t.protocol, t.id
-    ));
+    h.push_str("Received: from ");
+    h.extend(t.helo.chars().take(MAX_HELO_IN_TRACE).map(|c| if is_comment_safe(c) { c } else { '?' }));
+    let _ = write!(h, " ([{}])\n\tby {} (mailroom) with {} id {}", t.peer, t.hostname, t.protocol, t.id);
     // RFC 5321 §7.2: naming every recipient would disclose Bcc recipients; name one only when alone.
     if let [only] = t.rcpts {
-        h.push_str(&format!("\n\tfor {only}"));
+        let _ = write!(h, "\n\tfor {only}");
     }
-    h.push_str(&format!(";\n\t{}\n", rfc5322_date(t.now)));
+    let _ = writeln!(h, ";\n\t{}", rfc5322_date(t.now));
     h
+}
+
+/// Whether a HELO name's character may stand in the `Received:` field as it is: letters, digits and
+/// the few marks of host names and address literals; anything else could end the comment or the field.
+fn is_comment_safe(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
 }
 
 /// `Sat, 28 Nov 2026 14:31:46 +0000` (RFC 5322 §3.3), in UTC: proto's one definition.
@@ -78,5 +93,30 @@ mod tests {
         let both = [a.clone(), b];
         t.rcpts = &both;
         assert!(!trace_headers(&t).contains("for "));
+    }
+
+    /// The block written in one string is the same as field by field: Delivered-To after Return-Path,
+    /// and a long HELO name cut at 255 characters.
+    #[test]
+    fn delivered_to_and_a_long_helo() {
+        let a = ForwardPath::Mailbox(Address::parse("a@x.test").unwrap());
+        let from = ReversePath::Mailbox(Address::parse("s@y.test").unwrap());
+        let helo = "h".repeat(300);
+        let t = TraceInfo {
+            helo: &helo,
+            peer: "::1".parse().unwrap(),
+            hostname: "mx.test",
+            protocol: "ESMTPS",
+            id: "ID2",
+            from: &from,
+            rcpts: std::slice::from_ref(&a),
+            delivered_to: Some("a+tag@x.test"),
+            now: UNIX_EPOCH,
+        };
+        let expected = format!(
+            "Return-Path: <s@y.test>\nDelivered-To: a+tag@x.test\nReceived: from {} ([::1])\n\tby mx.test (mailroom) with ESMTPS id ID2\n\tfor <a@x.test>;\n\tThu, 1 Jan 1970 00:00:00 +0000\n",
+            "h".repeat(255)
+        );
+        assert_eq!(trace_headers(&t), expected);
     }
 }

@@ -216,3 +216,28 @@ fn a_second_server_on_the_same_data_directory_is_refused_and_a_crash_leaves_no_l
     let mut c = server.connect();
     assert_eq!(c.cmd("NOOP").code, 250);
 }
+
+/// `mailroom bench --connect-only`: each round is a whole connection (greeting, EHLO, QUIT, and the
+/// server's close, which a plain connection does by dropping its socket): every round is counted, none
+/// sends mail, and the server logs each session's end.
+#[test]
+fn bench_connect_only_counts_whole_connections() {
+    let server = Server::start(Opts::example());
+    let out = std::process::Command::new(bin())
+        .args(["bench", "--server", &server.addr(), "--connections", "2", "--messages", "6"])
+        .args(["--connect-only", "--timeout", "10s", "--json", "--quiet"])
+        .output()
+        .expect("run mailroom bench");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log_text());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["delivered"], 6, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    assert_eq!(v["connect_only"], true, "{v}");
+    let ended = poll(Duration::from_secs(5), Duration::from_millis(50), || {
+        let log = server.log_text();
+        (log.matches("disconnect").count() >= 6).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("six sessions not ended\n{}", server.log_text()));
+    assert!(!ended.contains("message stored"), "{ended}");
+    assert!(server.new_files("postmaster@example.test").is_empty());
+}

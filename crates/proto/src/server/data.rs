@@ -38,7 +38,9 @@ impl<R> Session<R> {
         if self.pos == self.input.len() {
             return false;
         }
-        let mut chunk = Vec::new();
+        // Sized for the whole buffered input (the body is never longer than its stuffed form): one
+        // allocation per chunk, not a doubling series.
+        let mut chunk = Vec::with_capacity(self.input.len() - self.pos);
         let r = decoder.decode(&self.input[self.pos..], &mut chunk);
         self.pos += r.consumed;
         let tx = self.tx.as_mut().expect("DATA mode has a transaction");
