@@ -353,6 +353,9 @@ fn leader_loop(rx: &mpsc::Receiver<Job>, shared: &Shared, settle: &mpsc::Sender<
             }
         }
         let journaled = shared.write_batch(&mut waiting);
+        if journaled.is_empty() {
+            continue;
+        }
         if let Err(mpsc::SendError(lost)) = settle.send(journaled) {
             // Stage 2 is gone (it cannot end before us): the records stay live for the next open.
             for mut j in lost {

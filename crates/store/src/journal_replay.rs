@@ -406,6 +406,28 @@ mod tests {
     }
 
     #[test]
+    fn replay_never_rewrites_a_delivered_copy_through_its_old_tmp_name() {
+        // The background stage had linked the tmp file into the first mailbox when the process died:
+        // the tmp name and that copy are one inode. Replay must not write through that name.
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        crashed_after_journal_sync(dir.path(), &[record(&mboxes, b"complete\n")]);
+        let tmp = dir.path().join("tmp").join(UNIQUE);
+        fs::write(&tmp, b"complete\n").unwrap();
+        let first = new_file(dir.path(), &mboxes[0], 9);
+        fs::create_dir_all(first.parent().unwrap()).unwrap();
+        fs::hard_link(&tmp, &first).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = inode(&first);
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(inode(&first), before, "the delivered copy was replaced");
+        assert_eq!(fs::read(&first).unwrap(), b"complete\n");
+        assert_eq!(fs::read(new_file(dir.path(), &mboxes[1], 9)).unwrap(), b"complete\n");
+        assert_ne!(inode(&new_file(dir.path(), &mboxes[1], 9)), before, "written from the record, not the old name");
+        assert!(!tmp.exists(), "the dead process's tmp name is cleaned");
+    }
+
+    #[test]
     fn a_torn_tail_record_is_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
         let mboxes = boxes(1);
