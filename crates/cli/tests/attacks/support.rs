@@ -98,8 +98,16 @@ fn still_serves_over(server: &Server, mut c: Smtp) {
     assert!(start.elapsed() < Duration::from_secs(5), "served, but slowly: {:?}", start.elapsed());
 }
 
-/// Every stored message of ADDR (new/ and cur/), with its bytes.
+/// Waits (at most 5 s) until no message is in flight in `<data>/tmp/`: a 250 means durable in the
+/// store's journal, and the file is in new/ (and gone from tmp/) a moment later.
+pub fn settle(server: &Server) {
+    let is_settled = || files_under(&server.data.join("tmp")).is_empty();
+    poll(Duration::from_secs(5), Duration::from_millis(5), || is_settled().then_some(()));
+}
+
+/// Every stored message of ADDR (new/ and cur/), with its bytes, once none is in flight.
 pub fn messages(server: &Server, addr: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    settle(server);
     let dir = server.maildir(addr);
     let mut out = Vec::new();
     for sub in ["new", "cur"] {
@@ -155,6 +163,7 @@ pub fn assert_no_unexpected_paths(server: &Server, users: &[&str]) {
             (l.to_owned(), d.to_owned())
         })
         .collect();
+    settle(server);
     let mut stack = vec![server.data.clone()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
