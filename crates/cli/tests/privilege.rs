@@ -143,6 +143,7 @@ fn serve_as_root_with_user_drops_everything_on_port_25_and_delivers() {
         }
     }
     deliver(addr, "bob@example.test", "dropped");
+    common::settle_data(&data);
     let msgs = common::files_in(&common::maildir(&data, "bob@example.test").join("new"));
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     let meta = std::fs::metadata(&msgs[0]).unwrap();

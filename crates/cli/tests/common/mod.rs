@@ -302,6 +302,12 @@ pub fn maildir(data: &Path, addr: &str) -> PathBuf {
     data.join("mailboxes").join(domain).join(local)
 }
 
+/// Waits (at most 5 s) until no message is in flight in `<data>/tmp/`: a 250 means durable in the
+/// store's journal; the file reaches new/ (and leaves tmp/) a moment later.
+pub fn settle_data(data: &Path) {
+    poll(Duration::from_secs(5), Duration::from_millis(5), || files_under(&data.join("tmp")).is_empty().then_some(()));
+}
+
 /// Regular files in DIR, sorted; empty if DIR does not exist.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
