@@ -90,7 +90,15 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
     /// The messages in bob's new/.
+    /// Bob's messages, once none is in flight (a 250 means durable in the store's journal; the file
+    /// reaches new/ a moment later).
     fn bob(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_dir(self.data.join("tmp")).is_ok_and(|mut d| d.next().is_some())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let dir = self.data.join("mailboxes/example.test/bob/new");
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .map(|d| d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect())

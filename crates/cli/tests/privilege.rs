@@ -143,6 +143,7 @@ fn serve_as_root_with_user_drops_everything_on_port_25_and_delivers() {
         }
     }
     deliver(addr, "bob@example.test", "dropped");
+    common::settle_data(&data);
     let msgs = common::files_in(&common::maildir(&data, "bob@example.test").join("new"));
     assert_eq!(msgs.len(), 1, "{msgs:?}");
     let meta = std::fs::metadata(&msgs[0]).unwrap();
@@ -272,7 +273,7 @@ fn dovecot_in_the_store_group_reads_a_delivered_message() {
     let msg = common::files_in(&mbox.join("new")).remove(0);
     assert_eq!(mode_group(&msg), (0o640, STORE_GID), "the message");
     // Never shared: what is being received, the queue, the keys, the password hashes.
-    for p in ["tmp", "queue", "tls", "intent"] {
+    for p in ["tmp", "queue", "tls", "journal"] {
         assert_eq!(mode_group(&data.join(p)).0 & 0o077, 0, "{p} is open to the group");
     }
     assert_eq!(mode_group(&data.join("users.toml")).0 & 0o077, 0);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{files_under, mailroom, poll, user_add, Opts, Server, Smtp, WAIT};
+use common::{files_under, mailroom, poll, settle_data, user_add, Opts, Server, Smtp, WAIT};
 
 const ALICE: &str = "alice@example.test";
 
@@ -79,7 +79,10 @@ fn a_full_mailbox_answers_452_and_a_declared_size_that_does_not_fit_552() {
     let mut s = server.connect();
     s.ehlo();
     deliver(&mut s, 1000);
-    let (used, _) = on_disk(&server.maildir(ALICE));
+    let (used, _) = {
+        settle_data(&server.data);
+        on_disk(&server.maildir(ALICE))
+    };
     assert!(used > 1000 && used < 1500, "one message stored: {used}");
 
     // The declared size would take usage past 3000 octets: permanent for this message (RFC 3463 X.2.2).
@@ -101,7 +104,10 @@ fn a_full_mailbox_answers_452_and_a_declared_size_that_does_not_fit_552() {
     // The server kept maildirsize: its totals are the Maildir's.
     let text = std::fs::read_to_string(server.maildir(ALICE).join("maildirsize")).unwrap();
     assert!(text.starts_with("3000S\n"), "{text}");
-    let (bytes, count) = on_disk(&server.maildir(ALICE));
+    let (bytes, count) = {
+        settle_data(&server.data);
+        on_disk(&server.maildir(ALICE))
+    };
     assert_eq!(listed_usage(&server.data, ALICE), (bytes, count));
     assert!(bytes > 3000);
 
@@ -141,7 +147,10 @@ fn user_list_shows_usage_of_users_without_a_quota() {
     s.ehlo();
     deliver(&mut s, 500);
     deliver(&mut s, 700);
-    assert_eq!(listed_usage(&server.data, ALICE), on_disk(&server.maildir(ALICE)));
+    assert_eq!(listed_usage(&server.data, ALICE), {
+        settle_data(&server.data);
+        on_disk(&server.maildir(ALICE))
+    });
     // No quota: nothing to keep a maildirsize for.
     assert!(!server.maildir(ALICE).join("maildirsize").exists());
 }

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{mailroom, poll, user_add, Opts, Server, Smtp};
+use common::{mailroom, poll, settle_data, user_add, Opts, Server, Smtp};
 
 const ALICE: &str = "alice@example.test";
 const BOB: &str = "bob@example.test";
@@ -47,6 +47,7 @@ fn deliver(server: &Server, rcpts: &[&str], subject: &str) {
     let msg = format!("From: someone@elsewhere.test\r\nSubject: {subject}\r\n\r\nhello\r\n");
     let reply = s.data(msg.as_bytes());
     assert_eq!(reply.code, 250, "{reply:?}\n{}", server.log_text());
+    settle_data(&server.data);
 }
 
 fn read(path: &Path) -> String {

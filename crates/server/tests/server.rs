@@ -44,10 +44,22 @@ impl Running {
         tokio::time::timeout(WAIT, self.task).await.expect("run returns after shutdown").unwrap();
     }
 
+    /// The messages in ADDR's new/, once there are any (bounded wait: a 250 means durable in the
+    /// store's journal, and the file lands in new/ a moment later).
     fn new_messages(&self, addr: &str) -> Vec<Vec<u8>> {
         let (local, domain) = addr.split_once('@').unwrap();
         let dir = self.data.path().join("mailboxes").join(domain).join(local).join("new");
-        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| std::fs::read(e.path()).unwrap()).collect()
+        let read = || -> Vec<Vec<u8>> {
+            std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| std::fs::read(e.path()).unwrap()).collect()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = read();
+            if !got.is_empty() || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 

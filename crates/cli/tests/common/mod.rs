@@ -279,8 +279,12 @@ impl Server {
     }
 
     /// Waits (bounded) for ADDR's new/ to hold exactly `n` files and returns them.
+    /// (A 250 means durable in the store's journal; the file reaches new/ a few milliseconds later.)
     pub fn expect_new(&self, addr: &str, n: usize) -> Vec<PathBuf> {
-        let files = self.new_files(addr);
+        let settled = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+            Some(self.new_files(addr)).filter(|f| f.len() == n)
+        });
+        let files = settled.unwrap_or_else(|| self.new_files(addr));
         assert_eq!(files.len(), n, "{addr}: expected {n} message(s) in new/, found {files:?}");
         files
     }
@@ -296,6 +300,12 @@ impl Drop for Server {
 pub fn maildir(data: &Path, addr: &str) -> PathBuf {
     let (local, domain) = addr.rsplit_once('@').expect("address with @");
     data.join("mailboxes").join(domain).join(local)
+}
+
+/// Waits (at most 5 s) until no message is in flight in `<data>/tmp/`: a 250 means durable in the
+/// store's journal; the file reaches new/ (and leaves tmp/) a moment later.
+pub fn settle_data(data: &Path) {
+    poll(Duration::from_secs(5), Duration::from_millis(5), || files_under(&data.join("tmp")).is_empty().then_some(()));
 }
 
 /// Regular files in DIR, sorted; empty if DIR does not exist.
