@@ -98,6 +98,8 @@ struct PowerCutFs {
     child: Option<Child>,
     mnt: PathBuf,
     log: PathBuf,
+    /// fs.py's stdout lines after "mounted" (the "frozen" notices).
+    lines: mpsc::Receiver<String>,
 }
 
 impl PowerCutFs {
@@ -113,16 +115,16 @@ impl PowerCutFs {
             .spawn()
             .expect("spawn /usr/bin/python3 tests/powercut/fs.py");
         let stdout = child.stdout.take().unwrap();
-        let fs = PowerCutFs { child: Some(child), mnt: mnt.to_path_buf(), log: log.to_path_buf() };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
         });
+        let fs = PowerCutFs { child: Some(child), mnt: mnt.to_path_buf(), log: log.to_path_buf(), lines: rx };
         let start = Instant::now();
         loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
+            match fs.lines.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) if line.contains("powercut-fs: mounted") => break,
                 Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => panic!("fs.py exited before mounting:\n{}", fs.log_text()),
@@ -135,6 +137,47 @@ impl PowerCutFs {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Writes REQUEST (`now`, or `after N REGEX`) to the mount's freeze control (fs.py's module doc):
+    /// from the freeze on, every sync fails with EIO and nothing more becomes durable.
+    fn freeze(&self, request: &str) -> std::io::Result<()> {
+        let out = Command::new(PYTHON)
+            .args(["-c", "import os, sys; os.setxattr(sys.argv[1], 'user.powercut.freeze', sys.argv[2].encode())"])
+            .arg(&self.mnt)
+            .arg(request)
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()))
+        }
+    }
+
+    /// The freeze state: `running`, `armed LEFT REGEX` or `frozen WHAT refused=N`.
+    fn state(&self) -> String {
+        let out = Command::new(PYTHON)
+            .args(["-c", "import os, sys; print(os.getxattr(sys.argv[1], 'user.powercut.state').decode())"])
+            .arg(&self.mnt)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run /usr/bin/python3");
+        assert!(out.status.success(), "getxattr user.powercut.state: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits up to LIMIT for fs.py's "frozen" notice; returns it.
+    fn wait_frozen(&self, limit: Duration) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            match self.lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line.contains("powercut-fs: frozen") => return Some(line),
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
     }
 
     fn unmount(&self) -> bool {
@@ -363,6 +406,84 @@ fn fs_hard_links_are_durable_per_directory() {
     for name in ["a/f", "b/f"] {
         assert_eq!(std::fs::read(d.join(name)).unwrap(), b"linked", "{name} after a cut with no change");
     }
+}
+
+fn is_eio(r: std::io::Result<()>) -> bool {
+    r.is_err_and(|e| e.raw_os_error() == Some(nix::libc::EIO))
+}
+
+fn try_write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_data()
+}
+
+#[test]
+fn fs_freeze_after_the_nth_matching_sync_keeps_later_syncs_from_counting() {
+    if !fuse_available() {
+        return;
+    }
+    let b = Bench::new();
+    let fs = b.mount();
+    let m = b.mnt();
+    std::fs::create_dir(m.join("journal")).unwrap();
+    write_file(&m.join("journal/1.jnl"), b"", true);
+    write_file(&m.join("other"), b"", true);
+    sync_dir(&m.join("journal"));
+    sync_dir(&m);
+    assert_eq!(fs.state(), "running");
+    fs.freeze(r"after 2 ^/journal/.*\.jnl$").unwrap();
+    assert!(fs.state().starts_with("armed 2 "), "{}", fs.state());
+    write_file(&m.join("journal/1.jnl"), b"one", true);
+    // A sync of a file the pattern does not match is durable and does not count.
+    write_file(&m.join("other"), b"synced before the freeze", true);
+    assert!(fs.state().starts_with("armed 1 "), "{}", fs.state());
+    write_file(&m.join("journal/1.jnl"), b"two", true);
+    let notice = fs.wait_frozen(WAIT).expect("no frozen notice on fs.py's stdout");
+    assert!(notice.contains("after /journal/1.jnl"), "{notice}");
+    // After the freeze: a later fsync of another file fails and is not durable, nor a directory fsync.
+    assert!(is_eio(try_write_file(&m.join("other"), b"synced after the freeze")), "a sync after the freeze");
+    assert!(is_eio(try_write_file(&m.join("new"), b"new after the freeze")));
+    assert!(is_eio(std::fs::File::open(&m).unwrap().sync_all()), "a directory fsync after the freeze");
+    assert_eq!(std::fs::read(m.join("other")).unwrap(), b"synced after the freeze", "passthrough goes on");
+    assert!(fs.state().starts_with("frozen after /journal/1.jnl refused=3"), "{}", fs.state());
+    fs.cut();
+    let d = b.disk();
+    assert_eq!(std::fs::read(d.join("journal/1.jnl")).unwrap(), b"two", "the sync the freeze followed");
+    assert_eq!(std::fs::read(d.join("other")).unwrap(), b"synced before the freeze");
+    assert!(!d.join("new").exists(), "a name made durable after the freeze");
+}
+
+#[test]
+fn fs_freeze_on_request_and_bad_requests() {
+    if !fuse_available() {
+        return;
+    }
+    let b = Bench::new();
+    let fs = b.mount();
+    let m = b.mnt();
+    for bad in ["", "later", "after 0 x", "after x y", "after 1 ("] {
+        assert!(fs.freeze(bad).is_err(), "control request {bad:?} was taken");
+    }
+    assert_eq!(fs.state(), "running");
+    write_file(&m.join("kept"), b"before", true);
+    sync_dir(&m);
+    fs.freeze("now").unwrap();
+    assert!(fs.wait_frozen(WAIT).is_some_and(|l| l.contains("on request")));
+    assert!(is_eio(try_write_file(&m.join("kept"), b"after")));
+    assert!(fs.freeze("after 1 x").is_err(), "arming a frozen file system");
+    // The control attribute is no file: nothing shows in the directory.
+    let names: Vec<_> = std::fs::read_dir(&m).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, ["kept"]);
+    fs.cut();
+    assert_eq!(std::fs::read(b.disk().join("kept")).unwrap(), b"before");
+    // The next power-on starts unfrozen.
+    let fs = b.mount();
+    assert_eq!(fs.state(), "running");
+    write_file(&m.join("kept"), b"after the next power-on", true);
+    fs.cut();
+    assert_eq!(std::fs::read(b.disk().join("kept")).unwrap(), b"after the next power-on");
 }
 
 // ---- mailroom under power cuts ----
