@@ -16,6 +16,9 @@
 //! mount rights (root). Without them the tests fail, unless `MAILROOM_SKIP_POWERCUT=1` is set.
 
 mod common;
+/// The commit journal's scenarios (`powercut/journal.rs`): they share this file's rig and its lock.
+#[path = "powercut/journal.rs"]
+mod journal;
 
 use common::{bin, dot_stuff, free_port, size_from_name, to_lf, user_add, Reply, Smtp};
 use std::collections::HashMap;
@@ -495,7 +498,8 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(data: &Path, port: u16, log: PathBuf, skip_dir_fsync: bool) -> Result<Serve, String> {
+    /// Starts `mailroom serve` with the extra environment ENV, without waiting for it.
+    fn spawn(data: &Path, port: u16, log: PathBuf, env: &[(&str, &str)]) -> Serve {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
             .arg("--data-dir")
@@ -507,18 +511,26 @@ impl Serve {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        if skip_dir_fsync {
-            cmd.env(SKIP_DIR_FSYNC_ENV, "1");
+        for (k, v) in env {
+            cmd.env(k, v);
         }
-        let mut s = Serve { child: Some(cmd.spawn().expect("spawn mailroom serve")), log };
+        Serve { child: Some(cmd.spawn().expect("spawn mailroom serve")), log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server listens (its start-up recovery runs before that).
+    fn wait_listening(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+            let text = self.log_text();
             if text.contains("listening") {
-                return Ok(s);
+                return Ok(());
             }
-            if let Some(status) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                s.child = None;
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
                 return Err(format!("mailroom serve exited ({status}):\n{text}"));
             }
             if start.elapsed() > WAIT {
@@ -645,6 +657,11 @@ impl Verdict {
     fn is_clean(&self) -> bool {
         self.lost.is_empty() && self.damaged.is_empty()
     }
+
+    /// Clean, and every message in all of its mailboxes or none: what a started server must show.
+    fn is_whole(&self) -> bool {
+        self.is_clean() && self.partial.is_empty()
+    }
 }
 
 /// The message after the `Return-Path:` line, the `Delivered-To:` line (one recipient only), the
@@ -679,7 +696,7 @@ fn token_of(body: &[u8]) -> Option<String> {
 }
 
 /// Looks at the data directory `data` (on the backing directory, after a cut): every acknowledged
-/// message in each of its recipients' new/, and every file in every new/ a complete message.
+/// message in each of its recipients' new/ or cur/, and every file there a complete message.
 fn check_disk(data: &Path, load: &Load) -> Verdict {
     let mut top: Vec<String> = std::fs::read_dir(data)
         .into_iter()
@@ -697,14 +714,17 @@ fn check_disk(data: &Path, load: &Load) -> Verdict {
     for dom in std::fs::read_dir(&mailboxes).into_iter().flatten().flatten() {
         for mbox in std::fs::read_dir(dom.path()).into_iter().flatten().flatten() {
             let address = format!("{}@{}", mbox.file_name().to_string_lossy(), dom.file_name().to_string_lossy());
-            for f in common::files_in(&mbox.path().join("new")) {
+            // A reader may have moved a message to cur/ (none does here, but the journal's replay looks
+            // there too); a partial file is wrong in either.
+            let files = common::files_in(&mbox.path().join("new")).into_iter().map(|f| ("new", f));
+            for (sub, f) in files.chain(common::files_in(&mbox.path().join("cur")).into_iter().map(|f| ("cur", f))) {
                 v.files += 1;
                 let bytes = std::fs::read(&f).unwrap_or_default();
                 let name = f.file_name().unwrap().to_string_lossy().into_owned();
                 let body = without_trace(&bytes);
                 let expected = body.and_then(token_of).and_then(|t| sent.get(&t).map(|b| to_lf(b)));
                 if size_from_name(&f) != Some(bytes.len() as u64) || body.is_none() || expected.as_deref() != body {
-                    v.damaged.push(format!("{address} new/{name}: {} bytes, not a complete message sent", bytes.len()));
+                    v.damaged.push(format!("{address} {sub}/{name}: {} bytes, not a complete message sent", bytes.len()));
                     continue;
                 }
                 let id = name.split(",S=").next().unwrap_or_default().to_owned();
@@ -763,6 +783,36 @@ impl Rng {
     }
 }
 
+/// SENDERS client threads sending from `load` until it says stop (holding off while it says paused).
+fn spawn_senders(load: &Arc<Load>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..SENDERS)
+        .map(|t| {
+            let load = load.clone();
+            std::thread::spawn(move || {
+                while !load.stop.load(Ordering::Relaxed) {
+                    if load.paused.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    if session(&load, t).is_err() {
+                        load.reconnects.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Stops the senders when dropped, even if an assertion fails.
+struct StopOnDrop(Arc<Load>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What a run of power cuts saw.
 struct Outcome {
     /// The first failing check, and the cut after which it failed; None if every check passed.
@@ -789,43 +839,21 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
     }
     let load = Arc::new(Load::default());
     load.port.store(free_port(), Ordering::Relaxed);
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|t| {
-            let load = load.clone();
-            std::thread::spawn(move || {
-                while !load.stop.load(Ordering::Relaxed) {
-                    if load.paused.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                    if session(&load, t).is_err() {
-                        load.reconnects.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            })
-        })
-        .collect();
-    // Stops the senders even if an assertion below fails.
-    struct StopOnDrop(Arc<Load>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.stop.store(true, Ordering::Relaxed);
-        }
-    }
+    let senders = spawn_senders(&load);
     let _stop = StopOnDrop(load.clone());
 
     let mut failure = None;
     let mut acked_per_cut = Vec::new();
     let mut files = 0;
     for cut in 0..cuts {
-        // The server's start-up recovery runs before it listens: with the senders held off, every message
-        // must then be in all of its mailboxes or none.
+        // The server's start-up recovery (the journal's replay) runs before it listens: with the senders
+        // held off, every acknowledged message must then be in all of its mailboxes, and every message,
+        // acknowledged or not, in all of its mailboxes or none.
         load.paused.store(true, Ordering::Relaxed);
         let mut server = start_server(&bench, &load, cut, skip_dir_fsync);
         let recovered = check_disk(&disk, &load);
         load.paused.store(false, Ordering::Relaxed);
-        if !recovered.partial.is_empty() {
+        if !recovered.is_whole() {
             failure = Some((cut, recovered));
             break;
         }
@@ -836,9 +864,11 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         server.kill();
         fs.take().unwrap().cut();
         acked_per_cut.push(load.acked.lock().unwrap().len() - before);
+        // Right after the cut an acknowledged message may still be only in the journal (the next start
+        // replays it), but a reader must never find a partial file in a new/.
         let verdict = check_disk(&disk, &load);
         files = verdict.files;
-        if !verdict.is_clean() {
+        if !verdict.damaged.is_empty() {
             failure = Some((cut, verdict));
             break;
         }
@@ -851,7 +881,8 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         s.join().expect("sender thread");
     }
     // The server comes up once more on what the last cut left, and acknowledgements read after the
-    // last check (a 250 already on its way at the cut) are checked too.
+    // last check (a 250 already on its way at the cut) are checked too. What its recovery restored
+    // must be durable: one more cut right after the start keeps it all.
     if failure.is_none() {
         let fs = bench.mount();
         let mut last = start_server(&bench, &load, cuts, skip_dir_fsync);
@@ -860,9 +891,9 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         fs.cut();
         let verdict = check_disk(&disk, &load);
         files = verdict.files;
-        if !recovered.partial.is_empty() {
+        if !recovered.is_whole() {
             failure = Some((cuts - 1, recovered));
-        } else if !verdict.is_clean() {
+        } else if !verdict.is_whole() {
             failure = Some((cuts - 1, verdict));
         }
     }
@@ -879,17 +910,25 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
 
 /// Starts `mailroom serve` on the mount (a fresh port if the old one was taken meanwhile).
 fn start_server(bench: &Bench, load: &Load, cut: usize, skip_dir_fsync: bool) -> Serve {
+    let env: &[(&str, &str)] = if skip_dir_fsync { &[(SKIP_DIR_FSYNC_ENV, "1")] } else { &[] };
+    start_server_env(bench, load, &format!("cut {cut}"), env)
+}
+
+/// Starts `mailroom serve` with the extra environment ENV and waits until it listens; TAG names the
+/// log file and the failure.
+fn start_server_env(bench: &Bench, load: &Load, tag: &str, env: &[(&str, &str)]) -> Serve {
     let mut attempt = 0;
     loop {
         let port = load.port.load(Ordering::Relaxed);
-        let log = bench.dir.path().join(format!("serve-{cut}-{attempt}.log"));
-        match Serve::start(&bench.mnt(), port, log, skip_dir_fsync) {
-            Ok(s) => return s,
+        let log = bench.dir.path().join(format!("serve-{}-{attempt}.log", tag.replace(' ', "-")));
+        let mut s = Serve::spawn(&bench.mnt(), port, log, env);
+        match s.wait_listening() {
+            Ok(()) => return s,
             Err(text) if attempt < 3 && text.contains("cannot listen") => {
                 attempt += 1;
                 load.port.store(free_port(), Ordering::Relaxed);
             }
-            Err(text) => panic!("after cut {cut}: {text}"),
+            Err(text) => panic!("{tag}: {text}"),
         }
     }
 }
