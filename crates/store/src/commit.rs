@@ -1,44 +1,54 @@
-//! Making received messages durable in their mailboxes: the group commit.
+//! Making received messages durable: the group commit through the journal ([`crate::journal`]).
 //!
-//! Two stages that overlap, so one batch's directory syncs run while the next messages' files sync:
-//! 1. a few syncer threads flush and fdatasync each message file as it arrives (fdatasyncs issued in
-//!    parallel share the file system's journal commits);
-//! 2. the syncer that finds no batch running becomes the leader ([`Stage2`]) and commits every synced
-//!    message, a batch at a time: if the batch holds a message for more than one mailbox it first
-//!    writes the batch's intent record and makes it durable ([`crate::intent`]); then it hard-links
-//!    each file into `new/<unique>,S=<size>` of every recipient (copying only across devices),
-//!    creating missing Maildirs and fsyncing their parents; fsyncs each distinct `new/` directory
-//!    once; unlinks the tmp files, retires the record and answers every waiter.
+//! Two stages, each on its own thread:
+//! 1. the leader takes every commit waiting (up to [`MAX_BATCH`]), checks that each recipient's
+//!    Maildir can take it (made when missing; `new/` writable; room on its file system when that is
+//!    another one), appends one journal record per message (the message bytes read from the write
+//!    buffer, or back from the tmp file, which is in the page cache), fdatasyncs the journal segment
+//!    ONCE and answers every waiter: that is the 250;
+//! 2. the background stage then flushes and fdatasyncs the message files (in parallel: the syncs share
+//!    the file system's journal commits), hard-links each into `new/<unique>,S=<size>` of every
+//!    recipient (copying only across devices), and the queue entries ([`Spool`]) into place, fsyncs each
+//!    distinct directory once, removes the tmp files and only then retires the records (and syncs the
+//!    retire marks). A file reaches a `new/` only once its data is durable.
 //!
-//! A commit may carry a [`Spool`] (a queue entry: the message linked into the queue's msg/ directory
-//! and an envelope sidecar). The syncer writes and fdatasyncs the sidecar into `<data-dir>/tmp/`
-//! beside the message; the leader links the message into the spool's msg directory after the
-//! mailboxes and the sidecar into place last, both covered by the intent record; the spool's two
-//! directories join the batch's shared directory fsyncs. A message with a spool always gets a record.
+//! A commit with a [`Spool`] is answered only after stage 2 placed its queue entry (the queue reads
+//! the entry from disk as soon as it is told), so relayed mail keeps its old latency.
 //!
-//! A message is delivered to all its recipients or to none: a failure removes the links already made
-//! for that message and its tmp file and resolves to `Err`; a crash mid-batch is completed or rolled
-//! back at the next open from the intent record ([`Committer::recover`]).
+//! All or none across recipients: the record names every mailbox and nothing is linked before it is
+//! durable; a crash after the 250 is completed from the journal at the next open
+//! (`crate::journal_replay`). A failure before the journal sync answers `Err` and leaves nothing (its
+//! record is retired, its tmp file removed). A failure of stage 2 after the 250 is logged and retried
+//! (the record stays live, so a restart replays it). Intent records of an older version are still
+//! completed or rolled back at open ([`Committer::recover`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use crate::address::MailboxId;
 use crate::error::{io_err, StoreError, EXDEV};
 use crate::fsync::{self, sync_dir};
-use crate::intent::{IntentEntry, IntentLog, SpoolIntent};
+use crate::intent::IntentEntry;
+use crate::journal::{self, Appender, Journal, Place, RecordMeta, HEADER_LEN, SEGMENT_SIZE, WRITE_CHUNK};
 use crate::spool::{staged_sidecar, Spool};
 
 /// Most commits answered by one batch (bounds the latency of the first in the batch).
 pub const MAX_BATCH: usize = 256;
-/// Threads fsyncing message files in parallel (stage one, before the committer links them).
+/// Threads fsyncing message files and directories in parallel (stage 2).
 pub const SYNC_THREADS: usize = 4;
+/// How soon stage 2 tries again a message it could not place after its 250 (the record stays live).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Free bytes a Maildir on another file system must have beyond the message (its directory entry,
+/// the copy's blocks rounding up) for the leader to accept the message for it.
+pub const CROSS_DEVICE_MARGIN: u64 = 64 * 1024;
 
 /// What a successful commit did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,51 +69,19 @@ pub(crate) struct Job {
     pub(crate) recipients: Vec<MailboxId>,
     /// The queue entry to make in the same batch (already validated).
     pub(crate) spool: Option<Spool>,
-    pub(crate) reply: oneshot::Sender<Result<Delivered, StoreError>>,
-}
-
-/// A job's progress through a batch.
-struct InFlight {
-    job: Job,
-    /// Links made into recipients' new/ directories (removed again if the message fails).
-    links: Vec<PathBuf>,
-    error: Option<StoreError>,
+    /// Taken when answered (a queue entry's answer waits for stage 2).
+    pub(crate) reply: Option<oneshot::Sender<Result<Delivered, StoreError>>>,
 }
 
 impl Job {
-    /// Whether a crash between its links could leave it half done: more than one mailbox, or a
-    /// spool (the message link and the sidecar are two operations).
-    fn is_multi(&self) -> bool {
-        self.recipients.len() > 1 || self.spool.is_some()
-    }
-
-    /// Where the syncer stages the sidecar (beside the message file).
+    /// Where stage 2 writes a queue entry's sidecar before linking it into place.
     fn staged_sidecar(&self) -> PathBuf {
         staged_sidecar(self.tmp_path.parent().unwrap_or(Path::new(".")), &self.unique)
     }
 }
 
-impl InFlight {
-    fn final_name(&self) -> String {
-        format!("{},S={}", self.job.unique, self.job.size)
-    }
-
-    /// Its line in the batch's intent record.
-    fn intent(&self) -> IntentEntry {
-        IntentEntry {
-            tmp_name: self.job.unique.clone(),
-            final_name: self.final_name(),
-            mailboxes: self.job.recipients.clone(),
-            spool: self.job.spool.as_ref().map(|sp| SpoolIntent {
-                name: sp.name.clone(),
-                msg_dir: sp.msg_dir.clone(),
-                sidecar_dir: sp.sidecar_dir.clone(),
-            }),
-        }
-    }
-}
-
-/// Links synced messages into their mailboxes, a batch at a time.
+/// Links synced messages into their mailboxes; recovers old intent records; shared by the leader
+/// (checks before a record), the background stage and replay.
 pub(crate) struct Committer {
     pub(crate) mailboxes: PathBuf,
     /// `<data-dir>/tmp/`, where the message files are (for recovery).
@@ -113,123 +91,6 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    fn commit_batch(&self, batch: Vec<Job>, log: &mut IntentLog) {
-        let mut jobs: Vec<InFlight> =
-            batch.into_iter().map(|job| InFlight { job, links: Vec::new(), error: None }).collect();
-
-        // 1. The files' data is already on disk: the syncers did it before handing them over.
-        // 2. One durable intent record for every message that goes to more than one mailbox.
-        self.arm_intent(&mut jobs, log);
-        // 3. Link into every recipient's new/ (metadata only: cheap, done in order).
-        for j in jobs.iter_mut().filter(|j| j.error.is_none()) {
-            let final_name = j.final_name();
-            for rcpt in &j.job.recipients {
-                match self.deliver_one(&j.job.tmp_path, &rcpt.dir(&self.mailboxes), &j.job.unique, &final_name) {
-                    Ok(link) => j.links.push(link),
-                    Err(e) => {
-                        j.error = Some(e);
-                        break;
-                    }
-                }
-            }
-            if j.error.is_none() {
-                if let Some(spool) = &j.job.spool {
-                    // Last, so that a sidecar in place means every link of the message was made.
-                    match link_spool(&j.job.tmp_path, &j.job.staged_sidecar(), spool, &mut j.links) {
-                        Ok(()) => {}
-                        Err(e) => j.error = Some(e),
-                    }
-                }
-            }
-            if j.error.is_some() {
-                unlink_all(&j.links);
-                j.links.clear();
-            }
-        }
-        // 4. Each distinct new/ directory fsynced once for the whole batch.
-        self.sync_new_dirs(&mut jobs);
-        // 5. Clean up, retire the record, answer.
-        let mut replies = Vec::with_capacity(jobs.len());
-        for mut j in jobs {
-            if j.error.is_some() {
-                unlink_all(&j.links);
-            }
-            drop(j.job.file.take());
-            if j.job.spool.is_some() {
-                let _ = fs::remove_file(j.job.staged_sidecar());
-            }
-            if let Err(error) = fs::remove_file(&j.job.tmp_path) {
-                // The message is safe (or refused) either way; a leftover is removed at next open.
-                tracing::warn!(path = %j.job.tmp_path.display(), %error, "cannot remove tmp file");
-            }
-            let result = match j.error {
-                Some(e) => {
-                    tracing::warn!(id = %j.job.unique, error = %e, "delivery failed");
-                    Err(e)
-                }
-                None => Ok(Delivered { id: j.job.unique, size: j.job.size, mailboxes: j.job.recipients.len() }),
-            };
-            replies.push((j.job.reply, result));
-        }
-        if let Err(error) = log.retire() {
-            tracing::warn!(path = %log.path().display(), %error, "cannot retire the commit intent record");
-        }
-        for (reply, result) in replies {
-            // The receiver may be gone (client disconnected); the outcome stands regardless.
-            let _ = reply.send(result);
-        }
-    }
-
-    /// Writes and syncs the batch's intent record when a message in it has several mailboxes or a
-    /// spool (one link is atomic by itself). If that fails, those messages fail: without the record a
-    /// crash could leave them in some places only. With spools, `<data-dir>/tmp/` is fsynced first, so
-    /// that the staged sidecars the record relies on cannot vanish in a power cut while it survives.
-    fn arm_intent(&self, jobs: &mut [InFlight], log: &mut IntentLog) {
-        let entries: Vec<IntentEntry> =
-            jobs.iter().filter(|j| j.error.is_none() && j.job.is_multi()).map(InFlight::intent).collect();
-        if entries.is_empty() {
-            return;
-        }
-        let armed = if entries.iter().any(|e| e.spool.is_some()) {
-            sync_dir(&self.tmp).map_err(|e| StoreError::io("fsync", &self.tmp, e))
-        } else {
-            Ok(())
-        }
-        .and_then(|()| log.arm(&entries).map_err(|e| StoreError::io("write the intent record", log.path(), e)));
-        if let Err(error) = armed {
-            for j in jobs.iter_mut().filter(|j| j.error.is_none() && j.job.is_multi()) {
-                j.error = Some(error.duplicate());
-            }
-        }
-    }
-
-    /// fsyncs each distinct new/ directory that got a link, in parallel; a failure fails every message
-    /// linked there.
-    fn sync_new_dirs(&self, jobs: &mut [InFlight]) {
-        let mut dirs: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
-        for (i, j) in jobs.iter().enumerate() {
-            for link in &j.links {
-                if let Some(dir) = link.parent() {
-                    dirs.entry(dir.to_path_buf()).or_default().push(i);
-                }
-            }
-        }
-        let mut dir_syncs: Vec<(PathBuf, Option<StoreError>)> = dirs.keys().map(|d| (d.clone(), None)).collect();
-        parallel(&mut dir_syncs, |(dir, error)| {
-            if let Err(e) = sync_dir(dir) {
-                *error = Some(StoreError::io("fsync", dir, e));
-            }
-        });
-        for (dir, error) in dir_syncs {
-            let Some(error) = error else { continue };
-            for &i in &dirs[&dir] {
-                if jobs[i].error.is_none() {
-                    jobs[i].error = Some(error.duplicate());
-                }
-            }
-        }
-    }
-
     /// Finishes the batches a crashed process left half done (the entries of its intent records):
     /// each message is linked into every mailbox still missing it, from its tmp file or, if that is
     /// gone, from a link that exists; if that fails for any mailbox, every link of the message is
@@ -317,7 +178,7 @@ impl Committer {
     }
 
     /// Puts the message into `<mbox>/new/<final_name>`; returns the new path.
-    fn deliver_one(&self, tmp: &Path, mbox: &Path, unique: &str, final_name: &str) -> Result<PathBuf, StoreError> {
+    pub(crate) fn deliver_one(&self, tmp: &Path, mbox: &Path, unique: &str, final_name: &str) -> Result<PathBuf, StoreError> {
         let dest = mbox.join("new").join(final_name);
         let linked = match fs::hard_link(tmp, &dest) {
             // Usually the first message for this mailbox: make the Maildir and retry.
@@ -328,6 +189,8 @@ impl Committer {
             other => other,
         };
         match linked {
+            // From an earlier try of the same message (unique names are never reused).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(dest),
             Ok(()) => Ok(dest),
             Err(e) if e.raw_os_error() == Some(EXDEV) || e.kind() == io::ErrorKind::CrossesDevices => {
                 copy_into(tmp, mbox, unique, &dest)?;
@@ -341,7 +204,7 @@ impl Committer {
     /// entries changed so the new directories survive a crash before anything is linked into them.
     /// A Maildir++ folder (`<mbox>/.<name>`: local parts never start with a dot) gets its inbox's
     /// Maildir first, and the empty `maildirfolder` file Maildir++ readers (Dovecot's quota) expect.
-    fn ensure_maildir(&self, mbox: &Path) -> Result<(), StoreError> {
+    pub(crate) fn ensure_maildir(&self, mbox: &Path) -> Result<(), StoreError> {
         use crate::modes::DirKind;
         let modes = &self.modes;
         let parent = mbox.parent().unwrap_or(&self.mailboxes);
@@ -372,75 +235,450 @@ impl Committer {
     }
 }
 
-/// Starts the syncer threads; the returned sender is how messages reach them. They end when every
-/// sender is gone, and the last one drops the intent log (removing its file: nothing to recover).
-pub(crate) fn start(committer: Committer, log: IntentLog) -> io::Result<mpsc::Sender<Job>> {
-    let (tx, sync_rx) = mpsc::channel::<Job>();
-    let sync_rx = Arc::new(Mutex::new(sync_rx));
-    let stage2 = Arc::new(Stage2 { committer, pending: Mutex::new(Vec::new()), leader: Mutex::new(log) });
-    for i in 0..SYNC_THREADS {
-        let rx = sync_rx.clone();
-        let stage2 = stage2.clone();
-        std::thread::Builder::new().name(format!("mailroom-sync-{i}")).spawn(move || sync_loop(&rx, &stage2))?;
-    }
-    Ok(tx)
+/// One message whose record is durable in the journal, on its way through stage 2.
+struct Journaled {
+    job: Job,
+    place: Place,
+    /// Stage 2 progress, kept when the message is retried.
+    is_synced: bool,
+    /// Directories that got a name of it (fsynced once per round).
+    dirs: Vec<PathBuf>,
+    error: Option<StoreError>,
 }
 
-/// Stage one: fsync each message file as it arrives, then hand it to the committer. Ends when the
-/// store (every sender) is gone.
-fn sync_loop(rx: &Mutex<mpsc::Receiver<Job>>, stage2: &Stage2) {
-    loop {
-        let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(mut job) = next else { return };
-        match sync_file(&mut job) {
-            Ok(()) => stage2.submit(job),
-            Err(e) => fail_job(job, e),
+impl Journaled {
+    fn delivered(&self) -> Delivered {
+        Delivered { id: self.job.unique.clone(), size: self.job.size, mailboxes: self.job.recipients.len() }
+    }
+}
+
+/// The running pipeline. Dropped with the last sender (the store gone): waits for both stages to
+/// finish, so that a short-lived process (the CLI) has placed what it committed before it exits.
+pub(crate) struct Workers(Vec<JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for handle in self.0.drain(..) {
+            let _ = handle.join();
         }
     }
 }
 
-/// Stage two without a thread of its own: synced messages wait in `pending`, and whichever syncer
-/// finds no batch running becomes the leader and commits everything pending, batch after batch, until
-/// nothing is left. No hand-off to another thread, so a lone message is not delayed by a wake-up, and
-/// messages that finish syncing while a batch runs still share the next batch's directory fsyncs.
-struct Stage2 {
+/// What both stages share.
+struct Shared {
     committer: Committer,
-    pending: Mutex<Vec<Job>>,
-    /// Held by the leader; the intent log is the leader's alone.
-    leader: Mutex<IntentLog>,
+    journal: Journal,
+    /// Device of `<data-dir>/tmp/`, and per Maildir whether it is on another one (cached: a Maildir
+    /// moved to another file system while the server runs is still handled, by stage 2's copy).
+    tmp_dev: u64,
+    cross_device: Mutex<HashMap<PathBuf, bool>>,
 }
 
-impl Stage2 {
-    fn submit(&self, job: Job) {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(job);
-        loop {
-            let mut guard = match self.leader.try_lock() {
-                Ok(g) => g,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                // The leader re-checks `pending` after its last batch, so our job is seen.
-                Err(std::sync::TryLockError::WouldBlock) => return,
-            };
-            loop {
-                let batch: Vec<Job> = {
-                    let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                    let n = p.len().min(MAX_BATCH);
-                    p.drain(..n).collect()
-                };
-                if batch.is_empty() {
+/// Maildirs whose device [`Shared`] remembers at most (then it starts over).
+const DEVICE_CACHE: usize = 10_000;
+
+/// Starts the leader and stage 2; the returned sender is how commits reach them.
+pub(crate) fn start(committer: Committer, journal: Journal) -> io::Result<(mpsc::Sender<Job>, Workers)> {
+    let tmp_dev = fs::metadata(&committer.tmp)?.dev();
+    let shared = Arc::new(Shared { committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
+    let (tx, rx) = mpsc::channel::<Job>();
+    let (settle_tx, settle_rx) = mpsc::channel::<Vec<Journaled>>();
+    let s = shared.clone();
+    let settle = std::thread::Builder::new()
+        .name("mailroom-settle".into())
+        .spawn(move || settle_loop(&settle_rx, &s))?;
+    let leader = std::thread::Builder::new()
+        .name("mailroom-journal".into())
+        .spawn(move || leader_loop(&rx, &shared, &settle_tx))?;
+    Ok((tx, Workers(vec![leader, settle])))
+}
+
+/// Stage 1: batches of waiting commits into the journal, one sync each. Ends when every sender is gone.
+fn leader_loop(rx: &mpsc::Receiver<Job>, shared: &Shared, settle: &mpsc::Sender<Vec<Journaled>>) {
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match rx.recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => return,
+            }
+        }
+        while waiting.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => waiting.push_back(job),
+                Err(_) => break,
+            }
+        }
+        let journaled = shared.write_batch(&mut waiting);
+        if let Err(mpsc::SendError(lost)) = settle.send(journaled) {
+            // Stage 2 is gone (it cannot end before us): the records stay live for the next open.
+            for mut j in lost {
+                if let Some(reply) = j.job.reply.take() {
+                    let _ = reply.send(Err(StoreError::CommitterGone));
+                }
+            }
+        }
+    }
+}
+
+/// Stage 2: makes journaled messages durable in their places, then retires their records.
+fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
+    let hold = journal::test_delay(journal::HOLD_ENV);
+    let mut retry: Vec<Journaled> = Vec::new();
+    loop {
+        let next = if retry.is_empty() {
+            rx.recv().ok()
+        } else {
+            match rx.recv_timeout(RETRY_AFTER) {
+                Ok(work) => Some(work),
+                Err(mpsc::RecvTimeoutError::Timeout) => Some(Vec::new()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        let Some(mut work) = next else {
+            // The store is gone: one last try; what still fails stays in the journal for the next open.
+            let left = shared.settle(std::mem::take(&mut retry));
+            if !left.is_empty() {
+                tracing::error!(messages = left.len(), "acknowledged messages left in the journal for the next start");
+            }
+            return;
+        };
+        while let Ok(more) = rx.try_recv() {
+            work.extend(more);
+        }
+        if let Some(hold) = hold.filter(|_| !work.is_empty()) {
+            std::thread::sleep(hold);
+        }
+        work.append(&mut retry);
+        retry = shared.settle(work);
+    }
+}
+
+impl Shared {
+    /// Appends records for the commits at the front of `waiting` (up to a segment's worth of bytes,
+    /// or until the journal has no room: then what is written is synced and answered first), syncs the
+    /// journal once and answers them. Returns the journaled messages for stage 2.
+    fn write_batch(&self, waiting: &mut VecDeque<Job>) -> Vec<Journaled> {
+        let mut batch: Vec<Journaled> = Vec::new();
+        let mut out: Option<Appender> = None;
+        let mut files: Vec<Arc<File>> = Vec::new();
+        let mut bytes = 0u64;
+        let mut failure = None;
+        while let Some(mut job) = waiting.pop_front() {
+            if bytes >= SEGMENT_SIZE {
+                waiting.push_front(job);
+                break;
+            }
+            if let Err(e) = self.check_places(&job) {
+                fail_job(job, e);
+                continue;
+            }
+            match self.append(&mut job, &mut out, &mut files, batch.is_empty()) {
+                Ok(Some((place, span))) => {
+                    bytes += span;
+                    batch.push(Journaled { job, place, is_synced: false, dirs: Vec::new(), error: None });
+                }
+                Ok(None) => {
+                    waiting.push_front(job);
                     break;
                 }
-                self.committer.commit_batch(batch, &mut guard);
+                Err(e) => {
+                    failure = Some(e.duplicate());
+                    fail_job(job, e);
+                    break;
+                }
             }
-            drop(guard);
-            // A job pushed after our last look, whose syncer saw the lock still held, is ours to run.
-            if self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
-                return;
+        }
+        let synced = match failure {
+            Some(e) => Err(e),
+            None => self.sync_journal(out, &files),
+        };
+        if let Err(e) = synced {
+            let places: Vec<Place> = batch.iter().map(|j| j.place).collect();
+            self.journal.abandon(&places);
+            for j in batch {
+                fail_job(j.job, e.duplicate());
+            }
+            return Vec::new();
+        }
+        for j in &mut batch {
+            // A queue entry is answered once it is in place (the queue reads it at once).
+            if j.job.spool.is_none() {
+                if let Some(reply) = j.job.reply.take() {
+                    let _ = reply.send(Ok(j.delivered()));
+                }
+            }
+        }
+        batch
+    }
+
+    fn journal_err(&self) -> impl Fn(io::Error) -> StoreError + '_ {
+        |e| StoreError::io("write the journal in", &self.journal.dir, e)
+    }
+
+    /// The one write and the one fdatasync of a batch (per segment it touched: usually one).
+    fn sync_journal(&self, out: Option<Appender>, files: &[Arc<File>]) -> Result<(), StoreError> {
+        if let Some(mut out) = out {
+            out.flush().map_err(self.journal_err())?;
+        }
+        for file in files {
+            fsync::sync_data(file).map_err(self.journal_err())?;
+        }
+        Ok(())
+    }
+
+    /// Reserves room and writes the record of `job`; returns where and how long, or `None` when the
+    /// journal is full and `may_wait` is false.
+    fn append(
+        &self,
+        job: &mut Job,
+        out: &mut Option<Appender>,
+        files: &mut Vec<Arc<File>>,
+        may_wait: bool,
+    ) -> Result<Option<(Place, u64)>, StoreError> {
+        let meta = RecordMeta { unique: job.unique.clone(), mailboxes: job.recipients.clone(), spool: job.spool.clone() };
+        let body_meta = journal::encode_meta(&meta, job.size);
+        let body_len = body_meta.len() as u64 + job.size;
+        let span = journal::record_span(body_len);
+        let Some(r) = self.journal.reserve(span, may_wait).map_err(self.journal_err())? else {
+            return Ok(None);
+        };
+        let contiguous =
+            out.as_ref().is_some_and(|o| Arc::ptr_eq(&o.file, &r.file) && o.start + o.buf.len() as u64 == r.place.offset);
+        let written = (|| {
+            if !contiguous {
+                if let Some(o) = out.as_mut() {
+                    o.flush().map_err(self.journal_err())?;
+                }
+                *out = Some(Appender { file: r.file.clone(), start: r.place.offset, buf: Vec::new() });
+                if !files.iter().any(|f| Arc::ptr_eq(f, &r.file)) {
+                    files.push(r.file.clone());
+                }
+            }
+            match out.as_mut() {
+                Some(o) => self.write_record(job, o, &r, &body_meta, span),
+                None => Err(StoreError::WriteFailed),
+            }
+        })();
+        match written {
+            Ok(()) => Ok(Some((r.place, span))),
+            Err(e) => {
+                self.journal.abandon(&[r.place]);
+                Err(e)
+            }
+        }
+    }
+
+    /// The record's bytes: from the write buffer when the whole message is still in it (no read at
+    /// all), else read back from the tmp file (page cache), a large one streamed a piece at a time.
+    fn write_record(
+        &self,
+        job: &mut Job,
+        o: &mut Appender,
+        r: &journal::Reserved,
+        body_meta: &[u8],
+        span: u64,
+    ) -> Result<(), StoreError> {
+        let body_len = body_meta.len() as u64 + job.size;
+        let tmp = &job.tmp_path;
+        let writer = job.file.as_mut().ok_or(StoreError::WriteFailed)?;
+        let mut crc = journal::start_crc(r.generation, body_len);
+        crc.update(body_meta);
+        let start = o.buf.len();
+        if writer.buffer().len() as u64 == job.size {
+            crc.update(writer.buffer());
+            o.buf.extend_from_slice(&journal::encode_header(r.generation, body_len, crc.finalize()));
+            o.buf.extend_from_slice(body_meta);
+            o.buf.extend_from_slice(writer.buffer());
+        } else if job.size <= WRITE_CHUNK as u64 {
+            writer.flush().map_err(io_err("write", tmp))?;
+            let mut data = vec![0; job.size as usize];
+            writer.get_ref().read_exact_at(&mut data, 0).map_err(io_err("read", tmp))?;
+            crc.update(&data);
+            o.buf.extend_from_slice(&journal::encode_header(r.generation, body_len, crc.finalize()));
+            o.buf.extend_from_slice(body_meta);
+            o.buf.extend_from_slice(&data);
+        } else {
+            // Streamed: the header last, since its checksum covers everything.
+            writer.flush().map_err(io_err("write", tmp))?;
+            o.flush().map_err(self.journal_err())?;
+            let base = r.place.offset;
+            let data_at = base + (HEADER_LEN + body_meta.len()) as u64;
+            r.file.write_all_at(body_meta, base + HEADER_LEN as u64).map_err(self.journal_err())?;
+            let mut piece = vec![0; WRITE_CHUNK];
+            let mut done = 0u64;
+            while done < job.size {
+                let n = (job.size - done).min(WRITE_CHUNK as u64) as usize;
+                writer.get_ref().read_exact_at(&mut piece[..n], done).map_err(io_err("read", tmp))?;
+                crc.update(&piece[..n]);
+                r.file.write_all_at(&piece[..n], data_at + done).map_err(self.journal_err())?;
+                done += n as u64;
+            }
+            let header = journal::encode_header(r.generation, body_len, crc.finalize());
+            r.file.write_all_at(&header, base).map_err(self.journal_err())?;
+            o.start = base + span;
+            return Ok(());
+        }
+        o.buf.resize(start + span as usize, 0);
+        if o.buf.len() >= WRITE_CHUNK {
+            o.flush().map_err(self.journal_err())?;
+        }
+        Ok(())
+    }
+
+    /// Before a record: every recipient's Maildir exists (made now when missing) with a writable
+    /// `new/`, a Maildir on another file system has room for the copy, and the spool's directories
+    /// are writable — so that the common failures still answer 451/452 rather than fail after the 250.
+    fn check_places(&self, job: &Job) -> Result<(), StoreError> {
+        use rustix::fs::{access, Access};
+        for m in &job.recipients {
+            let mbox = m.dir(&self.committer.mailboxes);
+            // `new/.`: ENOTDIR when new is not a directory.
+            let probe = mbox.join("new").join(".");
+            match access(&probe, Access::WRITE_OK) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::NOENT => self.committer.ensure_maildir(&mbox)?,
+                Err(e) => return Err(StoreError::io("write into", &mbox.join("new"), e.into())),
+            }
+            self.check_room(&mbox, job.size)?;
+        }
+        if let Some(sp) = &job.spool {
+            for dir in [&sp.msg_dir, &sp.sidecar_dir] {
+                access(dir, Access::WRITE_OK).map_err(|e| StoreError::io("write into", dir, e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, mbox: &Path, size: u64) -> Result<(), StoreError> {
+        let known = self.cross_device.lock().unwrap_or_else(PoisonError::into_inner).get(mbox).copied();
+        let is_cross = match known {
+            Some(c) => c,
+            None => {
+                let c = fs::metadata(mbox).map_err(io_err("stat", mbox))?.dev() != self.tmp_dev;
+                let mut cache = self.cross_device.lock().unwrap_or_else(PoisonError::into_inner);
+                if cache.len() >= DEVICE_CACHE {
+                    cache.clear();
+                }
+                cache.insert(mbox.to_path_buf(), c);
+                c
+            }
+        };
+        if !is_cross {
+            return Ok(());
+        }
+        let st = rustix::fs::statvfs(mbox).map_err(|e| StoreError::io("statvfs", mbox, e.into()))?;
+        if st.f_bavail.saturating_mul(st.f_frsize) < size.saturating_add(CROSS_DEVICE_MARGIN) {
+            return Err(StoreError::io("copy into", mbox, rustix::io::Errno::NOSPC.into()));
+        }
+        Ok(())
+    }
+
+    /// One round of stage 2 over journaled messages; returns those to try again.
+    fn settle(&self, mut work: Vec<Journaled>) -> Vec<Journaled> {
+        if work.is_empty() {
+            return work;
+        }
+        // 1. The data of every file durable (the syncs in parallel share journal commits).
+        parallel(&mut work, |j| {
+            if !j.is_synced {
+                match sync_message(&mut j.job) {
+                    Ok(()) => j.is_synced = true,
+                    Err(e) => j.error = Some(e),
+                }
+            }
+        });
+        // 2. Only then the names: every mailbox, the queue's message, its sidecar last.
+        for j in work.iter_mut().filter(|j| j.error.is_none()) {
+            if let Err(e) = self.link(j) {
+                j.error = Some(e);
+            }
+        }
+        // 3. Each directory that got a name fsynced once.
+        self.sync_dirs(&mut work);
+        // 4. Clean up, answer the queue entries, retire.
+        let mut places = Vec::with_capacity(work.len());
+        let mut retry = Vec::new();
+        for mut j in work {
+            match j.error.take() {
+                None => {
+                    drop(j.job.file.take());
+                    if let Err(error) = fs::remove_file(&j.job.tmp_path) {
+                        tracing::warn!(path = %j.job.tmp_path.display(), %error, "cannot remove tmp file");
+                    }
+                    if j.job.spool.is_some() {
+                        let _ = fs::remove_file(j.job.staged_sidecar());
+                    }
+                    places.push(j.place);
+                    if let Some(reply) = j.job.reply.take() {
+                        let _ = reply.send(Ok(j.delivered()));
+                    }
+                }
+                Some(e) => {
+                    tracing::error!(id = %j.job.unique, error = %e, "cannot place an acknowledged message yet; it stays in the journal and is retried");
+                    if let Some(reply) = j.job.reply.take() {
+                        let _ = reply.send(Err(e));
+                    }
+                    j.dirs.clear();
+                    retry.push(j);
+                }
+            }
+        }
+        for file in self.journal.retire(&places) {
+            if let Err(error) = fsync::sync_data(&file) {
+                tracing::warn!(%error, "cannot sync journal retire marks (replayed harmlessly at the next open)");
+            }
+        }
+        retry
+    }
+
+    /// Links a synced message into every place it goes (a name that is already there is from an
+    /// earlier try).
+    fn link(&self, j: &mut Journaled) -> Result<(), StoreError> {
+        let job = &j.job;
+        let final_name = format!("{},S={}", job.unique, job.size);
+        for rcpt in &job.recipients {
+            let dest = self.committer.deliver_one(&job.tmp_path, &rcpt.dir(&self.committer.mailboxes), &job.unique, &final_name)?;
+            j.dirs.extend(dest.parent().map(Path::to_path_buf));
+        }
+        if let Some(spool) = &job.spool {
+            for (from, to) in [(job.tmp_path.clone(), spool.msg_path()), (job.staged_sidecar(), spool.sidecar_path())] {
+                match fs::hard_link(&from, &to) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(StoreError::io("link", &to, e)),
+                    _ => j.dirs.extend(to.parent().map(Path::to_path_buf)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs each distinct directory that got a name, in parallel; a failure fails (for a retry)
+    /// every message named there.
+    fn sync_dirs(&self, work: &mut [Journaled]) {
+        let mut dirs: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+        for (i, j) in work.iter().enumerate().filter(|(_, j)| j.error.is_none()) {
+            for dir in &j.dirs {
+                dirs.entry(dir.clone()).or_default().push(i);
+            }
+        }
+        let mut syncs: Vec<(PathBuf, Option<StoreError>)> = dirs.keys().map(|d| (d.clone(), None)).collect();
+        parallel(&mut syncs, |(dir, error)| {
+            if let Err(e) = sync_dir(dir) {
+                *error = Some(StoreError::io("fsync", dir, e));
+            }
+        });
+        for (dir, error) in syncs {
+            let Some(error) = error else { continue };
+            for &i in &dirs[&dir] {
+                if work[i].error.is_none() {
+                    work[i].error = Some(error.duplicate());
+                }
             }
         }
     }
 }
 
-/// Answers a job that failed before any link was made, removing its tmp file.
+/// Answers a commit that failed before its 250, removing its tmp file (and staged sidecar).
 fn fail_job(mut job: Job, error: StoreError) {
     drop(job.file.take());
     let _ = fs::remove_file(&job.tmp_path);
@@ -448,41 +686,30 @@ fn fail_job(mut job: Job, error: StoreError) {
         let _ = fs::remove_file(job.staged_sidecar());
     }
     tracing::warn!(id = %job.unique, %error, "delivery failed");
-    let _ = job.reply.send(Err(error));
-}
-
-/// Flush the buffer and fsync the data (fdatasync also persists the size, which reading needs).
-fn sync_file(job: &mut Job) -> Result<(), StoreError> {
-    let path = &job.tmp_path;
-    let Some(file) = job.file.as_mut() else {
-        return Ok(());
-    };
-    file.flush().map_err(io_err("write", path))?;
-    fsync::sync_data(file.get_ref()).map_err(io_err("fsync", path))?;
-    if let Some(spool) = &job.spool {
-        write_synced(&job.staged_sidecar(), &spool.sidecar)?;
+    if let Some(reply) = job.reply.take() {
+        let _ = reply.send(Err(error));
     }
-    Ok(())
 }
 
-/// Creates `path` (never replacing anything) with `bytes` and fdatasyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut file =
-        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_err("create", path))?;
-    file.write_all(bytes).map_err(io_err("write", path))?;
-    fsync::sync_data(&file).map_err(io_err("fsync", path))
-}
-
-/// Links the message into the spool's msg directory, then the staged sidecar into place (a link, not
-/// a rename: an existing name is never replaced). Both go into `links`, so a failure removes them
-/// with the mailbox links and the batch fsyncs their directories.
-fn link_spool(tmp: &Path, staged: &Path, spool: &Spool, links: &mut Vec<PathBuf>) -> Result<(), StoreError> {
-    let msg = spool.msg_path();
-    fs::hard_link(tmp, &msg).map_err(io_err("link", &msg))?;
-    links.push(msg);
-    let sidecar = spool.sidecar_path();
-    fs::hard_link(staged, &sidecar).map_err(io_err("link", &sidecar))?;
-    links.push(sidecar);
+/// Flushes the write buffer into the tmp file and fdatasyncs it (fdatasync also persists the size,
+/// which reading needs); writes and syncs the staged sidecar of a queue entry.
+fn sync_message(job: &mut Job) -> Result<(), StoreError> {
+    if let Some(file) = job.file.as_mut() {
+        file.flush().map_err(io_err("write", &job.tmp_path))?;
+        fsync::sync_data(file.get_ref()).map_err(io_err("fsync", &job.tmp_path))?;
+    }
+    if let Some(spool) = &job.spool {
+        let path = job.staged_sidecar();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("create", &path))?;
+        file.write_all(&spool.sidecar).map_err(io_err("write", &path))?;
+        fsync::sync_data(&file).map_err(io_err("fsync", &path))?;
+    }
     Ok(())
 }
 
@@ -507,14 +734,6 @@ fn copy_into(tmp: &Path, mbox: &Path, unique: &str, dest: &Path) -> Result<(), S
     })();
     let _ = fs::remove_file(&staged);
     result
-}
-
-fn unlink_all(links: &[PathBuf]) {
-    for link in links {
-        if let Err(error) = fs::remove_file(link) {
-            tracing::error!(path = %link.display(), %error, "cannot roll back a partial delivery");
-        }
-    }
 }
 
 /// Runs `f` over `items` on up to [`SYNC_THREADS`] threads (fsyncs of different files proceed in

@@ -36,6 +36,9 @@ pub(crate) struct Intake {
     pub(crate) committer: mpsc::Sender<Job>,
     /// Message files are created with `modes.message_mode()` (0600, or 0640 with a store group).
     pub(crate) modes: crate::modes::Modes,
+    /// The commit threads, joined when the last `Intake` goes: declared after `committer`, so that
+    /// the sender is dropped first and the threads see the end.
+    pub(crate) _workers: crate::commit::Workers,
 }
 
 impl Intake {
@@ -197,7 +200,7 @@ impl Incoming {
             size: self.len,
             recipients,
             spool,
-            reply,
+            reply: Some(reply),
         };
         match self.intake.committer.send(job) {
             Ok(()) => {

@@ -24,13 +24,19 @@
 //! byte holds no record. A record whose checksum does not match was torn by the crash while being
 //! written, before any link of its batch was made: it is ignored.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
+// The writer side (`IntentLog`) is an older version's: only tests still make records.
+#[cfg(test)]
+use std::fs::{File, OpenOptions};
+#[cfg(test)]
 use std::io::{self, Write};
+#[cfg(test)]
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use crate::address::{is_folder_name, validate_domain, validate_local, MailboxId};
+#[cfg(test)]
 use crate::fsync;
 use crate::spool::{is_plain_name, is_safe_dir};
 
@@ -68,9 +74,11 @@ pub(crate) struct SpoolIntent {
 /// commit to the journal, only the data. (A bigger record grows the file once.)
 pub const INTENT_PREALLOCATE: usize = 64 * 1024;
 /// What [`IntentLog::retire`] overwrites at offset 0: enough to destroy the header line.
+#[cfg(test)]
 const RETIRED: [u8; 32] = [0; 32];
 
-/// This store's record file.
+/// A record file as an older version wrote it (kept so that tests can make one).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct IntentLog {
     path: PathBuf,
@@ -79,6 +87,7 @@ pub(crate) struct IntentLog {
     is_armed: bool,
 }
 
+#[cfg(test)]
 impl IntentLog {
     /// Creates `<intent dir>/<name>` filled with [`INTENT_PREALLOCATE`] zeros, syncs it and fsyncs the
     /// directory, so later batches only overwrite and fdatasync the file.
@@ -118,6 +127,7 @@ impl IntentLog {
     }
 }
 
+#[cfg(test)]
 impl Drop for IntentLog {
     /// The store is gone and every batch answered: nothing left to recover.
     fn drop(&mut self) {
@@ -129,6 +139,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+#[cfg(test)]
 fn encode(entries: &[IntentEntry]) -> Vec<u8> {
     let mut body = String::new();
     for e in entries {

@@ -34,6 +34,8 @@ pub mod error;
 pub mod fsync;
 pub mod incoming;
 pub mod intent;
+pub mod journal;
+mod journal_replay;
 pub mod mailbox;
 pub mod modes;
 pub mod password;

@@ -19,7 +19,9 @@ use crate::commit::{self, Committer};
 use crate::error::{io_err, StoreError};
 use crate::fsync;
 use crate::incoming::{Incoming, Intake};
-use crate::intent::{self, IntentLog, INTENT_DIR};
+use crate::intent::{self, INTENT_DIR};
+use crate::journal::JOURNAL_DIR;
+use crate::journal_replay;
 use crate::modes::Modes;
 use crate::unique::{self, UniqueNames};
 use crate::users::{UserDirectory, Users, UsersCache};
@@ -72,38 +74,44 @@ impl Store {
         fsync::warn_if_unsafe();
         let mailboxes = data_dir.join("mailboxes");
         let tmp = data_dir.join("tmp");
+        let journal_dir = data_dir.join(JOURNAL_DIR);
+        // Only a data directory of an older version has intent records to finish.
         let intents = data_dir.join(INTENT_DIR);
         // A data directory that never had mailboxes/ is new: it gets an empty users.toml. In one that
         // has, a missing users.toml is suspicious (see `UsersCache::start`).
         let is_new = !mailboxes.exists();
         fsync::create_dir_all_synced(data_dir).map_err(io_err("create", data_dir))?;
-        for dir in [&mailboxes, &tmp, &intents] {
+        for dir in [&mailboxes, &tmp, &journal_dir] {
             fsync::create_dir_synced(dir).map_err(io_err("create", dir))?;
         }
         if apply {
             modes.apply_at_open(data_dir).map_err(io_err("set the modes of", data_dir))?;
-            modes.set_dir(&intents, crate::modes::DirKind::Private).map_err(io_err("set the mode of", &intents))?;
+            modes
+                .set_dir(&journal_dir, crate::modes::DirKind::Private)
+                .map_err(io_err("set the mode of", &journal_dir))?;
         }
         let names = Arc::new(UniqueNames::new());
         let committer = Committer { mailboxes: mailboxes.clone(), tmp: tmp.clone(), modes };
 
         // Copies staged in a Maildir's tmp/ are never needed to recover: clean them first. The
-        // store-wide tmp/ holds the data files that recovery links from: clean it after.
+        // store-wide tmp/ holds the data files that old intent records link from: clean it after.
         unique::clean_mailbox_tmps(&mailboxes, names.hostname());
-        for (path, entries) in intent::abandoned(&intents, names.hostname()) {
-            committer.recover(&entries);
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove a recovered intent record");
+        if intents.is_dir() {
+            for (path, entries) in intent::abandoned(&intents, names.hostname()) {
+                committer.recover(&entries);
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a recovered intent record");
+                }
             }
         }
+        let journal = journal_replay::open(&journal_dir, &committer, &tmp)?;
         unique::clean_tmp_dir(&tmp, names.hostname());
 
         let directory = UserDirectory::new(data_dir);
         let users = UsersCache::start(directory.clone(), is_new)?;
         let aliases =
             AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
-        let log = IntentLog::create(&intents, &names.next()).map_err(io_err("create an intent record in", &intents))?;
-        let sender = commit::start(committer, log).map_err(io_err("spawn syncers for", data_dir))?;
+        let (sender, workers) = commit::start(committer, journal).map_err(io_err("start the committer for", data_dir))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
@@ -111,7 +119,7 @@ impl Store {
                 directory,
                 users,
                 aliases,
-                intake: Arc::new(Intake { tmp, names, committer: sender, modes }),
+                intake: Arc::new(Intake { tmp, names, committer: sender, modes, _workers: workers }),
             }),
         })
     }
@@ -192,7 +200,7 @@ pub const JUNK_FOLDER: &str = "Junk";
 mod tests {
     use super::*;
     use crate::incoming::Commit;
-    use crate::intent::IntentEntry;
+    use crate::intent::{IntentEntry, IntentLog};
     use std::fs;
 
     /// A data directory as a process killed mid-batch leaves it: the message's data file in tmp/, an
@@ -216,6 +224,7 @@ mod tests {
             mailboxes: mailboxes.to_vec(),
             spool: None,
         };
+        fs::create_dir_all(data.join(INTENT_DIR)).unwrap(); // an older version made it
         let mut log = IntentLog::create(&data.join(INTENT_DIR), &format!("1700000000.M1P4194305Q0.{host}")).unwrap();
         log.arm(&[entry]).unwrap();
         std::mem::forget(log); // a crash: the record stays
@@ -242,7 +251,7 @@ mod tests {
         }
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0, "the data file is gone");
         let records: Vec<_> = fs::read_dir(dir.path().join(INTENT_DIR)).unwrap().flatten().collect();
-        assert_eq!(records.len(), 1, "only the new store's own record is left: {records:?}");
+        assert!(records.is_empty(), "the old record is gone: {records:?}");
     }
 
     #[test]
@@ -390,13 +399,20 @@ mod tests {
     }
 
     #[test]
-    fn a_live_process_record_is_left_alone() {
+    fn a_live_process_journal_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let running = Store::open(dir.path()).unwrap();
-        let ours: Vec<_> = fs::read_dir(dir.path().join(INTENT_DIR)).unwrap().flatten().map(|e| e.path()).collect();
-        assert_eq!(ours.len(), 1);
+        let alice = MailboxId::new_validated("alice".into(), "example.test".into());
+        let mut m = running.begin().unwrap();
+        m.write(b"Subject: x\n\nhi\n").unwrap();
+        m.commit(std::slice::from_ref(&alice)).wait().unwrap();
+        let segments: Vec<_> =
+            fs::read_dir(dir.path().join(JOURNAL_DIR)).unwrap().flatten().map(|e| e.path()).collect();
+        assert_eq!(segments.len(), 1, "{segments:?}");
+        let before = fs::read(&segments[0]).unwrap();
         let _other = Store::open(dir.path()).unwrap(); // e.g. `mailroom mailbox list` beside a server
-        assert!(ours[0].exists(), "a running store's intent record was taken");
+        assert!(segments[0].exists(), "a running store's segment was taken");
+        assert_eq!(fs::read(&segments[0]).unwrap().len(), before.len());
         drop(running);
     }
 
