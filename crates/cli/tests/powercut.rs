@@ -724,7 +724,8 @@ fn check_disk(data: &Path, load: &Load) -> Verdict {
                 let body = without_trace(&bytes);
                 let expected = body.and_then(token_of).and_then(|t| sent.get(&t).map(|b| to_lf(b)));
                 if size_from_name(&f) != Some(bytes.len() as u64) || body.is_none() || expected.as_deref() != body {
-                    v.damaged.push(format!("{address} {sub}/{name}: {} bytes, not a complete message sent", bytes.len()));
+                    v.damaged
+                        .push(format!("{address} {sub}/{name}: {} bytes, not a complete message sent", bytes.len()));
                     continue;
                 }
                 let id = name.split(",S=").next().unwrap_or_default().to_owned();

@@ -111,7 +111,8 @@ impl Store {
         let users = UsersCache::start(directory.clone(), is_new)?;
         let aliases =
             AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
-        let (sender, workers) = commit::start(committer, journal).map_err(io_err("start the committer for", data_dir))?;
+        let (sender, workers) =
+            commit::start(committer, journal).map_err(io_err("start the committer for", data_dir))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),

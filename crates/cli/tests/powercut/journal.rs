@@ -35,7 +35,7 @@ const MESSAGE_SYNC: &str = r"^/(mailboxes|tmp|queue)/";
 /// A sync of any file.
 const ANY_SYNC: &str = "^/";
 /// Power cuts in the mid-batch scenario.
-const MID_BATCH_CUTS: usize = 4;
+const MID_BATCH_CUTS: usize = 6;
 /// After the freeze, how long the senders go on, so that 250s of the last durable batch still on
 /// their way are read (and so checked).
 const AFTER_FREEZE: Duration = Duration::from_millis(300);
@@ -93,6 +93,18 @@ impl Rig {
         Serve::spawn(&self.bench.mnt(), self.load.port.load(Ordering::Relaxed), log, env)
     }
 
+    /// Lets the senders go and arms the freeze (REQUEST) once a message has been acknowledged.
+    fn arm_under_load(&self, request: &str) {
+        let before = self.acked();
+        self.load.paused.store(false, Ordering::Relaxed);
+        let start = Instant::now();
+        while self.acked() == before {
+            assert!(start.elapsed() < WAIT, "no message acknowledged within {WAIT:?} of load");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.freeze(request);
+    }
+
     /// Lets the senders go until the armed freeze happens; returns fs.py's notice.
     fn load_until_frozen(&self, server: &Serve) -> String {
         self.load.paused.store(false, Ordering::Relaxed);
@@ -100,12 +112,9 @@ impl Rig {
         std::thread::sleep(AFTER_FREEZE);
         self.load.paused.store(true, Ordering::Relaxed);
         notice.unwrap_or_else(|| {
-            panic!(
-                "the armed freeze did not happen within {WAIT:?} of load ({}; {} acknowledged); server log:\n{}",
-                self.fs().state(),
-                self.load.acked.lock().unwrap().len(),
-                server.log_text()
-            )
+            // (No lock held across the panic: the senders would find it poisoned.)
+            let (state, acked) = (self.fs().state(), self.acked());
+            panic!("the armed freeze did not happen within {WAIT:?} of load ({state}; {acked} acknowledged); server log:\n{}", server.log_text())
         })
     }
 
@@ -157,7 +166,8 @@ impl Rig {
     fn cut_between_journal_sync_and_file_sync(&mut self) -> usize {
         let server = self.start(&[(HOLD_ENV, HOLD_MS)]);
         let k = 1 + self.rng.below(4);
-        self.freeze(&format!("after {k} {JOURNAL_SYNC}"));
+        // Armed once the journal is taking batches (its first segment may be made at the first commit).
+        self.arm_under_load(&format!("after {k} {JOURNAL_SYNC}"));
         let notice = self.load_until_frozen(&server);
         self.cut(server);
         let acked = self.acked();
@@ -195,7 +205,7 @@ fn power_cut_journal_mid_batch() {
         // Alternately after the k-th journal sync (the next batch half written), and after the k-th sync
         // of any file (which lands inside the background stage: some files synced, some linked).
         let (k, pattern) =
-            if cut % 2 == 0 { (1 + rig.rng.below(12), JOURNAL_SYNC) } else { (1 + rig.rng.below(60), ANY_SYNC) };
+            if cut % 2 == 0 { (1 + rig.rng.below(30), JOURNAL_SYNC) } else { (1 + rig.rng.below(120), ANY_SYNC) };
         rig.freeze(&format!("after {k} {pattern}"));
         let notice = rig.load_until_frozen(&server);
         rig.cut(server);
