@@ -40,6 +40,10 @@ const SEED_ENV: &str = "MAILROOM_POWERCUT_SEED";
 const PYTHON: &str = "/usr/bin/python3";
 const DOMAIN: &str = "powercut.test";
 const USERS: [&str; 3] = ["alice@powercut.test", "bob@powercut.test", "carol@powercut.test"];
+/// A recipient elsewhere: with `Load::remote`, some messages also go to the outbound queue (the
+/// journal's spool entries). Its domain never resolves (the test's DNS answers SERVFAIL), so the entry
+/// stays queued, deferred.
+const REMOTE: &str = "far@remote.powercut.test";
 /// Concurrent SMTP clients: modest, the file system is Python.
 const SENDERS: usize = 4;
 /// Power cuts in the load test (the issue asks for at least 10).
@@ -236,6 +240,8 @@ impl Drop for PowerCutFs {
 /// A temporary directory holding the backing directory `disk/`, the mount point `mnt/` and the logs.
 struct Bench {
     dir: tempfile::TempDir,
+    /// A config file for `mailroom serve --config`, outside the mount.
+    config: Option<PathBuf>,
 }
 
 impl Bench {
@@ -243,7 +249,7 @@ impl Bench {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("disk")).unwrap();
         std::fs::create_dir(dir.path().join("mnt")).unwrap();
-        Bench { dir }
+        Bench { dir, config: None }
     }
 
     fn disk(&self) -> PathBuf {
@@ -499,10 +505,13 @@ struct Serve {
 
 impl Serve {
     /// Starts `mailroom serve` with the extra environment ENV, without waiting for it.
-    fn spawn(data: &Path, port: u16, log: PathBuf, env: &[(&str, &str)]) -> Serve {
+    fn spawn(data: &Path, port: u16, log: PathBuf, env: &[(&str, &str)], config: Option<&Path>) -> Serve {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--data-dir")
+        cmd.arg("serve");
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--data-dir")
             .arg(data)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--domain", DOMAIN, "--hostname", "mx.powercut.test"])
             .env("MAILROOM_LOG", "info")
@@ -559,7 +568,8 @@ impl Drop for Serve {
 struct Acked {
     token: String,
     rcpts: Vec<&'static str>,
-    /// From the reply `250 2.0.0 Ok: stored as <id>`: the file is `new/<id>,S=<size>`.
+    /// From the reply `250 2.0.0 Ok: stored as <id>` (or `queued as <id>`): the file is
+    /// `new/<id>,S=<size>`, and `queue/msg/<id>` for REMOTE.
     id: String,
 }
 
@@ -575,11 +585,15 @@ struct Load {
     sent: Mutex<HashMap<String, Vec<u8>>>,
     acked: Mutex<Vec<Acked>>,
     reconnects: AtomicU64,
+    /// Messages `n % 4 == 0` also go to REMOTE (the server must let 127.0.0.1 relay).
+    remote: bool,
 }
 
-/// One to three recipients, and 1 to 12 kB, varying with the message number.
-fn message_for(n: u64, token: &str) -> (Vec<&'static str>, Vec<u8>) {
+/// One to three recipients (and REMOTE with every fourth message if REMOTE_TOO), and 1 to 12 kB,
+/// varying with the message number.
+fn message_for(n: u64, token: &str, remote_too: bool) -> (Vec<&'static str>, Vec<u8>) {
     let rcpts: Vec<&'static str> = match n % 4 {
+        0 if remote_too => vec![USERS[0], USERS[1], REMOTE],
         0 => USERS.to_vec(),
         1 => USERS[..2].to_vec(),
         _ => vec![USERS[(n as usize / 4) % USERS.len()]],
@@ -616,7 +630,7 @@ fn session(load: &Load, thread: usize) -> std::io::Result<()> {
     while !load.stop.load(Ordering::Relaxed) {
         let n = load.seq.fetch_add(1, Ordering::Relaxed);
         let token = format!("P{thread}N{n}");
-        let (rcpts, body) = message_for(n, &token);
+        let (rcpts, body) = message_for(n, &token, load.remote);
         load.sent.lock().unwrap().insert(token.clone(), body.clone());
         expect(&mut c, "MAIL FROM:<load@client.powercut.test>", 250)?;
         for r in &rcpts {
@@ -629,7 +643,9 @@ fn session(load: &Load, thread: usize) -> std::io::Result<()> {
         if r.code != 250 {
             return Err(std::io::Error::other(format!("end of data -> {r:?}")));
         }
-        let id = r.text().rsplit_once("stored as ").map(|(_, id)| id.trim().to_owned());
+        let text = r.text();
+        let id = text.rsplit_once("stored as ").or_else(|| text.rsplit_once("queued as "));
+        let id = id.map(|(_, id)| id.trim().to_owned());
         let id = id.ok_or_else(|| std::io::Error::other(format!("no id in {r:?}")))?;
         load.acked.lock().unwrap().push(Acked { token, rcpts, id });
     }
@@ -707,40 +723,56 @@ fn check_disk(data: &Path, load: &Load) -> Verdict {
     top.sort();
     let mut v = Verdict { top, ..Verdict::default() };
     let sent = load.sent.lock().unwrap();
-    // Every file in every new/: its size matches S= and it is exactly a message that was sent.
+    // Every file: its size matches S= and it is exactly a message that was sent.
     let mut present: HashMap<(String, String), PathBuf> = HashMap::new();
     let mut found_in: HashMap<String, Vec<String>> = HashMap::new();
-    let mailboxes = data.join("mailboxes");
-    for dom in std::fs::read_dir(&mailboxes).into_iter().flatten().flatten() {
+    // (address, where, file): every file in every new/ and cur/, and the queue's message files (REMOTE's).
+    let mut files: Vec<(String, String, PathBuf)> = Vec::new();
+    for dom in std::fs::read_dir(data.join("mailboxes")).into_iter().flatten().flatten() {
         for mbox in std::fs::read_dir(dom.path()).into_iter().flatten().flatten() {
             let address = format!("{}@{}", mbox.file_name().to_string_lossy(), dom.file_name().to_string_lossy());
             // A reader may have moved a message to cur/ (none does here, but the journal's replay looks
             // there too); a partial file is wrong in either.
-            let files = common::files_in(&mbox.path().join("new")).into_iter().map(|f| ("new", f));
-            for (sub, f) in files.chain(common::files_in(&mbox.path().join("cur")).into_iter().map(|f| ("cur", f))) {
-                v.files += 1;
-                let bytes = std::fs::read(&f).unwrap_or_default();
-                let name = f.file_name().unwrap().to_string_lossy().into_owned();
-                let body = without_trace(&bytes);
-                let expected = body.and_then(token_of).and_then(|t| sent.get(&t).map(|b| to_lf(b)));
-                if size_from_name(&f) != Some(bytes.len() as u64) || body.is_none() || expected.as_deref() != body {
-                    v.damaged
-                        .push(format!("{address} {sub}/{name}: {} bytes, not a complete message sent", bytes.len()));
-                    continue;
+            for sub in ["new", "cur"] {
+                for f in common::files_in(&mbox.path().join(sub)) {
+                    files.push((address.clone(), sub.to_owned(), f));
                 }
-                let id = name.split(",S=").next().unwrap_or_default().to_owned();
-                if let Some(token) = body.and_then(token_of) {
-                    found_in.entry(token).or_default().push(address.clone());
-                }
-                present.insert((address.clone(), id), f);
             }
         }
+    }
+    for f in common::files_in(&data.join("queue/msg")) {
+        files.push((REMOTE.to_owned(), "queue/msg".to_owned(), f));
+    }
+    for (address, sub, f) in files {
+        v.files += 1;
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let body = without_trace(&bytes);
+        let expected = body.and_then(token_of).and_then(|t| sent.get(&t).map(|b| to_lf(b)));
+        // A Maildir name carries the size (S=); a queue file's name is the id alone.
+        let is_queue = address == REMOTE;
+        let size_ok = is_queue || size_from_name(&f) == Some(bytes.len() as u64);
+        if !size_ok || body.is_none() || expected.as_deref() != body {
+            v.damaged.push(format!("{address} {sub}/{name}: {} bytes, not a complete message sent", bytes.len()));
+            continue;
+        }
+        let id = name.split(",S=").next().unwrap_or_default().to_owned();
+        let token = body.and_then(token_of).unwrap_or_default();
+        // A queue entry needs its envelope too; right after a cut the next start may still have to
+        // write it (replay), so a missing one counts as partial, not lost.
+        let env = data.join("queue/env").join(&id);
+        if is_queue && !std::fs::metadata(&env).is_ok_and(|m| m.len() > 0) {
+            v.partial.push(format!("{token}: queue/msg/{id} without its envelope queue/env/{id}"));
+            continue;
+        }
+        found_in.entry(token).or_default().push(address.clone());
+        present.insert((address, id), f);
     }
     for (token, mut at) in found_in {
         // The token is P<thread>N<n>, and message n goes to the recipients message_for(n) gives.
         let n: Option<u64> = token.split_once('N').and_then(|(_, n)| n.parse().ok());
         let Some(n) = n else { continue };
-        let mut want: Vec<String> = message_for(n, &token).0.iter().map(|r| r.to_string()).collect();
+        let mut want: Vec<String> = message_for(n, &token, load.remote).0.iter().map(|r| r.to_string()).collect();
         at.sort();
         want.sort();
         if at != want {
@@ -922,7 +954,7 @@ fn start_server_env(bench: &Bench, load: &Load, tag: &str, env: &[(&str, &str)])
     loop {
         let port = load.port.load(Ordering::Relaxed);
         let log = bench.dir.path().join(format!("serve-{}-{attempt}.log", tag.replace(' ', "-")));
-        let mut s = Serve::spawn(&bench.mnt(), port, log, env);
+        let mut s = Serve::spawn(&bench.mnt(), port, log, env, bench.config.as_deref());
         match s.wait_listening() {
             Ok(()) => return s,
             Err(text) if attempt < 3 && text.contains("cannot listen") => {

@@ -45,6 +45,28 @@ fn replayed(log: &str) -> Option<u64> {
     log.lines().rev().find_map(|l| l.split("journal replayed records=").nth(1)?.split_whitespace().next()?.parse().ok())
 }
 
+/// A DNS server on 127.0.0.1 that answers every query SERVFAIL (a temporary failure: the relay defers),
+/// until LOAD says stop. Returns its address.
+fn servfail_dns(load: Arc<Load>) -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port for the test DNS");
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !load.stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
+            if n < 12 {
+                continue;
+            }
+            // The query itself, made a response (QR) with RCODE 2, SERVFAIL (RFC 1035 §4.1.1).
+            buf[2] |= 0x80;
+            buf[3] = (buf[3] & 0xf0) | 2;
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
 /// A data directory on the power-cut file system, its users, and SMTP senders (held off while the
 /// server is down or the disk is looked at).
 struct Rig {
@@ -60,12 +82,19 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let rng = Rng::new();
-        let bench = Bench::new();
+        let mut bench = Bench::new();
         let fs = bench.mount();
         for u in USERS {
             user_add(&bench.mnt(), u);
         }
-        let load = Arc::new(Load::default());
+        let load = Arc::new(Load { remote: true, ..Load::default() });
+        let dns = servfail_dns(load.clone());
+        // The senders may relay (every fourth message also goes to REMOTE, through the queue); REMOTE's
+        // domain gets SERVFAIL, so its entries stay queued (deferred) and can be checked.
+        let config = bench.dir.path().join("mailroom.toml");
+        let text = format!("[delivery]\nrelay_networks = [\"127.0.0.1/32\"]\n\n[dns]\nservers = [\"{dns}\"]\n");
+        std::fs::write(&config, text).unwrap();
+        bench.config = Some(config);
         load.port.store(free_port(), Ordering::Relaxed);
         load.paused.store(true, Ordering::Relaxed);
         let senders = spawn_senders(&load);
@@ -90,7 +119,8 @@ impl Rig {
     fn spawn(&mut self, env: &[(&str, &str)]) -> Serve {
         self.starts += 1;
         let log = self.bench.dir.path().join(format!("serve-start-{}.log", self.starts));
-        Serve::spawn(&self.bench.mnt(), self.load.port.load(Ordering::Relaxed), log, env)
+        let port = self.load.port.load(Ordering::Relaxed);
+        Serve::spawn(&self.bench.mnt(), port, log, env, self.bench.config.as_deref())
     }
 
     /// Lets the senders go and arms the freeze (REQUEST) once a message has been acknowledged.
@@ -218,8 +248,13 @@ fn power_cut_journal_mid_batch() {
     let last = rig.start_and_check_whole("after the last mid-batch cut");
     replays.push(last);
     let acked = rig.acked();
-    eprintln!("journal mid-batch: {acked} acknowledged, replayed {replays:?} at the starts, {:?}", started.elapsed());
+    let queued = rig.load.acked.lock().unwrap().iter().filter(|a| a.rcpts.contains(&REMOTE)).count();
+    eprintln!(
+        "journal mid-batch: {acked} acknowledged ({queued} also queued), replayed {replays:?} at the starts, {:?}",
+        started.elapsed()
+    );
     assert!(acked >= 20, "too little load to mean anything: {acked} acknowledged");
+    assert!(queued > 0, "no acknowledged message went through the queue");
     rig.finish();
 }
 
