@@ -272,7 +272,7 @@ fn dovecot_in_the_store_group_reads_a_delivered_message() {
     let msg = common::files_in(&mbox.join("new")).remove(0);
     assert_eq!(mode_group(&msg), (0o640, STORE_GID), "the message");
     // Never shared: what is being received, the queue, the keys, the password hashes.
-    for p in ["tmp", "queue", "tls", "intent"] {
+    for p in ["tmp", "queue", "tls", "journal"] {
         assert_eq!(mode_group(&data.join(p)).0 & 0o077, 0, "{p} is open to the group");
     }
     assert_eq!(mode_group(&data.join("users.toml")).0 & 0o077, 0);

@@ -137,7 +137,7 @@ fn data_directory_is_private_by_default() {
     let msg = server.expect_new("bob@example.test", 1).remove(0);
     assert_eq!(mode(&msg), 0o600, "{}", msg.display());
     let mbox = server.maildir("bob@example.test");
-    let mut dirs: Vec<PathBuf> = ["", "mailboxes", "mailboxes/example.test", "tmp", "intent", "queue", "tls"]
+    let mut dirs: Vec<PathBuf> = ["", "mailboxes", "mailboxes/example.test", "tmp", "journal", "queue", "tls"]
         .iter()
         .map(|p| server.data.join(p))
         .collect();

@@ -270,8 +270,42 @@ impl Drop for Workers {
     }
 }
 
+/// How far the pipeline got: commits answered after the journal sync, and those since placed.
+#[derive(Default)]
+pub(crate) struct Progress {
+    counts: Mutex<(u64, u64)>,
+    placed: std::sync::Condvar,
+}
+
+impl Progress {
+    fn add_journaled(&self, n: usize) {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).0 += n as u64;
+    }
+
+    fn add_placed(&self, n: usize) {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).1 += n as u64;
+        self.placed.notify_all();
+    }
+
+    /// Waits until every commit journaled before the call is placed, at most `limit`.
+    pub(crate) fn wait_placed(&self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let target = counts.0;
+        while counts.1 < target {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            counts = self.placed.wait_timeout(counts, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        true
+    }
+}
+
 /// What both stages share.
 struct Shared {
+    progress: Arc<Progress>,
     committer: Committer,
     journal: Journal,
     /// Device of `<data-dir>/tmp/`, and per Maildir whether it is on another one (cached: a Maildir
@@ -284,9 +318,14 @@ struct Shared {
 const DEVICE_CACHE: usize = 10_000;
 
 /// Starts the leader and stage 2; the returned sender is how commits reach them.
-pub(crate) fn start(committer: Committer, journal: Journal) -> io::Result<(mpsc::Sender<Job>, Workers)> {
+pub(crate) fn start(
+    committer: Committer,
+    journal: Journal,
+    progress: Arc<Progress>,
+) -> io::Result<(mpsc::Sender<Job>, Workers)> {
     let tmp_dev = fs::metadata(&committer.tmp)?.dev();
-    let shared = Arc::new(Shared { committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
+    let shared =
+        Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
     let (tx, rx) = mpsc::channel::<Job>();
     let (settle_tx, settle_rx) = mpsc::channel::<Vec<Journaled>>();
     let s = shared.clone();
@@ -406,6 +445,7 @@ impl Shared {
             }
             return Vec::new();
         }
+        self.progress.add_journaled(batch.len());
         for j in &mut batch {
             // A queue entry is answered once it is in place (the queue reads it at once).
             if j.job.spool.is_none() {
@@ -631,6 +671,7 @@ impl Shared {
                 }
             }
         }
+        self.progress.add_placed(places.len());
         for file in self.journal.retire(&places) {
             if let Err(error) = fsync::sync_data(&file) {
                 tracing::warn!(%error, "cannot sync journal retire marks (replayed harmlessly at the next open)");
@@ -751,7 +792,7 @@ fn copy_into(tmp: &Path, mbox: &Path, unique: &str, dest: &Path) -> Result<(), S
 /// Runs `f` over `items` on up to [`SYNC_THREADS`] threads (fsyncs of different files proceed in
 /// parallel in the kernel and the device queue). Threads pull items from a shared queue, so if a
 /// thread cannot be spawned the others, including the caller, still do every item.
-fn parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
+pub(crate) fn parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     let n = items.len();
     if n <= 1 {
         items.iter_mut().for_each(&f);

@@ -39,6 +39,7 @@ pub(crate) struct Intake {
     /// The commit threads, joined when the last `Intake` goes: declared after `committer`, so that
     /// the sender is dropped first and the threads see the end.
     pub(crate) _workers: crate::commit::Workers,
+    pub(crate) progress: Arc<crate::commit::Progress>,
 }
 
 impl Intake {

@@ -48,12 +48,13 @@ use crate::spool::{is_plain_name, is_safe_dir, Spool};
 pub const JOURNAL_DIR: &str = "journal";
 /// Suffix of a segment file.
 pub const SEGMENT_SUFFIX: &str = ".jnl";
-/// Size of a segment: preallocated with zeros once, then overwritten in place. 8 MiB holds about 6,000
-/// records of 1 KiB messages; a record larger than this gets a segment of its own.
-pub const SEGMENT_SIZE: u64 = 8 << 20;
-/// Segments of [`SEGMENT_SIZE`] a store keeps at most. When every one holds unretired records, a
-/// commit waits for the background stage to retire some (never more memory or disk).
-pub const MAX_SEGMENTS: usize = 8;
+/// Size of a segment: preallocated with zeros once, then overwritten in place. 1 MiB holds about 700
+/// records of 1 KiB messages (several batches) and stays small beside a small data directory; a record
+/// larger than this gets a segment of its own.
+pub const SEGMENT_SIZE: u64 = 1 << 20;
+/// Segments of [`SEGMENT_SIZE`] a store keeps at most (32 MiB). When every one holds unretired
+/// records, a commit waits for the background stage to retire some (never more memory or disk).
+pub const MAX_SEGMENTS: usize = 32;
 /// How long a commit waits for journal space before it fails (451 4.3.0 rather than a hang).
 pub const JOURNAL_FULL_WAIT: Duration = Duration::from_secs(30);
 /// Bytes a leader collects before one write(2) into the segment, and the piece size when a large

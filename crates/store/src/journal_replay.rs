@@ -85,34 +85,52 @@ struct Replay<'a> {
     records: usize,
 }
 
+/// Records replayed together: their files written, then synced in parallel, linked, and each
+/// directory fsynced once (a 100-recipient record costs one file sync, not a hundred).
+const REPLAY_CHUNK: usize = 64;
+
+/// What one record needs done, found by looking at the disk.
+struct Pending<'r> {
+    offset: u64,
+    meta: &'r RecordMeta,
+    data: &'r [u8],
+    /// `<data-dir>/tmp/<unique>` holding the message, linked to where it is missing.
+    staged: PathBuf,
+    /// Mailbox directories without the message.
+    missing: Vec<PathBuf>,
+    spool_missing: (bool, bool),
+    error: Option<StoreError>,
+}
+
 impl Replay<'_> {
     /// Replays the live records of one segment and retires them; true if nothing is left live.
     fn segment(&mut self, file: &File, path: &Path) -> io::Result<bool> {
         let size = file.metadata()?.len();
+        let scanned = journal::scan(file, size)?;
         let mut is_clean = true;
         let mut done = Vec::new();
-        for scanned in journal::scan(file, size)? {
-            if !scanned.is_live {
-                continue;
-            }
-            let Some((meta, data)) = &scanned.record else {
-                tracing::warn!(path = %path.display(), offset = scanned.offset, "a journal record with invalid names; ignored");
-                done.push(scanned.offset);
-                continue;
-            };
-            tracing::debug!("journal replay record={}", meta.unique);
-            match self.record(meta, data) {
-                Ok(()) => {
-                    self.records += 1;
-                    done.push(scanned.offset);
-                }
-                Err(error) => {
-                    tracing::error!(id = %meta.unique, %error, "cannot replay an acknowledged message; it stays in the journal for the next start");
-                    is_clean = false;
+        let mut live = Vec::new();
+        for s in scanned.iter().filter(|s| s.is_live) {
+            match &s.record {
+                Some((meta, data)) => live.push((s.offset, meta, &data[..])),
+                None => {
+                    tracing::warn!(path = %path.display(), offset = s.offset, "a journal record with invalid names; ignored");
+                    done.push(s.offset);
                 }
             }
-            if let Some(pause) = self.pause {
-                std::thread::sleep(pause);
+        }
+        for chunk in live.chunks(REPLAY_CHUNK) {
+            for p in self.chunk(chunk) {
+                match p.error {
+                    None => {
+                        self.records += 1;
+                        done.push(p.offset);
+                    }
+                    Some(error) => {
+                        tracing::error!(id = %p.meta.unique, %error, "cannot replay an acknowledged message; it stays in the journal for the next start");
+                        is_clean = false;
+                    }
+                }
             }
         }
         for offset in &done {
@@ -124,36 +142,112 @@ impl Replay<'_> {
         Ok(is_clean)
     }
 
-    /// Makes one record true on disk: every mailbox, then the queue's message and its sidecar.
-    fn record(&mut self, meta: &RecordMeta, data: &[u8]) -> Result<(), StoreError> {
-        let c = self.committer;
-        let final_name = meta.final_name(data.len() as u64);
-        let mut dirs = BTreeSet::new();
-        for m in &meta.mailboxes {
-            let mbox = m.dir(&c.mailboxes);
-            c.ensure_maildir(&mbox)?;
-            let found = self.copies(&mbox, &meta.unique, &final_name);
-            if found.iter().any(|p| has_content(p, data)) {
-                continue;
+    /// Replays up to [`REPLAY_CHUNK`] records; each comes back with its error, if any.
+    fn chunk<'r>(&mut self, records: &[(u64, &'r RecordMeta, &'r [u8])]) -> Vec<Pending<'r>> {
+        // 1. What is missing where; the message written once to tmp/ (not yet synced).
+        let mut pending: Vec<Pending<'r>> = records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
+        // 2. Those files' data durable, in parallel.
+        crate::commit::parallel(&mut pending, |p| {
+            if p.error.is_none() && (!p.missing.is_empty() || p.spool_missing.0) {
+                if let Err(e) = File::open(&p.staged).and_then(|f| fsync::sync_data(&f)) {
+                    p.error = Some(StoreError::io("fsync", &p.staged, e));
+                }
             }
-            let target = found.into_iter().next().unwrap_or_else(|| mbox.join("new").join(&final_name));
-            let staging = mbox.join("tmp").join(&meta.unique);
-            write_into_place(&staging, &target, data, c.modes.message_mode())?;
-            dirs.extend(target.parent().map(Path::to_path_buf));
+        });
+        // 3. Then the names.
+        let mut dirs = BTreeSet::new();
+        for p in pending.iter_mut().filter(|p| p.error.is_none()) {
+            tracing::debug!("journal replay record={}", p.meta.unique);
+            if let Err(e) = self.place(p, &mut dirs) {
+                p.error = Some(e);
+            }
+            if let Some(pause) = self.pause {
+                std::thread::sleep(pause);
+            }
         }
-        if let Some(sp) = &meta.spool {
-            let staging = self.data_tmp.join(format!("{}{}", meta.unique, crate::spool::SIDECAR_SUFFIX));
-            for (target, bytes, mode) in
-                [(sp.msg_path(), data, c.modes.message_mode()), (sp.sidecar_path(), &sp.sidecar[..], 0o600)]
-            {
-                if !has_content(&target, bytes) {
-                    write_into_place(&staging, &target, bytes, mode)?;
-                    dirs.extend(target.parent().map(Path::to_path_buf));
+        // 4. Each directory fsynced once.
+        for dir in &dirs {
+            if let Err(e) = fsync::sync_dir(dir) {
+                let error = StoreError::io("fsync", dir, e);
+                for p in pending.iter_mut().filter(|p| p.error.is_none()) {
+                    p.error = Some(error.duplicate());
                 }
             }
         }
-        for dir in dirs {
-            fsync::sync_dir(&dir).map_err(io_err("fsync", &dir))?;
+        for p in &pending {
+            let _ = fs::remove_file(&p.staged);
+        }
+        pending
+    }
+
+    /// Finds where the record's message is missing (or there with other content: rewritten at once)
+    /// and writes it to its staging file if anything lacks it.
+    fn look<'r>(&mut self, offset: u64, meta: &'r RecordMeta, data: &'r [u8]) -> Pending<'r> {
+        let staged = self.data_tmp.join(&meta.unique);
+        let mut p = Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
+        if let Err(e) = self.look_into(&mut p) {
+            p.error = Some(e);
+        }
+        p
+    }
+
+    fn look_into(&mut self, p: &mut Pending<'_>) -> Result<(), StoreError> {
+        let c = self.committer;
+        let final_name = p.meta.final_name(p.data.len() as u64);
+        for m in &p.meta.mailboxes {
+            let mbox = m.dir(&c.mailboxes);
+            c.ensure_maildir(&mbox)?;
+            let found = self.copies(&mbox, &p.meta.unique, &final_name);
+            if found.iter().any(|f| has_content(f, p.data)) {
+                continue;
+            }
+            match found.into_iter().next() {
+                // A name without its data (a power cut): rewritten in place, synced.
+                Some(wrong) => {
+                    write_into_place(&mbox.join("tmp").join(&p.meta.unique), &wrong, p.data, c.modes.message_mode())?;
+                    fsync::sync_dir(wrong.parent().unwrap_or(&mbox)).map_err(io_err("fsync", &mbox))?;
+                }
+                None => p.missing.push(mbox),
+            }
+        }
+        if let Some(sp) = &p.meta.spool {
+            p.spool_missing = (!has_content(&sp.msg_path(), p.data), !has_content(&sp.sidecar_path(), &sp.sidecar));
+        }
+        if !p.missing.is_empty() || p.spool_missing.0 {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(c.modes.message_mode())
+                .open(&p.staged)
+                .map_err(io_err("create", &p.staged))?;
+            file.write_all(p.data).map_err(io_err("write", &p.staged))?;
+        }
+        Ok(())
+    }
+
+    /// Links the synced staging file where the message is missing; the queue's sidecar last.
+    fn place(&self, p: &Pending<'_>, dirs: &mut BTreeSet<PathBuf>) -> Result<(), StoreError> {
+        let final_name = p.meta.final_name(p.data.len() as u64);
+        for mbox in &p.missing {
+            let dest = self.committer.deliver_one(&p.staged, mbox, &p.meta.unique, &final_name)?;
+            dirs.extend(dest.parent().map(Path::to_path_buf));
+        }
+        let Some(sp) = &p.meta.spool else { return Ok(()) };
+        let (msg, sidecar) = (sp.msg_path(), sp.sidecar_path());
+        if p.spool_missing.0 {
+            if msg.exists() {
+                let staging = self.data_tmp.join(format!("{}.msg", p.meta.unique));
+                write_into_place(&staging, &msg, p.data, self.committer.modes.message_mode())?;
+            } else {
+                fs::hard_link(&p.staged, &msg).map_err(io_err("link", &msg))?;
+            }
+            dirs.extend(msg.parent().map(Path::to_path_buf));
+        }
+        if p.spool_missing.1 {
+            let staging = self.data_tmp.join(format!("{}{}", p.meta.unique, crate::spool::SIDECAR_SUFFIX));
+            write_into_place(&staging, &sidecar, &sp.sidecar, 0o600)?;
+            dirs.extend(sidecar.parent().map(Path::to_path_buf));
         }
         Ok(())
     }

@@ -111,8 +111,9 @@ impl Store {
         let users = UsersCache::start(directory.clone(), is_new)?;
         let aliases =
             AliasesCache::start(AliasDirectory::new(data_dir)).map_err(|e| StoreError::Aliases(Box::new(e)))?;
+        let progress = Arc::new(commit::Progress::default());
         let (sender, workers) =
-            commit::start(committer, journal).map_err(io_err("start the committer for", data_dir))?;
+            commit::start(committer, journal, progress.clone()).map_err(io_err("start the committer for", data_dir))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
@@ -120,7 +121,7 @@ impl Store {
                 directory,
                 users,
                 aliases,
-                intake: Arc::new(Intake { tmp, names, committer: sender, modes, _workers: workers }),
+                intake: Arc::new(Intake { tmp, names, committer: sender, modes, _workers: workers, progress }),
             }),
         })
     }
@@ -168,6 +169,15 @@ impl Store {
     /// Starts receiving a message into a new file under `<data-dir>/tmp/`.
     pub fn begin(&self) -> Result<Incoming, StoreError> {
         self.inner.intake.begin()
+    }
+
+    /// Waits (at most `limit`) until every commit answered so far is also in its mailboxes and queue
+    /// (stage 2 of the commit: files synced, linked, directories synced); false if that took longer
+    /// (a failing mailbox is retried meanwhile). A commit's answer means it is durable in the
+    /// journal; its file appears in `new/` a few milliseconds later. For callers that read a Maildir
+    /// right after a commit (tests, a one-shot CLI command).
+    pub fn settle(&self, limit: Duration) -> bool {
+        self.inner.intake.progress.wait_placed(limit)
     }
 
     /// The same mailbox delivering into its existing Maildir++ folder `.NAME/` (Dovecot's layout),

@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mailroom_store::{MailboxId, Store, StoreError, UserDirectory};
 
@@ -23,6 +24,9 @@ fn setup(addresses: &[&str]) -> (tempfile::TempDir, Store, Vec<MailboxId>) {
         .collect();
     (dir, store, ids)
 }
+
+/// A commit's answer means durable in the journal; its files land a moment later.
+const SETTLE: Duration = Duration::from_secs(20);
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     match fs::read_dir(dir) {
@@ -49,6 +53,7 @@ async fn three_recipients_get_one_hard_linked_file_each() {
     // Duplicates in the slice are delivered once.
     let recipients = [ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[0].clone()];
     let delivered = incoming.commit(&recipients).await.unwrap();
+    assert!(store.settle(SETTLE));
     assert_eq!(delivered.id, id);
     assert_eq!(delivered.size, MESSAGE.len() as u64);
     assert_eq!(delivered.mailboxes, 3);
@@ -83,6 +88,7 @@ async fn postmaster_mailbox_is_created_on_first_delivery() {
     let mut m = store.begin().unwrap();
     m.write(MESSAGE).unwrap();
     m.commit(std::slice::from_ref(&pm)).await.unwrap();
+    assert!(store.settle(SETTLE));
     assert_eq!(files_in(&new_dir(dir.path(), &pm)).len(), 1);
 }
 
@@ -124,6 +130,7 @@ async fn failure_for_one_recipient_leaves_nothing_anywhere() {
     let mut m = store.begin().unwrap();
     m.write(MESSAGE).unwrap();
     m.commit(&[ids[0].clone(), ids[2].clone()]).await.unwrap();
+    assert!(store.settle(SETTLE));
     assert_eq!(files_in(&new_dir(dir.path(), &ids[0])).len(), 1);
 }
 
@@ -146,6 +153,7 @@ async fn a_failing_message_does_not_fail_its_batch_neighbours() {
         }
     }
     assert_eq!(ok, 16);
+    assert!(store.settle(SETTLE));
     assert_eq!(files_in(&new_dir(dir.path(), &ids[0])).len(), 16);
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 }
@@ -169,6 +177,7 @@ async fn many_concurrent_commits_all_land() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 200, "unique names are unique");
+    assert!(store.settle(SETTLE));
     for mbox in &ids {
         assert_eq!(files_in(&new_dir(dir.path(), mbox)).len(), 200);
     }
@@ -250,6 +259,7 @@ async fn twenty_mebibytes_stream_through() {
         }
     }
     let delivered = m.commit(&ids).await.unwrap();
+    assert!(store.settle(SETTLE));
     assert_eq!(delivered.size, 20 * 1024 * 1024);
     let file = &files_in(&new_dir(dir.path(), &ids[0]))[0];
     let bytes = fs::read(file).unwrap();
@@ -290,6 +300,7 @@ async fn cross_device_mailbox_gets_a_copy() {
     let mut m = store.begin().unwrap();
     m.write(MESSAGE).unwrap();
     m.commit(&ids).await.unwrap();
+    assert!(store.settle(SETTLE));
     let far = files_in(&other.path().join("new"));
     assert_eq!(far.len(), 1);
     assert_eq!(fs::read(&far[0]).unwrap(), MESSAGE);

@@ -40,6 +40,7 @@ async fn junk_is_created_with_its_maildirfolder_file_and_the_inbox_stays_empty()
     let mut incoming = store.begin().unwrap();
     incoming.write(b"Subject: x\n\nbody\n").unwrap();
     incoming.commit(&[junk]).await.unwrap();
+    assert!(store.settle(std::time::Duration::from_secs(20)), "placed in the Maildir");
     let folder = inbox(dir.path(), &ids[0]).join(".Junk");
     assert_eq!(files(&folder.join("new")).len(), 1);
     assert!(folder.join("maildirfolder").is_file());
@@ -68,6 +69,7 @@ async fn an_existing_folder_is_found_only_by_its_exact_listed_name() {
     let mut incoming = store.begin().unwrap();
     incoming.write(b"Subject: x\n\nbody\n").unwrap();
     incoming.commit(&[shop.clone(), ids[0].clone()]).await.unwrap();
+    assert!(store.settle(std::time::Duration::from_secs(20)), "placed in the Maildir");
     assert_eq!(files(&alice.join(".shop/new")).len(), 1, "one copy in the folder");
     assert_eq!(files(&alice.join("new")).len(), 1, "one in the inbox: a folder is another target");
     assert_eq!(files(&inbox(dir.path(), &ids[1]).join("new")).len(), 0);
@@ -88,6 +90,7 @@ async fn insert_puts_bytes_at_the_offset_and_writing_goes_on_after_them() {
         b"DKIM-Signature: v=1\nReturn-Path: <a@b>\nAuthentication-Results: h; none\nSubject: x\n\nbody more\n";
     assert_eq!(incoming.len(), expected.len() as u64);
     let d = incoming.commit(&ids).await.unwrap();
+    assert!(store.settle(std::time::Duration::from_secs(20)), "placed in the Maildir");
     assert_eq!(d.size, expected.len() as u64);
     let new = files(&inbox(dir.path(), &ids[0]).join("new"));
     assert_eq!(fs::read(&new[0]).unwrap(), expected);
@@ -119,6 +122,7 @@ async fn insert_moves_a_tail_longer_than_one_piece() {
     let field = b"Authentication-Results: h; none\n";
     incoming.insert(head.len() as u64, field).unwrap();
     incoming.commit(&ids).await.unwrap();
+    assert!(store.settle(std::time::Duration::from_secs(20)), "placed in the Maildir");
     let stored = fs::read(&files(&inbox(dir.path(), &ids[0]).join("new"))[0]).unwrap();
     assert_eq!(stored.len(), head.len() + field.len() + body.len());
     assert_eq!(&stored[..head.len()], &head[..]);

@@ -9,7 +9,10 @@ async fn deliver(store: &Store, to: &str, bytes: &[u8]) -> String {
     let id = store.users().lookup(l, d).unwrap_or_else(|| store.postmaster(d).unwrap());
     let mut m = store.begin().unwrap();
     m.write(bytes).unwrap();
-    m.commit(&[id]).await.unwrap().id
+    let id = m.commit(&[id]).await.unwrap().id;
+    // The answer means durable in the journal; the file reaches new/ a moment later.
+    assert!(store.settle(std::time::Duration::from_secs(20)));
+    id
 }
 
 #[tokio::test]

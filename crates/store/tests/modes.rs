@@ -22,6 +22,7 @@ async fn deliver(data: &Path, modes: Modes) -> (std::path::PathBuf, std::path::P
     incoming.insert(0, b"X-Inserted: yes\r\n").unwrap();
     let junk = store.junk(&alice);
     incoming.commit(&[alice, junk]).await.unwrap();
+    assert!(store.settle(std::time::Duration::from_secs(20)));
     let inbox = data.join("mailboxes/example.test/alice");
     let one = |d: &Path| fs::read_dir(d).unwrap().next().unwrap().unwrap().path();
     (one(&inbox.join("new")), one(&inbox.join(".Junk/new")))
@@ -36,7 +37,7 @@ async fn private_by_default() {
     for d in ["", "new", "cur", "tmp", ".Junk", ".Junk/new"] {
         assert_eq!(mode(&inbox.join(d)), 0o700, "{d}");
     }
-    for d in ["mailboxes", "mailboxes/example.test", "tmp", "intent"] {
+    for d in ["mailboxes", "mailboxes/example.test", "tmp", "journal"] {
         assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
     }
 }
@@ -59,5 +60,5 @@ async fn shared_with_the_store_group() {
         assert_eq!(mode(&dir.path().join(d)), 0o2710, "{d}");
     }
     assert_eq!(mode(&dir.path().join("tmp")), 0o2700);
-    assert_eq!(mode(&dir.path().join("intent")), 0o700);
+    assert_eq!(mode(&dir.path().join("journal")), 0o700);
 }

@@ -279,8 +279,12 @@ impl Server {
     }
 
     /// Waits (bounded) for ADDR's new/ to hold exactly `n` files and returns them.
+    /// (A 250 means durable in the store's journal; the file reaches new/ a few milliseconds later.)
     pub fn expect_new(&self, addr: &str, n: usize) -> Vec<PathBuf> {
-        let files = self.new_files(addr);
+        let settled = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+            Some(self.new_files(addr)).filter(|f| f.len() == n)
+        });
+        let files = settled.unwrap_or_else(|| self.new_files(addr));
         assert_eq!(files.len(), n, "{addr}: expected {n} message(s) in new/, found {files:?}");
         files
     }
