@@ -587,6 +587,8 @@ struct Load {
     reconnects: AtomicU64,
     /// Messages `n % 4 == 0` also go to REMOTE (the server must let 127.0.0.1 relay).
     remote: bool,
+    /// How long a sender waits for a reply before it gives up and reconnects (None: 10 s).
+    reply_timeout: Option<Duration>,
 }
 
 /// One to three recipients (and REMOTE with every fourth message if REMOTE_TOO), and 1 to 12 kB,
@@ -613,7 +615,7 @@ fn message_for(n: u64, token: &str, remote_too: bool) -> (Vec<&'static str>, Vec
 /// One SMTP session: sends until told to stop or the server goes away.
 fn session(load: &Load, thread: usize) -> std::io::Result<()> {
     let mut c = Smtp::try_connect(load.port.load(Ordering::Relaxed))?;
-    c.set_read_timeout(Duration::from_secs(10));
+    c.set_read_timeout(load.reply_timeout.unwrap_or(Duration::from_secs(10)));
     let expect = |c: &mut Smtp, line: &str, code: u16| -> std::io::Result<Reply> {
         c.try_send(format!("{line}\r\n").as_bytes())?;
         let r = c.try_read_reply()?;

@@ -324,8 +324,7 @@ pub(crate) fn start(
     progress: Arc<Progress>,
 ) -> io::Result<(mpsc::Sender<Job>, Workers)> {
     let tmp_dev = fs::metadata(&committer.tmp)?.dev();
-    let shared =
-        Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
+    let shared = Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
     let (tx, rx) = mpsc::channel::<Job>();
     let (settle_tx, settle_rx) = mpsc::channel::<Vec<Journaled>>();
     let s = shared.clone();

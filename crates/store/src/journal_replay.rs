@@ -145,7 +145,8 @@ impl Replay<'_> {
     /// Replays up to [`REPLAY_CHUNK`] records; each comes back with its error, if any.
     fn chunk<'r>(&mut self, records: &[(u64, &'r RecordMeta, &'r [u8])]) -> Vec<Pending<'r>> {
         // 1. What is missing where; the message written once to tmp/ (not yet synced).
-        let mut pending: Vec<Pending<'r>> = records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
+        let mut pending: Vec<Pending<'r>> =
+            records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
         // 2. Those files' data durable, in parallel.
         crate::commit::parallel(&mut pending, |p| {
             if p.error.is_none() && (!p.missing.is_empty() || p.spool_missing.0) {
@@ -184,7 +185,8 @@ impl Replay<'_> {
     /// and writes it to its staging file if anything lacks it.
     fn look<'r>(&mut self, offset: u64, meta: &'r RecordMeta, data: &'r [u8]) -> Pending<'r> {
         let staged = self.data_tmp.join(&meta.unique);
-        let mut p = Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
+        let mut p =
+            Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
         if let Err(e) = self.look_into(&mut p) {
             p.error = Some(e);
         }

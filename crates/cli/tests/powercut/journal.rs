@@ -36,6 +36,8 @@ const MESSAGE_SYNC: &str = r"^/(mailboxes|tmp|queue)/";
 const ANY_SYNC: &str = "^/";
 /// Power cuts in the mid-batch scenario.
 const MID_BATCH_CUTS: usize = 6;
+/// How long a sender waits for a reply here (see [`Rig::new`]).
+const QUEUED_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// After the freeze, how long the senders go on, so that 250s of the last durable batch still on
 /// their way are read (and so checked).
 const AFTER_FREEZE: Duration = Duration::from_millis(300);
@@ -92,7 +94,10 @@ impl Rig {
         for u in USERS {
             user_add(&bench.mnt(), u);
         }
-        let load = Arc::new(Load { remote: true, ..Load::default() });
+        // The store answers a message with a queue entry only once the entry is in place, after the
+        // background stage (which the hold scenarios stop): a sender gives up on it soon and goes on.
+        let reply_timeout = Some(QUEUED_REPLY_WAIT);
+        let load = Arc::new(Load { remote: true, reply_timeout, ..Load::default() });
         let dns = servfail_dns(load.clone());
         // The senders may relay (every fourth message also goes to REMOTE, through the queue); REMOTE's
         // domain gets SERVFAIL, so its entries stay queued (deferred) and can be checked.
