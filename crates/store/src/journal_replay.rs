@@ -55,17 +55,14 @@ pub(crate) fn open(dir: &Path, committer: &Committer, data_tmp: &Path) -> Result
                 let generation = journal::new_generation();
                 let file = Arc::new(file);
                 // Offset at the end: the next record starts it over under a new generation.
-                adopted
-                    .push((seq, Segment { path, file, size: SEGMENT_SIZE, generation, offset: SEGMENT_SIZE, live: 0 }));
+                adopted.push((seq, Segment { path, file, size: SEGMENT_SIZE, generation, offset: SEGMENT_SIZE, live: 0 }));
             }
             Ok(true) => {
                 let _ = fs::remove_file(&path);
                 removed = true;
             }
             Ok(false) => {}
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "cannot read a journal segment; left for the next start")
-            }
+            Err(error) => tracing::error!(path = %path.display(), %error, "cannot read a journal segment; left for the next start"),
         }
     }
     if removed {
@@ -145,8 +142,7 @@ impl Replay<'_> {
     /// Replays up to [`REPLAY_CHUNK`] records; each comes back with its error, if any.
     fn chunk<'r>(&mut self, records: &[(u64, &'r RecordMeta, &'r [u8])]) -> Vec<Pending<'r>> {
         // 1. What is missing where; the message written once to tmp/ (not yet synced).
-        let mut pending: Vec<Pending<'r>> =
-            records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
+        let mut pending: Vec<Pending<'r>> = records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
         // 2. Those files' data durable, in parallel.
         crate::commit::parallel(&mut pending, |p| {
             if p.error.is_none() && (!p.missing.is_empty() || p.spool_missing.0) {
@@ -185,8 +181,7 @@ impl Replay<'_> {
     /// and writes it to its staging file if anything lacks it.
     fn look<'r>(&mut self, offset: u64, meta: &'r RecordMeta, data: &'r [u8]) -> Pending<'r> {
         let staged = self.data_tmp.join(&meta.unique);
-        let mut p =
-            Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
+        let mut p = Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
         if let Err(e) = self.look_into(&mut p) {
             p.error = Some(e);
         }
@@ -342,11 +337,7 @@ mod tests {
 
     fn message_files(data: &Path, m: &MailboxId) -> Vec<PathBuf> {
         let dir = m.dir(&data.join("mailboxes"));
-        ["new", "cur"]
-            .iter()
-            .flat_map(|s| fs::read_dir(dir.join(s)).into_iter().flatten().flatten())
-            .map(|e| e.path())
-            .collect()
+        ["new", "cur"].iter().flat_map(|s| fs::read_dir(dir.join(s)).into_iter().flatten().flatten()).map(|e| e.path()).collect()
     }
 
     #[test]
@@ -403,8 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mboxes = boxes(1);
         let whole = record(&mboxes, b"acknowledged\n");
-        let other =
-            RecordMeta { unique: "1700000000.M1P4194305Q8.host".into(), mailboxes: mboxes.clone(), spool: None };
+        let other = RecordMeta { unique: "1700000000.M1P4194305Q8.host".into(), mailboxes: mboxes.clone(), spool: None };
         let mut torn = encode_record(42, &other, b"never answered\n");
         let n = torn.len();
         torn[n - 3..].fill(0); // its last bytes never reached the disk
@@ -421,12 +411,7 @@ mod tests {
         let (msg_dir, env_dir) = (dir.path().join("queue/msg"), dir.path().join("queue/env"));
         fs::create_dir_all(&msg_dir).unwrap();
         fs::create_dir_all(&env_dir).unwrap();
-        let spool = Spool {
-            msg_dir: msg_dir.clone(),
-            sidecar_dir: env_dir.clone(),
-            name: UNIQUE.into(),
-            sidecar: b"env\n".to_vec(),
-        };
+        let spool = Spool { msg_dir: msg_dir.clone(), sidecar_dir: env_dir.clone(), name: UNIQUE.into(), sidecar: b"env\n".to_vec() };
         let meta = RecordMeta { unique: UNIQUE.into(), mailboxes: boxes(1), spool: Some(spool) };
         crashed_after_journal_sync(dir.path(), &[encode_record(42, &meta, b"relayed\n")]);
         drop(Store::open(dir.path()).unwrap());
