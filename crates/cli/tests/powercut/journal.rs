@@ -209,27 +209,28 @@ impl Rig {
     /// A normal start after a cut: its replay count, and the disk whole while it runs and after one
     /// more cut right away (what replay wrote is durable). Leaves the power off.
     fn start_and_check_whole(&mut self, when: &str) -> u64 {
-        self.try_start_and_check_whole(when).unwrap_or_else(|(text, _)| panic!("{text}"))
+        self.try_start_and_check_whole(when).unwrap_or_else(|e| panic!("{}", e.0))
     }
 
     /// [`Rig::start_and_check_whole`], with the failure and what the disk showed returned.
-    fn try_start_and_check_whole(&mut self, when: &str) -> Result<u64, (String, Verdict)> {
+    fn try_start_and_check_whole(&mut self, when: &str) -> Result<u64, Box<(String, Verdict)>> {
         self.power_on();
         let server = self.start(&[]);
         let log = server.log_text();
         let Some(n) = replayed(&log) else {
             self.cut(server);
-            return Err((format!("{when}: no `journal replayed records=` line:\n{log}"), Verdict::default()));
+            return Err(Box::new((format!("{when}: no `journal replayed records=` line:\n{log}"), Verdict::default())));
         };
         let v = self.check();
         if !v.is_whole() {
             self.cut(server);
-            return Err((format!("{when}, after the start (replayed {n}): {}", show(&v)), v));
+            return Err(Box::new((format!("{when}, after the start (replayed {n}): {}", show(&v)), v)));
         }
         self.cut(server);
         let v = self.check();
         if !v.is_whole() {
-            return Err((format!("{when}, after one more cut right after the start (replayed {n}): {}", show(&v)), v));
+            let text = format!("{when}, after one more cut right after the start (replayed {n}): {}", show(&v));
+            return Err(Box::new((text, v)));
         }
         Ok(n)
     }
@@ -354,9 +355,8 @@ fn power_cut_journal_catches_a_skipped_directory_fsync() {
     let mut rig = Rig::new();
     rig.env.push((SKIP_DIR_FSYNC_ENV, "1"));
     let acked = rig.cut_between_journal_sync_and_file_sync();
-    let (text, v) = rig
-        .try_start_and_check_whole("without directory fsyncs")
-        .expect_err("with every directory fsync skipped the journal scenario found nothing wrong");
+    let failure = rig.try_start_and_check_whole("without directory fsyncs");
+    let (text, v) = *failure.expect_err("with every directory fsync skipped the journal scenario found nothing wrong");
     eprintln!("as expected, {acked} acknowledged and: {text}");
     assert!(!v.lost.is_empty(), "expected lost acknowledged messages, got: {text}");
     rig.finish();
