@@ -850,7 +850,8 @@ impl Drop for StopOnDrop {
 
 /// What a run of power cuts saw.
 struct Outcome {
-    /// The first failing check, and the cut after which it failed; None if every check passed.
+    /// The first failing check, and how many cuts came before it (0: the first start); None if every
+    /// check passed.
     failure: Option<(usize, Verdict)>,
     acked: usize,
     /// Acknowledgements between the previous cut and each cut.
@@ -889,7 +890,7 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         let recovered = check_disk(&disk, &load);
         load.paused.store(false, Ordering::Relaxed);
         if !recovered.is_whole() {
-            failure = Some((cut, recovered));
+            failure = Some((cut, recovered)); // at the start after `cut` cuts
             break;
         }
         let before = load.acked.lock().unwrap().len();
@@ -904,7 +905,7 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         let verdict = check_disk(&disk, &load);
         files = verdict.files;
         if !verdict.damaged.is_empty() {
-            failure = Some((cut, verdict));
+            failure = Some((cut + 1, verdict));
             break;
         }
         if cut + 1 < cuts {
@@ -927,9 +928,9 @@ fn run_power_cuts(cuts: usize, skip_dir_fsync: bool) -> Outcome {
         let verdict = check_disk(&disk, &load);
         files = verdict.files;
         if !recovered.is_whole() {
-            failure = Some((cuts - 1, recovered));
+            failure = Some((cuts, recovered));
         } else if !verdict.is_whole() {
-            failure = Some((cuts - 1, verdict));
+            failure = Some((cuts + 1, verdict));
         }
     }
     let acked = load.acked.lock().unwrap().len();
@@ -999,7 +1000,11 @@ fn power_cut_under_load_loses_no_acknowledged_message() {
     let o = run_power_cuts(CUTS, false);
     eprintln!("power-cut test: {}", summary(&o));
     if let Some((cut, v)) = &o.failure {
-        panic!("after power cut {} of {CUTS}: {}\n({})", cut + 1, show(v), summary(&o));
+        panic!(
+            "after {cut} power cuts ({CUTS} under load, then one right after the last start): {}\n({})",
+            show(v),
+            summary(&o)
+        );
     }
     // Not vacuous: messages were acknowledged before most cuts.
     assert!(o.acked >= 50, "too little load to mean anything: {}", summary(&o));
