@@ -1000,11 +1000,7 @@ fn power_cut_under_load_loses_no_acknowledged_message() {
     let o = run_power_cuts(CUTS, false);
     eprintln!("power-cut test: {}", summary(&o));
     if let Some((cut, v)) = &o.failure {
-        panic!(
-            "after {cut} power cuts ({CUTS} under load, then one right after the last start): {}\n({})",
-            show(v),
-            summary(&o)
-        );
+        panic!("after {cut} power cuts ({CUTS} under load, one after the last start): {}\n({})", show(v), summary(&o));
     }
     // Not vacuous: messages were acknowledged before most cuts.
     assert!(o.acked >= 50, "too little load to mean anything: {}", summary(&o));

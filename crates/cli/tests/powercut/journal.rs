@@ -173,7 +173,10 @@ impl Rig {
         notice.unwrap_or_else(|| {
             // (No lock held across the panic: the senders would find it poisoned.)
             let (state, acked) = (self.fs().state(), self.acked());
-            panic!("the armed freeze did not happen within {WAIT:?} of load ({state}; {acked} acknowledged); server log:\n{}", server.log_text())
+            let log = server.log_text();
+            panic!(
+                "the armed freeze did not happen within {WAIT:?} of load ({state}; {acked} acknowledged); log:\n{log}"
+            )
         })
     }
 
