@@ -255,7 +255,9 @@ fn unwritable_mailbox_immutable_directory() {
     assert_reply(&send_to(&server, &[BOB], "frozen"), 451, "4.3.0", "delivery into an immutable new/");
     assert_reply(&send_to(&server, &[ALICE, BOB], "both"), 451, "4.3.0", "a message for alice and bob");
     assert_eq!(count_subject(&server, ALICE, "both"), 0, "all or none");
-    let landed = poll(Duration::from_secs(10), Duration::from_millis(5), || Some(messages(&server, BOB)).filter(|m| !m.is_empty()));
+    let landed = poll(Duration::from_secs(10), Duration::from_millis(5), || {
+        Some(messages(&server, BOB)).filter(|m| !m.is_empty())
+    });
     assert_eq!(landed.map_or(0, |m| m.len()), 1, "only the first message");
     assert!(mbox_tmp(&server, BOB).is_empty());
     assert!(files_under(&server.data.join("tmp")).is_empty(), "left in <data>/tmp");
@@ -395,7 +397,10 @@ fn sigkill_at_random_moments_under_load() {
         server.restart();
         let seen = check_crash_mailbox(&server);
         for m in &acked_at_kill {
-            assert!(seen.contains_key(m), "round {round} (seed {seed}): {m} got 250 but is not in new/ after the restart");
+            assert!(
+                seen.contains_key(m),
+                "round {round} (seed {seed}): {m} got 250 but is not in new/ after the restart"
+            );
         }
     }
     std::thread::sleep(Duration::from_millis(200));

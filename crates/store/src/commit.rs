@@ -178,7 +178,13 @@ impl Committer {
     }
 
     /// Puts the message into `<mbox>/new/<final_name>`; returns the new path.
-    pub(crate) fn deliver_one(&self, tmp: &Path, mbox: &Path, unique: &str, final_name: &str) -> Result<PathBuf, StoreError> {
+    pub(crate) fn deliver_one(
+        &self,
+        tmp: &Path,
+        mbox: &Path,
+        unique: &str,
+        final_name: &str,
+    ) -> Result<PathBuf, StoreError> {
         let dest = mbox.join("new").join(final_name);
         let linked = match fs::hard_link(tmp, &dest) {
             // Usually the first message for this mailbox: make the Maildir and retry.
@@ -318,14 +324,12 @@ pub(crate) fn start(
     progress: Arc<Progress>,
 ) -> io::Result<(mpsc::Sender<Job>, Workers)> {
     let tmp_dev = fs::metadata(&committer.tmp)?.dev();
-    let shared =
-        Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
+    let shared = Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
     let (tx, rx) = mpsc::channel::<Job>();
     let (settle_tx, settle_rx) = mpsc::channel::<Vec<Journaled>>();
     let s = shared.clone();
-    let settle = std::thread::Builder::new()
-        .name("mailroom-settle".into())
-        .spawn(move || settle_loop(&settle_rx, &s))?;
+    let settle =
+        std::thread::Builder::new().name("mailroom-settle".into()).spawn(move || settle_loop(&settle_rx, &s))?;
     let leader = std::thread::Builder::new()
         .name("mailroom-journal".into())
         .spawn(move || leader_loop(&rx, &shared, &settle_tx))?;
@@ -349,6 +353,9 @@ fn leader_loop(rx: &mpsc::Receiver<Job>, shared: &Shared, settle: &mpsc::Sender<
             }
         }
         let journaled = shared.write_batch(&mut waiting);
+        if journaled.is_empty() {
+            continue;
+        }
         if let Err(mpsc::SendError(lost)) = settle.send(journaled) {
             // Stage 2 is gone (it cannot end before us): the records stay live for the next open.
             for mut j in lost {
@@ -476,15 +483,17 @@ impl Shared {
         files: &mut Vec<Arc<File>>,
         may_wait: bool,
     ) -> Result<Option<(Place, u64)>, StoreError> {
-        let meta = RecordMeta { unique: job.unique.clone(), mailboxes: job.recipients.clone(), spool: job.spool.clone() };
+        let meta =
+            RecordMeta { unique: job.unique.clone(), mailboxes: job.recipients.clone(), spool: job.spool.clone() };
         let body_meta = journal::encode_meta(&meta, job.size);
         let body_len = body_meta.len() as u64 + job.size;
         let span = journal::record_span(body_len);
         let Some(r) = self.journal.reserve(span, may_wait).map_err(self.journal_err())? else {
             return Ok(None);
         };
-        let contiguous =
-            out.as_ref().is_some_and(|o| Arc::ptr_eq(&o.file, &r.file) && o.start + o.buf.len() as u64 == r.place.offset);
+        let contiguous = out
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(&o.file, &r.file) && o.start + o.buf.len() as u64 == r.place.offset);
         let written = (|| {
             if !contiguous {
                 if let Some(o) = out.as_mut() {
@@ -679,7 +688,12 @@ impl Shared {
         let job = &j.job;
         let final_name = format!("{},S={}", job.unique, job.size);
         for rcpt in &job.recipients {
-            let dest = self.committer.deliver_one(&job.tmp_path, &rcpt.dir(&self.committer.mailboxes), &job.unique, &final_name)?;
+            let dest = self.committer.deliver_one(
+                &job.tmp_path,
+                &rcpt.dir(&self.committer.mailboxes),
+                &job.unique,
+                &final_name,
+            )?;
             j.dirs.extend(dest.parent().map(Path::to_path_buf));
         }
         if let Some(spool) = &job.spool {

@@ -1,7 +1,7 @@
 //! A message being received: [`Incoming`] streams it into a file under `<data-dir>/tmp/`, and
 //! [`Incoming::commit`] (or [`Incoming::commit_with`], with a queue entry) hands it to the committer ([`crate::commit`]) and returns the [`Commit`]
-//! future, which resolves once the message is durable in every recipient's mailbox (or failed and
-//! left nowhere).
+//! future, which resolves once the message is durable in the commit journal for every recipient's
+//! mailbox (or failed and left nowhere).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -164,9 +164,12 @@ impl Incoming {
         &self.unique
     }
 
-    /// Makes the message durable in every recipient's mailbox (duplicates count once). The
-    /// returned future resolves after the data and the `new/` directories are fsynced; on `Err`
-    /// no copy is left anywhere. Dropping the future does not cancel the delivery.
+    /// Makes the message durable for every recipient's mailbox (duplicates count once). The
+    /// returned future resolves once the message and its mailboxes are in the commit journal and the
+    /// journal is fdatasynced ([`crate::journal`]): it survives a crash from then on, and its file
+    /// reaches each `new/` a few milliseconds later, once its data is durable
+    /// ([`crate::Store::settle`] waits for that). On `Err` no copy is left anywhere. Dropping the
+    /// future does not cancel the delivery.
     /// Same as [`Incoming::commit_with`] without a spool.
     pub fn commit(self, recipients: &[MailboxId]) -> Commit {
         self.commit_with(recipients, None)
@@ -175,7 +178,8 @@ impl Incoming {
     /// Like [`Incoming::commit`], and also places `spool` (a queue entry: the message hard-linked
     /// into its msg directory and its sidecar file) in the same group-commit batch, all-or-none with
     /// the mailboxes, also across a crash (the intent record covers both). The future resolves once
-    /// the mailboxes and the spool entry are durable (files fdatasynced, every directory fsynced).
+    /// the spool entry is in place and durable (journaled, files fdatasynced, every directory
+    /// fsynced: the queue reads it at once).
     /// `recipients` may be empty when there is a spool (a message only for remote recipients).
     pub fn commit_with(mut self, recipients: &[MailboxId], spool: Option<Spool>) -> Commit {
         if self.failed {

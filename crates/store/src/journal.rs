@@ -383,7 +383,11 @@ impl Journal {
                 let mut segment = create_segment(&self.dir, seq, span.div_ceil(4096) * 4096)?;
                 segment.offset = span;
                 segment.live = 1;
-                let r = Reserved { place: Place { seq, offset: 0 }, file: segment.file.clone(), generation: segment.generation };
+                let r = Reserved {
+                    place: Place { seq, offset: 0 },
+                    file: segment.file.clone(),
+                    generation: segment.generation,
+                };
                 ring.segments.insert(seq, segment);
                 return Ok(Some(r));
             }
@@ -631,7 +635,8 @@ mod tests {
             assert!(decode_body(&body).is_none(), "{bad}");
         }
         let mut m = meta("1.M1P2Q3.h", &[]);
-        m.spool = Some(Spool { msg_dir: "q/msg".into(), sidecar_dir: "/q/env".into(), name: "x".into(), sidecar: vec![] });
+        m.spool =
+            Some(Spool { msg_dir: "q/msg".into(), sidecar_dir: "/q/env".into(), name: "x".into(), sidecar: vec![] });
         let body = encode_meta(&m, 0);
         assert!(decode_body(&body).is_none(), "a relative spool directory");
         assert!(decode_body(&encode_meta(&meta("../x", &[]), 0)).is_none());

@@ -55,14 +55,17 @@ pub(crate) fn open(dir: &Path, committer: &Committer, data_tmp: &Path) -> Result
                 let generation = journal::new_generation();
                 let file = Arc::new(file);
                 // Offset at the end: the next record starts it over under a new generation.
-                adopted.push((seq, Segment { path, file, size: SEGMENT_SIZE, generation, offset: SEGMENT_SIZE, live: 0 }));
+                adopted
+                    .push((seq, Segment { path, file, size: SEGMENT_SIZE, generation, offset: SEGMENT_SIZE, live: 0 }));
             }
             Ok(true) => {
                 let _ = fs::remove_file(&path);
                 removed = true;
             }
             Ok(false) => {}
-            Err(error) => tracing::error!(path = %path.display(), %error, "cannot read a journal segment; left for the next start"),
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "cannot read a journal segment; left for the next start")
+            }
         }
     }
     if removed {
@@ -142,7 +145,8 @@ impl Replay<'_> {
     /// Replays up to [`REPLAY_CHUNK`] records; each comes back with its error, if any.
     fn chunk<'r>(&mut self, records: &[(u64, &'r RecordMeta, &'r [u8])]) -> Vec<Pending<'r>> {
         // 1. What is missing where; the message written once to tmp/ (not yet synced).
-        let mut pending: Vec<Pending<'r>> = records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
+        let mut pending: Vec<Pending<'r>> =
+            records.iter().map(|&(offset, meta, data)| self.look(offset, meta, data)).collect();
         // 2. Those files' data durable, in parallel.
         crate::commit::parallel(&mut pending, |p| {
             if p.error.is_none() && (!p.missing.is_empty() || p.spool_missing.0) {
@@ -180,8 +184,11 @@ impl Replay<'_> {
     /// Finds where the record's message is missing (or there with other content: rewritten at once)
     /// and writes it to its staging file if anything lacks it.
     fn look<'r>(&mut self, offset: u64, meta: &'r RecordMeta, data: &'r [u8]) -> Pending<'r> {
+        // The dead process's own name (so that a crash now leaves it for the start-up cleaning), as a
+        // fresh inode: the old file under it may be linked into a mailbox already.
         let staged = self.data_tmp.join(&meta.unique);
-        let mut p = Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
+        let mut p =
+            Pending { offset, meta, data, staged, missing: Vec::new(), spool_missing: (false, false), error: None };
         if let Err(e) = self.look_into(&mut p) {
             p.error = Some(e);
         }
@@ -211,10 +218,11 @@ impl Replay<'_> {
             p.spool_missing = (!has_content(&sp.msg_path(), p.data), !has_content(&sp.sidecar_path(), &sp.sidecar));
         }
         if !p.missing.is_empty() || p.spool_missing.0 {
+            // A fresh inode: an earlier replay's staging file may be linked into a mailbox already.
+            remove_if_there(&p.staged)?;
             let mut file = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(c.modes.message_mode())
                 .open(&p.staged)
                 .map_err(io_err("create", &p.staged))?;
@@ -234,7 +242,7 @@ impl Replay<'_> {
         let (msg, sidecar) = (sp.msg_path(), sp.sidecar_path());
         if p.spool_missing.0 {
             if msg.exists() {
-                let staging = self.data_tmp.join(format!("{}.msg", p.meta.unique));
+                let staging = crate::spool::staged_sidecar(self.data_tmp, &p.meta.unique);
                 write_into_place(&staging, &msg, p.data, self.committer.modes.message_mode())?;
             } else {
                 fs::hard_link(&p.staged, &msg).map_err(io_err("link", &msg))?;
@@ -242,7 +250,7 @@ impl Replay<'_> {
             dirs.extend(msg.parent().map(Path::to_path_buf));
         }
         if p.spool_missing.1 {
-            let staging = self.data_tmp.join(format!("{}{}", p.meta.unique, crate::spool::SIDECAR_SUFFIX));
+            let staging = crate::spool::staged_sidecar(self.data_tmp, &p.meta.unique);
             write_into_place(&staging, &sidecar, &sp.sidecar, 0o600)?;
             dirs.extend(sidecar.parent().map(Path::to_path_buf));
         }
@@ -282,16 +290,20 @@ fn has_content(path: &Path, bytes: &[u8]) -> bool {
     fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64) && fs::read(path).is_ok_and(|b| b == bytes)
 }
 
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `staging`, fdatasyncs it and renames it over `target` (the caller fsyncs the
 /// directory).
 fn write_into_place(staging: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(staging)
-        .map_err(io_err("create", staging))?;
+    // Never truncate in place: a staging name left by a crash may be a link of a delivered file.
+    remove_if_there(staging)?;
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(staging).map_err(io_err("create", staging))?;
     file.write_all(bytes).map_err(io_err("write", staging))?;
     fsync::sync_data(&file).map_err(io_err("fsync", staging))?;
     drop(file);
@@ -337,7 +349,11 @@ mod tests {
 
     fn message_files(data: &Path, m: &MailboxId) -> Vec<PathBuf> {
         let dir = m.dir(&data.join("mailboxes"));
-        ["new", "cur"].iter().flat_map(|s| fs::read_dir(dir.join(s)).into_iter().flatten().flatten()).map(|e| e.path()).collect()
+        ["new", "cur"]
+            .iter()
+            .flat_map(|s| fs::read_dir(dir.join(s)).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .collect()
     }
 
     #[test]
@@ -390,11 +406,34 @@ mod tests {
     }
 
     #[test]
+    fn replay_never_rewrites_a_delivered_copy_through_its_old_tmp_name() {
+        // The background stage had linked the tmp file into the first mailbox when the process died:
+        // the tmp name and that copy are one inode. Replay must not write through that name.
+        let dir = tempfile::tempdir().unwrap();
+        let mboxes = boxes(2);
+        crashed_after_journal_sync(dir.path(), &[record(&mboxes, b"complete\n")]);
+        let tmp = dir.path().join("tmp").join(UNIQUE);
+        fs::write(&tmp, b"complete\n").unwrap();
+        let first = new_file(dir.path(), &mboxes[0], 9);
+        fs::create_dir_all(first.parent().unwrap()).unwrap();
+        fs::hard_link(&tmp, &first).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = inode(&first);
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(inode(&first), before, "the delivered copy was replaced");
+        assert_eq!(fs::read(&first).unwrap(), b"complete\n");
+        assert_eq!(fs::read(new_file(dir.path(), &mboxes[1], 9)).unwrap(), b"complete\n");
+        assert_ne!(inode(&new_file(dir.path(), &mboxes[1], 9)), before, "written from the record, not the old name");
+        assert!(!tmp.exists(), "the dead process's tmp name is cleaned");
+    }
+
+    #[test]
     fn a_torn_tail_record_is_not_replayed() {
         let dir = tempfile::tempdir().unwrap();
         let mboxes = boxes(1);
         let whole = record(&mboxes, b"acknowledged\n");
-        let other = RecordMeta { unique: "1700000000.M1P4194305Q8.host".into(), mailboxes: mboxes.clone(), spool: None };
+        let other =
+            RecordMeta { unique: "1700000000.M1P4194305Q8.host".into(), mailboxes: mboxes.clone(), spool: None };
         let mut torn = encode_record(42, &other, b"never answered\n");
         let n = torn.len();
         torn[n - 3..].fill(0); // its last bytes never reached the disk
@@ -411,7 +450,12 @@ mod tests {
         let (msg_dir, env_dir) = (dir.path().join("queue/msg"), dir.path().join("queue/env"));
         fs::create_dir_all(&msg_dir).unwrap();
         fs::create_dir_all(&env_dir).unwrap();
-        let spool = Spool { msg_dir: msg_dir.clone(), sidecar_dir: env_dir.clone(), name: UNIQUE.into(), sidecar: b"env\n".to_vec() };
+        let spool = Spool {
+            msg_dir: msg_dir.clone(),
+            sidecar_dir: env_dir.clone(),
+            name: UNIQUE.into(),
+            sidecar: b"env\n".to_vec(),
+        };
         let meta = RecordMeta { unique: UNIQUE.into(), mailboxes: boxes(1), spool: Some(spool) };
         crashed_after_journal_sync(dir.path(), &[encode_record(42, &meta, b"relayed\n")]);
         drop(Store::open(dir.path()).unwrap());

@@ -2,10 +2,12 @@
 //!
 //! - [`store`]: the [`Store`] (opening a data directory durably, recovery at start-up).
 //! - [`incoming`]: `begin` a message, stream `write`s into a file under `<data-dir>/tmp/`, `commit`
-//!   it to its recipients; the returned [`Commit`] future resolves once the message is fsynced and
-//!   linked into `new/` of every recipient Maildir and those directories are fsynced.
-//! - [`commit`]: the group commit behind it (syncer threads, one batch leader), all-or-none across
-//!   recipients, with [`intent`] records that let start-up finish or undo a batch cut by a crash.
+//!   it to its recipients; the returned [`Commit`] future resolves once the message is in the
+//!   fdatasynced commit journal; its file reaches `new/` of every recipient Maildir moments later.
+//! - [`journal`]: the commit journal (segments, records, retire marks); its replay at open is in
+//!   `journal_replay`. [`commit`]: the group commit through it (a leader appending and syncing a
+//!   batch, a background stage placing the files), all-or-none across recipients; [`intent`]: reading
+//!   an older version's intent records at an upgrade.
 //! - [`spool`]: [`Spool`], a queue entry (message link + envelope sidecar) that a commit makes
 //!   durable in the same batch as the Maildir links, all-or-none with them.
 //! - [`fsync`]: every fsync, and directories created durably.

@@ -1,9 +1,10 @@
 //! The [`Store`]: one data directory, opened durably and made consistent before anything is served.
 //!
-//! [`Store::open`] creates `<data-dir>/{mailboxes,tmp,intent}/` (each fsynced into its parent, the
-//! data directory included), completes or rolls back the commits a crashed process left half done
-//! ([`crate::intent`]), removes what dead processes left in tmp/ directories, loads the user
-//! directory and starts the committer. Only then does the server open its listeners.
+//! [`Store::open`] creates `<data-dir>/{mailboxes,tmp,journal}/` (each fsynced into its parent, the
+//! data directory included), finishes the intent records of an older version ([`crate::intent`]),
+//! replays the commit journal of dead processes ([`crate::journal`]), removes what dead processes left
+//! in tmp/ directories, loads the user directory and starts the committer. Only then does the server
+//! open its listeners.
 //!
 //! On disk: `<data-dir>/mailboxes/<domain>/<local>/{tmp,new,cur}` is a standard Maildir.
 
@@ -52,7 +53,9 @@ impl fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir`. In this order: creates its directories,
     /// each fsynced into its parent; completes or rolls back every multi-recipient commit a dead
-    /// process left in an intent record, so each such message is in all of its mailboxes or in none;
+    /// process of an older version left in an intent record; replays every unretired record of the
+    /// commit journal that no live process holds (`journal replayed records=N`), so every
+    /// acknowledged message is in all of its mailboxes;
     /// removes tmp files of dead processes (store-wide and in each Maildir's tmp/: never acknowledged,
     /// so the sender still has them); loads the user directory (a new data directory gets an empty
     /// one); starts the committer.

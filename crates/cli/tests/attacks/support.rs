@@ -278,5 +278,6 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 /// `<16 lowercase hex digits>.jnl`: a segment of the store's commit journal.
 fn is_journal_segment(name: &str) -> bool {
-    name.strip_suffix(".jnl").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    name.strip_suffix(".jnl")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
