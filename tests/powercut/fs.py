@@ -20,12 +20,28 @@ BACKING is rebuilt to exactly the durable state (files whose name is durable but
 come back empty; names whose directory was not fsynced since they changed come back as they were at
 that fsync), and the process exits 0. The next mount starts from that state, all of it durable.
 
-Prints "powercut-fs: mounted" on stdout once the kernel has initialised the mount, and a summary of
-the cut on stderr. Single-threaded (FUSE -s), so the shadow needs no locking.
+A cut at a precise moment, while the server keeps running: the FREEZE. From the moment of the freeze
+on, nothing more becomes durable (the power went off then; what the server does afterwards happens on a
+disk that is already dark): every later fsync/fdatasync of a file and every later fsync of a directory
+fails with EIO and changes nothing durable, so no acknowledgement can rest on it. The later unmount then
+rebuilds to the state frozen at that moment. A freeze is asked for through extended attributes of the
+mount's root directory (synchronous, and invisible to directory listings):
+
+- `setxattr MOUNT user.powercut.freeze "now"`: freeze at once;
+- `setxattr MOUNT user.powercut.freeze "after N REGEX"`: freeze right after the Nth successful
+  fsync/fdatasync of a file whose path (from the mount's root, e.g. `/journal/0000000000000001.jnl`)
+  matches the Python regular expression REGEX (re.search), counting from this request;
+- `getxattr MOUNT user.powercut.state`: `running`, `armed LEFT REGEX` or `frozen AFTER refused=R`
+  (AFTER: the sync the freeze followed, R: syncs refused since).
+
+Prints "powercut-fs: mounted" on stdout once the kernel has initialised the mount, "powercut-fs: frozen
+..." when a freeze happens, and a summary of the cut on stderr. Single-threaded (FUSE -s), so the shadow
+needs no locking.
 """
 
 import errno
 import os
+import re
 import stat
 import sys
 
@@ -34,6 +50,10 @@ from fusepy import FUSE, FuseOSError, Operations
 ROOT_ID = 0
 
 DIR, FILE, LINK, OTHER = "dir", "file", "symlink", "other"
+
+# The control attributes of the mount's root directory (see the module doc).
+CONTROL_FREEZE = "user.powercut.freeze"
+CONTROL_STATE = "user.powercut.state"
 
 
 def kind_of(mode):
@@ -64,7 +84,9 @@ class PowerCutFS(Operations):
         self.symlink_target = {}
         # Mode and mtime (ns), kept as last seen (not modelled).
         self.meta = {}
-        self.stats = {"fsync": 0, "fsyncdir": 0, "untracked": 0}
+        self.stats = {"fsync": 0, "fsyncdir": 0, "untracked": 0, "refused": 0}
+        # The freeze: None (running), or ("armed", syncs left, compiled regex), or ("frozen", what).
+        self.freeze = None
         self._scan()
 
     # ---- the shadow ----
@@ -126,6 +148,69 @@ class PowerCutFS(Operations):
             if self.kind[oid] == DIR:
                 self.durable_entries[oid] = {}
         return oid
+
+    # ---- the freeze ----
+
+    def _is_frozen(self):
+        return self.freeze is not None and self.freeze[0] == "frozen"
+
+    def _refuse_if_frozen(self):
+        """After the freeze a sync reaches a dark disk: it fails, and nothing becomes durable."""
+        if self._is_frozen():
+            self.stats["refused"] += 1
+            raise FuseOSError(errno.EIO)
+
+    def _freeze_now(self, what):
+        self.freeze = ("frozen", what)
+        print(f"powercut-fs: frozen {what}", flush=True)
+
+    def _count_sync(self, path):
+        """A file sync just became durable: freezes here if it is the one the armed trigger waits for."""
+        if self.freeze is None or self.freeze[0] != "armed":
+            return
+        _, left, pattern = self.freeze
+        if not pattern.search(path or ""):
+            return
+        if left > 1:
+            self.freeze = ("armed", left - 1, pattern)
+        else:
+            self._freeze_now(f"after {path}")
+
+    def _handle_control(self, value):
+        """`now` or `after N REGEX` (see the module doc)."""
+        words = value.decode("utf-8", "replace").split(" ", 2)
+        if words == ["now"]:
+            if not self._is_frozen():
+                self._freeze_now("on request")
+            return
+        if len(words) == 3 and words[0] == "after" and words[1].isdigit() and int(words[1]) > 0:
+            if self._is_frozen():
+                raise FuseOSError(errno.EBUSY)
+            try:
+                pattern = re.compile(words[2])
+            except re.error:
+                raise FuseOSError(errno.EINVAL)
+            self.freeze = ("armed", int(words[1]), pattern)
+            return
+        raise FuseOSError(errno.EINVAL)
+
+    def _state(self):
+        if self.freeze is None:
+            return "running"
+        if self.freeze[0] == "armed":
+            return f"armed {self.freeze[1]} {self.freeze[2].pattern}"
+        return f"frozen {self.freeze[1]} refused={self.stats['refused']}"
+
+    def setxattr(self, path, name, value, options, position=0):
+        if path == "/" and name == CONTROL_FREEZE:
+            self._handle_control(value)
+            return 0
+        raise FuseOSError(errno.ENOTSUP)
+
+    def getxattr(self, path, name, position=0):
+        if path == "/" and name == CONTROL_STATE:
+            return self._state().encode()
+        raise FuseOSError(errno.ENOTSUP)
 
     # ---- the power cut ----
 
@@ -214,6 +299,7 @@ class PowerCutFS(Operations):
 
     def fsyncdir(self, path, datasync, fh):
         """The directory's entries as they are now become its durable entries."""
+        self._refuse_if_frozen()
         dir_id = self._id(os.fstat(fh))
         entries = {}
         for name in os.listdir(fh):
@@ -295,11 +381,13 @@ class PowerCutFS(Operations):
 
     def fsync(self, path, datasync, fi):
         """The file's data as it is now becomes its durable data (fsync and fdatasync alike)."""
+        self._refuse_if_frozen()
         oid = self._id(os.fstat(fi.fh))
         # The handle may be write-only; read through /proc, which works even after an unlink.
         with open(f"/proc/self/fd/{fi.fh}", "rb") as f:
             self.durable_data[oid] = f.read()
         self.stats["fsync"] += 1
+        self._count_sync(path)
 
 
 def _remove_tree(path):
@@ -338,7 +426,14 @@ def main():
     print(
         "powercut-fs: power cut: restored {dirs} directories, {files} files ({empty} never synced, now "
         "empty), {links} extra hard links; {f} file fsyncs, {d} directory fsyncs seen; {u} untracked "
-        "inodes".format(f=fs.stats["fsync"], d=fs.stats["fsyncdir"], u=fs.stats["untracked"], **counts),
+        "inodes; {state}, {r} syncs refused".format(
+            f=fs.stats["fsync"],
+            d=fs.stats["fsyncdir"],
+            u=fs.stats["untracked"],
+            state=fs._state(),
+            r=fs.stats["refused"],
+            **counts,
+        ),
         file=sys.stderr,
     )
     if fs.stats["untracked"]:
