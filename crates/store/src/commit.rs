@@ -5,15 +5,16 @@
 //!    Maildir can take it (made when missing; `new/` writable; room on its file system when that is
 //!    another one), appends one journal record per message (the message bytes read from the write
 //!    buffer, or back from the tmp file, which is in the page cache), fdatasyncs the journal segment
-//!    ONCE and answers every waiter: that is the 250;
-//! 2. the background stage then flushes and fdatasyncs the message files (in parallel: the syncs share
-//!    the file system's journal commits), hard-links each into `new/<unique>,S=<size>` of every
-//!    recipient (copying only across devices), and the queue entries ([`Spool`]) into place, fsyncs each
-//!    distinct directory once, removes the tmp files and only then retires the records (and syncs the
-//!    retire marks). A file reaches a `new/` only once its data is durable.
-//!
-//! A commit with a [`Spool`] is answered only after stage 2 placed its queue entry (the queue reads
-//! the entry from disk as soon as it is told), so relayed mail keeps its old latency.
+//!    ONCE; then it writes each file out (page cache), hard-links it into `new/<unique>,S=<size>` of
+//!    every recipient (and the queue entry into place) and answers every waiter: that is the 250, and
+//!    a reader sees the message in `new/` from then on, whole (it was complete before its first name);
+//! 2. the background stage then fdatasyncs the message files (in parallel: the syncs share the file
+//!    system's journal commits), fsyncs each distinct directory that got a name once, removes the tmp
+//!    files and only then retires the records (and syncs the retire marks). The leader makes names
+//!    only under [`Shared::gate`], which stage 2 holds while it syncs what was named since its round
+//!    began and fsyncs the directories: so no directory fsync makes a name durable before its data,
+//!    and after a power cut no `new/` holds a partial file (a name that a cut lost is made again by the
+//!    replay at the next open).
 //!
 //! All or none across recipients: the record names every mailbox and nothing is linked before it is
 //! durable; a crash after the 250 is completed from the journal at the next open
@@ -247,6 +248,11 @@ struct Journaled {
     place: Place,
     /// Stage 2 progress, kept when the message is retried.
     is_synced: bool,
+    /// Its names are made (every mailbox, and the queue entry): by the leader before the answer, or
+    /// by stage 2 when that failed.
+    is_linked: bool,
+    /// The staged sidecar of its queue entry is written (not yet synced).
+    is_staged: bool,
     /// Directories that got a name of it (fsynced once per round).
     dirs: Vec<PathBuf>,
     error: Option<StoreError>,
@@ -312,6 +318,9 @@ struct Shared {
     /// moved to another file system while the server runs is still handled, by stage 2's copy).
     tmp_dev: u64,
     cross_device: Mutex<HashMap<PathBuf, bool>>,
+    /// Held by the leader while it makes a batch's names and by stage 2 while it fsyncs directories
+    /// (see [`Shared::settle`]): a name reaches a durable directory only after its file's data.
+    gate: Mutex<()>,
 }
 
 /// Maildirs whose device [`Shared`] remembers at most (then it starts over).
@@ -324,7 +333,14 @@ pub(crate) fn start(
     progress: Arc<Progress>,
 ) -> io::Result<(mpsc::Sender<Job>, Workers)> {
     let tmp_dev = fs::metadata(&committer.tmp)?.dev();
-    let shared = Arc::new(Shared { progress, committer, journal, tmp_dev, cross_device: Mutex::new(HashMap::new()) });
+    let shared = Arc::new(Shared {
+        progress,
+        committer,
+        journal,
+        tmp_dev,
+        cross_device: Mutex::new(HashMap::new()),
+        gate: Mutex::new(()),
+    });
     let (tx, rx) = mpsc::channel::<Job>();
     let (settle_tx, settle_rx) = mpsc::channel::<Vec<Journaled>>();
     let s = shared.clone();
@@ -352,17 +368,32 @@ fn leader_loop(rx: &mpsc::Receiver<Job>, shared: &Shared, settle: &mpsc::Sender<
                 Err(_) => break,
             }
         }
-        let journaled = shared.write_batch(&mut waiting);
+        let mut journaled = shared.write_batch(&mut waiting);
         if journaled.is_empty() {
             continue;
         }
-        if let Err(mpsc::SendError(lost)) = settle.send(journaled) {
-            // Stage 2 is gone (it cannot end before us): the records stay live for the next open.
-            for mut j in lost {
-                if let Some(reply) = j.job.reply.take() {
-                    let _ = reply.send(Err(StoreError::CommitterGone));
+        let replies = {
+            // Names made and handed to stage 2 under the gate: stage 2 sees every name made before
+            // it fsyncs a directory, and syncs its file first.
+            let _gate = shared.lock_gate();
+            shared.place_early(&mut journaled);
+            let replies: Vec<_> = journaled
+                .iter_mut()
+                .filter(|j| j.is_linked)
+                .filter_map(|j| j.job.reply.take().map(|reply| (reply, j.delivered())))
+                .collect();
+            if let Err(mpsc::SendError(lost)) = settle.send(journaled) {
+                // Stage 2 is gone (it cannot end before us): the records stay live for the next open.
+                for mut j in lost {
+                    if let Some(reply) = j.job.reply.take() {
+                        let _ = reply.send(Err(StoreError::CommitterGone));
+                    }
                 }
             }
+            replies
+        };
+        for (reply, delivered) in replies {
+            let _ = reply.send(Ok(delivered));
         }
     }
 }
@@ -383,7 +414,7 @@ fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
         };
         let Some(mut work) = next else {
             // The store is gone: one last try; what still fails stays in the journal for the next open.
-            let left = shared.settle(std::mem::take(&mut retry));
+            let left = shared.settle(std::mem::take(&mut retry), rx);
             if !left.is_empty() {
                 tracing::error!(messages = left.len(), "acknowledged messages left in the journal for the next start");
             }
@@ -396,7 +427,7 @@ fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
             std::thread::sleep(hold);
         }
         work.append(&mut retry);
-        retry = shared.settle(work);
+        retry = shared.settle(work, rx);
     }
 }
 
@@ -422,7 +453,15 @@ impl Shared {
             match self.append(&mut job, &mut out, &mut files, batch.is_empty()) {
                 Ok(Some((place, span))) => {
                     bytes += span;
-                    batch.push(Journaled { job, place, is_synced: false, dirs: Vec::new(), error: None });
+                    batch.push(Journaled {
+                        job,
+                        place,
+                        is_synced: false,
+                        is_linked: false,
+                        is_staged: false,
+                        dirs: Vec::new(),
+                        error: None,
+                    });
                 }
                 Ok(None) => {
                     waiting.push_front(job);
@@ -448,15 +487,39 @@ impl Shared {
             return Vec::new();
         }
         self.progress.add_journaled(batch.len());
-        for j in &mut batch {
-            // A queue entry is answered once it is in place (the queue reads it at once).
-            if j.job.spool.is_none() {
-                if let Some(reply) = j.job.reply.take() {
-                    let _ = reply.send(Ok(j.delivered()));
+        batch
+    }
+
+    /// Makes the names of a journaled batch before its answer, so that a 250 means the message is in
+    /// every `new/` (and the queue) for readers at once: the file's bytes are written out (page
+    /// cache; their durability is the journal's), the queue entry's sidecar staged, and each name
+    /// linked. No name is fsynced here: stage 2 makes every file durable before it fsyncs a
+    /// directory holding its name (under [`Shared::gate`]). A failure leaves the message to stage 2,
+    /// which answers it.
+    fn place_early(&self, batch: &mut [Journaled]) {
+        for j in batch.iter_mut() {
+            let early = (|| {
+                if let Some(file) = j.job.file.as_mut() {
+                    file.flush().map_err(io_err("write", &j.job.tmp_path))?;
+                }
+                if let Some(spool) = &j.job.spool {
+                    write_new_file(&j.job.staged_sidecar(), &spool.sidecar)?;
+                    j.is_staged = true;
+                }
+                self.link(j)
+            })();
+            match early {
+                Ok(()) => j.is_linked = true,
+                Err(error) => {
+                    tracing::warn!(id = %j.job.unique, %error, "cannot place a journaled message yet; the background stage tries again")
                 }
             }
         }
-        batch
+    }
+
+    /// The lock that keeps the leader from making names while stage 2 fsyncs directories.
+    fn lock_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn journal_err(&self) -> impl Fn(io::Error) -> StoreError + '_ {
@@ -623,28 +686,36 @@ impl Shared {
         Ok(())
     }
 
-    /// One round of stage 2 over journaled messages; returns those to try again.
-    fn settle(&self, mut work: Vec<Journaled>) -> Vec<Journaled> {
+    /// One round of stage 2 over journaled messages; returns those to try again. `more` is the
+    /// leader's channel: what it placed meanwhile is taken in before any directory is fsynced.
+    fn settle(&self, mut work: Vec<Journaled>, more: &mpsc::Receiver<Vec<Journaled>>) -> Vec<Journaled> {
         if work.is_empty() {
             return work;
         }
         // 1. The data of every file durable (the syncs in parallel share journal commits).
-        parallel(&mut work, |j| {
-            if !j.is_synced {
-                match sync_message(&mut j.job) {
-                    Ok(()) => j.is_synced = true,
-                    Err(e) => j.error = Some(e),
-                }
-            }
-        });
-        // 2. Only then the names: every mailbox, the queue's message, its sidecar last.
-        for j in work.iter_mut().filter(|j| j.error.is_none()) {
-            if let Err(e) = self.link(j) {
-                j.error = Some(e);
+        parallel(&mut work, sync_journaled);
+        // 2. With the leader kept from making names, the names it made since are synced too: no
+        //    directory fsync below makes a name durable before its data.
+        let gate = self.lock_gate();
+        let mut late: Vec<Journaled> = Vec::new();
+        while let Ok(batch) = more.try_recv() {
+            late.extend(batch);
+        }
+        if !late.is_empty() {
+            parallel(&mut late, sync_journaled);
+            work.append(&mut late);
+        }
+        // 3. The names not made yet (the leader failed them): every mailbox, the queue's message, its
+        //    sidecar last.
+        for j in work.iter_mut().filter(|j| j.error.is_none() && !j.is_linked) {
+            match self.link(j) {
+                Ok(()) => j.is_linked = true,
+                Err(e) => j.error = Some(e),
             }
         }
-        // 3. Each directory that got a name fsynced once.
+        // 4. Each directory that got a name fsynced once.
         self.sync_dirs(&mut work);
+        drop(gate);
         // 4. Clean up, answer the queue entries, retire.
         let mut places = Vec::with_capacity(work.len());
         let mut retry = Vec::new();
@@ -668,7 +739,6 @@ impl Shared {
                     if let Some(reply) = j.job.reply.take() {
                         let _ = reply.send(Err(e));
                     }
-                    j.dirs.clear();
                     retry.push(j);
                 }
             }
@@ -746,26 +816,51 @@ fn fail_job(mut job: Job, error: StoreError) {
     }
 }
 
+/// Stage 2's first step for one message: its data durable (kept across retries).
+fn sync_journaled(j: &mut Journaled) {
+    if j.is_synced {
+        return;
+    }
+    match sync_message(&mut j.job, j.is_staged) {
+        Ok(()) => {
+            j.is_synced = true;
+            j.is_staged = j.job.spool.is_some();
+        }
+        Err(e) => j.error = Some(e),
+    }
+}
+
 /// Flushes the write buffer into the tmp file and fdatasyncs it (fdatasync also persists the size,
-/// which reading needs); writes and syncs the staged sidecar of a queue entry.
-fn sync_message(job: &mut Job) -> Result<(), StoreError> {
+/// which reading needs); syncs the staged sidecar of a queue entry, writing it first unless the
+/// leader did (it may be linked into the queue already: never truncated then).
+fn sync_message(job: &mut Job, is_staged: bool) -> Result<(), StoreError> {
     if let Some(file) = job.file.as_mut() {
         file.flush().map_err(io_err("write", &job.tmp_path))?;
         fsync::sync_data(file.get_ref()).map_err(io_err("fsync", &job.tmp_path))?;
     }
     if let Some(spool) = &job.spool {
         let path = job.staged_sidecar();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("create", &path))?;
-        file.write_all(&spool.sidecar).map_err(io_err("write", &path))?;
+        let file = if is_staged {
+            File::open(&path).map_err(io_err("open", &path))?
+        } else {
+            write_new_file(&path, &spool.sidecar)?
+        };
         fsync::sync_data(&file).map_err(io_err("fsync", &path))?;
     }
     Ok(())
+}
+
+/// Creates (or replaces the content of) `path` with `bytes`, mode 0600, not synced.
+fn write_new_file(path: &Path, bytes: &[u8]) -> Result<File, StoreError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    file.write_all(bytes).map_err(io_err("write", path))?;
+    Ok(file)
 }
 
 /// The cross-device fallback: copy into the mailbox's own tmp/, fsync, then link into new/ (link,

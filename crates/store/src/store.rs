@@ -177,8 +177,8 @@ impl Store {
     /// Waits (at most `limit`) until every commit answered so far is also in its mailboxes and queue
     /// (stage 2 of the commit: files synced, linked, directories synced); false if that took longer
     /// (a failing mailbox is retried meanwhile). A commit's answer means it is durable in the
-    /// journal; its file appears in `new/` a few milliseconds later. For callers that read a Maildir
-    /// right after a commit (tests, a one-shot CLI command).
+    /// journal and named in every `new/`; its file is durable there, its tmp name gone and its record
+    /// retired a few milliseconds later. For callers that check those (tests, a one-shot CLI command).
     pub fn settle(&self, limit: Duration) -> bool {
         self.inner.intake.progress.wait_placed(limit)
     }

@@ -41,6 +41,30 @@ fn new_dir(data: &Path, id: &MailboxId) -> PathBuf {
 
 const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n";
 
+/// What a 250 promises a reader: the message is in `new/` of every recipient, whole, when the commit
+/// answers (no waiting for the background stage), many commits at once.
+#[tokio::test]
+async fn the_answer_finds_the_message_whole_in_every_new_at_once() {
+    let (dir, store, ids) = setup(&["a@example.test", "b@example.test"]);
+    let mut commits = Vec::new();
+    for n in 0..50 {
+        let mut incoming = store.begin().unwrap();
+        let body = format!("Subject: {n}\r\n\r\n{}\r\n", "x".repeat(n * 100));
+        incoming.write(body.as_bytes()).unwrap();
+        let ids = ids.clone();
+        commits.push(tokio::spawn(async move { (incoming.commit(&ids).await.unwrap(), body) }));
+    }
+    for c in commits {
+        let (delivered, body) = c.await.unwrap();
+        for id in &ids {
+            let path = new_dir(dir.path(), id).join(format!("{},S={}", delivered.id, delivered.size));
+            let stored =
+                fs::read(&path).unwrap_or_else(|e| panic!("{} not in new/ at the answer: {e}", path.display()));
+            assert_eq!(stored, body.as_bytes(), "whole at the answer");
+        }
+    }
+}
+
 #[tokio::test]
 async fn three_recipients_get_one_hard_linked_file_each() {
     let (dir, store, ids) = setup(&["a@example.test", "b@example.test", "c@other.test"]);
@@ -329,6 +353,7 @@ async fn a_spool_entry_lands_with_the_mailboxes() {
     let mbox_copy = &files_in(&new_dir(dir.path(), &ids[0]))[0];
     assert_eq!(fs::metadata(&queued).unwrap().ino(), fs::metadata(mbox_copy).unwrap().ino(), "one file, linked");
     assert_eq!(fs::read(dir.path().join("queue/env").join(&id)).unwrap(), b"id = \"x\"\n", "whole sidecar");
+    assert!(store.settle(SETTLE));
     assert!(files_in(&dir.path().join("tmp")).is_empty(), "no staged sidecar or data file left");
 }
 
@@ -342,6 +367,7 @@ async fn a_spool_only_commit_needs_no_mailbox() {
     assert_eq!(delivered.mailboxes, 0);
     assert_eq!(fs::read(dir.path().join("queue/msg").join(&id)).unwrap(), MESSAGE);
     assert!(dir.path().join("queue/env").join(&id).exists());
+    assert!(store.settle(SETTLE));
     assert!(files_in(&dir.path().join("tmp")).is_empty());
 }
 
