@@ -90,8 +90,8 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
     /// The messages in bob's new/.
-    /// Bob's messages, once none is in flight (a 250 means durable in the store's journal; the file
-    /// reaches new/ a moment later).
+    /// Bob's messages, once none is in flight (a 250 means durable in the store's journal and named
+    /// in new/; its tmp name goes a moment later, when the file is durable there).
     fn bob(&self) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::fs::read_dir(self.data.join("tmp")).is_ok_and(|mut d| d.next().is_some())

@@ -154,7 +154,8 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
     }
 
     let acked = acked.lock().unwrap().clone();
-    // The last answers are durable in the journal; their files land in new/ a moment later.
+    // The last answers are durable in the journal and were named in new/ (a kill may have come
+    // between the journal sync and the names: the restart's replay makes them).
     let settled = poll(Duration::from_secs(10), Duration::from_millis(20), || {
         Some(check_new(&server)).filter(|seen| acked.iter().all(|m| seen.contains_key(m)))
     });
@@ -313,7 +314,8 @@ fn sigkill_mid_commit_leaves_each_message_in_all_or_none_of_its_mailboxes() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= MANY_KILLS, "too little load: {} messages acknowledged", acked.len());
-    // The last answers are durable in the journal; their files land a moment later.
+    // The last answers are durable in the journal (a kill between the journal sync and the names is
+    // completed by the restart's replay).
     let settled = poll(Duration::from_secs(10), Duration::from_millis(20), || {
         Some(where_is_each_marker(&server))
             .filter(|seen| acked.iter().all(|m| seen.get(m).is_some_and(|v| v.len() == MANY)))

@@ -44,8 +44,8 @@ impl Running {
         tokio::time::timeout(WAIT, self.task).await.expect("run returns after shutdown").unwrap();
     }
 
-    /// The messages in ADDR's new/, once there are any (bounded wait: a 250 means durable in the
-    /// store's journal, and the file lands in new/ a moment later).
+    /// The messages in ADDR's new/, once there are any (bounded wait; a 250 means durable in the
+    /// store's journal and already named in new/, so the wait is a safety margin).
     fn new_messages(&self, addr: &str) -> Vec<Vec<u8>> {
         let (local, domain) = addr.split_once('@').unwrap();
         let dir = self.data.path().join("mailboxes").join(domain).join(local).join("new");

@@ -91,7 +91,7 @@ fn still_serves_over(server: &Server, mut c: Smtp) {
     let r = c.data(format!("Subject: {marker}\r\n\r\nAn ordinary message after the attack.\r\n").as_bytes());
     assert_reply(&r, 250, "2.0.0", "an ordinary message after the attack");
     expect_reply(&mut c, "QUIT", 221, "2.0.0");
-    // A 250 means durable in the store's journal; the file lands in new/ a moment later.
+    // A 250 means durable in the store's journal and named in new/ (the poll is a safety margin).
     let count = || messages(server, ALICE).iter().filter(|(_, m)| contains(m, marker.as_bytes())).count();
     let found = poll(Duration::from_secs(5), Duration::from_millis(5), || Some(count()).filter(|&n| n > 0));
     assert_eq!(found.unwrap_or_else(count), 1, "the ordinary message is in alice's new/ once");
@@ -99,7 +99,7 @@ fn still_serves_over(server: &Server, mut c: Smtp) {
 }
 
 /// Waits (at most 5 s) until no message is in flight in `<data>/tmp/`: a 250 means durable in the
-/// store's journal, and the file is in new/ (and gone from tmp/) a moment later.
+/// store's journal and named in new/; it is gone from tmp/ once durable there, a moment later.
 pub fn settle(server: &Server) {
     let is_settled = || files_under(&server.data.join("tmp")).is_empty();
     poll(Duration::from_secs(5), Duration::from_millis(5), || is_settled().then_some(()));

@@ -279,7 +279,7 @@ impl Server {
     }
 
     /// Waits (bounded) for ADDR's new/ to hold exactly `n` files and returns them.
-    /// (A 250 means durable in the store's journal; the file reaches new/ a few milliseconds later.)
+    /// (A 250 means durable in the store's journal and named in new/; the wait is a safety margin.)
     pub fn expect_new(&self, addr: &str, n: usize) -> Vec<PathBuf> {
         let settled = poll(Duration::from_secs(10), Duration::from_millis(5), || {
             Some(self.new_files(addr)).filter(|f| f.len() == n)
@@ -303,7 +303,7 @@ pub fn maildir(data: &Path, addr: &str) -> PathBuf {
 }
 
 /// Waits (at most 5 s) until no message is in flight in `<data>/tmp/`: a 250 means durable in the
-/// store's journal; the file reaches new/ (and leaves tmp/) a moment later.
+/// store's journal and named in new/; the tmp name goes once the file is durable there, a moment later.
 pub fn settle_data(data: &Path) {
     poll(Duration::from_secs(5), Duration::from_millis(5), || files_under(&data.join("tmp")).is_empty().then_some(()));
 }

@@ -261,7 +261,7 @@ pub fn message(from: &str, subject: &str, extra_headers: &str) -> String {
 }
 
 /// The files in `<maildir>/<folder>new/` of [`RCPT`] (folder "" or ".Junk/"), once no message is in
-/// flight (a 250 means durable in the store's journal; the file lands a moment later).
+/// flight (a 250 means durable in the store's journal and named in new/; durable there a moment later).
 pub fn stored(server: &Server, folder: &str) -> Vec<PathBuf> {
     crate::common::settle_data(&server.data);
     crate::common::files_in(&server.maildir(RCPT).join(folder).join("new"))
