@@ -109,13 +109,41 @@ fn walk(
 
 /// Drops root for good: no supplementary groups, then the group, then the user; then checks.
 pub fn drop_to(to: &RunAs) -> anyhow::Result<()> {
+    switch_to(to)?;
+    tracing::info!(user = %to.user, uid = to.uid, gid = to.gid, "dropped root privileges");
+    Ok(())
+}
+
+fn switch_to(to: &RunAs) -> anyhow::Result<()> {
     let (uid, gid) = (Uid::from_raw(to.uid), Gid::from_raw(to.gid));
     nix::unistd::setgroups(&[]).context("setgroups([]) failed")?;
     nix::unistd::setgid(gid).with_context(|| format!("setgid({gid}) failed"))?;
     nix::unistd::setuid(uid).with_context(|| format!("setuid({uid}) failed"))?;
-    check_dropped(to)?;
-    tracing::info!(user = %to.user, uid = to.uid, gid = to.gid, "dropped root privileges");
-    Ok(())
+    check_dropped(to)
+}
+
+/// The admin commands (`user`, `alias`, `vacation`, `mailbox`, `queue`, `dkim`, `token`) started as
+/// root on a data directory that belongs to another user (the server's: the package's
+/// `/var/lib/mailroom`, or one handed over by `[server] user`) become that user before they touch it,
+/// for good, as the server does: what they write stays the server's. Run as root, `user add` would
+/// otherwise replace `users.toml` with a root-owned 0600 file that the server can no longer read. The
+/// user's primary group comes from the user database (the directory's group when the uid has no
+/// entry). A root-owned or missing data directory changes nothing. Input files named on the command
+/// line are read before this (see `vacation set --body-file`).
+pub fn act_as_data_dir_owner(data_dir: &Path) -> anyhow::Result<()> {
+    if !is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(data_dir) else { return Ok(()) };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let to = match nix::unistd::User::from_uid(Uid::from_raw(meta.uid())) {
+        Ok(Some(u)) => RunAs { user: u.name, uid: meta.uid(), gid: u.gid.as_raw() },
+        _ => RunAs { user: meta.uid().to_string(), uid: meta.uid(), gid: meta.gid() },
+    };
+    switch_to(&to)
+        .with_context(|| format!("cannot act as {} (uid {}), the owner of {}", to.user, to.uid, data_dir.display()))
 }
 
 /// The drop holds: real, effective and saved ids are the user's, no supplementary group, no

@@ -18,8 +18,12 @@ pub struct DataDirArgs {
 }
 
 impl DataDirArgs {
+    /// The configured data directory; as root, the process becomes its owner from here on (see
+    /// [`crate::privilege::act_as_data_dir_owner`]).
     pub fn resolve(&self) -> anyhow::Result<PathBuf> {
-        Ok(crate::serve::load_config(self.config.as_ref(), self.data_dir.as_ref())?.server.data_dir)
+        let dir = crate::serve::load_config(self.config.as_ref(), self.data_dir.as_ref())?.server.data_dir;
+        crate::privilege::act_as_data_dir_owner(&dir)?;
+        Ok(dir)
     }
 
     /// The data directory, which must exist: reading from one that does not is a mistake (a typo in
@@ -137,6 +141,7 @@ fn add(dirs: &DataDirArgs, address: &str, password_stdin: bool, allow_weak: bool
     let cfg = crate::serve::load_config(dirs.config.as_ref(), dirs.data_dir.as_ref())?;
     let data_dir = cfg.server.data_dir.clone();
     let hash = if password_stdin { Some(hash(&read_password(true, allow_weak)?)?) } else { None };
+    crate::privilege::act_as_data_dir_owner(&data_dir)?;
     // Fsynced into its parent: the data directory must survive a power cut like everything in it.
     mailroom_store::fsync::create_dir_all_synced(&data_dir)?;
     let dir = UserDirectory::new(&data_dir);

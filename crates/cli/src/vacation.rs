@@ -37,14 +37,19 @@ pub enum VacationCommand {
 }
 
 pub fn run(cmd: VacationCommand, dirs: DataDirArgs) -> anyhow::Result<()> {
+    // Read as the caller, before the data directory's owner is taken on.
+    let body = match &cmd {
+        VacationCommand::Set { body_file, .. } => Some(read_body(body_file)?),
+        _ => None,
+    };
     let data_dir = dirs.resolve()?;
     let vacations = VacationDirectory::new(&data_dir);
     match cmd {
-        VacationCommand::Set { address, subject, body_file, until } => {
+        VacationCommand::Set { address, subject, body_file: _, until } => {
             if UserDirectory::new(&data_dir).load()?.get(&address).is_none() {
                 anyhow::bail!("no such user: {address}");
             }
-            let body = read_body(&body_file)?;
+            let body = body.unwrap_or_default();
             let v = Vacation { subject, body, until };
             v.validate().map_err(|e| anyhow::anyhow!(e))?;
             vacations.set(&address, &v)?;

@@ -1,7 +1,8 @@
 //! Started as root (issue 14): `[server] user` drops to that user once port 25 is bound (shown from
 //! /proc: uid/gid, no supplementary group, no capability, in every thread), the data directory is handed
-//! over and mail is still delivered; root without `user` warns once; `[store] group` lets a Dovecot
-//! whose mail processes run as another user in that group read a delivered message over IMAP.
+//! over and mail is still delivered; root without `user` warns once; admin commands run as root write
+//! as the data directory's owner; `[store] group` lets a Dovecot whose mail processes run as another
+//! user in that group read a delivered message over IMAP.
 //!
 //! These need root (and dovecot-imapd for the last one): without them they FAIL, unless
 //! `MAILROOM_SKIP_PRIVILEGED=1` is set (CI runs as root and never sets it).
@@ -350,4 +351,78 @@ fn a_data_dir_the_user_cannot_reach_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("cannot reach") && err.contains(TEST_USER), "{err}");
+}
+
+/// Every entry at and below `dir` (symlinks not followed), with its owner.
+fn owners(dir: &Path, out: &mut Vec<(PathBuf, u32)>) {
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    out.push((dir.to_path_buf(), meta.uid()));
+    if meta.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            owners(&e.unwrap().path(), out);
+        }
+    }
+}
+
+#[test]
+fn admin_commands_run_as_root_write_as_the_data_dir_s_owner() {
+    if !is_root_or_skip("the admin-as-root test") {
+        return;
+    }
+    let dir = open_tempdir();
+    let data = dir.path().join("data");
+    common::user_add(&data, "bob@example.test");
+    // The server's data directory, as the package's systemd unit (or `[server] user`) leaves it.
+    let st = Command::new("chown").arg("-R").arg(format!("{TEST_UID}:{TEST_GID}")).arg(&data).status().unwrap();
+    assert!(st.success());
+    // A reply text only root can read: read before the owner is taken on.
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let body = private.join("reply.txt");
+    std::fs::write(&body, "away until Monday\n").unwrap();
+    std::fs::set_permissions(&body, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let body = body.to_str().unwrap();
+    common::user_add_password(&data, "carol@example.test", "a long password");
+    for args in [
+        &["user", "passwd", "bob@example.test", "--password-stdin", "--allow-weak"][..],
+        &["alias", "add", "team@example.test", "bob@example.test", "carol@example.test"],
+        &["vacation", "set", "carol@example.test", "--subject", "away", "--body-file", body],
+        &["dkim", "keygen", "example.test"],
+        &["user", "quota", "bob@example.test", "10M"],
+        &["token", "create", "carol@example.test"],
+    ] {
+        let mut child = Command::new(common::bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"another password\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut all = Vec::new();
+    owners(&data, &mut all);
+    let foreign: Vec<_> = all.iter().filter(|(_, uid)| *uid != TEST_UID).collect();
+    assert!(foreign.is_empty(), "written as another user than the data directory's owner: {foreign:?}");
+    for p in ["users.toml", "aliases.toml"] {
+        assert!(data.join(p).is_file(), "{p} missing");
+    }
+    assert!(all.iter().any(|(p, _)| p.starts_with(data.join("dkim"))), "no key written: {all:?}");
+    // The owner (the server, as `nobody`) reads what root's commands wrote.
+    let out = Command::new("setpriv")
+        .args(["--reuid", &TEST_UID.to_string(), "--regid", &TEST_GID.to_string(), "--clear-groups", "cat"])
+        .arg(data.join("users.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("carol@example.test"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
