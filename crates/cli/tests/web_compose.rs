@@ -1,7 +1,7 @@
 //! Compose and send through the web API (`POST /api/v1/messages/send`) of a real `mailroom serve`:
 //! the message goes through the same submission as SMTP AUTH (sender binding, routing, limits, DKIM,
-//! the commit), Bcc only in the envelope, foreign recipients into the queue; the CSRF token and a login
-//! are required.
+//! the commit), Bcc only in the envelope, foreign recipients into the queue, a copy kept in the
+//! sender's Sent folder (read) unless asked not to; the CSRF token and a login are required.
 
 mod common;
 
@@ -210,4 +210,39 @@ fn the_compose_page_sends_and_reply_prefills_the_answer() {
     assert_eq!(r.status(), 422);
     let page = r.text().unwrap();
     assert!(page.contains("recipient_refused") && page.contains("value=\"kept\"") && page.contains("typed"), "{page}");
+}
+
+#[test]
+fn the_sender_keeps_a_read_copy_in_sent_unless_asked_not_to() {
+    let (server, base) = server("");
+    let (c, csrf) = login(&base, "alice@example.test");
+    let sent_dir = server.maildir("alice@example.test").join(".Sent");
+    // A refused message leaves no copy either: the copy is part of the same commit.
+    let (status, _) = send(&c, &base, &csrf, &json!({"to": ["nobody@example.test"], "subject": "refused"}));
+    assert_eq!(status, 422);
+    assert!(!sent_dir.exists(), "no Sent folder for a refused message");
+
+    let (status, sent) = send(&c, &base, &csrf, &json!({"to": ["bob@example.test"], "subject": "kept", "text": "hi"}));
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["saved"], true, "{sent}");
+    assert_eq!(sent["local"], 1, "the copy is not counted as a recipient: {sent}");
+    let bob = std::fs::read(&server.expect_new("bob@example.test", 1)[0]).unwrap();
+    let kept = files_in(&sent_dir.join("cur"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let name = kept[0].file_name().unwrap().to_string_lossy().into_owned();
+    let id = sent["id"].as_str().unwrap();
+    assert!(name.starts_with(&format!("{id},S=")) && name.ends_with(":2,S"), "read, under the id: {name}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), bob, "the same message as the recipient's");
+    assert!(files_in(&sent_dir.join("new")).is_empty());
+    assert!(server.new_files("alice@example.test").is_empty(), "nothing in the sender's inbox");
+    // The folder shows in the API, nothing unread.
+    let folders: Value = c.get(format!("{base}/api/v1/folders")).send().unwrap().json().unwrap();
+    let entry = folders["folders"].as_array().unwrap().iter().find(|f| f["name"] == "Sent").cloned();
+    assert_eq!(entry, Some(json!({"name": "Sent", "total": 1, "unread": 0})), "{folders}");
+
+    let (status, sent) =
+        send(&c, &base, &csrf, &json!({"to": ["bob@example.test"], "subject": "not kept", "save_copy": false}));
+    assert_eq!((status, &sent["saved"]), (200, &json!(false)), "{sent}");
+    server.expect_new("bob@example.test", 2);
+    assert_eq!(files_in(&sent_dir.join("cur")).len() + files_in(&sent_dir.join("new")).len(), 1, "no second copy");
 }

@@ -5,7 +5,8 @@
 //! [`Policy::route`](crate::policy::Policy::route) and checked against its quota, the message limits of
 //! the submission listener (`[limits] max_recipients`, `max_message_size`), DKIM signing, vacation
 //! replies, and the commit of `crate::delivery` (local mailboxes, the outbound queue for the rest)
-//! before the answer. The trace fields say how it came: `Received: from web ([client]) by HOST
+//! before the answer; with `keep_copy`, the same commit also stores it in the user's `Sent` folder.
+//! The trace fields say how it came: `Received: from web ([client]) by HOST
 //! (mailroom) with PROTOCOL (web interface, user ADDRESS) id ID`.
 
 use std::net::IpAddr;
@@ -50,6 +51,9 @@ pub struct Submission {
     pub rcpts: Vec<Address>,
     /// The message: RFC 5322, CRLF line ends, no trace fields (they are added here).
     pub message: Vec<u8>,
+    /// Also store the message in the user's own `Sent` folder (Maildir++ `.Sent/`, made when missing),
+    /// in the same commit as the recipients' copies: all of them or none.
+    pub keep_copy: bool,
 }
 
 /// A submitted message: durable in every local mailbox and in the queue.
@@ -61,6 +65,8 @@ pub struct Submitted {
     pub local: usize,
     /// Addresses queued for delivery elsewhere.
     pub queued: usize,
+    /// A copy is in the user's `Sent` folder (`.Sent/new/`, under the id).
+    pub kept: bool,
 }
 
 /// Why a submission was refused: the reply an SMTP client would have had, by kind.
@@ -187,7 +193,10 @@ impl Submitter {
         let outgoing =
             envelope.map(|envelope| Outgoing { queue: &shared.queue, outbound: shared.outbound.as_ref(), envelope });
         let vacation = r.vacation.take();
-        let reply = r.finish(&locals, outgoing, None, &from.to_string(), shared.max_hops).await;
+        // The sender's own copy rides in the same commit (a user without a mailbox here keeps none).
+        let kept = s.keep_copy.then(|| shared.store.mailbox(&s.user).ok()).flatten().map(|m| shared.store.sent(m.id()));
+        let places: Vec<_> = locals.iter().cloned().chain(kept.iter().cloned()).collect();
+        let reply = r.finish(&places, outgoing, None, &from.to_string(), shared.max_hops).await;
         if reply.code != 250 {
             return Err(SubmitError::Refused(reply));
         }
@@ -196,7 +205,7 @@ impl Submitter {
         }
         // "Ok: stored as ID" / "Ok: queued as ID".
         let id = reply.lines.first().and_then(|l| l.rsplit(' ').next()).unwrap_or_default().to_owned();
-        info!(user = %s.user, %id, local = locals.len(), queued, "web submission");
-        Ok(Submitted { id, local: locals.len(), queued })
+        info!(user = %s.user, %id, local = locals.len(), queued, kept = kept.is_some(), "web submission");
+        Ok(Submitted { id, local: locals.len(), queued, kept: kept.is_some() })
     }
 }

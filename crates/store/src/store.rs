@@ -205,10 +205,19 @@ impl Store {
     pub fn junk(&self, mailbox: &MailboxId) -> MailboxId {
         mailbox.inbox().with_folder(JUNK_FOLDER)
     }
+
+    /// The mailbox's `Sent` folder (`.Sent/`), made at commit when missing.
+    pub fn sent(&self, mailbox: &MailboxId) -> MailboxId {
+        mailbox.inbox().with_folder(SENT_FOLDER)
+    }
 }
 
 /// The folder quarantined mail goes to: the name Dovecot's and most clients' special-use Junk has.
 pub const JUNK_FOLDER: &str = "Junk";
+
+/// The folder a copy of what a user sends from the web interface goes to: the name Dovecot's and most
+/// clients' special-use Sent has.
+pub const SENT_FOLDER: &str = "Sent";
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,8 @@
 //! it. The message is built here (From, To, Cc, Subject, Date, Message-ID, In-Reply-To, References, a
 //! text part; Bcc only in the envelope) and handed to the server's in-process submission
 //! (`mailroom_server::submit`), which decides exactly as for the user's own SMTP AUTH submission: the
-//! sender binding, routing, limits, DKIM signing and the commit.
+//! sender binding, routing, limits, DKIM signing and the commit. Unless the draft says
+//! `save_copy: false`, the same commit keeps a copy in the sender's `Sent` folder, then marked read.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,6 +64,9 @@ pub struct Draft {
     pub in_reply_to: Option<String>,
     #[serde(default)]
     pub references: Vec<String>,
+    /// Keep a copy in the sender's `Sent` folder, marked read (the default).
+    #[serde(default)]
+    pub save_copy: Option<bool>,
 }
 
 /// What the API answers for a message sent.
@@ -76,6 +80,8 @@ pub struct Sent {
     pub local: usize,
     /// Addresses queued for delivery to other servers.
     pub queued: usize,
+    /// A copy is in the sender's `Sent` folder.
+    pub saved: bool,
 }
 
 type Mailbox = (Option<String>, Address);
@@ -227,9 +233,37 @@ pub async fn submit(state: &AppState, caller: &Caller, peer: Peer, draft: &Draft
         from: checked.from.1.clone(),
         rcpts: checked.rcpts,
         message,
+        keep_copy: draft.save_copy.unwrap_or(true),
     };
     let done = submitter.submit(submission).await.map_err(submit_error)?;
-    Ok(Sent { id: done.id, message_id, local: done.local, queued: done.queued })
+    if done.kept {
+        mark_sent_copy_read(caller, &done.id).await;
+    }
+    Ok(Sent { id: done.id, message_id, local: done.local, queued: done.queued, saved: done.kept })
+}
+
+/// The copy in `Sent` is the user's own message: read, as a mail client's saved copy is. It was
+/// committed (and so is in `.Sent/new/`) before this; a failure here leaves it unread, nothing worse.
+async fn mark_sent_copy_read(caller: &Caller, id: &str) {
+    let mailbox = caller.mailbox.clone();
+    let id = id.to_owned();
+    let marked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let Some(folder) = crate::mail::open_folder(&mailbox, mailroom_store::store::SENT_FOLDER) else {
+            return Ok(false);
+        };
+        match folder.find(&id)? {
+            Some(entry) if !entry.is_seen() => folder.set_seen(&entry, true).map(|()| true),
+            Some(_) => Ok(true),
+            None => Ok(false),
+        }
+    })
+    .await;
+    match marked {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::warn!(user = %caller.address, "the Sent copy was not found to mark it read"),
+        Ok(Err(error)) => tracing::warn!(user = %caller.address, %error, "cannot mark the Sent copy read"),
+        Err(error) => tracing::warn!(user = %caller.address, %error, "cannot mark the Sent copy read"),
+    }
 }
 
 /// The stable code and status of each refusal.

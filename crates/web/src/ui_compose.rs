@@ -96,6 +96,8 @@ impl ComposeForm {
             text: self.text,
             in_reply_to: Some(self.in_reply_to).filter(|s| !s.trim().is_empty()),
             references: self.references.split_whitespace().map(str::to_owned).collect(),
+            // The page always keeps a copy in Sent.
+            save_copy: None,
         }
     }
 }
