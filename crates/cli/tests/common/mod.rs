@@ -176,6 +176,11 @@ impl Server {
             std::fs::write(&path, text).unwrap();
             cmd.arg("--config").arg(path);
         }
+        // No test server takes the default HTTP address (127.0.0.1:8025) by chance: one that wants HTTP
+        // says where in its `[http]` section.
+        if !opts.config.as_deref().is_some_and(|c| c.contains("[http]")) {
+            cmd.arg("--no-http");
+        }
         let log_file = std::fs::File::create(&log).unwrap();
         cmd.env("MAILROOM_LOG", "info")
             .env_remove("RUST_LOG")
