@@ -681,6 +681,47 @@ fn parse_strace(text: &str) -> Vec<Traced> {
     out
 }
 
+/// `strace -f mailroom serve`, stopped by the server's PID (from `queue/server.pid`): killing strace
+/// alone would detach the server and leave it running. Stopped on drop too, when a check panics.
+struct TracedServer {
+    strace: std::process::Child,
+    data: PathBuf,
+}
+
+impl TracedServer {
+    fn stop(&mut self) {
+        let pid = std::fs::read_to_string(self.data.join("queue").join("server.pid"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            // Only a process strace started (it is traced by our strace child) is ours to kill.
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let tracer = status.lines().find_map(|l| l.strip_prefix("TracerPid:")).map(str::trim);
+            if tracer == Some(self.strace.id().to_string().as_str()) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+        // strace exits once its tracee is gone; bounded, then it goes too.
+        let started = Instant::now();
+        while started.elapsed() < WAIT {
+            if let Ok(Some(_)) = self.strace.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.strace.kill();
+        let _ = self.strace.wait();
+    }
+}
+
+impl Drop for TracedServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.strace.try_wait() {
+            self.stop();
+        }
+    }
+}
+
 /// The data directory, each directory created with whether its parent was fsynced, the server's log.
 type FirstDelivery = (PathBuf, Vec<(PathBuf, bool)>, String);
 
@@ -713,7 +754,7 @@ fn trace_first_delivery(skip_dir_fsync: bool) -> Option<FirstDelivery> {
     if skip_dir_fsync {
         cmd.env(SKIP_DIR_FSYNC_ENV, "1");
     }
-    let mut child = cmd.spawn().expect("spawn strace");
+    let mut child = TracedServer { strace: cmd.spawn().expect("spawn strace"), data: data.clone() };
     let started = Instant::now();
     let mut c = loop {
         match Smtp::try_connect(port) {
@@ -728,8 +769,7 @@ fn trace_first_delivery(skip_dir_fsync: bool) -> Option<FirstDelivery> {
     expect_reply(&mut c, "RCPT TO:<postmaster@example.test>", 250, "2.1.5");
     assert_reply(&c.data(b"Subject: first\r\n\r\nfirst\r\n"), 250, "2.0.0", "the first message");
     c.expect("QUIT", 221);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
 
     let calls = parse_strace(&std::fs::read_to_string(&trace).unwrap());
     let acked_at = calls.iter().position(|c| matches!(c, Traced::Acked)).expect("the 250 is in the trace");
