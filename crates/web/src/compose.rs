@@ -237,17 +237,26 @@ pub async fn submit(state: &AppState, caller: &Caller, peer: Peer, draft: &Draft
     };
     let done = submitter.submit(submission).await.map_err(submit_error)?;
     if done.kept {
-        mark_sent_copy_read(caller, &done.id).await;
+        mark_sent_copy_read(state, caller, &done.id).await;
     }
     Ok(Sent { id: done.id, message_id, local: done.local, queued: done.queued, saved: done.kept })
 }
 
+/// How long marking the Sent copy read waits for the store to make it durable in `.Sent/new/`.
+const SENT_COPY_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The copy in `Sent` is the user's own message: read, as a mail client's saved copy is. It was
-/// committed (and so is in `.Sent/new/`) before this; a failure here leaves it unread, nothing worse.
-async fn mark_sent_copy_read(caller: &Caller, id: &str) {
+/// committed (and so is in `.Sent/new/`) before this; it is moved to `cur/` only once the store's
+/// background stage has made its data durable (usually milliseconds), so that the move cannot make a
+/// name durable before its data. A failure or a slow disk leaves it unread, nothing worse.
+async fn mark_sent_copy_read(state: &AppState, caller: &Caller, id: &str) {
     let mailbox = caller.mailbox.clone();
+    let store = state.store.clone();
     let id = id.to_owned();
     let marked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        if !store.settle(SENT_COPY_SETTLE) {
+            return Ok(false);
+        }
         let Some(folder) = crate::mail::open_folder(&mailbox, mailroom_store::store::SENT_FOLDER) else {
             return Ok(false);
         };
@@ -260,7 +269,9 @@ async fn mark_sent_copy_read(caller: &Caller, id: &str) {
     .await;
     match marked {
         Ok(Ok(true)) => {}
-        Ok(Ok(false)) => tracing::warn!(user = %caller.address, "the Sent copy was not found to mark it read"),
+        Ok(Ok(false)) => {
+            tracing::warn!(user = %caller.address, "the Sent copy was not found, or not yet durable, to mark it read")
+        }
         Ok(Err(error)) => tracing::warn!(user = %caller.address, %error, "cannot mark the Sent copy read"),
         Err(error) => tracing::warn!(user = %caller.address, %error, "cannot mark the Sent copy read"),
     }
