@@ -40,6 +40,7 @@ use crate::fsync::{self, sync_dir};
 use crate::intent::IntentEntry;
 use crate::journal::{self, Appender, Journal, Place, RecordMeta, HEADER_LEN, SEGMENT_SIZE, WRITE_CHUNK};
 use crate::spool::{staged_sidecar, Spool};
+use crate::sync_pool::SyncPool;
 
 /// Most commits answered by one batch (bounds the latency of the first in the batch).
 pub const MAX_BATCH: usize = 256;
@@ -401,6 +402,7 @@ fn leader_loop(rx: &mpsc::Receiver<Job>, shared: &Shared, settle: &mpsc::Sender<
 /// Stage 2: makes journaled messages durable in their places, then retires their records.
 fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
     let hold = journal::test_delay(journal::HOLD_ENV);
+    let pool = SyncPool::new(SYNC_THREADS, "mailroom-fsync");
     let mut retry: Vec<Journaled> = Vec::new();
     loop {
         let next = if retry.is_empty() {
@@ -414,7 +416,7 @@ fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
         };
         let Some(mut work) = next else {
             // The store is gone: one last try; what still fails stays in the journal for the next open.
-            let left = shared.settle(std::mem::take(&mut retry), rx);
+            let left = shared.settle(std::mem::take(&mut retry), rx, &pool);
             if !left.is_empty() {
                 tracing::error!(messages = left.len(), "acknowledged messages left in the journal for the next start");
             }
@@ -427,7 +429,7 @@ fn settle_loop(rx: &mpsc::Receiver<Vec<Journaled>>, shared: &Shared) {
             std::thread::sleep(hold);
         }
         work.append(&mut retry);
-        retry = shared.settle(work, rx);
+        retry = shared.settle(work, rx, &pool);
     }
 }
 
@@ -688,12 +690,12 @@ impl Shared {
 
     /// One round of stage 2 over journaled messages; returns those to try again. `more` is the
     /// leader's channel: what it placed meanwhile is taken in before any directory is fsynced.
-    fn settle(&self, mut work: Vec<Journaled>, more: &mpsc::Receiver<Vec<Journaled>>) -> Vec<Journaled> {
+    fn settle(&self, work: Vec<Journaled>, more: &mpsc::Receiver<Vec<Journaled>>, pool: &SyncPool) -> Vec<Journaled> {
         if work.is_empty() {
             return work;
         }
         // 1. The data of every file durable (the syncs in parallel share journal commits).
-        parallel(&mut work, sync_journaled);
+        let mut work = pool.map(work, sync_journaled);
         // 2. With the leader kept from making names, the names it made since are synced too: no
         //    directory fsync below makes a name durable before its data.
         let gate = self.lock_gate();
@@ -702,8 +704,7 @@ impl Shared {
             late.extend(batch);
         }
         if !late.is_empty() {
-            parallel(&mut late, sync_journaled);
-            work.append(&mut late);
+            work.append(&mut pool.map(late, sync_journaled));
         }
         // 3. The names not made yet (the leader failed them): every mailbox, the queue's message, its
         //    sidecar last.
@@ -714,7 +715,7 @@ impl Shared {
             }
         }
         // 4. Each directory that got a name fsynced once.
-        self.sync_dirs(&mut work);
+        self.sync_dirs(&mut work, pool);
         drop(gate);
         // 4. Clean up, answer the queue entries, retire.
         let mut places = Vec::with_capacity(work.len());
@@ -779,15 +780,15 @@ impl Shared {
 
     /// fsyncs each distinct directory that got a name, in parallel; a failure fails (for a retry)
     /// every message named there.
-    fn sync_dirs(&self, work: &mut [Journaled]) {
+    fn sync_dirs(&self, work: &mut [Journaled], pool: &SyncPool) {
         let mut dirs: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
         for (i, j) in work.iter().enumerate().filter(|(_, j)| j.error.is_none()) {
             for dir in &j.dirs {
                 dirs.entry(dir.clone()).or_default().push(i);
             }
         }
-        let mut syncs: Vec<(PathBuf, Option<StoreError>)> = dirs.keys().map(|d| (d.clone(), None)).collect();
-        parallel(&mut syncs, |(dir, error)| {
+        let syncs: Vec<(PathBuf, Option<StoreError>)> = dirs.keys().map(|d| (d.clone(), None)).collect();
+        let syncs = pool.map(syncs, |(dir, error)| {
             if let Err(e) = sync_dir(dir) {
                 *error = Some(StoreError::io("fsync", dir, e));
             }
@@ -886,9 +887,11 @@ fn copy_into(tmp: &Path, mbox: &Path, unique: &str, dest: &Path) -> Result<(), S
     result
 }
 
-/// Runs `f` over `items` on up to [`SYNC_THREADS`] threads (fsyncs of different files proceed in
-/// parallel in the kernel and the device queue). Threads pull items from a shared queue, so if a
-/// thread cannot be spawned the others, including the caller, still do every item.
+/// Runs `f` over `items` on up to [`SYNC_THREADS`] threads started for the call (fsyncs of different
+/// files proceed in parallel in the kernel and the device queue). Threads pull items from a shared
+/// queue, so if a thread cannot be spawned the others, including the caller, still do every item.
+/// For the replay at open; the running store's background stage uses its own lasting threads
+/// (`sync_pool`).
 pub(crate) fn parallel<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     let n = items.len();
     if n <= 1 {

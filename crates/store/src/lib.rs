@@ -46,6 +46,7 @@ pub mod routing;
 pub mod spool;
 pub mod srs;
 pub mod store;
+mod sync_pool;
 pub mod unique;
 pub mod usage;
 pub mod users;
