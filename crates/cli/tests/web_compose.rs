@@ -131,20 +131,30 @@ fn sending_as_someone_else_and_bad_recipients_are_refused_with_stable_codes() {
 }
 
 #[test]
-fn a_foreign_recipient_goes_to_the_queue() {
+fn a_foreign_recipient_goes_to_the_queue_an_idn_one_as_its_a_label() {
     let (server, base) = server("");
     let (c, csrf) = login(&base, "alice@example.test");
-    let (status, sent) =
-        send(&c, &base, &csrf, &json!({"to": ["dave@elsewhere.test", "bob@example.test"], "subject": "out"}));
+    // An internationalized domain goes out as its A-label, in the envelope and in the header.
+    let (status, sent) = send(
+        &c,
+        &base,
+        &csrf,
+        &json!({"to": ["dave@elsewhere.test", "Jörg <joerg@Bücher.test>", "bob@example.test"], "subject": "out"}),
+    );
     assert_eq!(status, 200, "{sent}");
-    assert_eq!((sent["local"].as_u64(), sent["queued"].as_u64()), (Some(1), Some(1)), "{sent}");
-    server.expect_new("bob@example.test", 1);
+    assert_eq!((sent["local"].as_u64(), sent["queued"].as_u64()), (Some(1), Some(2)), "{sent}");
+    let bob = std::fs::read_to_string(&server.expect_new("bob@example.test", 1)[0]).unwrap();
+    assert!(header_section(&bob).contains("<joerg@xn--bcher-kva.test>"), "{bob}");
     let out = mailroom(&server.data, &["queue", "list", "--json"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     let entry = &list[0];
     assert_eq!(entry["from"], "alice@example.test", "{list}");
-    assert_eq!(entry["rcpt"][0]["address"], "dave@elsewhere.test", "{list}");
+    let rcpts: Vec<&str> = entry["rcpt"].as_array().unwrap().iter().map(|r| r["address"].as_str().unwrap()).collect();
+    assert_eq!(rcpts, ["dave@elsewhere.test", "joerg@xn--bcher-kva.test"], "{list}");
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // A non-ASCII local part would need SMTPUTF8: refused with the stable code.
+    let (status, answer) = send(&c, &base, &csrf, &json!({"to": ["jörg@example.test"]}));
+    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_recipient")), "{answer}");
 }
 
 #[test]

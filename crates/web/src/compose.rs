@@ -101,9 +101,26 @@ pub fn parse_mailbox(entry: &str) -> Result<Mailbox, ApiError> {
         }
         None => (None, entry),
     };
-    if !addr.is_ascii() {
-        return Err(invalid_recipient(bad("non-ASCII addresses are not supported here")));
-    }
+    // An internationalized domain (bob@bücher.example) is written as its A-label (xn--...), which every
+    // server takes; a non-ASCII local part would need SMTPUTF8 (RFC 6531) end to end.
+    let ascii;
+    let addr = if addr.is_ascii() {
+        addr
+    } else {
+        match addr.rsplit_once('@') {
+            Some((local, domain)) if local.is_ascii() => {
+                let domain = mailroom_store::domain::canonical_domain(domain)
+                    .map_err(|_| invalid_recipient(bad("not a domain name")))?;
+                ascii = format!("{local}@{domain}");
+                ascii.as_str()
+            }
+            _ => {
+                return Err(invalid_recipient(bad(
+                    "a non-ASCII local part needs SMTPUTF8, which the web interface does not compose",
+                )))
+            }
+        }
+    };
     let address = Address::parse(addr).map_err(|_| invalid_recipient(bad("not an address")))?;
     Ok((name, address))
 }
@@ -368,6 +385,16 @@ mod tests {
         assert_eq!(reply_draft(b"Subject: Re: Plans\r\n\r\nx\r\n", false).subject, "Re: Plans", "no Re: Re:");
         let f = reply_draft(raw, true);
         assert!(f.to.is_empty() && f.subject == "Fwd: Plans" && f.text.contains("Shall we?"), "{f:?}");
+    }
+
+    #[test]
+    fn an_internationalized_domain_becomes_its_a_label_and_a_non_ascii_local_part_is_refused() {
+        let (name, a) = parse_mailbox("Bücher <info@Bücher.Example>").unwrap();
+        assert_eq!((name.as_deref(), a.to_string().as_str()), (Some("Bücher"), "info@xn--bcher-kva.example"));
+        assert_eq!(parse_mailbox("dave@xn--bcher-kva.example").unwrap().1.to_string(), "dave@xn--bcher-kva.example");
+        let e = parse_mailbox("jörg@example.org").unwrap_err();
+        assert!(e.message.contains("SMTPUTF8"), "{}", e.message);
+        assert!(parse_mailbox("bob@bü..example").is_err(), "an empty label is not a domain");
     }
 
     #[test]
